@@ -1,0 +1,118 @@
+//! The read-only JSON API of incidents, and the JSON views shared with `medic audit export`.
+
+use crate::audit::AuditRecord;
+use crate::incident::{AlertRow, Incident, IncidentState};
+use crate::server::App;
+use crate::store::IncidentFilter;
+use crate::time::rfc3339;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub fn incident_json(i: &Incident) -> Value {
+    json!({
+        "id": i.id,
+        "title": i.title,
+        "state": i.state.as_str(),
+        "severity": i.severity,
+        "group_key": i.group_key,
+        "opened_at": rfc3339(i.opened_at),
+        "last_fired_at": rfc3339(i.last_fired_at),
+        "resolves_at": i.resolve_at.map(rfc3339),
+        "resolved_at": i.resolved_at.map(rfc3339),
+        "alert_count": i.n_alerts,
+        "firing_count": i.n_firing,
+    })
+}
+
+pub fn alert_json(r: &AlertRow) -> Value {
+    let a = &r.alert;
+    json!({
+        "key": a.key(),
+        "source": a.source.as_str(),
+        "fingerprint": a.fingerprint,
+        "status": a.status.as_str(),
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "links": a.links,
+        "starts_at": rfc3339(a.starts_at),
+        "ends_at": a.ends_at.map(rfc3339),
+        "flapping": r.flapping,
+    })
+}
+
+pub fn timeline_json(records: &[AuditRecord]) -> Vec<Value> {
+    records
+        .iter()
+        .map(|r| {
+            json!({
+                "seq": r.seq,
+                "at": rfc3339(r.at),
+                "kind": r.kind,
+                "actor": r.actor,
+                "data": serde_json::from_str::<Value>(&r.data).unwrap_or(Value::String(r.data.clone())),
+                "hash": r.hash,
+            })
+        })
+        .collect()
+}
+
+fn bad_request(msg: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_query", "message": msg}))).into_response()
+}
+
+fn internal(e: anyhow::Error) -> Response {
+    tracing::error!(error = %format!("{e:#}"), "incident API failed");
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "unavailable", "message": "the store could not answer; retry later"}))).into_response()
+}
+
+/// `GET /v1/incidents?state=open|resolving|resolved&limit=50&before=ID`, newest first.
+pub async fn list(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut f = IncidentFilter { state: None, before: None, limit: 50 };
+    for (k, v) in &q {
+        match k.as_str() {
+            "state" => match IncidentState::parse(v) {
+                Some(s) => f.state = Some(s),
+                None => return bad_request(format!("state: expected open, resolving or resolved, got {v:?}")),
+            },
+            "limit" => match v.parse::<i64>() {
+                Ok(n) if (1..=1000).contains(&n) => f.limit = n,
+                _ => return bad_request(format!("limit: expected a number from 1 to 1000, got {v:?}")),
+            },
+            "before" => match v.parse::<i64>() {
+                Ok(n) => f.before = Some(n),
+                Err(_) => return bad_request(format!("before: expected an incident id, got {v:?}")),
+            },
+            other => return bad_request(format!("unknown query parameter {other:?}; expected state, limit or before")),
+        }
+    }
+    match app.store.incidents(&f).await {
+        Ok(list) => Json(json!({"incidents": list.iter().map(incident_json).collect::<Vec<_>>()})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /v1/incidents/{id}`: the incident, its alerts and its timeline.
+pub async fn detail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else { return bad_request(format!("incident id: expected a number, got {id:?}")) };
+    let found = match app.store.incident(id).await {
+        Ok(x) => x,
+        Err(e) => return internal(e),
+    };
+    let Some((inc, alerts)) = found else {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no incident {id}")}))).into_response();
+    };
+    match app.store.audit_for_incident(id).await {
+        Ok(records) => {
+            let mut v = incident_json(&inc);
+            v["alerts"] = json!(alerts.iter().map(alert_json).collect::<Vec<_>>());
+            v["timeline"] = json!(timeline_json(&records));
+            Json(v).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}

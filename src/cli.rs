@@ -1,0 +1,215 @@
+//! The `medic` command line. Each command parses its arguments here and calls into the library.
+
+use crate::audit::{self, Verifier};
+use crate::config::{mask_url, Config};
+use crate::store::{self, Store};
+use crate::time::SystemClock;
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "medic", version, about = "ChatOps incident response with a human in the loop")]
+pub struct Cli {
+    /// Store URL (sqlite://PATH or postgres://…); overrides the config file for every command.
+    #[arg(long, global = true, env = "MEDIC_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bot: intake webhooks, correlation, the incident API.
+    Serve {
+        /// Config file; without one, embedded defaults (SQLite medic.db, loopback, no auth).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on; overrides `listen` in the config.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a config file; exits non-zero with every problem found.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The whole loop locally on a bundled scenario: no accounts, no services.
+    Demo,
+    /// Verify or export the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exit 0 if intact, 1 at the first bad record, 2 if it cannot run.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Fail unless the chain's head is this `SEQ:HASH` (as printed by an earlier verify).
+        #[arg(long)]
+        expect_head: Option<String>,
+    },
+    /// Write an incident's timeline as JSON and Markdown for the postmortem.
+    Export {
+        #[arg(long)]
+        incident: i64,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Directory to write incident-ID.json and incident-ID.md into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(config: Option<&Path>) -> Result<Config> {
+    match config {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+async fn open_store(config: &Config, overridden: Option<&str>) -> Result<Arc<dyn Store>> {
+    let url = config.database_url(overridden).map_err(anyhow::Error::msg).context("database.url")?;
+    store::open(&url, config.database.max_connections).await
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let db = cli.database_url.as_deref();
+    match cli.command {
+        Command::Serve { config, listen } => {
+            let mut cfg = load(config.as_deref())?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            crate::telemetry::init(cfg.log.format, cfg.log.level.as_deref());
+            if let Some(p) = cfg.open_sources_problem(cfg.listen) {
+                bail!("{p}");
+            }
+            let url = cfg.database_url(db).map_err(anyhow::Error::msg)?;
+            tracing::info!(store = %mask_url(&url), "opening store");
+            let store = open_store(&cfg, db).await?;
+            let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+            let result = crate::server::run(listener, &cfg, store.clone(), Arc::new(SystemClock), shutdown_signal()).await;
+            store.close().await;
+            result.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let cfg = Config::load(&config)?;
+            let url = cfg.database_url(db).map_err(anyhow::Error::msg)?;
+            store::Backend::of_url(&url)?;
+            let enabled = cfg.intake.sources().iter().filter(|(_, s)| s.enabled).count();
+            println!("{}: OK (listen {}, store {}, {enabled} intake sources enabled)", config.display(), cfg.listen, mask_url(&url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => crate::demo::run().await.map(|()| ExitCode::SUCCESS),
+        Command::Audit { command: AuditCommand::Verify { config, expect_head } } => {
+            let cfg = load(config.as_deref())?;
+            let store = open_store(&cfg, db).await.map_err(|e| e.context("audit verify could not run"))?;
+            let code = verify(store.as_ref(), expect_head.as_deref()).await;
+            store.close().await;
+            code
+        }
+        Command::Audit { command: AuditCommand::Export { incident, config, out } } => {
+            let cfg = load(config.as_deref())?;
+            let store = open_store(&cfg, db).await?;
+            let paths = export(store.as_ref(), incident, &out).await;
+            store.close().await;
+            for p in paths? {
+                println!("{}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Walks the whole chain page by page. Prints OK with the head, or the first bad record.
+pub async fn verify(store: &dyn Store, expect_head: Option<&str>) -> Result<ExitCode> {
+    let mut v = Verifier::default();
+    let mut after = 0;
+    loop {
+        let page = store.audit_page(after, 5000).await.context("reading the audit log")?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for r in &page {
+            if let Err(broken) = v.check(r) {
+                println!("FAILED: {broken}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    let (seq, hash) = v.head();
+    if let Some(expected) = expect_head
+        && expected != format!("{seq}:{hash}")
+    {
+        println!("FAILED: the chain is intact up to {seq}:{hash} but {expected} was expected (records removed from the end?)");
+        return Ok(ExitCode::from(1));
+    }
+    println!("OK: {} records, head {seq}:{hash}", v.checked);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `incident-ID.json` and `incident-ID.md` into `dir`.
+pub async fn export(store: &dyn Store, id: i64, dir: &Path) -> Result<Vec<PathBuf>> {
+    let Some((inc, alerts)) = store.incident(id).await? else { bail!("no incident {id}") };
+    let records = store.audit_for_incident(id).await?;
+    let summary = crate::api::incident_json(&inc);
+    let json = serde_json::json!({
+        "incident": summary,
+        "alerts": alerts.iter().map(crate::api::alert_json).collect::<Vec<_>>(),
+        "timeline": crate::api::timeline_json(&records),
+    });
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let json_path = dir.join(format!("incident-{id}.json"));
+    let md_path = dir.join(format!("incident-{id}.md"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n").with_context(|| format!("cannot write {}", json_path.display()))?;
+    std::fs::write(&md_path, audit::timeline_markdown(&summary, &records)).with_context(|| format!("cannot write {}", md_path.display()))?;
+    Ok(vec![json_path, md_path])
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

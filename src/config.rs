@@ -1,0 +1,485 @@
+//! The one YAML config file. Strict: every struct denies unknown keys, and the parser's error
+//! names the key with its line and column. Secrets are only ever references, `{env: NAME}` or
+//! `{file: PATH}`, resolved at start into [`Secret`]s that never print.
+//!
+//! Every key is documented in README.md ("Configuration reference"); the reference config is
+//! `examples/medic.yaml`, which a test loads.
+
+use crate::incident::Policy;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use subtle::ConstantTimeEq;
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://medic.db";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub intake: IntakeConfig,
+    #[serde(default)]
+    pub incidents: Policy,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    ([127, 0, 0, 1], 8080).into()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            database: DatabaseConfig::default(),
+            intake: IntakeConfig::default(),
+            incidents: Policy::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://…`; a plain string or a secret reference (a PostgreSQL
+    /// URL usually holds a password). `MEDIC_DATABASE_URL` / `--database-url` override it.
+    #[serde(default)]
+    pub url: Option<Value>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: None, max_connections: default_max_connections() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default)]
+    pub alertmanager: SourceConfig,
+    #[serde(default)]
+    pub grafana: SourceConfig,
+    #[serde(default)]
+    pub generic: SourceConfig,
+    #[serde(default)]
+    pub pagerduty: SourceConfig,
+    #[serde(default)]
+    pub changes: SourceConfig,
+}
+
+fn default_max_body() -> usize {
+    1 << 20
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            max_body_bytes: default_max_body(),
+            alertmanager: SourceConfig::default(),
+            grafana: SourceConfig::default(),
+            generic: SourceConfig::default(),
+            pagerduty: SourceConfig::default(),
+            changes: SourceConfig::default(),
+        }
+    }
+}
+
+impl IntakeConfig {
+    pub fn sources(&self) -> [(&'static str, &SourceConfig); 5] {
+        [
+            ("alertmanager", &self.alertmanager),
+            ("grafana", &self.grafana),
+            ("generic", &self.generic),
+            ("pagerduty", &self.pagerduty),
+            ("changes", &self.changes),
+        ]
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A disabled source answers 404.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How senders prove who they are. Required unless medic listens on loopback only.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig { enabled: true, auth: None }
+    }
+}
+
+/// How a source's senders prove who they are: exactly one of `bearer` or `hmac`, each with one
+/// or two secrets (two while rotating: the new one and the old one).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `Authorization: Bearer <secret>`.
+    #[serde(default)]
+    pub bearer: Option<Vec<SecretRef>>,
+    /// HMAC-SHA256 of the raw body: `X-PagerDuty-Signature: v1=<hex>` for PagerDuty,
+    /// `X-Medic-Signature: sha256=<hex>` for every other source.
+    #[serde(default)]
+    pub hmac: Option<Vec<SecretRef>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    Bearer,
+    Hmac,
+}
+
+impl AuthConfig {
+    /// The scheme and its secrets, or what is wrong with the section.
+    pub fn scheme(&self) -> Result<(AuthScheme, &[SecretRef]), String> {
+        let (scheme, secrets) = match (&self.bearer, &self.hmac) {
+            (Some(s), None) => (AuthScheme::Bearer, s),
+            (None, Some(s)) => (AuthScheme::Hmac, s),
+            _ => return Err("expected exactly one of `bearer` or `hmac`".into()),
+        };
+        if !(1..=2).contains(&secrets.len()) {
+            return Err(format!("expected one or two secrets (new and old while rotating), got {}", secrets.len()));
+        }
+        Ok((scheme, secrets))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `medic=debug,info`; `RUST_LOG` overrides it.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Where a secret lives. Never the secret itself.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::Env(n) => write!(f, "{{env: {n}}}"),
+            SecretRef::File(p) => write!(f, "{{file: {}}}", p.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SecretRefVisitor)
+    }
+}
+
+struct SecretRefVisitor;
+
+const INLINE_SECRET: &str = "inline secrets are not accepted: write {env: NAME} or {file: PATH}";
+
+impl<'de> Visitor<'de> for SecretRefVisitor {
+    type Value = SecretRef;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a secret reference, {env: NAME} or {file: PATH}")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretRef, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            env: Option<String>,
+            file: Option<PathBuf>,
+        }
+        let raw = Raw::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        match (raw.env, raw.file) {
+            (Some(n), None) if !n.is_empty() => Ok(SecretRef::Env(n)),
+            (None, Some(p)) => Ok(SecretRef::File(p)),
+            _ => Err(de::Error::custom("expected exactly one of `env: NAME` or `file: PATH`")),
+        }
+    }
+}
+
+impl SecretRef {
+    /// Reads the secret. Errors name the variable or file, never a value.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        let raw = match self {
+            SecretRef::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?
+            }
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read secret file {}: {}", path.display(), e.kind()))?,
+        };
+        let value = raw.trim_end_matches(['\n', '\r']).to_string();
+        if value.is_empty() {
+            return Err(format!("secret {self:?} is empty"));
+        }
+        Ok(Secret(value))
+    }
+}
+
+/// A resolved secret. No `Display`; `Debug` is redacted; comparison is constant-time.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn ct_eq(&self, candidate: &[u8]) -> bool {
+        // Hash both sides so the comparison does not leak the secret's length.
+        use sha2::{Digest, Sha256};
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(candidate);
+        a.as_slice().ct_eq(b.as_slice()).into()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// A string that may be given inline or, when it holds a secret, by reference.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Plain(String),
+    Secret(SecretRef),
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, {env: NAME} or {file: PATH}")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+                Ok(Value::Plain(s.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+                SecretRefVisitor.visit_map(map).map(Value::Secret)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Value {
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            Value::Plain(s) => Ok(s.clone()),
+            Value::Secret(r) => r.resolve().map(|s| s.expose().to_string()),
+        }
+    }
+}
+
+/// A database URL with its password replaced by `****`, for logs and errors.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') { format!("{user}:****") } else { user.to_string() };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: invalid configuration:\n  - {}", .problems.join("\n  - "))]
+    Invalid { path: String, problems: Vec<String> },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_norway::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })?
+        };
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { path: path.to_string(), problems })
+        }
+    }
+
+    /// Everything wrong with a syntactically valid config: values out of range, secrets that do
+    /// not resolve, sources left open on a non-loopback address.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = self.incidents.problems();
+        if self.intake.max_body_bytes < 1024 {
+            out.push("intake.max_body_bytes: expected at least 1024".into());
+        }
+        if self.database.max_connections < 2 {
+            out.push("database.max_connections: expected at least 2".into());
+        }
+        if let Some(Value::Secret(r)) = &self.database.url
+            && let Err(e) = r.resolve()
+        {
+            out.push(format!("database.url: {e}"));
+        }
+        for (name, src) in self.intake.sources() {
+            let Some(auth) = &src.auth else { continue };
+            match auth.scheme() {
+                Err(e) => out.push(format!("intake.{name}.auth: {e}")),
+                Ok((_, secrets)) => {
+                    for (i, s) in secrets.iter().enumerate() {
+                        if let Err(e) = s.resolve() {
+                            out.push(format!("intake.{name}.auth[{i}]: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        out.extend(self.open_sources_problem(self.listen));
+        out
+    }
+
+    /// Unauthenticated intake is allowed only while bound to loopback.
+    pub fn open_sources_problem(&self, listen: SocketAddr) -> Option<String> {
+        if listen.ip().is_loopback() {
+            return None;
+        }
+        let open: Vec<&str> = self
+            .intake
+            .sources()
+            .into_iter()
+            .filter(|(_, s)| s.enabled && s.auth.is_none())
+            .map(|(n, _)| n)
+            .collect();
+        (!open.is_empty()).then(|| {
+            format!(
+                "listen {listen} is not loopback, so every enabled intake source needs `auth`; missing for: {}",
+                open.join(", ")
+            )
+        })
+    }
+
+    /// The store URL: the override if given, else the config's, else the embedded default.
+    pub fn database_url(&self, overridden: Option<&str>) -> Result<String, String> {
+        if let Some(u) = overridden {
+            return Ok(u.to_string());
+        }
+        match &self.database.url {
+            Some(v) => v.resolve(),
+            None => Ok(DEFAULT_DATABASE_URL.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::parse("listen: 127.0.0.1:9000\nincidents:\n  grace: 5m\n", "m.yaml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("unknown field `grace`"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn inline_secret_is_refused() {
+        let err = Config::parse("intake:\n  generic:\n    auth:\n      bearer: [hunter2]\n", "m.yaml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("inline secrets are not accepted"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn open_source_on_public_address_is_refused() {
+        let err = Config::parse("listen: 0.0.0.0:8080\n", "m.yaml").unwrap_err().to_string();
+        assert!(err.contains("missing for: alertmanager, grafana, generic, pagerduty, changes"), "{err}");
+    }
+
+    #[test]
+    fn missing_env_secret_names_the_variable() {
+        let err = Config::parse("intake:\n  generic:\n    auth:\n      bearer: [{env: MEDIC_TEST_UNSET_VAR}]\n", "m.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("intake.generic.auth[0]: environment variable MEDIC_TEST_UNSET_VAR is not set"), "{err}");
+    }
+
+    #[test]
+    fn secret_debug_is_redacted_and_compare_works() {
+        let s = Secret("tok-123".into());
+        assert_eq!(format!("{s:?}"), "Secret([redacted])");
+        assert!(s.ct_eq(b"tok-123"));
+        assert!(!s.ct_eq(b"tok-124"));
+        assert!(!s.ct_eq(b""));
+    }
+
+    #[test]
+    fn masks_passwords_in_urls() {
+        assert_eq!(mask_url("postgres://u:pw@h:5432/db?x=1"), "postgres://u:****@h:5432/db?x=1");
+        assert_eq!(mask_url("sqlite://medic.db"), "sqlite://medic.db");
+        assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

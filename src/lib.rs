@@ -1,0 +1,58 @@
+//! medic — a self-hosted ChatOps bot for incident response with a human in the loop.
+//!
+//! # Code map, in the order one incident flows through it
+//!
+//! ```text
+//! intake ─► pipeline ─► incident ─► store ─► audit        (built)
+//!                                      └─► api / metrics   (read side)
+//! context ─► diagnosis ─► plan ─► chat ─► approval ─► executor ─► verify   (later issues)
+//! ```
+//!
+//! - [`intake`] — one module per source (`alertmanager`, `grafana`, `generic`, `pagerduty`,
+//!   `changes`). Each turns an authenticated HTTP body into validated [`alert::Alert`]s or
+//!   [`alert::Change`]s, or a 4xx naming the field at fault. Only this module knows wire formats.
+//! - [`pipeline`] — the single writer of this process. Handlers hand it a submission and wait;
+//!   it commits many submissions in one transaction (group commit) and only then answers, so a
+//!   2xx means durably stored. It also runs the periodic tick that resolves incidents.
+//! - [`incident`] — correlation as pure code: dedup by fingerprint, grouping by key inside a
+//!   window, resolve after a grace period, reopen on re-fire, flap damping. It works on a
+//!   [`incident::WorkingSet`] loaded by the store and emits the audit entries for what changed.
+//! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
+//!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`.
+//! - [`audit`] — the hash chain: each record carries the hash of the previous one;
+//!   `verify` finds the first altered, removed or reordered record; `export` writes an
+//!   incident's timeline as JSON and Markdown.
+//! - [`server`] — axum: intake routes, the read-only incident API, `/healthz`, `/readyz`,
+//!   `/metrics`; graceful shutdown through a `shutdown` future passed in by the caller.
+//! - [`config`] — the strict YAML config; secrets only by `{env: NAME}` / `{file: PATH}`.
+//! - [`cli`] and [`demo`] — the `medic` command line; `main.rs` only calls [`cli::main`].
+//!
+//! # Invariants
+//!
+//! - **Ack means durable.** An intake handler answers 2xx only after the transaction holding
+//!   its alerts has committed. A rejected request stores nothing.
+//! - **One writer.** Every mutation of incidents, alerts and the audit log goes through
+//!   [`pipeline`], serialised; on PostgreSQL each batch also takes a transaction-scoped
+//!   advisory lock, so several replicas still form one audit chain and one incident per group.
+//! - **Correlation does no IO.** [`incident`] never touches the database, the clock or the
+//!   network; the store loads what it needs and the pipeline passes `now` in.
+//! - **Every state change is audited in the same transaction** that makes it; a duplicate
+//!   delivery changes nothing and writes nothing.
+//! - **Secrets never print.** [`config::Secret`] has no `Display`, redacts its `Debug`, and is
+//!   compared in constant time; database URLs are shown with their password masked.
+//! - **Only [`intake`] knows payload formats; only [`store`] knows SQL.**
+
+pub mod alert;
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod incident;
+pub mod intake;
+pub mod metrics;
+pub mod pipeline;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod time;

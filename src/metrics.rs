@@ -1,0 +1,117 @@
+//! medic's own metrics, rendered in the Prometheus text exposition format at `GET /metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", self.buckets[i].load(Ordering::Relaxed));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    alerts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    latency: Mutex<BTreeMap<(String, u16), std::sync::Arc<Histogram>>>,
+    commit: Histogram,
+    committed_submissions: AtomicU64,
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// One intake request and how it ended (`stored`, `unauthorized`, `invalid`, …).
+    pub fn intake_request(&self, source: &'static str, result: &'static str) {
+        *self.requests.lock().unwrap().entry((source, result)).or_default() += 1;
+    }
+
+    /// One alert and what correlation made of it (`new`, `updated`, `unchanged`, `stale`).
+    pub fn alert(&self, source: &'static str, outcome: &'static str) {
+        *self.alerts.lock().unwrap().entry((source, outcome)).or_default() += 1;
+    }
+
+    pub fn observe_request(&self, route: &str, status: u16, d: Duration) {
+        let h = self.latency.lock().unwrap().entry((route.to_string(), status)).or_default().clone();
+        h.observe(d);
+    }
+
+    pub fn observe_commit(&self, d: Duration, submissions: usize) {
+        self.commit.observe(d);
+        self.committed_submissions.fetch_add(submissions as u64, Ordering::Relaxed);
+    }
+
+    /// The exposition text; `open` and `resolving` are read from the store by the caller.
+    pub fn render(&self, open: i64, resolving: i64) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP medic_intake_requests_total Intake requests by source and result.\n# TYPE medic_intake_requests_total counter\n");
+        for ((s, r), n) in self.requests.lock().unwrap().iter() {
+            let _ = writeln!(out, "medic_intake_requests_total{{source=\"{s}\",result=\"{r}\"}} {n}");
+        }
+        out.push_str("# HELP medic_alerts_received_total Alerts received by source and what correlation made of them.\n# TYPE medic_alerts_received_total counter\n");
+        for ((s, r), n) in self.alerts.lock().unwrap().iter() {
+            let _ = writeln!(out, "medic_alerts_received_total{{source=\"{s}\",result=\"{r}\"}} {n}");
+        }
+        out.push_str("# HELP medic_incidents Unresolved incidents by state.\n# TYPE medic_incidents gauge\n");
+        let _ = writeln!(out, "medic_incidents{{state=\"open\"}} {open}\nmedic_incidents{{state=\"resolving\"}} {resolving}");
+        out.push_str("# HELP medic_http_request_duration_seconds HTTP request latency by route and status.\n# TYPE medic_http_request_duration_seconds histogram\n");
+        for ((route, status), h) in self.latency.lock().unwrap().iter() {
+            h.render(&mut out, "medic_http_request_duration_seconds", &format!("route=\"{}\",status=\"{status}\"", label(route)));
+        }
+        out.push_str("# HELP medic_store_commit_duration_seconds Time to commit one intake batch.\n# TYPE medic_store_commit_duration_seconds histogram\n");
+        self.commit.render(&mut out, "medic_store_commit_duration_seconds", "");
+        out.push_str("# HELP medic_store_committed_submissions_total Intake submissions committed.\n# TYPE medic_store_committed_submissions_total counter\n");
+        let _ = writeln!(out, "medic_store_committed_submissions_total {}", self.committed_submissions.load(Ordering::Relaxed));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.intake_request("alertmanager", "stored");
+        m.alert("alertmanager", "new");
+        m.observe_request("/v1/alerts/alertmanager", 200, Duration::from_millis(3));
+        let text = m.render(2, 1);
+        assert!(text.contains("medic_intake_requests_total{source=\"alertmanager\",result=\"stored\"} 1"));
+        assert!(text.contains("medic_incidents{state=\"open\"} 2"));
+        assert!(text.contains("route=\"/v1/alerts/alertmanager\",status=\"200\",le=\"0.005\"} 1"));
+        assert!(text.contains("route=\"/v1/alerts/alertmanager\",status=\"200\",le=\"0.0025\"} 0"));
+    }
+}

@@ -1,0 +1,102 @@
+//! The HTTP server: intake routes, the read-only incident API, health, readiness and metrics.
+//!
+//! [`run`] takes the listener and a `shutdown` future from its caller (the CLI passes Ctrl-C /
+//! SIGTERM, tests pass a channel). On shutdown it stops accepting, lets in-flight requests
+//! finish (each waits for its commit), then drains the writer. The caller owns (and closes) the store.
+
+use crate::config::Config;
+use crate::intake::{Intake, Route};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+use crate::time::Clock;
+use anyhow::{Context, Result};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub intake: Intake,
+    pub metrics: Arc<Metrics>,
+}
+
+/// How often the writer checks for incidents whose grace period has passed.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Serves until `shutdown` completes, then drains and closes everything.
+pub async fn run(
+    listener: TcpListener,
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let addr = listener.local_addr()?;
+    if let Some(problem) = config.open_sources_problem(addr) {
+        anyhow::bail!("{problem}");
+    }
+    let metrics = Arc::new(Metrics::default());
+    let policy = Arc::new(config.incidents.clone());
+    let (pipeline, writer) = Pipeline::start(store.clone(), policy, clock.clone(), metrics.clone(), TICK);
+    let intake = Intake::new(&config.intake, pipeline, metrics.clone(), clock).map_err(anyhow::Error::msg)?;
+    let app = Arc::new(App { store: store.clone(), intake, metrics });
+    tracing::info!(%addr, store = store.backend(), "medic listening");
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await.context("server failed")?;
+    tracing::info!("stopped accepting; draining the writer");
+    writer.await.context("writer task panicked")?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let mut r = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/incidents", get(crate::api::list))
+        .route("/v1/incidents/{id}", get(crate::api::detail));
+    for route in Route::ALL {
+        r = r.route(
+            route.path(),
+            post(move |State(app): State<Arc<App>>, headers: HeaderMap, req: Request| async move {
+                app.intake.receive(route, headers, req.into_body()).await
+            }),
+        );
+    }
+    r.fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": "no such route"}))) })
+        .layer(middleware::from_fn_with_state(app.clone(), track_latency))
+        .with_state(app)
+}
+
+async fn track_latency(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    app.metrics.observe_request(&route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.store.ready().await {
+        Ok(()) => Json(json!({"ready": true, "store": app.store.backend()})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "store": app.store.backend(), "reason": "store unreachable or migrations not applied"})))
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let (open, resolving) = app.store.unresolved_counts().await.unwrap_or((-1, -1));
+    ([("content-type", "text/plain; version=0.0.4")], app.metrics.render(open, resolving)).into_response()
+}

@@ -1,0 +1,551 @@
+//! Storage: one trait, [`Store`], and its SQL implementation for SQLite and PostgreSQL.
+//!
+//! Both backends run the same statements through sqlx's `Any` driver (timestamps are integer
+//! milliseconds and maps are JSON text, so nothing backend-specific crosses the trait). They
+//! differ only in what [`Backend`] decides: connection setup (SQLite: WAL, `synchronous=FULL`,
+//! busy timeout), the migrations directory, and how a write batch excludes other writers
+//! (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-scoped advisory lock, which is what lets
+//! several replicas share one database and one audit chain).
+
+use crate::alert::{Alert, AlertStatus, Change, Labels, Source};
+use crate::audit::{self, AuditEntry, AuditRecord, Kind};
+use crate::incident::{AlertRow, Incident, IncidentState, Outcome, Policy, WorkingSet};
+use crate::time::Millis;
+use anyhow::{anyhow, bail, Context, Result};
+use async_trait::async_trait;
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+/// What one committed batch did, in the order the alerts and changes were given.
+#[derive(Debug, Default)]
+pub struct IngestResult {
+    pub outcomes: Vec<Outcome>,
+    /// The incident each alert belongs to after the batch (none for a resolved alert never seen firing).
+    pub incidents: Vec<Option<i64>>,
+    /// For each change: true if new, false if already recorded.
+    pub changes_new: Vec<bool>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub state: Option<IncidentState>,
+    /// Only incidents with an id below this (pagination, newest first).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+    /// The database answers and every migration this binary knows is applied.
+    async fn ready(&self) -> Result<()>;
+    /// Correlates and stores alerts and change events in one transaction, with their audit records.
+    async fn ingest(&self, alerts: Vec<Alert>, changes: Vec<Change>, now: Millis, policy: &Policy) -> Result<IngestResult>;
+    /// Moves incidents whose grace period or flap hold has passed; returns how many changed.
+    async fn tick(&self, now: Millis, policy: &Policy) -> Result<usize>;
+    async fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>>;
+    async fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<AlertRow>)>>;
+    /// Number of incidents in each unresolved state: (open, resolving).
+    async fn unresolved_counts(&self) -> Result<(i64, i64)>;
+    /// Audit records with `seq > after`, in order, at most `limit`.
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>>;
+    async fn audit_for_incident(&self, id: i64) -> Result<Vec<AuditRecord>>;
+    async fn close(&self);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            bail!("unsupported database URL {}: expected sqlite://PATH or postgres://…", crate::config::mask_url(url))
+        }
+    }
+
+    fn migrator(self) -> &'static sqlx::migrate::Migrator {
+        static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+        static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+        match self {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
+        }
+    }
+}
+
+/// Opens the store at `url`, creating the SQLite file if needed, and applies migrations.
+pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>> {
+    sqlx::any::install_default_drivers();
+    let backend = Backend::of_url(url)?;
+    let masked = crate::config::mask_url(url);
+    let mut url = url.to_string();
+    let mut options = AnyPoolOptions::new().max_connections(max_connections.max(2));
+    if backend == Backend::Sqlite {
+        if !url.contains("mode=") {
+            url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+        }
+        options = options.after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                    .await?;
+                Ok(())
+            })
+        });
+    }
+    let pool = options.connect(&url).await.with_context(|| format!("cannot connect to {masked}"))?;
+    backend.migrator().run(&pool).await.with_context(|| format!("cannot apply migrations to {masked}"))?;
+    Ok(Arc::new(SqlStore { pool, backend }))
+}
+
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A bind value; lets one helper build multi-row statements of mixed column types.
+enum Arg {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(String),
+    OptText(Option<String>),
+}
+
+fn bind_all<'q>(mut q: Query<'q, Any, AnyArguments>, args: Vec<Arg>) -> Query<'q, Any, AnyArguments> {
+    for a in args {
+        q = match a {
+            Arg::Int(v) => q.bind(v),
+            Arg::OptInt(v) => q.bind(v),
+            Arg::Text(v) => q.bind(v),
+            Arg::OptText(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+/// `($1,$2),($3,$4)…` for `rows` rows of `cols` columns (`$n` works on both backends).
+fn placeholders(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", (1..=cols).map(|c| format!("${}", r * cols + c)).collect::<Vec<_>>().join(",")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Rows per multi-row statement: stays under SQLite's 32766 bind parameters.
+const CHUNK: usize = 500;
+
+const INCIDENT_COLS: &str =
+    "id, group_key, title, severity, state, opened_at, last_fired_at, n_alerts, n_firing, quiet_at, resolve_at, resolved_at";
+const ALERT_COLS: &str = "key, source, fingerprint, status, labels, annotations, links, starts_at, ends_at, incident_id, \
+     group_key, first_seen_at, last_change_at, flap_window_start, flap_count, flapping";
+const AUDIT_COLS: &str = "seq, at, kind, incident_id, actor, data, prev_hash, hash";
+
+fn incident_args(i: &Incident) -> Vec<Arg> {
+    vec![
+        Arg::Int(i.id),
+        Arg::Text(i.group_key.clone()),
+        Arg::Text(i.title.clone()),
+        Arg::OptText(i.severity.clone()),
+        Arg::Text(i.state.as_str().into()),
+        Arg::Int(i.opened_at),
+        Arg::Int(i.last_fired_at),
+        Arg::Int(i.n_alerts),
+        Arg::Int(i.n_firing),
+        Arg::OptInt(i.quiet_at),
+        Arg::OptInt(i.resolve_at),
+        Arg::OptInt(i.resolved_at),
+    ]
+}
+
+fn incident_from(r: &AnyRow) -> Result<Incident> {
+    let state: String = r.try_get("state")?;
+    Ok(Incident {
+        id: r.try_get("id")?,
+        group_key: r.try_get("group_key")?,
+        title: r.try_get("title")?,
+        severity: r.try_get("severity")?,
+        state: IncidentState::parse(&state).ok_or_else(|| anyhow!("unknown incident state {state:?}"))?,
+        opened_at: r.try_get("opened_at")?,
+        last_fired_at: r.try_get("last_fired_at")?,
+        n_alerts: r.try_get("n_alerts")?,
+        n_firing: r.try_get("n_firing")?,
+        quiet_at: r.try_get("quiet_at")?,
+        resolve_at: r.try_get("resolve_at")?,
+        resolved_at: r.try_get("resolved_at")?,
+    })
+}
+
+fn json_text(m: &Labels) -> String {
+    serde_json::to_string(m).expect("a string map always serialises")
+}
+
+fn alert_args(r: &AlertRow) -> Vec<Arg> {
+    let a = &r.alert;
+    vec![
+        Arg::Text(a.key()),
+        Arg::Text(a.source.as_str().into()),
+        Arg::Text(a.fingerprint.clone()),
+        Arg::Text(a.status.as_str().into()),
+        Arg::Text(json_text(&a.labels)),
+        Arg::Text(json_text(&a.annotations)),
+        Arg::Text(json_text(&a.links)),
+        Arg::Int(a.starts_at),
+        Arg::OptInt(a.ends_at),
+        Arg::OptInt(r.incident_id),
+        Arg::Text(r.group_key.clone()),
+        Arg::Int(r.first_seen_at),
+        Arg::Int(r.last_change_at),
+        Arg::Int(r.flap_window_start),
+        Arg::Int(r.flap_count),
+        Arg::Int(r.flapping as i64),
+    ]
+}
+
+fn alert_from(r: &AnyRow) -> Result<AlertRow> {
+    let source: String = r.try_get("source")?;
+    let status: String = r.try_get("status")?;
+    let map = |col: &str| -> Result<Labels> {
+        let s: String = r.try_get(col)?;
+        serde_json::from_str(&s).with_context(|| format!("alerts.{col} is not a JSON string map"))
+    };
+    Ok(AlertRow {
+        alert: Alert {
+            source: Source::parse(&source).ok_or_else(|| anyhow!("unknown alert source {source:?}"))?,
+            fingerprint: r.try_get("fingerprint")?,
+            status: AlertStatus::parse(&status).ok_or_else(|| anyhow!("unknown alert status {status:?}"))?,
+            labels: map("labels")?,
+            annotations: map("annotations")?,
+            links: map("links")?,
+            starts_at: r.try_get("starts_at")?,
+            ends_at: r.try_get("ends_at")?,
+        },
+        incident_id: r.try_get("incident_id")?,
+        group_key: r.try_get("group_key")?,
+        first_seen_at: r.try_get("first_seen_at")?,
+        last_change_at: r.try_get("last_change_at")?,
+        flap_window_start: r.try_get("flap_window_start")?,
+        flap_count: r.try_get("flap_count")?,
+        flapping: r.try_get::<i64, _>("flapping")? != 0,
+    })
+}
+
+fn audit_args(r: AuditRecord) -> Vec<Arg> {
+    vec![
+        Arg::Int(r.seq),
+        Arg::Int(r.at),
+        Arg::Text(r.kind),
+        Arg::OptInt(r.incident_id),
+        Arg::Text(r.actor),
+        Arg::Text(r.data),
+        Arg::Text(r.prev_hash),
+        Arg::Text(r.hash),
+    ]
+}
+
+fn audit_from(r: &AnyRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        kind: r.try_get("kind")?,
+        incident_id: r.try_get("incident_id")?,
+        actor: r.try_get("actor")?,
+        data: r.try_get("data")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+fn change_args(c: &Change, now: Millis) -> Vec<Arg> {
+    vec![
+        Arg::Text(c.id.clone()),
+        Arg::Text(c.kind.as_str().into()),
+        Arg::Text(c.service.clone()),
+        Arg::Text(c.summary.clone()),
+        Arg::OptText(c.author.clone()),
+        Arg::OptText(c.version.clone()),
+        Arg::OptText(c.url.clone()),
+        Arg::Text(json_text(&c.labels)),
+        Arg::Int(c.at),
+        Arg::Int(now),
+    ]
+}
+
+type Tx = sqlx::Transaction<'static, Any>;
+
+impl SqlStore {
+    /// Starts a write transaction that excludes every other writer of this database.
+    async fn begin_write(&self) -> Result<Tx> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                // One key for the whole writer side: batches are small and short.
+                sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(7305162391)) AS locked").execute(&mut *tx).await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    /// Runs `SELECT … WHERE col IN (…)` over `keys` in chunks.
+    async fn select_in(tx: &mut Tx, sql_prefix: &str, keys: Vec<Arg>) -> Result<Vec<AnyRow>> {
+        let mut out = Vec::new();
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            let chunk: Vec<Arg> = keys.by_ref().take(CHUNK).collect();
+            let list = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(",");
+            let sql = format!("{sql_prefix} ({list})");
+            out.extend(bind_all(sqlx::query(AssertSqlSafe(sql)), chunk).fetch_all(&mut **tx).await?);
+        }
+        Ok(out)
+    }
+
+    async fn insert_rows(tx: &mut Tx, table: &str, cols: &str, ncols: usize, conflict: &str, rows: Vec<Vec<Arg>>) -> Result<()> {
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Vec<Arg>> = rows.by_ref().take(CHUNK).collect();
+            let sql = format!("INSERT INTO {table} ({cols}) VALUES {} {conflict}", placeholders(chunk.len(), ncols));
+            bind_all(sqlx::query(AssertSqlSafe(sql)), chunk.into_iter().flatten().collect())
+                .execute(&mut **tx)
+                .await
+                .with_context(|| format!("writing {table}"))?;
+        }
+        Ok(())
+    }
+
+    fn upsert_clause(key: &str, cols: &str) -> String {
+        let sets: Vec<String> =
+            cols.split(',').map(str::trim).filter(|c| *c != key).map(|c| format!("{c} = excluded.{c}")).collect();
+        format!("ON CONFLICT ({key}) DO UPDATE SET {}", sets.join(", "))
+    }
+
+    /// Writes what the working set changed, chains its audit entries, and commits.
+    async fn write(&self, mut tx: Tx, ws: WorkingSet, extra_audit: Vec<AuditEntry>) -> Result<()> {
+        let incidents: Vec<Vec<Arg>> = ws.dirty_incidents.iter().map(|id| incident_args(&ws.incidents[id])).collect();
+        Self::insert_rows(&mut tx, "incidents", INCIDENT_COLS, 12, &Self::upsert_clause("id", INCIDENT_COLS), incidents).await?;
+        let alerts: Vec<Vec<Arg>> = ws.dirty_alerts.iter().map(|k| alert_args(&ws.alerts[k])).collect();
+        Self::insert_rows(&mut tx, "alerts", ALERT_COLS, 16, &Self::upsert_clause("key", ALERT_COLS), alerts).await?;
+
+        let mut entries = ws.audit;
+        entries.extend(extra_audit);
+        if !entries.is_empty() {
+            let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+            let (seq, hash) = match head {
+                Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
+                None => (0, audit::GENESIS.to_string()),
+            };
+            let records = audit::chain(seq, &hash, entries).into_iter().map(audit_args).collect();
+            Self::insert_rows(&mut tx, "audit_log", AUDIT_COLS, 8, "", records).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    async fn ready(&self) -> Result<()> {
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>("version"))
+            .collect::<Result<_, _>>()?;
+        let missing: Vec<i64> =
+            self.backend.migrator().iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect();
+        if !missing.is_empty() {
+            bail!("migrations not applied: {missing:?}");
+        }
+        Ok(())
+    }
+
+    async fn ingest(&self, alerts: Vec<Alert>, changes: Vec<Change>, now: Millis, policy: &Policy) -> Result<IngestResult> {
+        let mut tx = self.begin_write().await?;
+        let mut ws = WorkingSet::default();
+
+        // Load the slice of state this batch can touch.
+        let keys: BTreeSet<String> = alerts.iter().map(Alert::key).collect();
+        let rows = Self::select_in(&mut tx, &format!("SELECT {ALERT_COLS} FROM alerts WHERE key IN"), keys.into_iter().map(Arg::Text).collect()).await?;
+        for r in &rows {
+            let row = alert_from(r)?;
+            ws.alerts.insert(row.alert.key(), row);
+        }
+        let ids: BTreeSet<i64> = ws.alerts.values().filter_map(|r| r.incident_id).collect();
+        let by_id = Self::select_in(&mut tx, &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id IN"), ids.into_iter().map(Arg::Int).collect()).await?;
+        let groups: BTreeSet<String> = alerts.iter().map(|a| policy.group_key(a)).collect();
+        let by_group = Self::select_in(
+            &mut tx,
+            &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE state <> 'resolved' AND group_key IN"),
+            groups.into_iter().map(Arg::Text).collect(),
+        )
+        .await?;
+        for r in by_id.iter().chain(&by_group) {
+            let inc = incident_from(r)?;
+            ws.incidents.insert(inc.id, inc);
+        }
+        ws.next_incident_id = sqlx::query("SELECT COALESCE(MAX(id), 0) AS m FROM incidents").fetch_one(&mut *tx).await?.try_get::<i64, _>("m")? + 1;
+
+        // Correlate (pure).
+        let mut result = IngestResult::default();
+        for alert in alerts {
+            let key = alert.key();
+            result.outcomes.push(ws.apply(alert, now, policy));
+            result.incidents.push(ws.alerts.get(&key).and_then(|r| r.incident_id));
+        }
+
+        // Changes: new ones are stored and audited, known ids are no-ops.
+        let change_ids: Vec<Arg> = changes.iter().map(|c| Arg::Text(c.id.clone())).collect();
+        let known: HashSet<String> = Self::select_in(&mut tx, "SELECT id FROM changes WHERE id IN", change_ids)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        let mut seen = HashSet::new();
+        let mut new_changes = Vec::new();
+        let mut change_audit = Vec::new();
+        for c in &changes {
+            let is_new = !known.contains(&c.id) && seen.insert(c.id.clone());
+            result.changes_new.push(is_new);
+            if is_new {
+                new_changes.push(change_args(c, now));
+                change_audit.push(AuditEntry {
+                    at: now,
+                    kind: Kind::ChangeRecorded,
+                    incident_id: None,
+                    actor: "changes".into(),
+                    data: serde_json::to_value(c)?,
+                });
+            }
+        }
+        Self::insert_rows(&mut tx, "changes", "id, kind, service, summary, author, version, url, labels, at, received_at", 10, "", new_changes).await?;
+
+        self.write(tx, ws, change_audit).await?;
+        Ok(result)
+    }
+
+    async fn tick(&self, now: Millis, policy: &Policy) -> Result<usize> {
+        // Cheap check first, outside the write lock: most ticks have nothing to do.
+        let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM incidents WHERE state = 'resolving' OR (state = 'open' AND n_firing = 0)")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        if pending == 0 {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INCIDENT_COLS} FROM incidents WHERE state = 'resolving' OR (state = 'open' AND n_firing = 0)"
+        )))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ws = WorkingSet::default();
+        for r in &rows {
+            let inc = incident_from(r)?;
+            ws.incidents.insert(inc.id, inc);
+        }
+        ws.evaluate_all(now, policy);
+        let changed = ws.dirty_incidents.len();
+        self.write(tx, ws, Vec::new()).await?;
+        Ok(changed)
+    }
+
+    async fn incidents(&self, f: &IncidentFilter) -> Result<Vec<Incident>> {
+        let sql = format!(
+            "SELECT {INCIDENT_COLS} FROM incidents WHERE ($1 = '' OR state = $1) AND id < $2 ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(f.state.map(|s| s.as_str()).unwrap_or("").to_string())
+            .bind(f.before.unwrap_or(i64::MAX))
+            .bind(f.limit.clamp(1, 1000))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(incident_from).collect()
+    }
+
+    async fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<AlertRow>)>> {
+        let Some(row) = sqlx::query(AssertSqlSafe(format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let alerts = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ALERT_COLS} FROM alerts WHERE incident_id = $1 ORDER BY first_seen_at, key"
+        )))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some((incident_from(&row)?, alerts.iter().map(alert_from).collect::<Result<_>>()?)))
+    }
+
+    async fn unresolved_counts(&self) -> Result<(i64, i64)> {
+        let r = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN state = 'open' THEN 1 ELSE 0 END), 0) AS o, \
+             COALESCE(SUM(CASE WHEN state = 'resolving' THEN 1 ELSE 0 END), 0) AS r \
+             FROM incidents WHERE state <> 'resolved'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((r.try_get("o")?, r.try_get("r")?))
+    }
+
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {AUDIT_COLS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_from).collect()
+    }
+
+    async fn audit_for_incident(&self, id: i64) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {AUDIT_COLS} FROM audit_log WHERE incident_id = $1 ORDER BY seq")))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_from).collect()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_across_rows() {
+        assert_eq!(placeholders(2, 3), "($1,$2,$3),($4,$5,$6)");
+    }
+
+    #[test]
+    fn upsert_updates_every_column_but_the_key() {
+        assert_eq!(SqlStore::upsert_clause("id", "id, a, b"), "ON CONFLICT (id) DO UPDATE SET a = excluded.a, b = excluded.b");
+    }
+
+    #[test]
+    fn rejects_unknown_url_without_leaking_password() {
+        let e = Backend::of_url("mysql://u:secret@h/db").unwrap_err().to_string();
+        assert!(e.contains("mysql://u:****@h/db"), "{e}");
+        assert!(!e.contains("secret"));
+    }
+}
