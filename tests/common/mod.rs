@@ -180,12 +180,12 @@ impl TestApp {
         self.store.incidents(&store::IncidentFilter { limit: 1000, ..Default::default() }).await.unwrap().len()
     }
 
-    /// Graceful shutdown; returns what `server::run` returned.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Graceful shutdown. Fails if `server::run` did; gives back the database for inspection.
+    pub async fn stop(mut self) -> anyhow::Result<TestDb> {
         let _ = self.stop.take().unwrap().send(());
         let r = self.server.take().unwrap().await.expect("server task");
         self.store.close().await;
-        r
+        r.map(|()| self.db)
     }
 }
 

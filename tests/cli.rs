@@ -1,0 +1,159 @@
+//! The `medic` binary: `check`, `serve` on embedded defaults with a clean SIGTERM, and
+//! `audit verify|export` (with `--database-url` / `MEDIC_DATABASE_URL` on both stores).
+
+mod common;
+
+use common::{fresh_db, raw_pool, Db};
+use serde_json::json;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn medic(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_medic"));
+    c.args(args).current_dir(cwd).env_remove("MEDIC_DATABASE_URL").env("RUST_LOG", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run medic")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+const SECRETS: [(&str, &str); 7] = [
+    ("MEDIC_DATABASE_URL_FROM_CONFIG", "sqlite://medic.db"),
+    ("MEDIC_ALERTMANAGER_TOKEN", "a"),
+    ("MEDIC_GRAFANA_TOKEN", "b"),
+    ("MEDIC_GENERIC_SECRET", "c"),
+    ("MEDIC_GENERIC_SECRET_PREVIOUS", "d"),
+    ("MEDIC_PAGERDUTY_SECRET", "e"),
+    ("MEDIC_CHANGES_TOKEN", "f"),
+];
+
+#[test]
+fn check_accepts_the_reference_config_and_names_problems() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = medic(&["check", "--config", "examples/medic.yaml"], root, &SECRETS);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("examples/medic.yaml: OK"), "{}", text(&o));
+
+    let o = medic(&["check", "--config", "examples/medic.yaml"], root, &SECRETS[1..]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("database.url: environment variable MEDIC_DATABASE_URL_FROM_CONFIG is not set"), "{}", text(&o));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), "listen: 127.0.0.1:8080\nincidents:\n  grace: 5m\n").unwrap();
+    let o = medic(&["check", "--config", "bad.yaml"], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(t.contains("bad.yaml") && t.contains("unknown field `grace`") && t.contains("line 3"), "{t}");
+
+    std::fs::write(dir.path().join("inline.yaml"), "intake:\n  changes:\n    auth: {bearer: [s3cr3t-value]}\n").unwrap();
+    let t = text(&medic(&["check", "--config", "inline.yaml"], dir.path(), &[]));
+    assert!(t.contains("inline secrets are not accepted") && !t.contains("s3cr3t-value"), "{t}");
+}
+
+#[test]
+fn serve_refuses_public_address_without_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = medic(&["serve", "--listen", "0.0.0.0:0"], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("is not loopback, so every enabled intake source needs `auth`"), "{}", text(&o));
+    assert!(!dir.path().join("medic.db").exists(), "refused before touching the store");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn serve_on_defaults_then_audit_verify_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .env_remove("MEDIC_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    common::eventually(20, "medic to answer /readyz", || {
+        let req = http.get(format!("{base}/readyz")).send();
+        async move { req.await.ok().filter(|r| r.status().is_success()) }
+    })
+    .await;
+    let r = http
+        .post(format!("{base}/v1/alerts/generic"))
+        .json(&json!({"alerts": [{"name": "DiskFull", "status": "firing", "labels": {"service": "db"}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "no auth needed on loopback with no config");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(status.expect("medic exits on SIGTERM").success());
+    assert!(dir.path().join("medic.db").exists(), "the embedded default store is medic.db in the working directory");
+
+    // The audit commands find medic.db by default too.
+    let o = medic(&["audit", "verify"], dir.path(), &[]);
+    assert!(o.status.success() && text(&o).contains("OK: 2 records"), "{}", text(&o));
+    let o = medic(&["audit", "export", "--incident", "1", "--out", "out"], dir.path(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let md = std::fs::read_to_string(dir.path().join("out/incident-1.md")).unwrap();
+    assert!(md.starts_with("# Incident 1: DiskFull on db") && md.contains("| incident_opened | medic |"), "{md}");
+    let js: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/incident-1.json")).unwrap()).unwrap();
+    assert_eq!(js["timeline"].as_array().unwrap().len(), 2);
+    assert_eq!(js["alerts"][0]["labels"]["alertname"], "DiskFull");
+    let o = medic(&["audit", "export", "--incident", "7"], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("no incident 7"));
+}
+
+async fn audit_verify_with_url_override(db: Db) {
+    let Some(tdb) = fresh_db(db).await else { return };
+    let store = medic::store::open(&tdb.url, 2).await.unwrap();
+    let policy = medic::incident::Policy::default();
+    let alerts = (0..3)
+        .map(|i| medic::alert::Alert {
+            source: medic::alert::Source::Generic,
+            fingerprint: format!("f{i}"),
+            status: medic::alert::AlertStatus::Firing,
+            labels: [("alertname".to_string(), "X".to_string()), ("service".to_string(), "s".to_string())].into(),
+            annotations: Default::default(),
+            starts_at: 1,
+            ends_at: None,
+            links: Default::default(),
+        })
+        .collect();
+    store.ingest(alerts, vec![], 1000, &policy).await.unwrap();
+    store.close().await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = medic(&["audit", "verify", "--database-url", &tdb.url], dir.path(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let head = text(&o).trim().rsplit(' ').next().unwrap().to_string();
+    assert!(head.starts_with("4:"), "{head}");
+    let o = medic(&["audit", "verify", "--expect-head", &head], dir.path(), &[("MEDIC_DATABASE_URL", &tdb.url)]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let raw = raw_pool(&tdb).await;
+    sqlx::query("DELETE FROM audit_log WHERE seq = 4").execute(&raw).await.unwrap();
+    raw.close().await;
+    let o = medic(&["audit", "verify", "--expect-head", &head], dir.path(), &[("MEDIC_DATABASE_URL", &tdb.url)]);
+    assert_eq!(o.status.code(), Some(1), "truncating the tail is caught by the anchored head: {}", text(&o));
+    assert!(text(&o).contains("FAILED: the chain is intact up to 3:"), "{}", text(&o));
+    assert!(!dir.path().join("medic.db").exists(), "the override is used, not the default");
+}
+
+both_stores!(audit_verify_with_url_override);

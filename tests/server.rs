@@ -1,0 +1,106 @@
+//! The server as a whole, on both stores: health, readiness, metrics, the incident API's
+//! errors, and graceful shutdown under load (every acknowledged alert is stored, none lost).
+
+mod common;
+
+use common::{fixture, raw_pool, Db, TestApp};
+use medic::config::Config;
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::Row;
+
+async fn health_readiness_metrics(db: Db) {
+    let Some(app) = TestApp::spawn(db, Config::default()).await else { return };
+    let (s, v) = app.get("/healthz").await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, v) = app.get("/readyz").await;
+    assert_eq!((s, v["ready"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+
+    app.post("/v1/alerts/alertmanager", fixture("alertmanager-0.25-firing.json"), &[]).await;
+    app.post("/v1/alerts/alertmanager", fixture("alertmanager-0.25-firing.json"), &[]).await;
+    app.post("/v1/alerts/alertmanager", "{}", &[("content-type", "text/plain")]).await;
+    let resp = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    for line in [
+        "medic_intake_requests_total{source=\"alertmanager\",result=\"stored\"} 2",
+        "medic_intake_requests_total{source=\"alertmanager\",result=\"unsupported_media_type\"} 1",
+        "medic_alerts_received_total{source=\"alertmanager\",result=\"new\"} 1",
+        "medic_alerts_received_total{source=\"alertmanager\",result=\"unchanged\"} 1",
+        "medic_incidents{state=\"open\"} 1",
+        "medic_http_request_duration_seconds_count{route=\"/v1/alerts/alertmanager\",status=\"200\"} 2",
+        "medic_store_committed_submissions_total 2",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    app.stop().await.unwrap();
+}
+
+async fn incident_api_errors_and_filters(db: Db) {
+    let cfg = Config::parse("incidents: {resolve_grace: 0s}", "t").unwrap();
+    let Some(app) = TestApp::spawn(db, cfg).await else { return };
+    let alert = |name: &str, status: &str| json!({"alerts": [{"name": name, "status": status, "labels": {"service": name}}]}).to_string();
+    app.post("/v1/alerts/generic", alert("a", "firing"), &[]).await;
+    app.post("/v1/alerts/generic", alert("b", "firing"), &[]).await;
+    app.post("/v1/alerts/generic", alert("a", "resolved"), &[]).await;
+
+    let (_, v) = app.get("/v1/incidents").await;
+    let ids: Vec<i64> = v["incidents"].as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [2, 1], "newest first");
+    let (_, v) = app.get("/v1/incidents?state=resolved").await;
+    assert_eq!(v["incidents"].as_array().unwrap().len(), 1);
+    assert_eq!(v["incidents"][0]["title"], "a on a");
+    let (_, v) = app.get("/v1/incidents?limit=1&before=2").await;
+    assert_eq!(v["incidents"][0]["id"], 1);
+
+    for (q, needle) in [("state=closed", "state: expected open, resolving or resolved"), ("limit=0", "limit:"), ("sort=id", "unknown query parameter")] {
+        let (s, v) = app.get(&format!("/v1/incidents?{q}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}");
+        assert!(v["message"].as_str().unwrap().contains(needle), "{q}: {v}");
+    }
+    let (s, v) = app.get("/v1/incidents/99").await;
+    assert_eq!((s, v["message"].as_str()), (StatusCode::NOT_FOUND, Some("no incident 99")));
+    let (s, _) = app.get("/v1/incidents/abc").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = app.get("/v1/nothing").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    app.stop().await.unwrap();
+}
+
+/// Shut down while 200 requests are in flight: every 200 is in the database afterwards, every
+/// other request failed to connect (nothing half-done, no 5xx).
+async fn graceful_shutdown_under_load(db: Db) {
+    let Some(app) = TestApp::spawn(db, Config::default()).await else { return };
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (http, base) = (app.http.clone(), app.base.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"alerts": [{"name": format!("load{i}"), "status": "firing", "labels": {"service": format!("s{}", i % 5)}}]});
+            match http.post(format!("{base}/v1/alerts/generic")).json(&body).send().await {
+                Ok(r) => Some(r.status()),
+                Err(_) => None,
+            }
+        }));
+        if i == 100 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let db = app.stop().await.expect("clean shutdown");
+    let mut acked = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Some(StatusCode::OK) => acked += 1,
+            Some(other) => panic!("a request in flight during shutdown got {other}"),
+            None => {}
+        }
+    }
+    let raw = raw_pool(&db).await;
+    let stored: i64 = sqlx::query("SELECT COUNT(*) AS n FROM alerts").fetch_one(&raw).await.unwrap().get("n");
+    raw.close().await;
+    eprintln!("graceful shutdown: {acked} of 200 acknowledged, {stored} stored");
+    assert!(acked > 0, "some requests completed before shutdown");
+    assert_eq!(stored, acked, "acknowledged == stored");
+}
+
+both_stores!(health_readiness_metrics, incident_api_errors_and_filters, graceful_shutdown_under_load);

@@ -1,0 +1,218 @@
+//! Correlation and audit through the real store, on both backends, with a hand-driven clock:
+//! grouping, resolve after grace, reopen, flap damping across batches, tamper detection, large
+//! batches, and two writers (replicas) on one database.
+
+mod common;
+
+use common::{fresh_db, raw_pool, Db};
+use medic::alert::{Alert, AlertStatus, Labels, Source};
+use medic::audit::{Broken, Verifier};
+use medic::incident::{IncidentState, Outcome, Policy};
+use medic::store::{self, IncidentFilter, Store};
+use medic::time::Millis;
+use sqlx::AssertSqlSafe;
+use std::sync::Arc;
+
+const T0: Millis = 1_800_000_000_000;
+const MIN: Millis = 60_000;
+
+fn alert(fp: &str, service: &str, status: AlertStatus, starts: Millis) -> Alert {
+    let labels: Labels = [("alertname".to_string(), format!("Alert{fp}")), ("service".to_string(), service.to_string())].into();
+    Alert {
+        source: Source::Alertmanager,
+        fingerprint: fp.into(),
+        status,
+        labels,
+        annotations: [("summary".to_string(), format!("{fp} on {service}"))].into(),
+        starts_at: starts,
+        ends_at: (status == AlertStatus::Resolved).then_some(starts + MIN),
+        links: Labels::new(),
+    }
+}
+
+async fn ingest(s: &dyn Store, alerts: Vec<Alert>, now: Millis, p: &Policy) -> Vec<Outcome> {
+    s.ingest(alerts, Vec::new(), now, p).await.unwrap().outcomes
+}
+
+async fn state(s: &dyn Store, id: i64) -> IncidentState {
+    s.incident(id).await.unwrap().unwrap().0.state
+}
+
+async fn verify(s: &dyn Store) -> Result<u64, Broken> {
+    let mut v = Verifier::default();
+    for r in s.audit_page(0, 1_000_000).await.unwrap() {
+        v.check(&r)?;
+    }
+    Ok(v.checked)
+}
+
+async fn open(db: Db) -> Option<(common::TestDb, Arc<dyn Store>)> {
+    let db = fresh_db(db).await?;
+    let s = store::open(&db.url, 4).await.unwrap();
+    Some((db, s))
+}
+
+async fn grouping_resolve_reopen(db: Db) {
+    let Some((_db, s)) = open(db).await else { return };
+    let p = Policy::default(); // grace 5m, window 1h
+    use AlertStatus::*;
+    assert_eq!(ingest(&*s, vec![alert("a", "pay", Firing, T0)], T0, &p).await, [Outcome::New]);
+    ingest(&*s, vec![alert("b", "pay", Firing, T0), alert("c", "web", Firing, T0)], T0 + MIN, &p).await;
+    let list = s.incidents(&IncidentFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(list.len(), 2, "pay and web are two incidents");
+    let (pay, alerts) = s.incident(1).await.unwrap().unwrap();
+    assert_eq!((pay.n_alerts, pay.n_firing, alerts.len()), (2, 2, 2));
+
+    ingest(&*s, vec![alert("a", "pay", Resolved, T0), alert("b", "pay", Resolved, T0)], T0 + 3 * MIN, &p).await;
+    assert_eq!(state(&*s, 1).await, IncidentState::Resolving);
+    assert_eq!(s.tick(T0 + 7 * MIN, &p).await.unwrap(), 0, "grace not over");
+    // Re-fire inside the grace period: the same incident, reopened.
+    ingest(&*s, vec![alert("a", "pay", Firing, T0 + 7 * MIN)], T0 + 7 * MIN, &p).await;
+    assert_eq!(state(&*s, 1).await, IncidentState::Open);
+    ingest(&*s, vec![alert("a", "pay", Resolved, T0 + 7 * MIN)], T0 + 8 * MIN, &p).await;
+    assert_eq!(s.tick(T0 + 12 * MIN, &p).await.unwrap(), 0);
+    assert_eq!(s.tick(T0 + 13 * MIN, &p).await.unwrap(), 1);
+    assert_eq!(state(&*s, 1).await, IncidentState::Resolved);
+    assert_eq!(state(&*s, 2).await, IncidentState::Open);
+    assert_eq!(s.unresolved_counts().await.unwrap(), (1, 0));
+
+    // After resolution, the same alert firing again is a new incident.
+    ingest(&*s, vec![alert("a", "pay", Firing, T0 + 20 * MIN)], T0 + 20 * MIN, &p).await;
+    let (inc3, _) = s.incident(3).await.unwrap().unwrap();
+    assert_eq!((inc3.group_key.as_str(), inc3.state), ("service=pay", IncidentState::Open));
+
+    let kinds: Vec<String> = s.audit_for_incident(1).await.unwrap().into_iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "incident_opened", "alert_received", "alert_received", "alert_resolved", "alert_resolved",
+            "incident_resolving", "alert_firing", "incident_reopened", "alert_resolved", "incident_resolving",
+            "incident_resolved"
+        ]
+    );
+    assert_eq!(verify(&*s).await, Ok(s.audit_page(0, 1000).await.unwrap().len() as u64));
+    s.close().await;
+}
+
+async fn group_window(db: Db) {
+    let Some((_db, s)) = open(db).await else { return };
+    let p = Policy::default();
+    ingest(&*s, vec![alert("a", "pay", AlertStatus::Firing, T0)], T0, &p).await;
+    let r = s.ingest(vec![alert("b", "pay", AlertStatus::Firing, T0)], vec![], T0 + 61 * MIN, &p).await.unwrap();
+    assert_eq!(r.incidents, [Some(2)], "outside the 1h window a new incident opens");
+    let r = s.ingest(vec![alert("c", "pay", AlertStatus::Firing, T0)], vec![], T0 + 62 * MIN, &p).await.unwrap();
+    assert_eq!(r.incidents, [Some(2)], "and later alerts join the newest one");
+    s.close().await;
+}
+
+async fn flapping_is_damped_across_batches(db: Db) {
+    let Some((_db, s)) = open(db).await else { return };
+    let p = Policy::default(); // threshold 4 in 10m, hold 15m, grace 5m
+    let mut t = T0;
+    ingest(&*s, vec![alert("f", "pay", AlertStatus::Firing, t)], t, &p).await;
+    for _ in 0..5 {
+        t += MIN;
+        ingest(&*s, vec![alert("f", "pay", AlertStatus::Resolved, t - MIN)], t, &p).await;
+        t += MIN;
+        ingest(&*s, vec![alert("f", "pay", AlertStatus::Firing, t)], t, &p).await;
+    }
+    let (_, alerts) = s.incident(1).await.unwrap().unwrap();
+    assert!(alerts[0].flapping, "the flapping flag survives the round trip through the store");
+    t += MIN;
+    ingest(&*s, vec![alert("f", "pay", AlertStatus::Resolved, t - MIN)], t, &p).await;
+    s.tick(t + 14 * MIN, &p).await.unwrap();
+    assert_eq!(state(&*s, 1).await, IncidentState::Open, "held open while the alert may flap back");
+    s.tick(t + 15 * MIN, &p).await.unwrap();
+    assert_eq!(state(&*s, 1).await, IncidentState::Resolving);
+    s.tick(t + 20 * MIN, &p).await.unwrap();
+    assert_eq!(state(&*s, 1).await, IncidentState::Resolved);
+    let records = s.audit_for_incident(1).await.unwrap();
+    let flap_at = records.iter().position(|r| r.kind == "alert_flapping").expect("flapping audited");
+    let transitions: Vec<&str> = records[flap_at..].iter().map(|r| r.kind.as_str()).filter(|k| k.starts_with("incident_")).collect();
+    // The re-fire that revealed the flapping reopens the incident; after that it stays open
+    // through every further flap until the hold has passed.
+    assert_eq!(transitions, ["incident_reopened", "incident_resolving", "incident_resolved"]);
+    s.close().await;
+}
+
+async fn audit_tampering_is_detected(db: Db) {
+    // (what to do to the log, what verify must say)
+    let cases: [(&str, &[&str], Broken); 4] = [
+        ("alter", &["UPDATE audit_log SET data = '{\"alert\":\"forged\"}' WHERE seq = 3"], Broken::Altered { seq: 3 }),
+        ("remove", &["DELETE FROM audit_log WHERE seq = 2"], Broken::Gap { seq: 3, expected: 2 }),
+        (
+            "reorder",
+            &[
+                "UPDATE audit_log SET seq = -2 WHERE seq = 2",
+                "UPDATE audit_log SET seq = 2 WHERE seq = 3",
+                "UPDATE audit_log SET seq = 3 WHERE seq = -2",
+            ],
+            Broken::Link { seq: 2 },
+        ),
+        ("rehash one", &["UPDATE audit_log SET hash = 'ab' || substr(hash, 3) WHERE seq = 4"], Broken::Altered { seq: 4 }),
+    ];
+    for (what, sql, expected) in cases {
+        let Some((db, s)) = open(db).await else { return };
+        let p = Policy::default();
+        ingest(&*s, vec![alert("a", "pay", AlertStatus::Firing, T0), alert("b", "web", AlertStatus::Firing, T0)], T0, &p).await;
+        ingest(&*s, vec![alert("a", "pay", AlertStatus::Resolved, T0)], T0 + MIN, &p).await;
+        assert_eq!(verify(&*s).await, Ok(6), "{what}: intact before tampering");
+        let raw = raw_pool(&db).await;
+        for q in sql {
+            sqlx::query(AssertSqlSafe(q.to_string())).execute(&raw).await.unwrap();
+        }
+        raw.close().await;
+        assert_eq!(verify(&*s).await, Err(expected), "{what}");
+        s.close().await;
+    }
+}
+
+async fn large_batches_are_chunked(db: Db) {
+    let Some((_db, s)) = open(db).await else { return };
+    let p = Policy::default();
+    let alerts: Vec<Alert> = (0..1300).map(|i| alert(&format!("fp{i}"), &format!("svc{}", i % 7), AlertStatus::Firing, T0)).collect();
+    let r = s.ingest(alerts.clone(), vec![], T0, &p).await.unwrap();
+    assert!(r.outcomes.iter().all(|o| *o == Outcome::New));
+    assert_eq!(s.incidents(&IncidentFilter { limit: 100, ..Default::default() }).await.unwrap().len(), 7);
+    let r = s.ingest(alerts, vec![], T0 + 1, &p).await.unwrap();
+    assert!(r.outcomes.iter().all(|o| *o == Outcome::Unchanged));
+    assert_eq!(verify(&*s).await, Ok(1300 + 7));
+    s.close().await;
+}
+
+/// Two stores on one database stand for two replicas: one chain, one incident per group.
+async fn two_writers_share_one_chain(db: Db) {
+    let Some((db, a)) = open(db).await else { return };
+    let b = store::open(&db.url, 4).await.unwrap();
+    let p = Arc::new(Policy::default());
+    let mut tasks = Vec::new();
+    for (w, s) in [a.clone(), b.clone()].into_iter().enumerate() {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let batch = vec![alert(&format!("w{w}-{i}"), "shared", AlertStatus::Firing, T0), alert(&format!("w{w}-{i}-x"), &format!("own{w}"), AlertStatus::Firing, T0)];
+                s.ingest(batch, vec![], T0 + i, &p).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let list = a.incidents(&IncidentFilter { limit: 100, ..Default::default() }).await.unwrap();
+    let shared: Vec<_> = list.iter().filter(|i| i.group_key == "service=shared").collect();
+    assert_eq!(shared.len(), 1, "one incident for the shared group, whichever replica saw it first");
+    assert_eq!(shared[0].n_alerts, 80);
+    assert_eq!(list.len(), 3);
+    assert_eq!(verify(&*b).await, Ok(160 + 3));
+    a.close().await;
+    b.close().await;
+}
+
+both_stores!(
+    grouping_resolve_reopen,
+    group_window,
+    flapping_is_damped_across_batches,
+    audit_tampering_is_detected,
+    large_batches_are_chunked,
+    two_writers_share_one_chain,
+);
