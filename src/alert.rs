@@ -224,7 +224,11 @@ impl Change {
         if self.summary.len() > MAX_ANNOTATION_VALUE || self.summary.contains('\0') {
             return Err(FieldError::new("summary", format!("expected at most {MAX_ANNOTATION_VALUE} bytes of text")));
         }
-        for (name, v, max) in [("author", &self.author, MAX_LABEL_VALUE), ("version", &self.version, MAX_LABEL_VALUE), ("url", &self.url, MAX_URL)] {
+        for (name, v, max) in [
+            ("author", &self.author, MAX_LABEL_VALUE),
+            ("version", &self.version, MAX_LABEL_VALUE),
+            ("url", &self.url, MAX_URL),
+        ] {
             if let Some(v) = v {
                 check_key_text(name, v, max)?;
             }

@@ -5,11 +5,11 @@ use crate::incident::{AlertRow, Incident, IncidentState};
 use crate::server::App;
 use crate::store::IncidentFilter;
 use crate::time::rfc3339;
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -67,7 +67,11 @@ fn bad_request(msg: String) -> Response {
 
 fn internal(e: anyhow::Error) -> Response {
     tracing::error!(error = %format!("{e:#}"), "incident API failed");
-    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "unavailable", "message": "the store could not answer; retry later"}))).into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": "unavailable", "message": "the store could not answer; retry later"})),
+    )
+        .into_response()
 }
 
 /// `GET /v1/incidents?state=open|resolving|resolved&limit=50&before=ID`, newest first.
@@ -104,7 +108,8 @@ pub async fn detail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
         Err(e) => return internal(e),
     };
     let Some((inc, alerts)) = found else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no incident {id}")}))).into_response();
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no incident {id}")})))
+            .into_response();
     };
     match app.store.audit_for_incident(id).await {
         Ok(records) => {

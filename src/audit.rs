@@ -7,7 +7,7 @@
 //! Removing records from the *end* leaves a valid shorter chain: `medic audit verify` prints the
 //! head (`seq` and hash) so it can be anchored elsewhere and checked with `--expect-head`.
 
-use crate::time::{rfc3339, Millis};
+use crate::time::{Millis, rfc3339};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -70,9 +70,24 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-pub fn hash_record(prev_hash: &str, seq: i64, at: Millis, kind: &str, incident_id: Option<i64>, actor: &str, data: &str) -> String {
+pub fn hash_record(
+    prev_hash: &str,
+    seq: i64,
+    at: Millis,
+    kind: &str,
+    incident_id: Option<i64>,
+    actor: &str,
+    data: &str,
+) -> String {
     let mut h = Sha256::new();
-    for part in [prev_hash, &seq.to_string(), &at.to_string(), kind, &incident_id.map(|i| i.to_string()).unwrap_or_default(), actor] {
+    for part in [
+        prev_hash,
+        &seq.to_string(),
+        &at.to_string(),
+        kind,
+        &incident_id.map(|i| i.to_string()).unwrap_or_default(),
+        actor,
+    ] {
         h.update(part.as_bytes());
         h.update([0x1f]);
     }
@@ -91,7 +106,16 @@ pub fn chain(last_seq: i64, last_hash: &str, entries: Vec<AuditEntry>) -> Vec<Au
             let kind = e.kind.as_str().to_string();
             let data = e.data.to_string();
             let hash = hash_record(&prev, seq, e.at, &kind, e.incident_id, &e.actor, &data);
-            let rec = AuditRecord { seq, at: e.at, kind, incident_id: e.incident_id, actor: e.actor, data, prev_hash: prev.clone(), hash: hash.clone() };
+            let rec = AuditRecord {
+                seq,
+                at: e.at,
+                kind,
+                incident_id: e.incident_id,
+                actor: e.actor,
+                data,
+                prev_hash: prev.clone(),
+                hash: hash.clone(),
+            };
             prev = hash;
             rec
         })
@@ -158,7 +182,15 @@ pub fn timeline_markdown(incident: &serde_json::Value, records: &[AuditRecord]) 
     }
     let _ = writeln!(out, "\n## Timeline\n\n| # | Time (UTC) | Event | By | Details |\n|---|---|---|---|---|");
     for r in records {
-        let _ = writeln!(out, "| {} | {} | {} | {} | {} |", r.seq, rfc3339(r.at), r.kind, md_escape(&r.actor), md_escape(&summarise(&r.data)));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            r.seq,
+            rfc3339(r.at),
+            r.kind,
+            md_escape(&r.actor),
+            md_escape(&summarise(&r.data))
+        );
     }
     let _ = writeln!(out, "\nEach event's hash is in the JSON export; `medic audit verify` checks the whole chain.");
     out
@@ -188,7 +220,13 @@ mod tests {
 
     fn entries(n: usize) -> Vec<AuditEntry> {
         (0..n)
-            .map(|i| AuditEntry { at: i as i64, kind: Kind::AlertReceived, incident_id: Some(1), actor: "t".into(), data: serde_json::json!({"i": i}) })
+            .map(|i| AuditEntry {
+                at: i as i64,
+                kind: Kind::AlertReceived,
+                incident_id: Some(1),
+                actor: "t".into(),
+                data: serde_json::json!({"i": i}),
+            })
             .collect()
     }
 

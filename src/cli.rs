@@ -1,10 +1,10 @@
 //! The `medic` command line. Each command parses its arguments here and calls into the library.
 
 use crate::audit::{self, Verifier};
-use crate::config::{mask_url, Config};
+use crate::config::{Config, mask_url};
 use crate::store::{self, Store};
 use crate::time::SystemClock;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -113,8 +113,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let url = cfg.database_url(db).map_err(anyhow::Error::msg)?;
             tracing::info!(store = %mask_url(&url), "opening store");
             let store = open_store(&cfg, db).await?;
-            let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
-            let result = crate::server::run(listener, &cfg, store.clone(), Arc::new(SystemClock), shutdown_signal()).await;
+            let listener = tokio::net::TcpListener::bind(cfg.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+            let result =
+                crate::server::run(listener, &cfg, store.clone(), Arc::new(SystemClock), shutdown_signal()).await;
             store.close().await;
             result.map(|()| ExitCode::SUCCESS)
         }
@@ -123,7 +126,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let url = cfg.database_url(db).map_err(anyhow::Error::msg)?;
             store::Backend::of_url(&url)?;
             let enabled = cfg.intake.sources().iter().filter(|(_, s)| s.enabled).count();
-            println!("{}: OK (listen {}, store {}, {enabled} intake sources enabled)", config.display(), cfg.listen, mask_url(&url));
+            println!(
+                "{}: OK (listen {}, store {}, {enabled} intake sources enabled)",
+                config.display(),
+                cfg.listen,
+                mask_url(&url)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => crate::demo::run().await.map(|()| ExitCode::SUCCESS),
@@ -166,7 +174,9 @@ pub async fn verify(store: &dyn Store, expect_head: Option<&str>) -> Result<Exit
     if let Some(expected) = expect_head
         && expected != format!("{seq}:{hash}")
     {
-        println!("FAILED: the chain is intact up to {seq}:{hash} but {expected} was expected (records removed from the end?)");
+        println!(
+            "FAILED: the chain is intact up to {seq}:{hash} but {expected} was expected (records removed from the end?)"
+        );
         return Ok(ExitCode::from(1));
     }
     println!("OK: {} records, head {seq}:{hash}", v.checked);
@@ -186,8 +196,10 @@ pub async fn export(store: &dyn Store, id: i64, dir: &Path) -> Result<Vec<PathBu
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let json_path = dir.join(format!("incident-{id}.json"));
     let md_path = dir.join(format!("incident-{id}.md"));
-    std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n").with_context(|| format!("cannot write {}", json_path.display()))?;
-    std::fs::write(&md_path, audit::timeline_markdown(&summary, &records)).with_context(|| format!("cannot write {}", md_path.display()))?;
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    std::fs::write(&md_path, audit::timeline_markdown(&summary, &records))
+        .with_context(|| format!("cannot write {}", md_path.display()))?;
     Ok(vec![json_path, md_path])
 }
 

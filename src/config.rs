@@ -6,8 +6,8 @@
 //! `examples/medic.yaml`, which a test loads.
 
 use crate::incident::Policy;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -359,14 +359,11 @@ impl Config {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_norway::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })?
+            serde_norway::from_str(text)
+                .map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })?
         };
         let problems = config.problems();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid { path: path.to_string(), problems })
-        }
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { path: path.to_string(), problems }) }
     }
 
     /// Everything wrong with a syntactically valid config: values out of range, secrets that do
@@ -406,13 +403,8 @@ impl Config {
         if listen.ip().is_loopback() {
             return None;
         }
-        let open: Vec<&str> = self
-            .intake
-            .sources()
-            .into_iter()
-            .filter(|(_, s)| s.enabled && s.auth.is_none())
-            .map(|(n, _)| n)
-            .collect();
+        let open: Vec<&str> =
+            self.intake.sources().into_iter().filter(|(_, s)| s.enabled && s.auth.is_none()).map(|(n, _)| n).collect();
         (!open.is_empty()).then(|| {
             format!(
                 "listen {listen} is not loopback, so every enabled intake source needs `auth`; missing for: {}",
@@ -461,9 +453,10 @@ mod tests {
 
     #[test]
     fn missing_env_secret_names_the_variable() {
-        let err = Config::parse("intake:\n  generic:\n    auth:\n      bearer: [{env: MEDIC_TEST_UNSET_VAR}]\n", "m.yaml")
-            .unwrap_err()
-            .to_string();
+        let err =
+            Config::parse("intake:\n  generic:\n    auth:\n      bearer: [{env: MEDIC_TEST_UNSET_VAR}]\n", "m.yaml")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("intake.generic.auth[0]: environment variable MEDIC_TEST_UNSET_VAR is not set"), "{err}");
     }
 

@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::time::SystemClock;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +63,15 @@ async fn scenario(dir: &std::path::Path) -> Result<()> {
     let list: Value = http.get(format!("{base}/v1/incidents")).send().await?.json().await?;
     println!("\n   Incidents (grouped by service):");
     for i in list["incidents"].as_array().into_iter().flatten() {
-        println!("   #{} {:<9} {:<8} {} ({} alerts, {} firing)", i["id"], i["state"].as_str().unwrap_or(""), i["severity"].as_str().unwrap_or("-"), i["title"].as_str().unwrap_or(""), i["alert_count"], i["firing_count"]);
+        println!(
+            "   #{} {:<9} {:<8} {} ({} alerts, {} firing)",
+            i["id"],
+            i["state"].as_str().unwrap_or(""),
+            i["severity"].as_str().unwrap_or("-"),
+            i["title"].as_str().unwrap_or(""),
+            i["alert_count"],
+            i["firing_count"]
+        );
     }
 
     let r = post("/v1/alerts/alertmanager", RESOLVED).await?;
@@ -71,7 +79,11 @@ async fn scenario(dir: &std::path::Path) -> Result<()> {
     let id = r["incidents"][0].as_i64().context("the resolve names its incident")?;
     let state = |v: &Value| v["state"].as_str().unwrap_or("").to_string();
     let mut inc: Value = http.get(format!("{base}/v1/incidents/{id}")).send().await?.json().await?;
-    println!("   incident #{id} is {} until {} (grace period 2s)", state(&inc), inc["resolves_at"].as_str().unwrap_or("-"));
+    println!(
+        "   incident #{id} is {} until {} (grace period 2s)",
+        state(&inc),
+        inc["resolves_at"].as_str().unwrap_or("-")
+    );
     for _ in 0..50 {
         if state(&inc) == "resolved" {
             break;

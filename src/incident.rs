@@ -355,11 +355,11 @@ impl WorkingSet {
     /// Puts a firing alert into an incident: its own unresolved one, else the group's current
     /// one, else a new one. Returns the incident id.
     fn attach_firing(&mut self, row: &mut AlertRow, now: Millis, policy: &Policy) -> i64 {
-        let current = row
-            .incident_id
-            .filter(|id| self.incidents.get(id).is_some_and(|i| i.state != IncidentState::Resolved));
+        let current =
+            row.incident_id.filter(|id| self.incidents.get(id).is_some_and(|i| i.state != IncidentState::Resolved));
         let joined = current.is_some();
-        let id = current.or_else(|| self.find_group(&row.group_key, now, policy)).unwrap_or_else(|| self.open(row, now));
+        let id =
+            current.or_else(|| self.find_group(&row.group_key, now, policy)).unwrap_or_else(|| self.open(row, now));
         let inc = self.incidents.get_mut(&id).expect("incident just found or opened");
         if !joined {
             inc.n_alerts += 1;

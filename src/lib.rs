@@ -22,8 +22,9 @@
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
 //!   `verify` finds the first altered, removed or reordered record; `export` writes an
 //!   incident's timeline as JSON and Markdown.
-//! - [`server`] — axum: intake routes, the read-only incident API, `/healthz`, `/readyz`,
-//!   `/metrics`; graceful shutdown through a `shutdown` future passed in by the caller.
+//! - [`server`] — axum: intake routes, `/healthz`, `/readyz`, `/metrics`; graceful shutdown
+//!   through a `shutdown` future passed in by the caller. [`api`] is the read-only incident API
+//!   (and the JSON views `audit export` shares); [`metrics`] is medic's own exposition.
 //! - [`config`] — the strict YAML config; secrets only by `{env: NAME}` / `{file: PATH}`.
 //! - [`cli`] and [`demo`] — the `medic` command line; `main.rs` only calls [`cli::main`].
 //!

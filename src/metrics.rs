@@ -30,7 +30,8 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", self.buckets[i].load(Ordering::Relaxed));
+            let _ =
+                writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", self.buckets[i].load(Ordering::Relaxed));
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
@@ -85,15 +86,26 @@ impl Metrics {
             let _ = writeln!(out, "medic_alerts_received_total{{source=\"{s}\",result=\"{r}\"}} {n}");
         }
         out.push_str("# HELP medic_incidents Unresolved incidents by state.\n# TYPE medic_incidents gauge\n");
-        let _ = writeln!(out, "medic_incidents{{state=\"open\"}} {open}\nmedic_incidents{{state=\"resolving\"}} {resolving}");
+        let _ = writeln!(
+            out,
+            "medic_incidents{{state=\"open\"}} {open}\nmedic_incidents{{state=\"resolving\"}} {resolving}"
+        );
         out.push_str("# HELP medic_http_request_duration_seconds HTTP request latency by route and status.\n# TYPE medic_http_request_duration_seconds histogram\n");
         for ((route, status), h) in self.latency.lock().unwrap().iter() {
-            h.render(&mut out, "medic_http_request_duration_seconds", &format!("route=\"{}\",status=\"{status}\"", label(route)));
+            h.render(
+                &mut out,
+                "medic_http_request_duration_seconds",
+                &format!("route=\"{}\",status=\"{status}\"", label(route)),
+            );
         }
         out.push_str("# HELP medic_store_commit_duration_seconds Time to commit one intake batch.\n# TYPE medic_store_commit_duration_seconds histogram\n");
         self.commit.render(&mut out, "medic_store_commit_duration_seconds", "");
         out.push_str("# HELP medic_store_committed_submissions_total Intake submissions committed.\n# TYPE medic_store_committed_submissions_total counter\n");
-        let _ = writeln!(out, "medic_store_committed_submissions_total {}", self.committed_submissions.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "medic_store_committed_submissions_total {}",
+            self.committed_submissions.load(Ordering::Relaxed)
+        );
         out
     }
 }

@@ -39,7 +39,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts the writer task.
-    pub fn start(store: Arc<dyn Store>, policy: Arc<Policy>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, tick_every: Duration) -> (Pipeline, JoinHandle<()>) {
+    pub fn start(
+        store: Arc<dyn Store>,
+        policy: Arc<Policy>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        tick_every: Duration,
+    ) -> (Pipeline, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer { store, policy, clock, metrics };
         (Pipeline { tx }, tokio::spawn(writer.run(rx, tick_every)))

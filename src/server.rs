@@ -78,7 +78,8 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn track_latency(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let started = Instant::now();
     let resp = next.run(req).await;
     app.metrics.observe_request(&route, resp.status().as_u16(), started.elapsed());

@@ -11,7 +11,7 @@ use crate::alert::{Alert, AlertStatus, Change, Labels, Source};
 use crate::audit::{self, AuditEntry, AuditRecord, Kind};
 use crate::incident::{AlertRow, Incident, IncidentState, Outcome, Policy, WorkingSet};
 use crate::time::Millis;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
@@ -44,7 +44,13 @@ pub trait Store: Send + Sync + 'static {
     /// The database answers and every migration this binary knows is applied.
     async fn ready(&self) -> Result<()>;
     /// Correlates and stores alerts and change events in one transaction, with their audit records.
-    async fn ingest(&self, alerts: Vec<Alert>, changes: Vec<Change>, now: Millis, policy: &Policy) -> Result<IngestResult>;
+    async fn ingest(
+        &self,
+        alerts: Vec<Alert>,
+        changes: Vec<Change>,
+        now: Millis,
+        policy: &Policy,
+    ) -> Result<IngestResult>;
     /// Moves incidents whose grace period or flap hold has passed; returns how many changed.
     async fn tick(&self, now: Millis, policy: &Policy) -> Result<usize>;
     async fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>>;
@@ -133,10 +139,16 @@ fn bind_all<'q>(mut q: Query<'q, Any, AnyArguments>, args: Vec<Arg>) -> Query<'q
     q
 }
 
-/// `($1,$2),($3,$4)…` for `rows` rows of `cols` columns (`$n` works on both backends).
-fn placeholders(rows: usize, cols: usize) -> String {
+/// `($1,$2),($3,$4)…` (PostgreSQL) or `(?,?),(?,?)…` (SQLite) for `rows` rows of `cols` columns.
+/// SQLite resolves a named parameter like `$7` by a linear scan, which makes binding a
+/// thousands-of-parameters statement quadratic; anonymous `?` binds in order at no cost.
+fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
+    let one = |n: usize| match backend {
+        Backend::Sqlite => "?".to_string(),
+        Backend::Postgres => format!("${n}"),
+    };
     (0..rows)
-        .map(|r| format!("({})", (1..=cols).map(|c| format!("${}", r * cols + c)).collect::<Vec<_>>().join(",")))
+        .map(|r| format!("({})", (1..=cols).map(|c| one(r * cols + c)).collect::<Vec<_>>().join(",")))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -144,8 +156,7 @@ fn placeholders(rows: usize, cols: usize) -> String {
 /// Rows per multi-row statement: stays under SQLite's 32766 bind parameters.
 const CHUNK: usize = 500;
 
-const INCIDENT_COLS: &str =
-    "id, group_key, title, severity, state, opened_at, last_fired_at, n_alerts, n_firing, quiet_at, resolve_at, resolved_at";
+const INCIDENT_COLS: &str = "id, group_key, title, severity, state, opened_at, last_fired_at, n_alerts, n_firing, quiet_at, resolve_at, resolved_at";
 const ALERT_COLS: &str = "key, source, fingerprint, status, labels, annotations, links, starts_at, ends_at, incident_id, \
      group_key, first_seen_at, last_change_at, flap_window_start, flap_count, flapping";
 const AUDIT_COLS: &str = "seq, at, kind, incident_id, actor, data, prev_hash, hash";
@@ -290,30 +301,43 @@ impl SqlStore {
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 // One key for the whole writer side: batches are small and short.
-                sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(7305162391)) AS locked").execute(&mut *tx).await?;
+                sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(7305162391)) AS locked")
+                    .execute(&mut *tx)
+                    .await?;
                 Ok(tx)
             }
         }
     }
 
     /// Runs `SELECT … WHERE col IN (…)` over `keys` in chunks.
-    async fn select_in(tx: &mut Tx, sql_prefix: &str, keys: Vec<Arg>) -> Result<Vec<AnyRow>> {
+    async fn select_in(&self, tx: &mut Tx, sql_prefix: &str, keys: Vec<Arg>) -> Result<Vec<AnyRow>> {
         let mut out = Vec::new();
         let mut keys = keys.into_iter().peekable();
         while keys.peek().is_some() {
             let chunk: Vec<Arg> = keys.by_ref().take(CHUNK).collect();
-            let list = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(",");
+            let list = placeholders(self.backend, chunk.len(), 1).replace(['(', ')'], "");
             let sql = format!("{sql_prefix} ({list})");
             out.extend(bind_all(sqlx::query(AssertSqlSafe(sql)), chunk).fetch_all(&mut **tx).await?);
         }
         Ok(out)
     }
 
-    async fn insert_rows(tx: &mut Tx, table: &str, cols: &str, ncols: usize, conflict: &str, rows: Vec<Vec<Arg>>) -> Result<()> {
+    async fn insert_rows(
+        &self,
+        tx: &mut Tx,
+        table: &str,
+        cols: &str,
+        ncols: usize,
+        conflict: &str,
+        rows: Vec<Vec<Arg>>,
+    ) -> Result<()> {
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<Vec<Arg>> = rows.by_ref().take(CHUNK).collect();
-            let sql = format!("INSERT INTO {table} ({cols}) VALUES {} {conflict}", placeholders(chunk.len(), ncols));
+            let sql = format!(
+                "INSERT INTO {table} ({cols}) VALUES {} {conflict}",
+                placeholders(self.backend, chunk.len(), ncols)
+            );
             bind_all(sqlx::query(AssertSqlSafe(sql)), chunk.into_iter().flatten().collect())
                 .execute(&mut **tx)
                 .await
@@ -331,20 +355,23 @@ impl SqlStore {
     /// Writes what the working set changed, chains its audit entries, and commits.
     async fn write(&self, mut tx: Tx, ws: WorkingSet, extra_audit: Vec<AuditEntry>) -> Result<()> {
         let incidents: Vec<Vec<Arg>> = ws.dirty_incidents.iter().map(|id| incident_args(&ws.incidents[id])).collect();
-        Self::insert_rows(&mut tx, "incidents", INCIDENT_COLS, 12, &Self::upsert_clause("id", INCIDENT_COLS), incidents).await?;
+        self.insert_rows(&mut tx, "incidents", INCIDENT_COLS, 12, &Self::upsert_clause("id", INCIDENT_COLS), incidents)
+            .await?;
         let alerts: Vec<Vec<Arg>> = ws.dirty_alerts.iter().map(|k| alert_args(&ws.alerts[k])).collect();
-        Self::insert_rows(&mut tx, "alerts", ALERT_COLS, 16, &Self::upsert_clause("key", ALERT_COLS), alerts).await?;
+        self.insert_rows(&mut tx, "alerts", ALERT_COLS, 16, &Self::upsert_clause("key", ALERT_COLS), alerts).await?;
 
         let mut entries = ws.audit;
         entries.extend(extra_audit);
         if !entries.is_empty() {
-            let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+            let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
             let (seq, hash) = match head {
                 Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
                 None => (0, audit::GENESIS.to_string()),
             };
             let records = audit::chain(seq, &hash, entries).into_iter().map(audit_args).collect();
-            Self::insert_rows(&mut tx, "audit_log", AUDIT_COLS, 8, "", records).await?;
+            self.insert_rows(&mut tx, "audit_log", AUDIT_COLS, 8, "", records).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -375,31 +402,54 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn ingest(&self, alerts: Vec<Alert>, changes: Vec<Change>, now: Millis, policy: &Policy) -> Result<IngestResult> {
+    async fn ingest(
+        &self,
+        alerts: Vec<Alert>,
+        changes: Vec<Change>,
+        now: Millis,
+        policy: &Policy,
+    ) -> Result<IngestResult> {
         let mut tx = self.begin_write().await?;
         let mut ws = WorkingSet::default();
 
         // Load the slice of state this batch can touch.
         let keys: BTreeSet<String> = alerts.iter().map(Alert::key).collect();
-        let rows = Self::select_in(&mut tx, &format!("SELECT {ALERT_COLS} FROM alerts WHERE key IN"), keys.into_iter().map(Arg::Text).collect()).await?;
+        let rows = self
+            .select_in(
+                &mut tx,
+                &format!("SELECT {ALERT_COLS} FROM alerts WHERE key IN"),
+                keys.into_iter().map(Arg::Text).collect(),
+            )
+            .await?;
         for r in &rows {
             let row = alert_from(r)?;
             ws.alerts.insert(row.alert.key(), row);
         }
         let ids: BTreeSet<i64> = ws.alerts.values().filter_map(|r| r.incident_id).collect();
-        let by_id = Self::select_in(&mut tx, &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id IN"), ids.into_iter().map(Arg::Int).collect()).await?;
+        let by_id = self
+            .select_in(
+                &mut tx,
+                &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id IN"),
+                ids.into_iter().map(Arg::Int).collect(),
+            )
+            .await?;
         let groups: BTreeSet<String> = alerts.iter().map(|a| policy.group_key(a)).collect();
-        let by_group = Self::select_in(
-            &mut tx,
-            &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE state <> 'resolved' AND group_key IN"),
-            groups.into_iter().map(Arg::Text).collect(),
-        )
-        .await?;
+        let by_group = self
+            .select_in(
+                &mut tx,
+                &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE state <> 'resolved' AND group_key IN"),
+                groups.into_iter().map(Arg::Text).collect(),
+            )
+            .await?;
         for r in by_id.iter().chain(&by_group) {
             let inc = incident_from(r)?;
             ws.incidents.insert(inc.id, inc);
         }
-        ws.next_incident_id = sqlx::query("SELECT COALESCE(MAX(id), 0) AS m FROM incidents").fetch_one(&mut *tx).await?.try_get::<i64, _>("m")? + 1;
+        ws.next_incident_id = sqlx::query("SELECT COALESCE(MAX(id), 0) AS m FROM incidents")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<i64, _>("m")?
+            + 1;
 
         // Correlate (pure).
         let mut result = IngestResult::default();
@@ -411,7 +461,8 @@ impl Store for SqlStore {
 
         // Changes: new ones are stored and audited, known ids are no-ops.
         let change_ids: Vec<Arg> = changes.iter().map(|c| Arg::Text(c.id.clone())).collect();
-        let known: HashSet<String> = Self::select_in(&mut tx, "SELECT id FROM changes WHERE id IN", change_ids)
+        let known: HashSet<String> = self
+            .select_in(&mut tx, "SELECT id FROM changes WHERE id IN", change_ids)
             .await?
             .iter()
             .map(|r| r.try_get::<String, _>("id"))
@@ -433,7 +484,15 @@ impl Store for SqlStore {
                 });
             }
         }
-        Self::insert_rows(&mut tx, "changes", "id, kind, service, summary, author, version, url, labels, at, received_at", 10, "", new_changes).await?;
+        self.insert_rows(
+            &mut tx,
+            "changes",
+            "id, kind, service, summary, author, version, url, labels, at, received_at",
+            10,
+            "",
+            new_changes,
+        )
+        .await?;
 
         self.write(tx, ws, change_audit).await?;
         Ok(result)
@@ -441,10 +500,12 @@ impl Store for SqlStore {
 
     async fn tick(&self, now: Millis, policy: &Policy) -> Result<usize> {
         // Cheap check first, outside the write lock: most ticks have nothing to do.
-        let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM incidents WHERE state = 'resolving' OR (state = 'open' AND n_firing = 0)")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?;
+        let pending: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM incidents WHERE state = 'resolving' OR (state = 'open' AND n_firing = 0)",
+        )
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
         if pending == 0 {
             return Ok(0);
         }
@@ -507,19 +568,23 @@ impl Store for SqlStore {
     }
 
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {AUDIT_COLS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")))
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {AUDIT_COLS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+        )))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(audit_from).collect()
     }
 
     async fn audit_for_incident(&self, id: i64) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {AUDIT_COLS} FROM audit_log WHERE incident_id = $1 ORDER BY seq")))
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {AUDIT_COLS} FROM audit_log WHERE incident_id = $1 ORDER BY seq"
+        )))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(audit_from).collect()
     }
 
@@ -534,12 +599,16 @@ mod tests {
 
     #[test]
     fn placeholders_number_across_rows() {
-        assert_eq!(placeholders(2, 3), "($1,$2,$3),($4,$5,$6)");
+        assert_eq!(placeholders(Backend::Postgres, 2, 3), "($1,$2,$3),($4,$5,$6)");
+        assert_eq!(placeholders(Backend::Sqlite, 2, 2), "(?,?),(?,?)");
     }
 
     #[test]
     fn upsert_updates_every_column_but_the_key() {
-        assert_eq!(SqlStore::upsert_clause("id", "id, a, b"), "ON CONFLICT (id) DO UPDATE SET a = excluded.a, b = excluded.b");
+        assert_eq!(
+            SqlStore::upsert_clause("id", "id, a, b"),
+            "ON CONFLICT (id) DO UPDATE SET a = excluded.a, b = excluded.b"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fresh_db, raw_pool, Db};
+use common::{Db, fresh_db, raw_pool};
 use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -41,7 +41,11 @@ fn check_accepts_the_reference_config_and_names_problems() {
 
     let o = medic(&["check", "--config", "examples/medic.yaml"], root, &SECRETS[1..]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("database.url: environment variable MEDIC_DATABASE_URL_FROM_CONFIG is not set"), "{}", text(&o));
+    assert!(
+        text(&o).contains("database.url: environment variable MEDIC_DATABASE_URL_FROM_CONFIG is not set"),
+        "{}",
+        text(&o)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.yaml"), "listen: 127.0.0.1:8080\nincidents:\n  grace: 5m\n").unwrap();
@@ -50,7 +54,8 @@ fn check_accepts_the_reference_config_and_names_problems() {
     let t = text(&o);
     assert!(t.contains("bad.yaml") && t.contains("unknown field `grace`") && t.contains("line 3"), "{t}");
 
-    std::fs::write(dir.path().join("inline.yaml"), "intake:\n  changes:\n    auth: {bearer: [s3cr3t-value]}\n").unwrap();
+    std::fs::write(dir.path().join("inline.yaml"), "intake:\n  changes:\n    auth: {bearer: [s3cr3t-value]}\n")
+        .unwrap();
     let t = text(&medic(&["check", "--config", "inline.yaml"], dir.path(), &[]));
     assert!(t.contains("inline secrets are not accepted") && !t.contains("s3cr3t-value"), "{t}");
 }
@@ -113,7 +118,8 @@ async fn serve_on_defaults_then_audit_verify_and_export() {
     assert!(o.status.success(), "{}", text(&o));
     let md = std::fs::read_to_string(dir.path().join("out/incident-1.md")).unwrap();
     assert!(md.starts_with("# Incident 1: DiskFull on db") && md.contains("| incident_opened | medic |"), "{md}");
-    let js: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/incident-1.json")).unwrap()).unwrap();
+    let js: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/incident-1.json")).unwrap()).unwrap();
     assert_eq!(js["timeline"].as_array().unwrap().len(), 2);
     assert_eq!(js["alerts"][0]["labels"]["alertname"], "DiskFull");
     let o = medic(&["audit", "export", "--incident", "7"], dir.path(), &[]);

@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{fixture, Db, TestApp};
+use common::{Db, TestApp, fixture};
 use medic::config::Config;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::path::Path;
 
 /// A config whose secrets live in files under `dir` (name → value).
@@ -109,7 +109,8 @@ async fn generic_format(db: Db) {
     // A periodic check re-sending "still failing" without a start time changes nothing.
     let (_, v) = app.post("/v1/alerts/generic", firing.to_string(), &[]).await;
     assert_eq!(v["unchanged"].as_u64(), Some(1), "{v}");
-    let resolved = json!({"alerts": [{"name": "BackupFailed", "status": "resolved", "labels": {"service": "billing"}}]});
+    let resolved =
+        json!({"alerts": [{"name": "BackupFailed", "status": "resolved", "labels": {"service": "billing"}}]});
     let (_, v) = app.post("/v1/alerts/generic", resolved.to_string(), &[]).await;
     assert_eq!(v["updated"].as_u64(), Some(1), "{v}");
     let (_, v) = app.post("/v1/alerts/generic", resolved.to_string(), &[]).await;
@@ -178,7 +179,8 @@ async fn change_events(db: Db) {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].kind, "change_recorded");
 
-    let (s, v) = app.post("/v1/changes", json!({"kind": "rollout", "service": "x", "summary": "y"}).to_string(), &[]).await;
+    let (s, v) =
+        app.post("/v1/changes", json!({"kind": "rollout", "service": "x", "summary": "y"}).to_string(), &[]).await;
     assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("kind")), "{v}");
     assert!(v["message"].as_str().unwrap().contains("expected one of `deploy`, `config`, `flag`"), "{v}");
     let (s, v) = app.post("/v1/changes", json!({"kind": "flag", "summary": "y"}).to_string(), &[]).await;
@@ -198,7 +200,10 @@ async fn post_chunked(base: &str, path: &str, token: &str, len: usize) -> u16 {
     s.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b' '; 1024];
     for _ in 0..len / 1024 {
-        if s.write_all(format!("400\r\n").as_bytes()).await.is_err() || s.write_all(&chunk).await.is_err() || s.write_all(b"\r\n").await.is_err() {
+        if s.write_all(format!("400\r\n").as_bytes()).await.is_err()
+            || s.write_all(&chunk).await.is_err()
+            || s.write_all(b"\r\n").await.is_err()
+        {
             break;
         }
     }
@@ -227,7 +232,8 @@ async fn bad_input_is_refused_and_stores_nothing(db: Db) {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(!v.to_string().contains("tok-new\""), "no secret in the reply: {v}");
 
-    let (s, v) = app.post(path, good.clone(), &[("authorization", "Bearer tok-new"), ("content-type", "text/plain")]).await;
+    let (s, v) =
+        app.post(path, good.clone(), &[("authorization", "Bearer tok-new"), ("content-type", "text/plain")]).await;
     assert_eq!((s, v["error"].as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type")), "{v}");
 
     let (s, v) = app.post(path, vec![b' '; 5000], &auth).await;

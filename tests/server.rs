@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, raw_pool, Db, TestApp};
+use common::{Db, TestApp, fixture, raw_pool};
 use medic::config::Config;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -39,7 +39,9 @@ async fn health_readiness_metrics(db: Db) {
 async fn incident_api_errors_and_filters(db: Db) {
     let cfg = Config::parse("incidents: {resolve_grace: 0s}", "t").unwrap();
     let Some(app) = TestApp::spawn(db, cfg).await else { return };
-    let alert = |name: &str, status: &str| json!({"alerts": [{"name": name, "status": status, "labels": {"service": name}}]}).to_string();
+    let alert = |name: &str, status: &str| {
+        json!({"alerts": [{"name": name, "status": status, "labels": {"service": name}}]}).to_string()
+    };
     app.post("/v1/alerts/generic", alert("a", "firing"), &[]).await;
     app.post("/v1/alerts/generic", alert("b", "firing"), &[]).await;
     app.post("/v1/alerts/generic", alert("a", "resolved"), &[]).await;
@@ -53,7 +55,11 @@ async fn incident_api_errors_and_filters(db: Db) {
     let (_, v) = app.get("/v1/incidents?limit=1&before=2").await;
     assert_eq!(v["incidents"][0]["id"], 1);
 
-    for (q, needle) in [("state=closed", "state: expected open, resolving or resolved"), ("limit=0", "limit:"), ("sort=id", "unknown query parameter")] {
+    for (q, needle) in [
+        ("state=closed", "state: expected open, resolving or resolved"),
+        ("limit=0", "limit:"),
+        ("sort=id", "unknown query parameter"),
+    ] {
         let (s, v) = app.get(&format!("/v1/incidents?{q}")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{q}");
         assert!(v["message"].as_str().unwrap().contains(needle), "{q}: {v}");

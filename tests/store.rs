@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fresh_db, raw_pool, Db};
+use common::{Db, fresh_db, raw_pool};
 use medic::alert::{Alert, AlertStatus, Labels, Source};
 use medic::audit::{Broken, Verifier};
 use medic::incident::{IncidentState, Outcome, Policy};
@@ -17,7 +17,8 @@ const T0: Millis = 1_800_000_000_000;
 const MIN: Millis = 60_000;
 
 fn alert(fp: &str, service: &str, status: AlertStatus, starts: Millis) -> Alert {
-    let labels: Labels = [("alertname".to_string(), format!("Alert{fp}")), ("service".to_string(), service.to_string())].into();
+    let labels: Labels =
+        [("alertname".to_string(), format!("Alert{fp}")), ("service".to_string(), service.to_string())].into();
     Alert {
         source: Source::Alertmanager,
         fingerprint: fp.into(),
@@ -85,8 +86,16 @@ async fn grouping_resolve_reopen(db: Db) {
     assert_eq!(
         kinds,
         [
-            "incident_opened", "alert_received", "alert_received", "alert_resolved", "alert_resolved",
-            "incident_resolving", "alert_firing", "incident_reopened", "alert_resolved", "incident_resolving",
+            "incident_opened",
+            "alert_received",
+            "alert_received",
+            "alert_resolved",
+            "alert_resolved",
+            "incident_resolving",
+            "alert_firing",
+            "incident_reopened",
+            "alert_resolved",
+            "incident_resolving",
             "incident_resolved"
         ]
     );
@@ -128,7 +137,8 @@ async fn flapping_is_damped_across_batches(db: Db) {
     assert_eq!(state(&*s, 1).await, IncidentState::Resolved);
     let records = s.audit_for_incident(1).await.unwrap();
     let flap_at = records.iter().position(|r| r.kind == "alert_flapping").expect("flapping audited");
-    let transitions: Vec<&str> = records[flap_at..].iter().map(|r| r.kind.as_str()).filter(|k| k.starts_with("incident_")).collect();
+    let transitions: Vec<&str> =
+        records[flap_at..].iter().map(|r| r.kind.as_str()).filter(|k| k.starts_with("incident_")).collect();
     // The re-fire that revealed the flapping reopens the incident; after that it stays open
     // through every further flap until the hold has passed.
     assert_eq!(transitions, ["incident_reopened", "incident_resolving", "incident_resolved"]);
@@ -149,12 +159,22 @@ async fn audit_tampering_is_detected(db: Db) {
             ],
             Broken::Link { seq: 2 },
         ),
-        ("rehash one", &["UPDATE audit_log SET hash = 'ab' || substr(hash, 3) WHERE seq = 4"], Broken::Altered { seq: 4 }),
+        (
+            "rehash one",
+            &["UPDATE audit_log SET hash = 'ab' || substr(hash, 3) WHERE seq = 4"],
+            Broken::Altered { seq: 4 },
+        ),
     ];
     for (what, sql, expected) in cases {
         let Some((db, s)) = open(db).await else { return };
         let p = Policy::default();
-        ingest(&*s, vec![alert("a", "pay", AlertStatus::Firing, T0), alert("b", "web", AlertStatus::Firing, T0)], T0, &p).await;
+        ingest(
+            &*s,
+            vec![alert("a", "pay", AlertStatus::Firing, T0), alert("b", "web", AlertStatus::Firing, T0)],
+            T0,
+            &p,
+        )
+        .await;
         ingest(&*s, vec![alert("a", "pay", AlertStatus::Resolved, T0)], T0 + MIN, &p).await;
         assert_eq!(verify(&*s).await, Ok(6), "{what}: intact before tampering");
         let raw = raw_pool(&db).await;
@@ -170,7 +190,8 @@ async fn audit_tampering_is_detected(db: Db) {
 async fn large_batches_are_chunked(db: Db) {
     let Some((_db, s)) = open(db).await else { return };
     let p = Policy::default();
-    let alerts: Vec<Alert> = (0..1300).map(|i| alert(&format!("fp{i}"), &format!("svc{}", i % 7), AlertStatus::Firing, T0)).collect();
+    let alerts: Vec<Alert> =
+        (0..1300).map(|i| alert(&format!("fp{i}"), &format!("svc{}", i % 7), AlertStatus::Firing, T0)).collect();
     let r = s.ingest(alerts.clone(), vec![], T0, &p).await.unwrap();
     assert!(r.outcomes.iter().all(|o| *o == Outcome::New));
     assert_eq!(s.incidents(&IncidentFilter { limit: 100, ..Default::default() }).await.unwrap().len(), 7);
@@ -190,7 +211,10 @@ async fn two_writers_share_one_chain(db: Db) {
         let p = p.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..40 {
-                let batch = vec![alert(&format!("w{w}-{i}"), "shared", AlertStatus::Firing, T0), alert(&format!("w{w}-{i}-x"), &format!("own{w}"), AlertStatus::Firing, T0)];
+                let batch = vec![
+                    alert(&format!("w{w}-{i}"), "shared", AlertStatus::Firing, T0),
+                    alert(&format!("w{w}-{i}-x"), &format!("own{w}"), AlertStatus::Firing, T0),
+                ];
                 s.ingest(batch, vec![], T0 + i, &p).await.unwrap();
             }
         }));

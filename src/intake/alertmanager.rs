@@ -4,8 +4,8 @@
 //! Fields senders add in later versions are ignored; the fields medic relies on are required and
 //! checked: `version`, `status`, `alerts[]` with `status`, `labels`, `startsAt`.
 
-use super::{from_json, ts, validated, IntakeError, Parsed};
-use crate::alert::{fingerprint_of, Alert, AlertStatus, Labels, Source};
+use super::{IntakeError, Parsed, from_json, ts, validated};
+use crate::alert::{Alert, AlertStatus, Labels, Source, fingerprint_of};
 use crate::time::Millis;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -70,7 +70,13 @@ pub(super) fn parse_shaped(body: &[u8], source: Source, version: &str) -> Result
         .into_iter()
         .map(|w| {
             let mut links = Labels::new();
-            for (k, v) in [("generator", w.generator_url), ("dashboard", w.dashboard_url), ("panel", w.panel_url), ("silence", w.silence_url), ("source", p.external_url.clone())] {
+            for (k, v) in [
+                ("generator", w.generator_url),
+                ("dashboard", w.dashboard_url),
+                ("panel", w.panel_url),
+                ("silence", w.silence_url),
+                ("source", p.external_url.clone()),
+            ] {
                 if !v.is_empty() {
                     links.insert(k.to_string(), v);
                 }

@@ -9,7 +9,7 @@
 //! `id` makes re-delivery a no-op. Without it, the id is a hash of the content (with `at` if
 //! given), so sending the same payload twice stores it once.
 
-use super::{from_json, ts, IntakeError, Parsed};
+use super::{IntakeError, Parsed, from_json, ts};
 use crate::alert::{Change, ChangeKind, Labels};
 use crate::pipeline::Submission;
 use crate::time::Millis;
@@ -40,7 +40,13 @@ pub fn parse(body: &[u8], now: Millis) -> Result<Parsed, IntakeError> {
     let p: Payload = from_json(body)?;
     let id = p.id.clone().unwrap_or_else(|| {
         let mut h = Sha256::new();
-        for part in [p.kind.as_str(), &p.service, &p.summary, p.author.as_deref().unwrap_or(""), p.version.as_deref().unwrap_or("")] {
+        for part in [
+            p.kind.as_str(),
+            &p.service,
+            &p.summary,
+            p.author.as_deref().unwrap_or(""),
+            p.version.as_deref().unwrap_or(""),
+        ] {
             h.update(part.as_bytes());
             h.update([0]);
         }

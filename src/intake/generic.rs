@@ -9,8 +9,8 @@
 //!              "url": "https://ci.example.com/jobs/123"}]}
 //! ```
 
-use super::{from_json, ts, validated, IntakeError, Parsed};
-use crate::alert::{fingerprint_of, Alert, AlertStatus, Labels, Source, START_UNKNOWN};
+use super::{IntakeError, Parsed, from_json, ts, validated};
+use crate::alert::{Alert, AlertStatus, Labels, START_UNKNOWN, Source, fingerprint_of};
 use crate::time::Millis;
 use serde::Deserialize;
 
@@ -46,7 +46,10 @@ pub fn parse(body: &[u8], now: Millis) -> Result<Parsed, IntakeError> {
         let mut labels = w.labels;
         match labels.get("alertname") {
             Some(existing) if existing != &w.name => {
-                return Err(IntakeError::invalid(format!("alerts[{i}].labels.alertname"), "expected to equal `name` or be absent"));
+                return Err(IntakeError::invalid(
+                    format!("alerts[{i}].labels.alertname"),
+                    "expected to equal `name` or be absent",
+                ));
             }
             _ => labels.insert("alertname".to_string(), w.name),
         };

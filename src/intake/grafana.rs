@@ -2,7 +2,7 @@
 //! the Alertmanager shape plus `orgId`, `values`, `dashboardURL`, `panelURL`, `silenceURL`.
 //! The links become the alert's `dashboard`/`panel`/`silence` links and `values` an annotation.
 
-use super::{alertmanager, IntakeError, Parsed};
+use super::{IntakeError, Parsed, alertmanager};
 use crate::alert::Source;
 
 pub fn parse(body: &[u8]) -> Result<Parsed, IntakeError> {

@@ -22,10 +22,10 @@ use crate::config::{AuthConfig, AuthScheme, IntakeConfig, Secret};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Submission};
 use crate::time::{Clock, Millis};
+use axum::Json;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -86,7 +86,13 @@ impl Route {
             _ => ("x-medic-signature", "sha256="),
         };
         let value = headers.get(name)?.to_str().ok()?;
-        Some(value.split(',').filter_map(|s| s.trim().strip_prefix(prefix)).filter_map(|h| hex::decode(h).ok()).collect())
+        Some(
+            value
+                .split(',')
+                .filter_map(|s| s.trim().strip_prefix(prefix))
+                .filter_map(|h| hex::decode(h).ok())
+                .collect(),
+        )
     }
 }
 
@@ -193,7 +199,8 @@ fn check_hmac(route: Route, secrets: &[Secret], headers: &HeaderMap, body: &[u8]
     let given = route.signatures(headers).filter(|s| !s.is_empty()).ok_or(IntakeError::Unauthorized(missing))?;
     let mut ok = false;
     for secret in secrets {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes any key length");
         mac.update(body);
         let expected = mac.finalize().into_bytes();
         for sig in &given {
@@ -220,7 +227,12 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn new(cfg: &IntakeConfig, pipeline: Pipeline, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Result<Intake, String> {
+    pub fn new(
+        cfg: &IntakeConfig,
+        pipeline: Pipeline,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Intake, String> {
         let mut sources = Vec::new();
         for (name, src) in cfg.sources() {
             let auth = Auth::resolve(src.auth.as_ref()).map_err(|e| format!("intake.{name}.auth: {e}"))?;
@@ -269,8 +281,7 @@ impl Intake {
         let sub = match route.parse(&body, self.clock.now())? {
             Parsed::Store(sub) => sub,
             Parsed::Ignore(why) => {
-                return Ok((StatusCode::ACCEPTED, Json(json!({"stored": false, "ignored": why})))
-                    .into_response());
+                return Ok((StatusCode::ACCEPTED, Json(json!({"stored": false, "ignored": why}))).into_response());
             }
         };
         let n_alerts = sub.alerts.len();
@@ -317,7 +328,8 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), IntakeError> {
 }
 
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, IntakeError> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(IntakeError::TooLarge(limit));
     }

@@ -4,7 +4,7 @@
 //! `incident.resolved` resolves. Other event types (acknowledged, annotated, priority updated…)
 //! are answered 202 and not stored. The alert's fingerprint is the PagerDuty incident id.
 
-use super::{from_json, ts, validated, IntakeError, Parsed};
+use super::{IntakeError, Parsed, from_json, ts, validated};
 use crate::alert::{Alert, AlertStatus, Labels, Source};
 use crate::time::Millis;
 use serde::Deserialize;

@@ -78,7 +78,10 @@ pub async fn fresh_db(kind: Db) -> Option<TestDb> {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
             drop_stale_databases(&mut conn, now).await;
             let name = format!("medic_test_{now}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create test database");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
             let _ = conn.close().await;
             Some(TestDb { url: with_database(&admin, &name), _dir: None })
         }
@@ -94,7 +97,8 @@ async fn drop_stale_databases(conn: &mut sqlx::PgConnection, now: u64) {
     for (name,) in names {
         let created: u64 = name.split('_').nth(2).and_then(|s| s.parse().ok()).unwrap_or(now);
         if created + 3600 < now {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut *conn).await;
+            let _ =
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut *conn).await;
         }
     }
 }
@@ -149,7 +153,12 @@ impl TestApp {
         Some(TestApp { base, http: reqwest::Client::new(), store, db, stop: Some(stop), server: Some(server) })
     }
 
-    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
         let mut has_ct = false;
         for (k, v) in headers {
@@ -190,7 +199,19 @@ impl TestApp {
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, or panics after `secs`.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match poll_until(secs, f).await {
+        Some(v) => v,
+        None => panic!("timed out after {secs}s waiting for {what}"),
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some`; `None` after `secs`.
+pub async fn poll_until<T, F, Fut>(secs: u64, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -198,10 +219,10 @@ where
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         if let Some(v) = f().await {
-            return v;
+            return Some(v);
         }
         if std::time::Instant::now() > deadline {
-            panic!("timed out after {secs}s waiting for {what}");
+            return None;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
