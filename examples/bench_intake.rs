@@ -283,7 +283,7 @@ async fn main() {
             "postgres" => {
                 let name = format!("medic_bench_{}", std::process::id());
                 let admin = sqlx::PgPool::connect(&a.postgres_url).await.expect("PostgreSQL for the benchmark");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
                 (with_database(&a.postgres_url, &name), Some((admin, name)))
             }
             other => panic!("unknown store {other}"),
@@ -307,7 +307,7 @@ async fn main() {
             failed = true;
         }
         if let Some((admin, name)) = pg_db {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&admin).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&admin).await;
             admin.close().await;
         }
     }

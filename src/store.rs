@@ -15,7 +15,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
-use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row};
+use sqlx::{Any, AnyPool, Executor, Row};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
@@ -127,7 +127,7 @@ enum Arg {
     OptText(Option<String>),
 }
 
-fn bind_all<'q>(mut q: Query<'q, Any, AnyArguments>, args: Vec<Arg>) -> Query<'q, Any, AnyArguments> {
+fn bind_all<'q>(mut q: Query<'q, Any, AnyArguments<'q>>, args: Vec<Arg>) -> Query<'q, Any, AnyArguments<'q>> {
     for a in args {
         q = match a {
             Arg::Int(v) => q.bind(v),
@@ -317,7 +317,7 @@ impl SqlStore {
             let chunk: Vec<Arg> = keys.by_ref().take(CHUNK).collect();
             let list = placeholders(self.backend, chunk.len(), 1).replace(['(', ')'], "");
             let sql = format!("{sql_prefix} ({list})");
-            out.extend(bind_all(sqlx::query(AssertSqlSafe(sql)), chunk).fetch_all(&mut **tx).await?);
+            out.extend(bind_all(sqlx::query(&sql), chunk).fetch_all(&mut **tx).await?);
         }
         Ok(out)
     }
@@ -338,7 +338,7 @@ impl SqlStore {
                 "INSERT INTO {table} ({cols}) VALUES {} {conflict}",
                 placeholders(self.backend, chunk.len(), ncols)
             );
-            bind_all(sqlx::query(AssertSqlSafe(sql)), chunk.into_iter().flatten().collect())
+            bind_all(sqlx::query(&sql), chunk.into_iter().flatten().collect())
                 .execute(&mut **tx)
                 .await
                 .with_context(|| format!("writing {table}"))?;
@@ -510,9 +510,9 @@ impl Store for SqlStore {
             return Ok(0);
         }
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        let rows = sqlx::query(&format!(
             "SELECT {INCIDENT_COLS} FROM incidents WHERE state = 'resolving' OR (state = 'open' AND n_firing = 0)"
-        )))
+        ))
         .fetch_all(&mut *tx)
         .await?;
         let mut ws = WorkingSet::default();
@@ -530,7 +530,7 @@ impl Store for SqlStore {
         let sql = format!(
             "SELECT {INCIDENT_COLS} FROM incidents WHERE ($1 = '' OR state = $1) AND id < $2 ORDER BY id DESC LIMIT $3"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let rows = sqlx::query(&sql)
             .bind(f.state.map(|s| s.as_str()).unwrap_or("").to_string())
             .bind(f.before.unwrap_or(i64::MAX))
             .bind(f.limit.clamp(1, 1000))
@@ -540,16 +540,16 @@ impl Store for SqlStore {
     }
 
     async fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<AlertRow>)>> {
-        let Some(row) = sqlx::query(AssertSqlSafe(format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = $1")))
+        let Some(row) = sqlx::query(&format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
         else {
             return Ok(None);
         };
-        let alerts = sqlx::query(AssertSqlSafe(format!(
+        let alerts = sqlx::query(&format!(
             "SELECT {ALERT_COLS} FROM alerts WHERE incident_id = $1 ORDER BY first_seen_at, key"
-        )))
+        ))
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
@@ -568,9 +568,9 @@ impl Store for SqlStore {
     }
 
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        let rows = sqlx::query(&format!(
             "SELECT {AUDIT_COLS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
-        )))
+        ))
         .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -579,9 +579,9 @@ impl Store for SqlStore {
     }
 
     async fn audit_for_incident(&self, id: i64) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        let rows = sqlx::query(&format!(
             "SELECT {AUDIT_COLS} FROM audit_log WHERE incident_id = $1 ORDER BY seq"
-        )))
+        ))
         .bind(id)
         .fetch_all(&self.pool)
         .await?;

@@ -78,7 +78,7 @@ pub async fn fresh_db(kind: Db) -> Option<TestDb> {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
             drop_stale_databases(&mut conn, now).await;
             let name = format!("medic_test_{now}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
                 .execute(&mut conn)
                 .await
                 .expect("create test database");
@@ -98,7 +98,7 @@ async fn drop_stale_databases(conn: &mut sqlx::PgConnection, now: u64) {
         let created: u64 = name.split('_').nth(2).and_then(|s| s.parse().ok()).unwrap_or(now);
         if created + 3600 < now {
             let _ =
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut *conn).await;
+                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut *conn).await;
         }
     }
 }
