@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example bench_intake -- [--store sqlite|postgres|both]
-//!     [--seconds 10] [--alerts-per-payload 10] [--concurrency 32] [--postgres-url URL]
+//!     [--seconds 10] [--alerts-per-payload 10] [--concurrency 16] [--postgres-url URL]
 //! ```
 //! The load generator runs on the same machine as medic and competes with it for the CPU.
 
@@ -28,7 +28,7 @@ fn args() -> Args {
         stores: vec!["sqlite".into(), "postgres".into()],
         seconds: 10,
         per_payload: 10,
-        concurrency: 32,
+        concurrency: 16,
         postgres_url: std::env::var("MEDIC_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
     };
