@@ -547,12 +547,11 @@ impl Store for SqlStore {
         else {
             return Ok(None);
         };
-        let alerts = sqlx::query(&format!(
-            "SELECT {ALERT_COLS} FROM alerts WHERE incident_id = $1 ORDER BY first_seen_at, key"
-        ))
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
+        let alerts =
+            sqlx::query(&format!("SELECT {ALERT_COLS} FROM alerts WHERE incident_id = $1 ORDER BY first_seen_at, key"))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(Some((incident_from(&row)?, alerts.iter().map(alert_from).collect::<Result<_>>()?)))
     }
 
@@ -568,23 +567,19 @@ impl Store for SqlStore {
     }
 
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {AUDIT_COLS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
-        ))
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT {AUDIT_COLS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(audit_from).collect()
     }
 
     async fn audit_for_incident(&self, id: i64) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {AUDIT_COLS} FROM audit_log WHERE incident_id = $1 ORDER BY seq"
-        ))
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT {AUDIT_COLS} FROM audit_log WHERE incident_id = $1 ORDER BY seq"))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(audit_from).collect()
     }
 

@@ -200,7 +200,7 @@ async fn post_chunked(base: &str, path: &str, token: &str, len: usize) -> u16 {
     s.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b' '; 1024];
     for _ in 0..len / 1024 {
-        if s.write_all(format!("400\r\n").as_bytes()).await.is_err()
+        if s.write_all(b"400\r\n").await.is_err()
             || s.write_all(&chunk).await.is_err()
             || s.write_all(b"\r\n").await.is_err()
         {

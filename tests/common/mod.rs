@@ -78,10 +78,7 @@ pub async fn fresh_db(kind: Db) -> Option<TestDb> {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
             drop_stale_databases(&mut conn, now).await;
             let name = format!("medic_test_{now}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
-            sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("create test database");
+            sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
             let _ = conn.close().await;
             Some(TestDb { url: with_database(&admin, &name), _dir: None })
         }
@@ -97,8 +94,7 @@ async fn drop_stale_databases(conn: &mut sqlx::PgConnection, now: u64) {
     for (name,) in names {
         let created: u64 = name.split('_').nth(2).and_then(|s| s.parse().ok()).unwrap_or(now);
         if created + 3600 < now {
-            let _ =
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut *conn).await;
+            let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut *conn).await;
         }
     }
 }
