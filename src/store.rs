@@ -143,14 +143,16 @@ fn bind_all<'q>(mut q: Query<'q, Any, AnyArguments<'q>>, args: Vec<Arg>) -> Quer
 /// SQLite resolves a named parameter like `$7` by a linear scan, which makes binding a
 /// thousands-of-parameters statement quadratic; anonymous `?` binds in order at no cost.
 fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
-    let one = |n: usize| match backend {
+    (0..rows).map(|r| format!("({})", list(backend, r * cols + 1, cols))).collect::<Vec<_>>().join(",")
+}
+
+/// `n` comma-separated placeholders, numbered from `first` where the backend numbers them.
+fn list(backend: Backend, first: usize, n: usize) -> String {
+    let one = |i: usize| match backend {
         Backend::Sqlite => "?".to_string(),
-        Backend::Postgres => format!("${n}"),
+        Backend::Postgres => format!("${i}"),
     };
-    (0..rows)
-        .map(|r| format!("({})", (1..=cols).map(|c| one(r * cols + c)).collect::<Vec<_>>().join(",")))
-        .collect::<Vec<_>>()
-        .join(",")
+    (first..first + n).map(one).collect::<Vec<_>>().join(",")
 }
 
 /// Rows per multi-row statement: stays under SQLite's 32766 bind parameters.
@@ -315,8 +317,7 @@ impl SqlStore {
         let mut keys = keys.into_iter().peekable();
         while keys.peek().is_some() {
             let chunk: Vec<Arg> = keys.by_ref().take(CHUNK).collect();
-            let list = placeholders(self.backend, chunk.len(), 1).replace(['(', ')'], "");
-            let sql = format!("{sql_prefix} ({list})");
+            let sql = format!("{sql_prefix} ({})", list(self.backend, 1, chunk.len()));
             out.extend(bind_all(sqlx::query(&sql), chunk).fetch_all(&mut **tx).await?);
         }
         Ok(out)
@@ -353,7 +354,45 @@ impl SqlStore {
     }
 
     /// Writes what the working set changed, chains its audit entries, and commits.
-    async fn write(&self, mut tx: Tx, ws: WorkingSet, extra_audit: Vec<AuditEntry>) -> Result<()> {
+    /// The highest incident id and the audit chain's head `(seq, hash)`, in one round trip.
+    async fn heads(tx: &mut Tx) -> Result<(i64, (i64, String))> {
+        let r = sqlx::query(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM incidents) AS max_id, \
+             (SELECT COALESCE(MAX(seq), 0) FROM audit_log) AS seq, \
+             (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS hash",
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        let hash: Option<String> = r.try_get("hash")?;
+        Ok((r.try_get("max_id")?, (r.try_get("seq")?, hash.unwrap_or_else(|| audit::GENESIS.to_string()))))
+    }
+
+    /// Loads the incidents a batch can touch: those its alerts belong to and the unresolved ones
+    /// of its group keys. One query when the lists are short, which is the usual case.
+    async fn load_incidents(&self, tx: &mut Tx, ids: Vec<i64>, groups: Vec<String>) -> Result<Vec<AnyRow>> {
+        let unresolved = format!("SELECT {INCIDENT_COLS} FROM incidents WHERE state <> 'resolved' AND group_key IN");
+        if ids.len() + groups.len() > CHUNK || groups.is_empty() {
+            let mut rows = self
+                .select_in(
+                    tx,
+                    &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id IN"),
+                    ids.into_iter().map(Arg::Int).collect(),
+                )
+                .await?;
+            rows.extend(self.select_in(tx, &unresolved, groups.into_iter().map(Arg::Text).collect()).await?);
+            return Ok(rows);
+        }
+        let by_group = format!("{unresolved} ({})", list(self.backend, 1, groups.len()));
+        let sql = if ids.is_empty() {
+            by_group
+        } else {
+            format!("{by_group} OR id IN ({})", list(self.backend, groups.len() + 1, ids.len()))
+        };
+        let args = groups.into_iter().map(Arg::Text).chain(ids.into_iter().map(Arg::Int)).collect();
+        Ok(bind_all(sqlx::query(&sql), args).fetch_all(&mut **tx).await?)
+    }
+
+    async fn write(&self, mut tx: Tx, ws: WorkingSet, extra_audit: Vec<AuditEntry>, head: (i64, String)) -> Result<()> {
         let incidents: Vec<Vec<Arg>> = ws.dirty_incidents.iter().map(|id| incident_args(&ws.incidents[id])).collect();
         self.insert_rows(&mut tx, "incidents", INCIDENT_COLS, 12, &Self::upsert_clause("id", INCIDENT_COLS), incidents)
             .await?;
@@ -363,14 +402,7 @@ impl SqlStore {
         let mut entries = ws.audit;
         entries.extend(extra_audit);
         if !entries.is_empty() {
-            let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-            let (seq, hash) = match head {
-                Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
-                None => (0, audit::GENESIS.to_string()),
-            };
-            let records = audit::chain(seq, &hash, entries).into_iter().map(audit_args).collect();
+            let records = audit::chain(head.0, &head.1, entries).into_iter().map(audit_args).collect();
             self.insert_rows(&mut tx, "audit_log", AUDIT_COLS, 8, "", records).await?;
         }
         tx.commit().await?;
@@ -426,30 +458,13 @@ impl Store for SqlStore {
             ws.alerts.insert(row.alert.key(), row);
         }
         let ids: BTreeSet<i64> = ws.alerts.values().filter_map(|r| r.incident_id).collect();
-        let by_id = self
-            .select_in(
-                &mut tx,
-                &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id IN"),
-                ids.into_iter().map(Arg::Int).collect(),
-            )
-            .await?;
         let groups: BTreeSet<String> = alerts.iter().map(|a| policy.group_key(a)).collect();
-        let by_group = self
-            .select_in(
-                &mut tx,
-                &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE state <> 'resolved' AND group_key IN"),
-                groups.into_iter().map(Arg::Text).collect(),
-            )
-            .await?;
-        for r in by_id.iter().chain(&by_group) {
-            let inc = incident_from(r)?;
+        for r in self.load_incidents(&mut tx, ids.into_iter().collect(), groups.into_iter().collect()).await? {
+            let inc = incident_from(&r)?;
             ws.incidents.insert(inc.id, inc);
         }
-        ws.next_incident_id = sqlx::query("SELECT COALESCE(MAX(id), 0) AS m FROM incidents")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get::<i64, _>("m")?
-            + 1;
+        let (max_id, head) = Self::heads(&mut tx).await?;
+        ws.next_incident_id = max_id + 1;
 
         // Correlate (pure).
         let mut result = IngestResult::default();
@@ -494,7 +509,7 @@ impl Store for SqlStore {
         )
         .await?;
 
-        self.write(tx, ws, change_audit).await?;
+        self.write(tx, ws, change_audit, head).await?;
         Ok(result)
     }
 
@@ -522,7 +537,8 @@ impl Store for SqlStore {
         }
         ws.evaluate_all(now, policy);
         let changed = ws.dirty_incidents.len();
-        self.write(tx, ws, Vec::new()).await?;
+        let (_, head) = Self::heads(&mut tx).await?;
+        self.write(tx, ws, Vec::new(), head).await?;
         Ok(changed)
     }
 
