@@ -9,7 +9,6 @@
 //! ```
 //! The load generator runs on the same machine as medic and competes with it for the CPU.
 
-use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,10 +76,7 @@ impl Medic {
 
     /// CPU seconds (user + system) medic has used so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_seconds(&self.0.id().to_string())
     }
 }
 
@@ -119,30 +115,33 @@ const NAMES: [&str; 8] = [
 ];
 
 /// A version-4 notification of `n` alerts, each with a fresh fingerprint (every alert is new
-/// work: stored, correlated and audited).
+/// work: stored, correlated and audited). Written with a template rather than a JSON tree so
+/// the load generator, which shares the machine with medic, stays cheap.
 fn payload(seq: u64, n: usize) -> Vec<u8> {
+    use std::fmt::Write as _;
     let service = format!("svc-{}", seq as usize % SERVICES);
-    let alerts: Vec<_> = (0..n)
-        .map(|i| {
-            let name = NAMES[(seq as usize + i) % NAMES.len()];
-            json!({
-                "status": "firing",
-                "labels": {"alertname": name, "service": service, "namespace": "prod", "severity": "critical",
-                           "instance": format!("10.0.{}.{}:9090", i, seq % 250), "job": "kubernetes-pods"},
-                "annotations": {"summary": format!("{name} on {service}"), "description": "value 0.97 above threshold 0.9 for 5m",
-                                "runbook_url": "https://runbooks.example.com/x"},
-                "startsAt": "2026-11-21T14:23:00.000Z", "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://prometheus:9090/graph?g0.expr=x", "fingerprint": format!("{seq:012x}{i:04x}")
-            })
-        })
-        .collect();
-    serde_json::to_vec(&json!({
-        "receiver": "medic", "status": "firing", "alerts": alerts,
-        "groupLabels": {"service": service}, "commonLabels": {"service": service}, "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093", "version": "4", "groupKey": format!("{{}}:{{service=\"{service}\"}}"),
-        "truncatedAlerts": 0
-    }))
-    .unwrap()
+    let mut alerts = String::with_capacity(n * 600);
+    for i in 0..n {
+        let name = NAMES[(seq as usize + i) % NAMES.len()];
+        let sep = if i == 0 { "" } else { "," };
+        let _ = write!(
+            alerts,
+            r#"{sep}{{"status":"firing","labels":{{"alertname":"{name}","service":"{service}","namespace":"prod","severity":"critical","instance":"10.0.{i}.{}:9090","job":"kubernetes-pods"}},"annotations":{{"summary":"{name} on {service}","description":"value 0.97 above threshold 0.9 for 5m","runbook_url":"https://runbooks.example.com/x"}},"startsAt":"2026-11-21T14:23:00.000Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus:9090/graph?g0.expr=x","fingerprint":"{seq:012x}{i:04x}"}}"#,
+            seq % 250
+        );
+    }
+    format!(
+        r#"{{"receiver":"medic","status":"firing","alerts":[{alerts}],"groupLabels":{{"service":"{service}"}},"commonLabels":{{"service":"{service}"}},"commonAnnotations":{{}},"externalURL":"http://alertmanager:9093","version":"4","groupKey":"{{}}:{{service=\"{service}\"}}","truncatedAlerts":0}}"#
+    )
+    .into_bytes()
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 struct Run {
@@ -156,6 +155,7 @@ struct Run {
     rss: (f64, f64),
     /// medic's CPU seconds over the whole run, commits made, mean commit time.
     cpu: f64,
+    client_cpu: f64,
     commits: f64,
     commit_ms: f64,
 }
@@ -181,6 +181,7 @@ async fn run(store: &str, url: &str, a: &Args) -> Run {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    let client_cpu_before = cpu_seconds("self");
     let seq = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
     let warmup = Duration::from_secs(2);
@@ -228,6 +229,7 @@ async fn run(store: &str, url: &str, a: &Args) -> Run {
     }
     let rss = medic.rss_mib();
     let cpu = medic.cpu_seconds();
+    let client_cpu = cpu_seconds("self") - client_cpu_before;
     let (commits, commit_ms) = commit_stats(&http, &base).await;
     drop(medic); // graceful shutdown: drains the writer
     lat.sort_by(|x, y| x.partial_cmp(y).unwrap());
@@ -250,6 +252,7 @@ async fn run(store: &str, url: &str, a: &Args) -> Run {
         stored,
         rss,
         cpu,
+        client_cpu,
         commits,
         commit_ms,
     }
@@ -294,13 +297,14 @@ async fn main() {
             store, r.alerts_per_s, r.requests_per_s, r.p50, r.p99, r.max, r.acked, r.stored, r.rss.0, r.rss.1
         );
         println!(
-            "          medic: {:.1} CPU s for {} alerts ({:.0} µs/alert); {:.0} commits of {:.0} alerts on average, {:.2} ms each",
+            "          medic: {:.1} CPU s for {} alerts ({:.0} µs/alert); {:.0} commits of {:.0} alerts on average, {:.2} ms each; load generator {:.1} CPU s",
             r.cpu,
             r.acked,
             r.cpu * 1e6 / r.acked as f64,
             r.commits,
             r.acked as f64 / r.commits.max(1.0),
-            r.commit_ms
+            r.commit_ms,
+            r.client_cpu
         );
         if r.stored as u64 != r.acked {
             println!("  FAILED: {} alerts acknowledged but {} stored", r.acked, r.stored);
