@@ -52,6 +52,26 @@ pub fn unavailable(what: &str) -> Option<std::convert::Infallible> {
 pub struct TestDb {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// PostgreSQL: the admin URL and the database to drop when the test ends.
+    pg: Option<(String, String)>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.pg.take() else { return };
+        // Drop cannot await; a thread with its own runtime can, whatever runtime the test uses.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ =
+                        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -61,7 +81,7 @@ pub async fn fresh_db(kind: Db) -> Option<TestDb> {
         Db::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("sqlite://{}", dir.path().join("medic.db").display());
-            Some(TestDb { url, _dir: Some(dir) })
+            Some(TestDb { url, _dir: Some(dir), pg: None })
         }
         Db::Postgres => {
             let Ok(admin) = std::env::var("MEDIC_TEST_POSTGRES_URL") else {
@@ -80,7 +100,7 @@ pub async fn fresh_db(kind: Db) -> Option<TestDb> {
             let name = format!("medic_test_{now}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
             sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
             let _ = conn.close().await;
-            Some(TestDb { url: with_database(&admin, &name), _dir: None })
+            Some(TestDb { url: with_database(&admin, &name), _dir: None, pg: Some((admin, name)) })
         }
     }
 }
