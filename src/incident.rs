@@ -193,6 +193,17 @@ pub enum Outcome {
     Stale,
 }
 
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::New => "new",
+            Outcome::Updated => "updated",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Stale => "stale",
+        }
+    }
+}
+
 /// The slice of the store that one batch can touch, loaded before and written after.
 /// The store fills `alerts` (by key), `incidents` (those rows point at, plus every unresolved
 /// incident whose group key occurs in the batch) and `next_incident_id`.

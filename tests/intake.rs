@@ -184,7 +184,7 @@ async fn change_events(db: Db) {
     assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("kind")), "{v}");
     assert!(v["message"].as_str().unwrap().contains("expected one of `deploy`, `config`, `flag`"), "{v}");
     let (s, v) = app.post("/v1/changes", json!({"kind": "flag", "summary": "y"}).to_string(), &[]).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!((s, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("service")), "{v}");
     assert!(v["message"].as_str().unwrap().contains("missing field `service`"), "{v}");
     app.stop().await.unwrap();
 }
@@ -281,6 +281,10 @@ async fn bad_input_is_refused_and_stores_nothing(db: Db) {
     p["alerts"].as_array_mut().unwrap().push(second);
     let (f, m) = field(p).await;
     assert_eq!((f.as_str(), m.as_str()), ("alerts[1].labels.service", "expected no control characters"));
+
+    let mut p: Value = serde_json::from_slice(&good).unwrap();
+    p["alerts"][0].as_object_mut().unwrap().remove("startsAt");
+    assert_eq!(field(p).await.0, "alerts[0].startsAt", "a missing field is named too");
 
     let mut p: Value = serde_json::from_slice(&good).unwrap();
     p["alerts"] = json!([]);

@@ -288,7 +288,7 @@ impl Intake {
         let sources: Vec<&'static str> = sub.alerts.iter().map(|a| a.source.as_str()).collect();
         let res = self.pipeline.submit(sub).await.map_err(IntakeError::Unavailable)?;
         for (src, o) in sources.iter().zip(&res.outcomes) {
-            self.metrics.alert(src, outcome_name(*o));
+            self.metrics.alert(src, o.as_str());
         }
         let count = |o: crate::incident::Outcome| res.outcomes.iter().filter(|x| **x == o).count();
         use crate::incident::Outcome::*;
@@ -305,15 +305,6 @@ impl Intake {
             })
         };
         Ok((StatusCode::OK, Json(body)).into_response())
-    }
-}
-
-fn outcome_name(o: crate::incident::Outcome) -> &'static str {
-    match o {
-        crate::incident::Outcome::New => "new",
-        crate::incident::Outcome::Updated => "updated",
-        crate::incident::Outcome::Unchanged => "unchanged",
-        crate::incident::Outcome::Stale => "stale",
     }
 }
 
@@ -353,8 +344,16 @@ pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, IntakeError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "(body)".to_string() } else { path };
-        IntakeError::invalid(field, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let missing = message.strip_prefix("missing field `").and_then(|m| m.split('`').next());
+        let field = match (path.as_str(), missing) {
+            (".", Some(m)) => m.to_string(),
+            (".", None) => "(body)".to_string(),
+            (p, Some(m)) => format!("{p}.{m}"),
+            (p, None) => p.to_string(),
+        };
+        IntakeError::invalid(field, message)
     })
 }
 
