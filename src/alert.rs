@@ -121,10 +121,13 @@ impl Alert {
     /// Checks the bounds every source must respect. `at` is the JSON path of this alert in the
     /// request (e.g. `alerts[3]`) so the error names the field the sender wrote.
     pub fn validate(&self, at: &str) -> Result<(), FieldError> {
-        check_key_text(&format!("{at}.fingerprint"), &self.fingerprint, MAX_FINGERPRINT)?;
-        check_labels(&format!("{at}.labels"), &self.labels, MAX_LABEL_VALUE, true)?;
-        check_labels(&format!("{at}.annotations"), &self.annotations, MAX_ANNOTATION_VALUE, false)?;
-        check_labels(&format!("{at}.links"), &self.links, MAX_URL, true)?;
+        if let Some(m) = key_text_problem(&self.fingerprint, MAX_FINGERPRINT) {
+            return Err(FieldError::new(format!("{at}.fingerprint"), m));
+        }
+        let nest = |e: FieldError| FieldError::new(format!("{at}.{}", e.field), e.message);
+        check_labels("labels", &self.labels, MAX_LABEL_VALUE, true).map_err(nest)?;
+        check_labels("annotations", &self.annotations, MAX_ANNOTATION_VALUE, false).map_err(nest)?;
+        check_labels("links", &self.links, MAX_URL, true).map_err(nest)?;
         if let Some(end) = self.ends_at
             && end < self.starts_at
             && self.status == AlertStatus::Resolved
@@ -147,17 +150,22 @@ pub fn fingerprint_of(labels: &Labels) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
-fn check_key_text(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
+/// What is wrong with a string used as a key, if anything. (Field names are only built on
+/// failure: validation runs for every label of every alert.)
+fn key_text_problem(s: &str, max: usize) -> Option<String> {
     if s.is_empty() {
-        return Err(FieldError::new(field, "expected a non-empty string"));
+        Some("expected a non-empty string".into())
+    } else if s.len() > max {
+        Some(format!("expected at most {max} bytes, got {}", s.len()))
+    } else if s.chars().any(char::is_control) {
+        Some("expected no control characters".into())
+    } else {
+        None
     }
-    if s.len() > max {
-        return Err(FieldError::new(field, format!("expected at most {max} bytes, got {}", s.len())));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "expected no control characters"));
-    }
-    Ok(())
+}
+
+fn check_key_text(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
+    key_text_problem(s, max).map_or(Ok(()), |m| Err(FieldError::new(field, m)))
 }
 
 fn check_labels(field: &str, labels: &Labels, max_value: usize, strict_values: bool) -> Result<(), FieldError> {
@@ -165,17 +173,18 @@ fn check_labels(field: &str, labels: &Labels, max_value: usize, strict_values: b
         return Err(FieldError::new(field, format!("expected at most {MAX_LABELS} entries, got {}", labels.len())));
     }
     for (k, v) in labels {
-        check_key_text(&format!("{field}.{k}"), k, MAX_LABEL_NAME)
-            .map_err(|e| FieldError::new(field, format!("key {k:?}: {}", e.message)))?;
-        if v.len() > max_value {
-            return Err(FieldError::new(
-                format!("{field}.{k}"),
-                format!("expected at most {max_value} bytes, got {}", v.len()),
-            ));
+        if let Some(m) = key_text_problem(k, MAX_LABEL_NAME) {
+            return Err(FieldError::new(field, format!("key {k:?}: {m}")));
         }
-        let bad = if strict_values { v.chars().any(char::is_control) } else { v.contains('\0') };
-        if bad {
-            return Err(FieldError::new(format!("{field}.{k}"), "expected no control characters"));
+        let problem = if v.len() > max_value {
+            Some(format!("expected at most {max_value} bytes, got {}", v.len()))
+        } else if if strict_values { v.chars().any(char::is_control) } else { v.contains('\0') } {
+            Some("expected no control characters".to_string())
+        } else {
+            None
+        };
+        if let Some(m) = problem {
+            return Err(FieldError::new(format!("{field}.{k}"), m));
         }
     }
     Ok(())
