@@ -32,10 +32,13 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Validate a config file; exits non-zero with every problem found.
+    /// Validate a config file and the runbooks; exits non-zero with every problem found.
     Check {
         #[arg(long)]
         config: PathBuf,
+        /// Runbooks directory to validate (default: ./runbooks when it exists).
+        #[arg(long)]
+        runbooks: Option<PathBuf>,
     },
     /// The whole loop locally on a bundled scenario: no accounts, no services.
     Demo,
@@ -121,7 +124,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             store.close().await;
             result.map(|()| ExitCode::SUCCESS)
         }
-        Command::Check { config } => {
+        Command::Check { config, runbooks } => {
             let cfg = Config::load(&config)?;
             let url = cfg.database_url(db).map_err(anyhow::Error::msg)?;
             store::Backend::of_url(&url)?;
@@ -132,6 +135,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 cfg.listen,
                 mask_url(&url)
             );
+            let dir = runbooks.or_else(|| Some(PathBuf::from("runbooks")).filter(|d| d.is_dir()));
+            if let Some(dir) = dir {
+                match crate::runbook::load_dir(&dir) {
+                    Ok(list) => println!("{}: OK ({} runbooks)", dir.display(), list.len()),
+                    Err(errors) => bail!("invalid runbooks:\n  - {}", errors.join("\n  - ")),
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => crate::demo::run().await.map(|()| ExitCode::SUCCESS),

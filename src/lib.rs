@@ -17,6 +17,9 @@
 //! - [`incident`] — correlation as pure code: dedup by fingerprint, grouping by key inside a
 //!   window, resolve after a grace period, reopen on re-fire, flap damping. It works on a
 //!   [`incident::WorkingSet`] loaded by the store and emits the audit entries for what changed.
+//! - [`runbook`] — runbook files: when they apply (label matchers, evidence predicates), what
+//!   to gather, the hypothesis, and the plan; strict schema, published as JSON Schema, with the
+//!   safety rules (tier per action kind, rollback or a reason per mutating step) checked on load.
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
 //!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`.
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
@@ -53,6 +56,7 @@ pub mod incident;
 pub mod intake;
 pub mod metrics;
 pub mod pipeline;
+pub mod runbook;
 pub mod server;
 pub mod store;
 pub mod telemetry;

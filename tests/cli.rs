@@ -38,6 +38,11 @@ fn check_accepts_the_reference_config_and_names_problems() {
     let o = medic(&["check", "--config", "examples/medic.yaml"], root, &SECRETS);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("examples/medic.yaml: OK"), "{}", text(&o));
+    assert!(
+        text(&o).contains("runbooks: OK (7 runbooks)"),
+        "the shipped runbooks are checked by default: {}",
+        text(&o)
+    );
 
     let o = medic(&["check", "--config", "examples/medic.yaml"], root, &SECRETS[1..]);
     assert_eq!(o.status.code(), Some(1));
@@ -53,6 +58,14 @@ fn check_accepts_the_reference_config_and_names_problems() {
     assert_eq!(o.status.code(), Some(1));
     let t = text(&o);
     assert!(t.contains("bad.yaml") && t.contains("unknown field `grace`") && t.contains("line 3"), "{t}");
+
+    std::fs::create_dir(dir.path().join("rb")).unwrap();
+    std::fs::write(dir.path().join("rb/x.yaml"), "id: x\ntitle: X\ntier: 9\nmatch: {alerts: ['a=b']}\nhypothesis: h\n")
+        .unwrap();
+    std::fs::write(dir.path().join("ok.yaml"), "listen: 127.0.0.1:9\n").unwrap();
+    let o = medic(&["check", "--config", "ok.yaml", "--runbooks", "rb"], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("rb/x.yaml: tier: expected 1 to 5, got 9"), "{}", text(&o));
 
     std::fs::write(dir.path().join("inline.yaml"), "intake:\n  changes:\n    auth: {bearer: [s3cr3t-value]}\n")
         .unwrap();
