@@ -20,6 +20,9 @@
 //! - [`runbook`] — runbook files: when they apply (label matchers, evidence predicates), what
 //!   to gather, the hypothesis, and the plan; strict schema, published as JSON Schema, with the
 //!   safety rules (tier per action kind, rollback or a reason per mutating step) checked on load.
+//! - [`context`] — what the observability stack says, one small trait per kind of source, a
+//!   parallel fan-out with per-call timeouts (failures become "unavailable" lines), and the
+//!   recorded backend that serves a [`scenario`] (promtool series notation) for tests and replays.
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
 //!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`.
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
@@ -51,12 +54,14 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod incident;
 pub mod intake;
 pub mod metrics;
 pub mod pipeline;
 pub mod runbook;
+pub mod scenario;
 pub mod server;
 pub mod store;
 pub mod telemetry;
