@@ -23,6 +23,9 @@
 //! - [`context`] — what the observability stack says, one small trait per kind of source, a
 //!   parallel fan-out with per-call timeouts (failures become "unavailable" lines), and the
 //!   recorded backend that serves a [`scenario`] (promtool series notation) for tests and replays.
+//! - [`diagnosis`] — pure: incident + context + runbooks → ranked hypotheses, each with
+//!   evidence items a person can check (metric onsets, preceding changes, new log patterns, pods)
+//!   and the reasons for its confidence. "No runbook matches" is a valid, tier-5 outcome.
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
 //!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`.
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
@@ -56,6 +59,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod demo;
+pub mod diagnosis;
 pub mod incident;
 pub mod intake;
 pub mod metrics;
