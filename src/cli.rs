@@ -42,6 +42,21 @@ enum Command {
     },
     /// The whole loop locally on a bundled scenario: no accounts, no services.
     Demo,
+    /// Diagnose a recorded scenario and print the diagnosis and plan, executing nothing.
+    Replay {
+        scenario: PathBuf,
+        /// Runbooks directory (default: ./runbooks).
+        #[arg(long, default_value = "runbooks")]
+        runbooks: PathBuf,
+    },
+    /// Run scenario tests: each PATH is a scenario file or a runbooks directory (its tests/ are run).
+    Test {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Runbooks for scenario files given directly (default: ./runbooks).
+        #[arg(long, default_value = "runbooks")]
+        runbooks: PathBuf,
+    },
     /// Verify or export the audit log.
     Audit {
         #[command(subcommand)]
@@ -145,6 +160,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => crate::demo::run().await.map(|()| ExitCode::SUCCESS),
+        Command::Replay { scenario, runbooks } => {
+            let runbooks = load_runbooks(&runbooks)?;
+            let world = crate::scenario::Scenario::load(&scenario)
+                .and_then(|s| s.world().map_err(|e| format!("{}: {e}", scenario.display())))
+                .map_err(anyhow::Error::msg)?;
+            let outcome = crate::scenario::run::run(&world, &runbooks).await;
+            print!("{}", crate::scenario::run::report(&world, &outcome));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { paths, runbooks } => scenario_tests(&paths, &runbooks).await,
         Command::Audit { command: AuditCommand::Verify { config, expect_head } } => {
             let cfg = load(config.as_deref())?;
             let store = open_store(&cfg, db).await.map_err(|e| e.context("audit verify could not run"))?;
@@ -163,6 +188,78 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn load_runbooks(dir: &Path) -> Result<Vec<crate::runbook::Runbook>> {
+    crate::runbook::load_dir(dir).map_err(|errors| anyhow::anyhow!("invalid runbooks:\n  - {}", errors.join("\n  - ")))
+}
+
+/// `medic test`: every scenario, every expectation; exit 1 if any failed.
+async fn scenario_tests(paths: &[PathBuf], default_runbooks: &Path) -> Result<ExitCode> {
+    let mut jobs: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let tests = p.join("tests");
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&tests)
+                .with_context(|| format!("{}: no tests/ directory of scenarios", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            files.sort();
+            jobs.extend(files.into_iter().map(|f| (f, p.clone())));
+        } else {
+            jobs.push((p.clone(), default_runbooks.to_path_buf()));
+        }
+    }
+    let (mut passed, mut failed, mut unchecked) = (0, 0, 0);
+    let mut cache: std::collections::BTreeMap<PathBuf, Vec<crate::runbook::Runbook>> = Default::default();
+    for (file, dir) in jobs {
+        if !cache.contains_key(&dir) {
+            cache.insert(dir.clone(), load_runbooks(&dir)?);
+        }
+        let runbooks = &cache[&dir];
+        let world = match crate::scenario::Scenario::load(&file)
+            .and_then(|s| s.world().map_err(|e| format!("{}: {e}", file.display())))
+        {
+            Ok(w) => w,
+            Err(e) => {
+                println!("FAIL {}: {e}", file.display());
+                failed += 1;
+                continue;
+            }
+        };
+        let outcome = crate::scenario::run::run(&world, runbooks).await;
+        let verdicts = crate::scenario::run::check(&world, &outcome);
+        if verdicts.is_empty() {
+            println!("FAIL {}: the scenario expects nothing (add `expect:`)", file.display());
+            failed += 1;
+            continue;
+        }
+        let bad: Vec<_> = verdicts.iter().filter(|v| v.ok == Some(false)).collect();
+        if bad.is_empty() {
+            passed += 1;
+            println!("ok   {} ({})", file.display(), world.name);
+        } else {
+            failed += 1;
+            println!("FAIL {} ({})", file.display(), world.name);
+            for v in bad {
+                println!("       {}: {}", v.what, v.detail);
+            }
+            print!(
+                "{}",
+                crate::scenario::run::report(&world, &outcome)
+                    .lines()
+                    .map(|l| format!("       | {l}\n"))
+                    .collect::<String>()
+            );
+        }
+        for v in verdicts.iter().filter(|v| v.ok.is_none()) {
+            unchecked += 1;
+            println!("       (unchecked) {}: {}", v.what, v.detail);
+        }
+    }
+    println!("\n{passed} passed, {failed} failed, {unchecked} expectations not checked by this build");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Walks the whole chain page by page. Prints OK with the head, or the first bad record.

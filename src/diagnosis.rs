@@ -222,8 +222,9 @@ pub fn template_context(
     })
 }
 
+/// Renders a statement for people; a missing value renders as empty (plans render strictly).
 pub fn render(template: &str, ctx: &Value) -> String {
-    let hb = handlebars::Handlebars::new();
+    let hb = crate::plan::handlebars(false);
     hb.render_template(template, ctx).unwrap_or_else(|e| format!("{template} (could not render: {})", e.reason()))
 }
 
@@ -293,12 +294,19 @@ pub fn diagnose(input: &Input) -> Diagnosis {
         .collect();
     let service_logs: Vec<LogLine> =
         ctx.logs.iter().filter(|l| service.as_deref().is_none_or(|s| s == l.service)).cloned().collect();
-    let patterns = log_patterns(&service_logs);
+    // Patterns worth a responder's eye: new since the change, or error-like; new ones first.
+    let error_like =
+        regex::Regex::new(r"(?i)error|exception|fail|panic|fatal|timeout|timed out|refused|exhausted|killed|denied")
+            .expect("a valid regex");
+    let is_new = |p: &LogPattern| latest_change.is_some_and(|c| p.first_at >= c.at);
+    let mut patterns: Vec<LogPattern> =
+        log_patterns(&service_logs).into_iter().filter(|p| is_new(p) || error_like.is_match(&p.template)).collect();
+    patterns.sort_by_key(|p| !is_new(p));
     let log_ev: Vec<(bool, Evidence)> = patterns
         .iter()
         .take(3)
         .map(|p| {
-            let new = latest_change.is_some_and(|c| p.first_at >= c.at);
+            let new = is_new(p);
             let since = if new { "new since the change" } else { "seen" };
             (
                 new,

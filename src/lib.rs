@@ -26,6 +26,8 @@
 //! - [`diagnosis`] — pure: incident + context + runbooks → ranked hypotheses, each with
 //!   evidence items a person can check (metric onsets, preceding changes, new log patterns, pods)
 //!   and the reasons for its confidence. "No runbook matches" is a valid, tier-5 outcome.
+//! - [`plan`] — a runbook plan with the incident's values rendered strictly; immutable and
+//!   content-hashed (a changed plan is a new plan).
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
 //!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`.
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
@@ -64,6 +66,7 @@ pub mod incident;
 pub mod intake;
 pub mod metrics;
 pub mod pipeline;
+pub mod plan;
 pub mod runbook;
 pub mod scenario;
 pub mod server;

@@ -28,6 +28,7 @@
 //!   verification: passed
 //! ```
 
+pub mod run;
 pub mod series;
 
 use crate::alert::{Alert, AlertStatus, Change, ChangeKind, Labels, Source};

@@ -1,0 +1,180 @@
+//! Runs a scenario the way medic would handle the incident, without executing anything:
+//! gather the context from the recorded backend, diagnose, and build the top hypothesis' plan.
+//! `medic replay` prints the result; `medic test` compares it with the scenario's `expect`.
+
+use super::World;
+use crate::context::{self, MetricQuery, Request, Sources, recorded::Recorded};
+use crate::diagnosis::{self, Diagnosis};
+use crate::plan::{self, ProposedPlan};
+use crate::runbook::Runbook;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How far before the alerts' start the context window opens.
+pub const LOOK_BACK: i64 = 2 * 3600 * 1000;
+
+pub struct Outcome {
+    pub diagnosis: Diagnosis,
+    /// The top hypothesis' plan, the reason it has none, or `None` when no runbook matched.
+    pub plan: Option<Result<ProposedPlan, String>>,
+}
+
+pub async fn run(world: &World, runbooks: &[Runbook]) -> Outcome {
+    let recorded = Arc::new(Recorded::new(world.clone()));
+    let sources = Sources::all(recorded, Duration::from_secs(5));
+    let first = &world.alerts[0];
+    let start = world.alerts.iter().map(|a| a.starts_at).min().unwrap_or(world.now) - LOOK_BACK;
+    let mut services: Vec<String> = world.alerts.iter().filter_map(|a| a.labels.get("service").cloned()).collect();
+    services.sort();
+    services.dedup();
+    let title = first.name().to_string();
+    let tctx = diagnosis::template_context(first, (1, &title), None, &Default::default());
+    let mut queries = Vec::new();
+    for q in runbooks.iter().flat_map(|r| &r.context) {
+        if let Some(promql) = &q.promql
+            && !queries.iter().any(|m: &MetricQuery| m.name == q.name)
+        {
+            let promql = diagnosis::render(promql, &tctx);
+            queries.push(MetricQuery { name: q.name.clone(), promql, start, end: world.now, step: 60_000 });
+        }
+    }
+    let request = Request { services, start, end: world.now, queries };
+    let ctx = context::gather(&sources, &request).await;
+    let d = diagnosis::diagnose(&diagnosis::Input {
+        incident_id: 1,
+        title: &title,
+        alerts: &world.alerts,
+        context: &ctx,
+        runbooks,
+    });
+    let plan = d.top().runbook.as_ref().map(|id| {
+        let rb = runbooks.iter().find(|r| &r.id == id).expect("the hypothesis names a loaded runbook");
+        let alert = world.alerts.iter().find(|a| rb.matches_labels(std::iter::once(&a.labels))).unwrap_or(first);
+        let change = ctx.changes.iter().filter(|c| c.at <= d.onset + 120_000).max_by_key(|c| c.at);
+        plan::build(rb, &diagnosis::template_context(alert, (1, &title), change, &rb.vars), 1)
+    });
+    Outcome { diagnosis: d, plan }
+}
+
+/// One expectation and how it went.
+pub struct Verdict {
+    pub what: String,
+    pub ok: Option<bool>,
+    pub detail: String,
+}
+
+/// Compares an outcome with the scenario's `expect`. `ok: None` is an expectation this build
+/// cannot check yet (it is reported, and does not pass silently).
+pub fn check(world: &World, outcome: &Outcome) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let top = outcome.diagnosis.top();
+    if let Some(want) = &world.expect.runbook {
+        let got = top.runbook.clone().unwrap_or_else(|| "none".into());
+        out.push(Verdict {
+            what: "runbook".into(),
+            ok: Some(&got == want),
+            detail: format!("expected {want}, got {got}"),
+        });
+    }
+    if let Some(want) = &world.expect.plan_steps {
+        let got: Vec<String> = match &outcome.plan {
+            Some(Ok(p)) => p.steps.iter().map(|s| s.id.clone()).collect(),
+            _ => Vec::new(),
+        };
+        out.push(Verdict {
+            what: "plan steps".into(),
+            ok: Some(&got == want),
+            detail: format!(
+                "expected {want:?}, got {got:?}{}",
+                match &outcome.plan {
+                    Some(Err(e)) => format!(" (no plan: {e})"),
+                    _ => String::new(),
+                }
+            ),
+        });
+    }
+    if let Some(want) = &world.expect.verification {
+        out.push(Verdict {
+            what: "verification".into(),
+            ok: None,
+            detail: format!("expected {want}; not checked: this build does not execute plans yet"),
+        });
+    }
+    out
+}
+
+/// The outcome as text for people (what `medic replay` prints).
+pub fn report(world: &World, outcome: &Outcome) -> String {
+    use std::fmt::Write as _;
+    let d = &outcome.diagnosis;
+    let mut s = String::new();
+    let _ = writeln!(s, "Scenario: {}", world.name);
+    let _ = writeln!(
+        s,
+        "Incident: {} alert(s) on {}; onset {}",
+        world.alerts.len(),
+        d.service.as_deref().unwrap_or("(no service label)"),
+        crate::time::rfc3339(d.onset)
+    );
+    for (i, h) in d.hypotheses.iter().enumerate() {
+        let head = if i == 0 { "Top hypothesis" } else { "Also possible" };
+        let _ = writeln!(
+            s,
+            "\n{head} (confidence {:.0}%, runbook {}, tier {}):\n  {}",
+            h.confidence * 100.0,
+            h.runbook.as_deref().unwrap_or("none"),
+            h.tier,
+            h.statement
+        );
+        if i == 0 {
+            let _ = writeln!(s, "  Evidence:");
+            for e in &h.evidence {
+                let _ =
+                    writeln!(s, "    - [{}] {}", serde_json::to_value(e.kind).unwrap().as_str().unwrap_or(""), e.text);
+            }
+            let _ = writeln!(s, "  Why: {}", h.reasons.join("; "));
+        }
+    }
+    match &outcome.plan {
+        Some(Ok(p)) => {
+            let _ = writeln!(s, "\nPlan {} (not executed):", &p.hash[..12]);
+            if !p.expected_impact.is_empty() {
+                let _ = writeln!(s, "  Expected impact: {}", p.expected_impact);
+            }
+            for (i, step) in p.steps.iter().enumerate() {
+                let _ = writeln!(s, "  {}. {}: {}", i + 1, step.id, step.action.summary());
+                if let Some(c) = &step.post_check {
+                    let _ = writeln!(s, "     verify: {}", c.summary());
+                }
+                match (&step.rollback, &step.irreversible) {
+                    (Some(r), _) => {
+                        let _ = writeln!(s, "     rollback: {}", r.summary());
+                    }
+                    (None, Some(why)) => {
+                        let _ = writeln!(s, "     irreversible: {why}");
+                    }
+                    _ => {}
+                }
+            }
+            let a = &p.approval;
+            let _ = writeln!(
+                s,
+                "  Approval: {} of [{}]{}, expires after {}s",
+                a.min_approvers,
+                a.groups.join(", "),
+                if a.self_approval { "" } else { ", not by the requester" },
+                a.expires_after_secs
+            );
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(s, "\nNo plan: {e}");
+        }
+        None => {
+            let _ = writeln!(s, "\nNo plan: no runbook matches; people lead.");
+        }
+    }
+    for u in &d.unavailable {
+        let _ = writeln!(s, "Unavailable: {u}");
+    }
+    s
+}
