@@ -28,6 +28,11 @@ pub enum Kind {
     IncidentReopened,
     IncidentResolved,
     ChangeRecorded,
+    PlanProposed,
+    PlanSuperseded,
+    ApprovalRecorded,
+    PlanApproved,
+    PlanRejected,
 }
 
 impl Kind {
@@ -43,6 +48,11 @@ impl Kind {
             Kind::IncidentReopened => "incident_reopened",
             Kind::IncidentResolved => "incident_resolved",
             Kind::ChangeRecorded => "change_recorded",
+            Kind::PlanProposed => "plan_proposed",
+            Kind::PlanSuperseded => "plan_superseded",
+            Kind::ApprovalRecorded => "approval_recorded",
+            Kind::PlanApproved => "plan_approved",
+            Kind::PlanRejected => "plan_rejected",
         }
     }
 }

@@ -28,6 +28,9 @@
 //!   and the reasons for its confidence. "No runbook matches" is a valid, tier-5 outcome.
 //! - [`plan`] — a runbook plan with the incident's values rendered strictly; immutable and
 //!   content-hashed (a changed plan is a new plan).
+//! - [`approval`] — pure rules for a click (group, distinct approvers, self-approval, expiry,
+//!   open incident, current plan, guardrails), each refusal worded for the clicker; the store
+//!   applies an accepted click exactly once. Only this module builds an `ApprovedPlan`.
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
 //!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`.
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
@@ -56,6 +59,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod config;

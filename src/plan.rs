@@ -4,12 +4,12 @@
 //! anything that changes makes a new plan that needs its own approval.
 
 use crate::runbook::{Action, Autonomy, Check, HttpMethod, Runbook};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProposedPlan {
     pub runbook: String,
     pub tier: u8,
@@ -22,7 +22,7 @@ pub struct ProposedPlan {
     pub hash: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalRule {
     pub groups: Vec<String>,
     pub min_approvers: u32,
@@ -30,7 +30,7 @@ pub struct ApprovalRule {
     pub expires_after_secs: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanStep {
     pub id: String,
     pub action: PlanAction,
@@ -40,7 +40,7 @@ pub struct PlanStep {
     pub irreversible: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum PlanAction {
     Http {
@@ -61,7 +61,7 @@ pub enum PlanAction {
     Check(PlanCheck),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanCheck {
     /// The runbook context query it uses, if any.
     pub query_name: Option<String>,

@@ -8,8 +8,10 @@
 //! several replicas share one database and one audit chain).
 
 use crate::alert::{Alert, AlertStatus, Change, Labels, Source};
+use crate::approval::{self, ApprovedPlan, Click, Facts, Groups, Identity, PlanState, StoredPlan, Verdict};
 use crate::audit::{self, AuditEntry, AuditRecord, Kind};
 use crate::incident::{AlertRow, Incident, IncidentState, Outcome, Policy, WorkingSet};
+use crate::plan::ProposedPlan;
 use crate::time::Millis;
 use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
@@ -60,6 +62,20 @@ pub trait Store: Send + Sync + 'static {
     /// Audit records with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>>;
     async fn audit_for_incident(&self, id: i64) -> Result<Vec<AuditRecord>>;
+    /// Makes `plan` its incident's current plan, superseding any other proposed one. Proposing
+    /// a plan already stored (same hash) changes nothing.
+    async fn propose(&self, plan: &ProposedPlan, requested_by: &Identity, now: Millis) -> Result<()>;
+    async fn plan(&self, hash: &str) -> Result<Option<StoredPlan>>;
+    /// Applies a click exactly once: the rules of `approval::decide` over the facts read in the
+    /// same locked transaction that records the outcome. The approved plan is returned to the one
+    /// call whose click completed the approval, and to no other.
+    async fn decide(
+        &self,
+        hash: &str,
+        click: &Click,
+        groups: &Groups,
+        guardrail: Option<String>,
+    ) -> Result<(Verdict, Option<ApprovedPlan>)>;
     async fn close(&self);
 }
 
@@ -392,6 +408,36 @@ impl SqlStore {
         Ok(bind_all(sqlx::query(&sql), args).fetch_all(&mut **tx).await?)
     }
 
+    /// Chains `entries` onto the audit log inside `tx`.
+    async fn append_audit(&self, tx: &mut Tx, entries: Vec<AuditEntry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (_, head) = Self::heads(tx).await?;
+        let records = audit::chain(head.0, &head.1, entries).into_iter().map(audit_args).collect();
+        self.insert_rows(tx, "audit_log", AUDIT_COLS, 8, "", records).await
+    }
+
+    async fn load_plan(tx: &mut Tx, hash: &str) -> Result<Option<StoredPlan>> {
+        let Some(r) =
+            sqlx::query("SELECT body, state, requested_by, proposed_at, expires_at FROM plans WHERE hash = $1")
+                .bind(hash.to_string())
+                .fetch_optional(&mut **tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let body: String = r.try_get("body")?;
+        let state: String = r.try_get("state")?;
+        Ok(Some(StoredPlan {
+            plan: serde_json::from_str(&body).context("plans.body is not a plan")?,
+            state: PlanState::parse(&state).ok_or_else(|| anyhow!("unknown plan state {state:?}"))?,
+            requested_by: Identity(r.try_get("requested_by")?),
+            proposed_at: r.try_get("proposed_at")?,
+            expires_at: r.try_get("expires_at")?,
+        }))
+    }
+
     async fn write(&self, mut tx: Tx, ws: WorkingSet, extra_audit: Vec<AuditEntry>, head: (i64, String)) -> Result<()> {
         let incidents: Vec<Vec<Arg>> = ws.dirty_incidents.iter().map(|id| incident_args(&ws.incidents[id])).collect();
         self.insert_rows(&mut tx, "incidents", INCIDENT_COLS, 12, &Self::upsert_clause("id", INCIDENT_COLS), incidents)
@@ -597,6 +643,176 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(audit_from).collect()
+    }
+
+    async fn propose(&self, plan: &ProposedPlan, requested_by: &Identity, now: Millis) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        if Self::load_plan(&mut tx, &plan.hash).await?.is_some() {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let current: Option<String> =
+            sqlx::query("SELECT hash FROM plans WHERE incident_id = $1 AND state = 'proposed'")
+                .bind(plan.incident_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("hash"))
+                .transpose()?;
+        let mut entries = Vec::new();
+        if let Some(old) = current {
+            sqlx::query("UPDATE plans SET state = 'superseded', decided_at = $1 WHERE hash = $2")
+                .bind(now)
+                .bind(old.clone())
+                .execute(&mut *tx)
+                .await?;
+            entries.push(AuditEntry {
+                at: now,
+                kind: Kind::PlanSuperseded,
+                incident_id: Some(plan.incident_id),
+                actor: "medic".into(),
+                data: serde_json::json!({"plan": old, "by": plan.hash}),
+            });
+        }
+        let expires_at = now + (plan.approval.expires_after_secs as i64) * 1000;
+        sqlx::query(
+            "INSERT INTO plans (hash, incident_id, runbook, body, state, requested_by, proposed_at, expires_at) \
+             VALUES ($1, $2, $3, $4, 'proposed', $5, $6, $7)",
+        )
+        .bind(plan.hash.clone())
+        .bind(plan.incident_id)
+        .bind(plan.runbook.clone())
+        .bind(serde_json::to_string(plan)?)
+        .bind(requested_by.0.clone())
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        entries.push(AuditEntry {
+            at: now,
+            kind: Kind::PlanProposed,
+            incident_id: Some(plan.incident_id),
+            actor: requested_by.0.clone(),
+            data: serde_json::json!({
+                "plan": plan.hash, "runbook": plan.runbook, "tier": plan.tier,
+                "steps": plan.steps.iter().map(|s| format!("{}: {}", s.id, s.action.summary())).collect::<Vec<_>>(),
+                "expires_at": crate::time::rfc3339(expires_at),
+            }),
+        });
+        self.append_audit(&mut tx, entries).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn plan(&self, hash: &str) -> Result<Option<StoredPlan>> {
+        let mut tx = self.pool.begin().await?;
+        let p = Self::load_plan(&mut tx, hash).await?;
+        tx.commit().await?;
+        Ok(p)
+    }
+
+    async fn decide(
+        &self,
+        hash: &str,
+        click: &Click,
+        groups: &Groups,
+        guardrail: Option<String>,
+    ) -> Result<(Verdict, Option<ApprovedPlan>)> {
+        let mut tx = self.begin_write().await?;
+        let Some(sp) = Self::load_plan(&mut tx, hash).await? else {
+            tx.commit().await?;
+            let short = &hash[..12.min(hash.len())];
+            return Ok((Verdict::Refused { reason: format!("there is no plan {short}") }, None));
+        };
+        let incident = sp.plan.incident_id;
+        let state: Option<String> = sqlx::query("SELECT state FROM incidents WHERE id = $1")
+            .bind(incident)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("state"))
+            .transpose()?;
+        let current: Option<String> =
+            sqlx::query("SELECT hash FROM plans WHERE incident_id = $1 AND state = 'proposed'")
+                .bind(incident)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("hash"))
+                .transpose()?;
+        let approvers: Vec<Identity> =
+            sqlx::query("SELECT approver FROM approvals WHERE plan_hash = $1 ORDER BY at, approver")
+                .bind(hash.to_string())
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("approver").map(Identity))
+                .collect::<Result<_, _>>()?;
+        let facts = Facts {
+            plan: &sp,
+            incident_open: state.as_deref().is_some_and(|s| s != "resolved"),
+            superseded_by: current.as_deref().filter(|h| *h != hash),
+            approvers: &approvers,
+            guardrail,
+        };
+        let verdict = approval::decide(&facts, groups, &click.who, click.decision, click.at);
+        let record = |kind: Kind, data: serde_json::Value| AuditEntry {
+            at: click.at,
+            kind,
+            incident_id: Some(incident),
+            actor: click.who.0.clone(),
+            data,
+        };
+        let mut approved = None;
+        match &verdict {
+            Verdict::Recorded { .. } | Verdict::Approved { .. } => {
+                sqlx::query("INSERT INTO approvals (plan_hash, approver, at, via) VALUES ($1, $2, $3, $4)")
+                    .bind(hash.to_string())
+                    .bind(click.who.0.clone())
+                    .bind(click.at)
+                    .bind(click.via.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                let mut entries =
+                    vec![record(Kind::ApprovalRecorded, serde_json::json!({"plan": hash, "via": click.via}))];
+                if let Verdict::Approved { approvers } = &verdict {
+                    let moved = sqlx::query(
+                        "UPDATE plans SET state = 'approved', decided_at = $1 WHERE hash = $2 AND state = 'proposed'",
+                    )
+                    .bind(click.at)
+                    .bind(hash.to_string())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if moved != 1 {
+                        bail!("plan {hash} left the proposed state under the write lock");
+                    }
+                    entries.push(record(
+                        Kind::PlanApproved,
+                        serde_json::json!({"plan": hash, "approvers": approvers, "runbook": sp.plan.runbook}),
+                    ));
+                    approved = Some(approval::approved(sp.plan.clone(), approvers.clone(), click.at));
+                }
+                self.append_audit(&mut tx, entries).await?;
+            }
+            Verdict::Rejected => {
+                sqlx::query(
+                    "UPDATE plans SET state = 'rejected', decided_at = $1 WHERE hash = $2 AND state = 'proposed'",
+                )
+                .bind(click.at)
+                .bind(hash.to_string())
+                .execute(&mut *tx)
+                .await?;
+                self.append_audit(
+                    &mut tx,
+                    vec![record(Kind::PlanRejected, serde_json::json!({"plan": hash, "via": click.via}))],
+                )
+                .await?;
+            }
+            Verdict::Refused { reason } => {
+                tracing::info!(plan = %hash, who = %click.who, via = %click.via, reason = %reason, "approval refused");
+            }
+            Verdict::AlreadyCounted { .. } => {}
+        }
+        tx.commit().await?;
+        Ok((verdict, approved))
     }
 
     async fn close(&self) {
