@@ -33,6 +33,13 @@ pub enum Kind {
     ApprovalRecorded,
     PlanApproved,
     PlanRejected,
+    ExecutionStarted,
+    StepSucceeded,
+    StepFailed,
+    StepRolledBack,
+    ExecutionFinished,
+    ExecutionInterrupted,
+    Escalated,
 }
 
 impl Kind {
@@ -53,6 +60,13 @@ impl Kind {
             Kind::ApprovalRecorded => "approval_recorded",
             Kind::PlanApproved => "plan_approved",
             Kind::PlanRejected => "plan_rejected",
+            Kind::ExecutionStarted => "execution_started",
+            Kind::StepSucceeded => "step_succeeded",
+            Kind::StepFailed => "step_failed",
+            Kind::StepRolledBack => "step_rolled_back",
+            Kind::ExecutionFinished => "execution_finished",
+            Kind::ExecutionInterrupted => "execution_interrupted",
+            Kind::Escalated => "escalated",
         }
     }
 }

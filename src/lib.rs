@@ -31,6 +31,9 @@
 //! - [`approval`] — pure rules for a click (group, distinct approvers, self-approval, expiry,
 //!   open incident, current plan, guardrails), each refusal worded for the clicker; the store
 //!   applies an accepted click exactly once. Only this module builds an `ApprovedPlan`.
+//! - [`executor`] — runs an `ApprovedPlan` only: per step precondition → action → post-check,
+//!   rollback of the steps done when one fails, escalation; claimed once, and a crash mid-plan
+//!   is marked interrupted at start, never re-run. [`redact`] scrubs everything it records.
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
 //!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`.
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
@@ -66,11 +69,13 @@ pub mod config;
 pub mod context;
 pub mod demo;
 pub mod diagnosis;
+pub mod executor;
 pub mod incident;
 pub mod intake;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;
+pub mod redact;
 pub mod runbook;
 pub mod scenario;
 pub mod server;

@@ -76,7 +76,37 @@ pub trait Store: Send + Sync + 'static {
         groups: &Groups,
         guardrail: Option<String>,
     ) -> Result<(Verdict, Option<ApprovedPlan>)>;
+    /// Claims an approved plan for execution by `owner`; false if it was already claimed.
+    async fn claim_execution(&self, plan: &ApprovedPlan, owner: &str, now: Millis) -> Result<bool>;
+    /// Records the execution's progress (`state`, `step`) and its audit entry, together.
+    async fn execution_event(&self, hash: &str, step: i64, state: ExecState, entry: AuditEntry) -> Result<()>;
+    /// Marks `owner`'s running executions interrupted (a crash happened mid-plan) and audits
+    /// an escalation for each; returns their plan hashes. Nothing is re-run.
+    async fn interrupt_running(&self, owner: &str, now: Millis) -> Result<Vec<String>>;
     async fn close(&self);
+}
+
+/// Where an execution stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecState {
+    Running,
+    Succeeded,
+    RolledBack,
+    Failed,
+    Interrupted,
+}
+
+impl ExecState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecState::Running => "running",
+            ExecState::Succeeded => "succeeded",
+            ExecState::RolledBack => "rolled_back",
+            ExecState::Failed => "failed",
+            ExecState::Interrupted => "interrupted",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -813,6 +843,90 @@ impl Store for SqlStore {
         }
         tx.commit().await?;
         Ok((verdict, approved))
+    }
+
+    async fn claim_execution(&self, approved: &ApprovedPlan, owner: &str, now: Millis) -> Result<bool> {
+        let p = approved.plan();
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO executions (plan_hash, incident_id, state, step, owner, started_at) VALUES ($1, $2, 'running', 0, $3, $4) \
+             ON CONFLICT (plan_hash) DO NOTHING",
+        )
+        .bind(p.hash.clone())
+        .bind(p.incident_id)
+        .bind(owner.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            let entry = AuditEntry {
+                at: now,
+                kind: Kind::ExecutionStarted,
+                incident_id: Some(p.incident_id),
+                actor: "medic".into(),
+                data: serde_json::json!({"plan": p.hash, "runbook": p.runbook, "approvers": approved.approvers(), "owner": owner}),
+            };
+            self.append_audit(&mut tx, vec![entry]).await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn execution_event(&self, hash: &str, step: i64, state: ExecState, entry: AuditEntry) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let finished = (state != ExecState::Running).then_some(entry.at);
+        sqlx::query("UPDATE executions SET state = $1, step = $2, finished_at = $3 WHERE plan_hash = $4")
+            .bind(state.as_str())
+            .bind(step)
+            .bind(finished)
+            .bind(hash.to_string())
+            .execute(&mut *tx)
+            .await?;
+        self.append_audit(&mut tx, vec![entry]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn interrupt_running(&self, owner: &str, now: Millis) -> Result<Vec<String>> {
+        let mut tx = self.begin_write().await?;
+        let rows =
+            sqlx::query("SELECT plan_hash, incident_id, step FROM executions WHERE state = 'running' AND owner = $1")
+                .bind(owner.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut hashes = Vec::new();
+        let mut entries = Vec::new();
+        for r in &rows {
+            let (hash, incident, step): (String, i64, i64) =
+                (r.try_get("plan_hash")?, r.try_get("incident_id")?, r.try_get("step")?);
+            sqlx::query("UPDATE executions SET state = 'interrupted', finished_at = $1 WHERE plan_hash = $2")
+                .bind(now)
+                .bind(hash.clone())
+                .execute(&mut *tx)
+                .await?;
+            let data = serde_json::json!({"plan": hash, "step": step,
+                "reason": "medic stopped while this plan ran; it is not re-run: a person must check the state of each step"});
+            entries.push(AuditEntry {
+                at: now,
+                kind: Kind::ExecutionInterrupted,
+                incident_id: Some(incident),
+                actor: "medic".into(),
+                data: data.clone(),
+            });
+            entries.push(AuditEntry {
+                at: now,
+                kind: Kind::Escalated,
+                incident_id: Some(incident),
+                actor: "medic".into(),
+                data,
+            });
+            hashes.push(hash);
+        }
+        self.append_audit(&mut tx, entries).await?;
+        tx.commit().await?;
+        Ok(hashes)
     }
 
     async fn close(&self) {

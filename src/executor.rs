@@ -1,0 +1,273 @@
+//! The executor (§2.8): runs an [`ApprovedPlan`] — nothing else — as a durable job. For each
+//! step: precondition, action, post-check. When a step fails or its post-check does not hold in
+//! time, the steps already done are rolled back in reverse order (those that define a rollback)
+//! and humans are escalated to. Every transition is recorded in the store with its audit entry
+//! before the next one starts, and everything recorded is redacted first.
+//!
+//! A plan is claimed once (the execution row is keyed by the plan hash). At start,
+//! [`Executor::recover`] marks this owner's executions that were still running — a crash
+//! mid-plan — as interrupted and escalates them; they are never silently re-run.
+
+use crate::approval::ApprovedPlan;
+use crate::audit::{AuditEntry, Kind};
+use crate::context::{MetricQuery, Metrics};
+use crate::plan::{PlanAction, PlanCheck, PlanStep};
+use crate::redact::redact;
+use crate::runbook::{Condition, HttpMethod};
+use crate::store::{ExecState, Store};
+use crate::time::Clock;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where actions may reach, and how.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Hosts (`host` or `host:port`) HTTP actions may call.
+    pub allowed_hosts: Vec<String>,
+    /// The only directory scripts run from.
+    pub scripts_dir: Option<PathBuf>,
+    /// Record what would run, run nothing.
+    pub dry_run: bool,
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// A step failed; the steps done were rolled back (as far as they could be).
+    RolledBack {
+        step: String,
+        reason: String,
+    },
+    /// Another call (or replica) already runs or ran this plan.
+    AlreadyClaimed,
+}
+
+pub struct Executor {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<dyn Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+    /// This process's name in the executions table (stable across restarts).
+    pub owner: String,
+    http: reqwest::Client,
+}
+
+const MAX_OUTPUT: usize = 16 * 1024;
+
+impl Executor {
+    pub fn new(
+        store: Arc<dyn Store>,
+        metrics: Arc<dyn Metrics>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        owner: impl Into<String>,
+    ) -> Executor {
+        let http =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("an HTTP client");
+        Executor { store, metrics, clock, limits, owner: owner.into(), http }
+    }
+
+    /// Marks executions interrupted by a crash and escalates them; returns their plan hashes.
+    pub async fn recover(&self) -> anyhow::Result<Vec<String>> {
+        self.store.interrupt_running(&self.owner, self.clock.now()).await
+    }
+
+    async fn event(
+        &self,
+        approved: &ApprovedPlan,
+        step: usize,
+        state: ExecState,
+        kind: Kind,
+        data: Value,
+    ) -> anyhow::Result<()> {
+        let p = approved.plan();
+        let entry =
+            AuditEntry { at: self.clock.now(), kind, incident_id: Some(p.incident_id), actor: "medic".into(), data };
+        self.store.execution_event(&p.hash, step as i64, state, entry).await
+    }
+
+    pub async fn execute(&self, approved: ApprovedPlan) -> anyhow::Result<Outcome> {
+        if !self.store.claim_execution(&approved, &self.owner, self.clock.now()).await? {
+            return Ok(Outcome::AlreadyClaimed);
+        }
+        let steps = approved.plan().steps.clone();
+        let mut done: Vec<&PlanStep> = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let failure = match self.run_step(step).await {
+                Ok(result) => {
+                    self.event(
+                        &approved,
+                        i,
+                        ExecState::Running,
+                        Kind::StepSucceeded,
+                        json!({"step": step.id, "result": result}),
+                    )
+                    .await?;
+                    done.push(step);
+                    continue;
+                }
+                Err((ran, reason)) => {
+                    if ran {
+                        done.push(step);
+                    }
+                    reason
+                }
+            };
+            self.event(&approved, i, ExecState::Running, Kind::StepFailed, json!({"step": step.id, "reason": failure}))
+                .await?;
+            self.roll_back(&approved, i, &done).await?;
+            let data = json!({"plan": approved.plan().hash, "failed_step": step.id, "reason": failure,
+                              "message": "the plan failed and was rolled back where possible; a person must take over"});
+            self.event(&approved, i, ExecState::RolledBack, Kind::Escalated, data).await?;
+            return Ok(Outcome::RolledBack { step: step.id.clone(), reason: failure });
+        }
+        let last = steps.len().saturating_sub(1);
+        self.event(
+            &approved,
+            last,
+            ExecState::Succeeded,
+            Kind::ExecutionFinished,
+            json!({"plan": approved.plan().hash, "result": "succeeded"}),
+        )
+        .await?;
+        Ok(Outcome::Succeeded)
+    }
+
+    /// Precondition, action, post-check. `Err((action_ran, reason))` on failure.
+    async fn run_step(&self, step: &PlanStep) -> Result<Value, (bool, String)> {
+        if let Some(pre) = &step.precondition {
+            self.check(pre).await.map_err(|e| (false, format!("precondition not met: {e}")))?;
+        }
+        let output = self.act(&step.action).await.map_err(|e| (false, e))?;
+        let verified = match &step.post_check {
+            Some(c) => Some(self.check(c).await.map_err(|e| (true, format!("post-check failed: {e}")))?),
+            None => None,
+        };
+        Ok(json!({"action": step.action.summary(), "output": output, "verified": verified}))
+    }
+
+    async fn roll_back(&self, approved: &ApprovedPlan, at: usize, done: &[&PlanStep]) -> anyhow::Result<()> {
+        for step in done.iter().rev() {
+            let data = match (&step.rollback, &step.irreversible) {
+                (Some(rb), _) => match self.act(rb).await {
+                    Ok(out) => json!({"step": step.id, "rollback": rb.summary(), "result": "done", "output": out}),
+                    Err(e) => json!({"step": step.id, "rollback": rb.summary(), "result": "failed", "reason": e}),
+                },
+                (None, Some(why)) => {
+                    json!({"step": step.id, "result": "not rolled back", "reason": format!("irreversible: {why}")})
+                }
+                (None, None) => json!({"step": step.id, "result": "nothing to roll back"}),
+            };
+            self.event(approved, at, ExecState::Running, Kind::StepRolledBack, data).await?;
+        }
+        Ok(())
+    }
+
+    /// Polls the check's query until its condition holds (`Ok(value)`) or its deadline passes.
+    async fn check(&self, c: &PlanCheck) -> Result<String, String> {
+        let cond = Condition::parse(&c.condition)?;
+        let name = c.query_name.clone().unwrap_or_else(|| c.promql.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(c.within_secs);
+        let mut last = None;
+        let mut error = None;
+        loop {
+            let now = self.clock.now();
+            let q = MetricQuery {
+                name: name.clone(),
+                promql: c.promql.clone(),
+                start: now - 300_000,
+                end: now,
+                step: 15_000,
+            };
+            match self.metrics.query_range(&q).await {
+                Ok(series) => {
+                    last = series.iter().filter_map(|s| s.points.last()).max_by_key(|p| p.0).map(|p| p.1);
+                    if let Some(v) = last
+                        && cond.holds(v)
+                    {
+                        return Ok(format!("{name} = {v} ({})", c.condition));
+                    }
+                }
+                Err(e) => error = Some(e),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(match (last, error) {
+                    (Some(v), _) => format!("{name} = {v}, not {} within {}s", c.condition, c.within_secs),
+                    (None, Some(e)) => format!("{name} could not be queried: {e}"),
+                    (None, None) => format!("{name} returned no data within {}s", c.within_secs),
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(c.every_secs.max(1)).min(deadline - tokio::time::Instant::now()))
+                .await;
+        }
+    }
+
+    async fn act(&self, a: &PlanAction) -> Result<String, String> {
+        if self.limits.dry_run {
+            return Ok(format!("dry run: would {}", a.summary()));
+        }
+        match a {
+            PlanAction::Http { method, url, headers, body, expect_status, timeout_secs } => {
+                let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL {url}: {e}"))?;
+                let host = parsed.host_str().unwrap_or_default();
+                let with_port = parsed.port().map(|p| format!("{host}:{p}")).unwrap_or_else(|| host.to_string());
+                if !self.limits.allowed_hosts.iter().any(|h| h == host || *h == with_port) {
+                    return Err(format!("{with_port} is not on the executor's allow-list of HTTP hosts"));
+                }
+                let m = match method {
+                    HttpMethod::Get => reqwest::Method::GET,
+                    HttpMethod::Post => reqwest::Method::POST,
+                    HttpMethod::Put => reqwest::Method::PUT,
+                    HttpMethod::Patch => reqwest::Method::PATCH,
+                    HttpMethod::Delete => reqwest::Method::DELETE,
+                };
+                let mut req = self.http.request(m, parsed).timeout(Duration::from_secs(*timeout_secs));
+                for (k, v) in headers {
+                    req = req.header(k, v);
+                }
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                let resp = req.send().await.map_err(|e| redact(&format!("{}: {e}", a.summary())))?;
+                let status = resp.status().as_u16();
+                let text: String = resp.text().await.unwrap_or_default().chars().take(MAX_OUTPUT).collect();
+                let ok = if expect_status.is_empty() {
+                    (200..300).contains(&status)
+                } else {
+                    expect_status.contains(&status)
+                };
+                let summary = redact(&format!("HTTP {status}: {}", text.trim()));
+                if ok { Ok(summary) } else { Err(format!("unexpected {summary}")) }
+            }
+            PlanAction::Script { argv, timeout_secs } => {
+                let dir = self.limits.scripts_dir.as_ref().ok_or("no scripts directory is configured")?;
+                let name = argv.first().ok_or("empty argv")?;
+                let path = dir.join(name);
+                let mut cmd = tokio::process::Command::new(&path);
+                cmd.args(&argv[1..]).kill_on_drop(true).stdin(std::process::Stdio::null());
+                let run = tokio::time::timeout(Duration::from_secs(*timeout_secs), cmd.output());
+                let out = match run.await {
+                    Err(_) => return Err(format!("{name} timed out after {timeout_secs}s and was killed")),
+                    Ok(Err(e)) => return Err(format!("cannot run {}: {e}", path.display())),
+                    Ok(Ok(o)) => o,
+                };
+                let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&out.stderr));
+                let text = redact(&text.chars().take(MAX_OUTPUT).collect::<String>());
+                if out.status.success() {
+                    Ok(text.trim().to_string())
+                } else {
+                    Err(format!("{name} exited with {}: {}", out.status, text.trim()))
+                }
+            }
+            PlanAction::Wait { secs } => {
+                tokio::time::sleep(Duration::from_secs(*secs)).await;
+                Ok(format!("waited {secs}s"))
+            }
+            PlanAction::Check(c) => self.check(c).await,
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The executor against a fake deploy API and a recorded world, on both stores: a verified
+//! success; a failed post-check that rolls back and escalates; the HTTP allow-list; a crash
+//! mid-plan that leaves the plan interrupted and escalated, never re-run; redacted script output.
+
+mod common;
+
+use common::{Db, fresh_db};
+use medic::alert::{Alert, AlertStatus, Labels, Source};
+use medic::approval::{ApprovedPlan, Click, Decision, Groups, Identity};
+use medic::context::recorded::Recorded;
+use medic::executor::{Executor, Limits, Outcome};
+use medic::incident::Policy;
+use medic::store::{self, Store};
+use medic::time::{Clock, Millis};
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Scenario time: the world's `now`, advancing with real time.
+struct ScenarioClock(Millis, Instant);
+
+impl Clock for ScenarioClock {
+    fn now(&self) -> Millis {
+        self.0 + self.1.elapsed().as_millis() as Millis
+    }
+}
+
+fn world(after: &str) -> medic::scenario::World {
+    let yaml = format!(
+        "name: t\nnow: 2026-11-21T15:00:00Z\nalerts:\n  - labels: {{alertname: HighErrorRate, service: checkout, severity: critical}}\n    starts: -15m\n\
+         series:\n  - {{query: error_ratio, labels: {{service: checkout}}, start: -60m, values: '0.004x35 0.004+0.006x24'}}\n\
+         after:\n  series:\n    - {{query: error_ratio, labels: {{service: checkout}}, start: 0, values: '{after}'}}\n"
+    );
+    serde_norway::from_str::<medic::scenario::Scenario>(&yaml).unwrap().world().unwrap()
+}
+
+/// A deploy API: records every call; `rollback` switches the world to its "after" state.
+async fn deploy_api(recorded: Arc<Recorded>, clock: Arc<ScenarioClock>, calls: Arc<Mutex<Vec<String>>>) -> String {
+    let app = axum::Router::new().route(
+        "/v1/services/{service}/{op}",
+        axum::routing::post(move |axum::extract::Path((service, op)): axum::extract::Path<(String, String)>| {
+            let (recorded, clock, calls) = (recorded.clone(), clock.clone(), calls.clone());
+            async move {
+                calls.lock().unwrap().push(format!("{op} {service}"));
+                if op == "rollback" {
+                    recorded.act(clock.now());
+                }
+                axum::Json(json!({"ok": true, "token": "Bearer abcdefghijklmnop"}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr.to_string()
+}
+
+struct Setup {
+    _db: common::TestDb,
+    store: Arc<dyn Store>,
+    recorded: Arc<Recorded>,
+    clock: Arc<ScenarioClock>,
+    calls: Arc<Mutex<Vec<String>>>,
+    api: String,
+}
+
+async fn setup(db: Db, after: &str) -> Option<Setup> {
+    let db = fresh_db(db).await?;
+    let store = store::open(&db.url, 8).await.unwrap();
+    let w = world(after);
+    let clock = Arc::new(ScenarioClock(w.now, Instant::now()));
+    let labels: Labels =
+        [("alertname".to_string(), "HighErrorRate".to_string()), ("service".to_string(), "checkout".to_string())]
+            .into();
+    let alert = Alert {
+        source: Source::Alertmanager,
+        fingerprint: "f".into(),
+        status: AlertStatus::Firing,
+        labels,
+        annotations: Labels::new(),
+        starts_at: w.now,
+        ends_at: None,
+        links: Labels::new(),
+    };
+    store.ingest(vec![alert], vec![], w.now, &Policy::default()).await.unwrap();
+    let recorded = Arc::new(Recorded::new(w));
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let api = deploy_api(recorded.clone(), clock.clone(), calls.clone()).await;
+    Some(Setup { _db: db, store, recorded, clock, calls, api })
+}
+
+/// Proposes and approves the rollback plan with a short post-check deadline.
+async fn approved(s: &Setup, api: &str) -> ApprovedPlan {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
+    let mut rb = medic::runbook::load_dir(&dir).unwrap().into_iter().find(|r| r.id == "rollback-bad-deploy").unwrap();
+    let check = rb.plan.as_mut().unwrap().steps[0].post_check.as_mut().unwrap();
+    check.within = Duration::from_secs(2);
+    check.every = Duration::from_secs(1);
+    rb.vars.insert("deploy_api".into(), format!("http://{api}"));
+    let ctx = json!({"service": "checkout", "incident": {"id": 1, "title": "t"}, "change": {"version": "v2.14.0"}, "vars": rb.vars});
+    let plan = medic::plan::build(&rb, &ctx, 1).unwrap();
+    s.store.propose(&plan, &Identity("console:alice".into()), s.clock.now()).await.unwrap();
+    let groups = Groups {
+        members: [("sre-oncall".to_string(), vec![Identity("console:bob".into())])].into(),
+        default_approvers: vec![],
+    };
+    let click = Click {
+        who: Identity("console:bob".into()),
+        decision: Decision::Approve,
+        via: "console".into(),
+        at: s.clock.now(),
+    };
+    s.store.decide(&plan.hash, &click, &groups, None).await.unwrap().1.expect("approved")
+}
+
+fn executor(s: &Setup, limits: Limits) -> Executor {
+    Executor::new(s.store.clone(), s.recorded.clone(), s.clock.clone(), limits, "medic-test")
+}
+
+fn limits(s: &Setup) -> Limits {
+    Limits { allowed_hosts: vec![s.api.clone()], ..Default::default() }
+}
+
+async fn kinds(s: &Setup) -> Vec<String> {
+    s.store.audit_for_incident(1).await.unwrap().into_iter().map(|r| r.kind).collect()
+}
+
+async fn verified_success(db: Db) {
+    let Some(s) = setup(db, "0.004x30").await else { return };
+    let plan = approved(&s, &s.api).await;
+    let out = executor(&s, limits(&s)).execute(plan.clone()).await.unwrap();
+    assert_eq!(out, Outcome::Succeeded);
+    assert_eq!(*s.calls.lock().unwrap(), ["rollback checkout"]);
+    let k = kinds(&s).await;
+    assert!(
+        k.ends_with(&["plan_approved", "execution_started", "step_succeeded", "execution_finished"].map(String::from)),
+        "{k:?}"
+    );
+    let records = s.store.audit_for_incident(1).await.unwrap();
+    let step = records.iter().find(|r| r.kind == "step_succeeded").unwrap();
+    assert!(step.data.contains("error_ratio = 0.004 (< 0.02)"), "{}", step.data);
+    assert!(step.data.contains("[REDACTED]") && !step.data.contains("abcdefghijklmnop"), "{}", step.data);
+    assert_eq!(executor(&s, limits(&s)).execute(plan).await.unwrap(), Outcome::AlreadyClaimed, "a plan runs once");
+}
+
+async fn failed_post_check_rolls_back(db: Db) {
+    let Some(s) = setup(db, "0.2x30").await else { return };
+    let plan = approved(&s, &s.api).await;
+    let out = executor(&s, limits(&s)).execute(plan).await.unwrap();
+    let Outcome::RolledBack { step, reason } = out else { panic!("{out:?}") };
+    assert_eq!(step, "roll-back");
+    assert!(reason.contains("post-check failed: error_ratio = 0.2, not < 0.02 within 2s"), "{reason}");
+    assert_eq!(*s.calls.lock().unwrap(), ["rollback checkout", "rollout checkout"], "the rollback of the step ran");
+    let k = kinds(&s).await;
+    assert!(
+        k.ends_with(&["execution_started", "step_failed", "step_rolled_back", "escalated"].map(String::from)),
+        "{k:?}"
+    );
+}
+
+async fn allow_list_is_enforced(db: Db) {
+    let Some(s) = setup(db, "0.004x30").await else { return };
+    let plan = approved(&s, &s.api).await;
+    let out = executor(&s, Limits { allowed_hosts: vec!["deploy-api.internal".into()], ..Default::default() })
+        .execute(plan)
+        .await
+        .unwrap();
+    let Outcome::RolledBack { reason, .. } = out else { panic!("{out:?}") };
+    assert!(reason.contains("is not on the executor's allow-list of HTTP hosts"), "{reason}");
+    assert!(s.calls.lock().unwrap().is_empty(), "nothing was called");
+}
+
+async fn crash_mid_plan_is_interrupted_not_rerun(db: Db) {
+    let Some(s) = setup(db, "0.004x30").await else { return };
+    let plan = approved(&s, &s.api).await;
+    // A process claims the plan, runs its first step, and dies before finishing.
+    assert!(s.store.claim_execution(&plan, "medic-test", s.clock.now()).await.unwrap());
+    let entry = medic::audit::AuditEntry {
+        at: s.clock.now(),
+        kind: medic::audit::Kind::StepSucceeded,
+        incident_id: Some(1),
+        actor: "medic".into(),
+        data: json!({"step": "roll-back"}),
+    };
+    s.store.execution_event(&plan.plan().hash, 0, medic::store::ExecState::Running, entry).await.unwrap();
+    // The restarted process recovers: the plan is interrupted and escalated, never re-run.
+    let ex = executor(&s, limits(&s));
+    assert_eq!(ex.recover().await.unwrap(), [plan.plan().hash.clone()]);
+    assert!(ex.recover().await.unwrap().is_empty(), "recovery is idempotent");
+    assert_eq!(ex.execute(plan).await.unwrap(), Outcome::AlreadyClaimed);
+    assert!(s.calls.lock().unwrap().is_empty());
+    let k = kinds(&s).await;
+    assert!(
+        k.ends_with(&["execution_started", "step_succeeded", "execution_interrupted", "escalated"].map(String::from)),
+        "{k:?}"
+    );
+}
+
+async fn script_output_is_redacted(db: Db) {
+    let Some(s) = setup(db, "0.004x30").await else { return };
+    let scripts = tempfile::tempdir().unwrap();
+    let script = scripts.path().join("cleanup-disk");
+    std::fs::write(&script, "#!/bin/sh\necho \"cleaned $4; connecting with password=hunter2\"\n").unwrap();
+    std::process::Command::new("chmod").args(["+x", script.to_str().unwrap()]).status().unwrap();
+    let yaml = r#"
+id: t
+title: t
+tier: 3
+match: {alerts: ['alertname="HighErrorRate"']}
+hypothesis: h
+plan:
+  steps:
+    - id: clean
+      action: {script: {argv: [cleanup-disk, --host, x, --path, "/var; rm -rf /"], timeout: 5s}}
+      irreversible: test
+approval: {groups: [sre-oncall]}
+"#;
+    let rb: medic::runbook::Runbook = serde_norway::from_str(yaml).unwrap();
+    let plan = medic::plan::build(&rb, &json!({}), 1).unwrap();
+    s.store.propose(&plan, &Identity("medic".into()), s.clock.now()).await.unwrap();
+    let groups = Groups {
+        members: [("sre-oncall".to_string(), vec![Identity("console:bob".into())])].into(),
+        default_approvers: vec![],
+    };
+    let click = Click {
+        who: Identity("console:bob".into()),
+        decision: Decision::Approve,
+        via: "console".into(),
+        at: s.clock.now(),
+    };
+    let approved = s.store.decide(&plan.hash, &click, &groups, None).await.unwrap().1.unwrap();
+    let lim = Limits { scripts_dir: Some(scripts.path().to_path_buf()), ..Default::default() };
+    assert_eq!(executor(&s, lim).execute(approved).await.unwrap(), Outcome::Succeeded);
+    let rec = s.store.audit_for_incident(1).await.unwrap().into_iter().find(|r| r.kind == "step_succeeded").unwrap();
+    assert!(rec.data.contains("cleaned /var; rm -rf /"), "arguments reach the script verbatim, no shell: {}", rec.data);
+    assert!(rec.data.contains("password=[REDACTED]") && !rec.data.contains("hunter2"), "{}", rec.data);
+}
+
+both_stores!(
+    verified_success,
+    failed_post_check_rolls_back,
+    allow_list_is_enforced,
+    crash_mid_plan_is_interrupted_not_rerun,
+    script_output_is_redacted,
+);
