@@ -220,13 +220,45 @@ pub fn timeline_markdown(incident: &serde_json::Value, records: &[AuditRecord]) 
     out
 }
 
-fn summarise(data: &str) -> String {
+/// One line of an audit record's data, for timelines and threads.
+pub fn summarise(data: &str) -> String {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else { return data.to_string() };
     let mut parts = Vec::new();
-    for k in ["alert", "status", "reason", "title", "resolves_at", "summary", "service", "kind"] {
-        if let Some(x) = v.get(k).and_then(|x| x.as_str()) {
+    let text = |x: &serde_json::Value| x.as_str().map(str::to_string);
+    for k in [
+        "alert",
+        "status",
+        "step",
+        "reason",
+        "title",
+        "resolves_at",
+        "summary",
+        "service",
+        "kind",
+        "runbook",
+        "via",
+        "rollback",
+    ] {
+        if let Some(x) = v.get(k).and_then(text) {
             parts.push(format!("{k}: {x}"));
         }
+    }
+    if let Some(p) = v.get("plan").and_then(|x| x.as_str()) {
+        parts.push(format!("plan: {}", &p[..12.min(p.len())]));
+    }
+    if let Some(a) = v.get("approvers").and_then(|x| x.as_array()) {
+        parts.push(format!("approvers: {}", a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")));
+    }
+    match v.get("result") {
+        Some(serde_json::Value::String(r)) => parts.push(format!("result: {r}")),
+        Some(r @ serde_json::Value::Object(_)) => {
+            for k in ["action", "output", "verified"] {
+                if let Some(x) = r.get(k).and_then(text) {
+                    parts.push(format!("{k}: {x}"));
+                }
+            }
+        }
+        _ => {}
     }
     if let Some(s) = v.pointer("/annotations/summary").and_then(|x| x.as_str()) {
         parts.push(format!("summary: {s}"));

@@ -41,7 +41,11 @@ enum Command {
         runbooks: Option<PathBuf>,
     },
     /// The whole loop locally on a bundled scenario: no accounts, no services.
-    Demo,
+    Demo {
+        /// Answer Approve without asking (scripts, CI).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Diagnose a recorded scenario and print the diagnosis and plan, executing nothing.
     Replay {
         scenario: PathBuf,
@@ -159,7 +163,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo => crate::demo::run().await.map(|()| ExitCode::SUCCESS),
+        Command::Demo { yes } => crate::demo::run(yes).await.map(|()| ExitCode::SUCCESS),
         Command::Replay { scenario, runbooks } => {
             let runbooks = load_runbooks(&runbooks)?;
             let world = crate::scenario::Scenario::load(&scenario)

@@ -43,6 +43,8 @@
 //!   through a `shutdown` future passed in by the caller. [`api`] is the read-only incident API
 //!   (and the JSON views `audit export` shares); [`metrics`] is medic's own exposition.
 //! - [`config`] — the strict YAML config; secrets only by `{env: NAME}` / `{file: PATH}`.
+//! - [`chat`] — one adapter per platform behind the `Chat` trait, rendering one `IncidentView`
+//!   from `templates/<platform>/`; the console adapter serves local use and the demo.
 //! - [`cli`] and [`demo`] — the `medic` command line; `main.rs` only calls [`cli::main`].
 //!
 //! # Invariants
@@ -64,6 +66,7 @@ pub mod alert;
 pub mod api;
 pub mod approval;
 pub mod audit;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod context;

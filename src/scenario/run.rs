@@ -21,14 +21,19 @@ pub struct Outcome {
 
 pub async fn run(world: &World, runbooks: &[Runbook]) -> Outcome {
     let recorded = Arc::new(Recorded::new(world.clone()));
-    let sources = Sources::all(recorded, Duration::from_secs(5));
+    let title = world.alerts[0].name().to_string();
+    run_with(world, runbooks, &Sources::all(recorded, Duration::from_secs(5)), (1, &title)).await
+}
+
+/// Like [`run`], for a given incident, with given sources.
+pub async fn run_with(world: &World, runbooks: &[Runbook], sources: &Sources, incident: (i64, &str)) -> Outcome {
     let first = &world.alerts[0];
     let start = world.alerts.iter().map(|a| a.starts_at).min().unwrap_or(world.now) - LOOK_BACK;
     let mut services: Vec<String> = world.alerts.iter().filter_map(|a| a.labels.get("service").cloned()).collect();
     services.sort();
     services.dedup();
-    let title = first.name().to_string();
-    let tctx = diagnosis::template_context(first, (1, &title), None, &Default::default());
+    let (incident_id, title) = incident;
+    let tctx = diagnosis::template_context(first, (incident_id, title), None, &Default::default());
     let mut queries = Vec::new();
     for q in runbooks.iter().flat_map(|r| &r.context) {
         if let Some(promql) = &q.promql
@@ -39,19 +44,14 @@ pub async fn run(world: &World, runbooks: &[Runbook]) -> Outcome {
         }
     }
     let request = Request { services, start, end: world.now, queries };
-    let ctx = context::gather(&sources, &request).await;
-    let d = diagnosis::diagnose(&diagnosis::Input {
-        incident_id: 1,
-        title: &title,
-        alerts: &world.alerts,
-        context: &ctx,
-        runbooks,
-    });
+    let ctx = context::gather(sources, &request).await;
+    let d =
+        diagnosis::diagnose(&diagnosis::Input { incident_id, title, alerts: &world.alerts, context: &ctx, runbooks });
     let plan = d.top().runbook.as_ref().map(|id| {
         let rb = runbooks.iter().find(|r| &r.id == id).expect("the hypothesis names a loaded runbook");
         let alert = world.alerts.iter().find(|a| rb.matches_labels(std::iter::once(&a.labels))).unwrap_or(first);
         let change = ctx.changes.iter().filter(|c| c.at <= d.onset + 120_000).max_by_key(|c| c.at);
-        plan::build(rb, &diagnosis::template_context(alert, (1, &title), change, &rb.vars), 1)
+        plan::build(rb, &diagnosis::template_context(alert, (incident_id, title), change, &rb.vars), incident_id)
     });
     Outcome { diagnosis: d, plan }
 }

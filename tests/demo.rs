@@ -1,0 +1,50 @@
+//! `medic demo --yes`: the whole loop on the bundled scenario exits 0 and prints, in order, the
+//! incident, the top hypothesis with its evidence, the plan with its hash, who approved, each
+//! step with its result, the verification and the audit verification.
+
+use std::process::Command;
+use std::time::Instant;
+
+#[test]
+fn the_whole_loop_in_order() {
+    let started = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["demo", "--yes"])
+        .current_dir(std::env::temp_dir())
+        .env("USER", "demo-user")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}");
+    let mut at = 0;
+    for needle in [
+        "Incident #1: HighErrorRate on checkout",
+        "Top hypothesis (",
+        "runbook rollback-bad-deploy",
+        "[metric] error_ratio (service=checkout) rose from 0.4%",
+        "[change] deploy of checkout v2.14.0 by alice",
+        "[log] log pattern new since the change",
+        "Plan ",
+        "1. roll-back: POST http://127.0.0.1:",
+        "approved by console:demo-user",
+        "step succeeded: step: roll-back",
+        "verified: error_ratio = 0.004 (< 0.02)",
+        "verified: every post-check passed",
+        "incident #1 is resolved",
+        "| plan_approved | console:demo-user |",
+        "medic audit verify: OK:",
+    ] {
+        match out[at..].find(needle) {
+            Some(i) => at += i + needle.len(),
+            None => panic!("{needle:?} missing (or out of order) after byte {at} of\n{out}"),
+        }
+    }
+    assert!(started.elapsed().as_secs() < 60, "the demo runs in under a minute");
+}
+
+#[test]
+fn every_shipped_template_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/console");
+    let hb = medic::chat::templates(&dir).unwrap();
+    assert!(hb.has_template("incident"));
+}
