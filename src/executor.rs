@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Where actions may reach, and how.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Limits {
     /// Hosts (`host` or `host:port`) HTTP actions may call.
     pub allowed_hosts: Vec<String>,
@@ -30,6 +30,34 @@ pub struct Limits {
     pub scripts_dir: Option<PathBuf>,
     /// Record what would run, run nothing.
     pub dry_run: bool,
+    /// Scenario tests: an action switches this recorded world to its "after" state instead of
+    /// reaching anything.
+    pub simulate: Option<Arc<crate::context::recorded::Recorded>>,
+}
+
+/// How the executor waits: for real, or (scenario tests) by moving a manual clock.
+#[async_trait::async_trait]
+pub trait Sleep: Send + Sync {
+    async fn sleep(&self, d: Duration);
+}
+
+pub struct RealSleep;
+
+#[async_trait::async_trait]
+impl Sleep for RealSleep {
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Sleeping advances the clock and returns at once.
+pub struct VirtualSleep(pub Arc<crate::time::ManualClock>);
+
+#[async_trait::async_trait]
+impl Sleep for VirtualSleep {
+    async fn sleep(&self, d: Duration) {
+        self.0.advance(d.as_millis() as i64);
+    }
 }
 
 /// How an execution ended.
@@ -52,6 +80,7 @@ pub struct Executor {
     pub limits: Limits,
     /// This process's name in the executions table (stable across restarts).
     pub owner: String,
+    pub sleep: Arc<dyn Sleep>,
     http: reqwest::Client,
 }
 
@@ -67,7 +96,7 @@ impl Executor {
     ) -> Executor {
         let http =
             reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("an HTTP client");
-        Executor { store, metrics, clock, limits, owner: owner.into(), http }
+        Executor { store, metrics, clock, limits, owner: owner.into(), sleep: Arc::new(RealSleep), http }
     }
 
     /// Marks executions interrupted by a crash and escalates them; returns their plan hashes.
@@ -170,7 +199,7 @@ impl Executor {
     async fn check(&self, c: &PlanCheck) -> Result<String, String> {
         let cond = Condition::parse(&c.condition)?;
         let name = c.query_name.clone().unwrap_or_else(|| c.promql.clone());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(c.within_secs);
+        let deadline = self.clock.now() + (c.within_secs as i64) * 1000;
         let mut last = None;
         let mut error = None;
         loop {
@@ -193,21 +222,28 @@ impl Executor {
                 }
                 Err(e) => error = Some(e),
             }
-            if tokio::time::Instant::now() >= deadline {
+            let now = self.clock.now();
+            if now >= deadline {
                 return Err(match (last, error) {
                     (Some(v), _) => format!("{name} = {v}, not {} within {}s", c.condition, c.within_secs),
                     (None, Some(e)) => format!("{name} could not be queried: {e}"),
                     (None, None) => format!("{name} returned no data within {}s", c.within_secs),
                 });
             }
-            tokio::time::sleep(Duration::from_secs(c.every_secs.max(1)).min(deadline - tokio::time::Instant::now()))
-                .await;
+            let wait = (c.every_secs.max(1) as i64 * 1000).min(deadline - now);
+            self.sleep.sleep(Duration::from_millis(wait as u64)).await;
         }
     }
 
     async fn act(&self, a: &PlanAction) -> Result<String, String> {
         if self.limits.dry_run {
             return Ok(format!("dry run: would {}", a.summary()));
+        }
+        if let Some(world) = &self.limits.simulate
+            && !matches!(a, PlanAction::Wait { .. } | PlanAction::Check(_))
+        {
+            world.act(self.clock.now());
+            return Ok(format!("simulated: {}", a.summary()));
         }
         match a {
             PlanAction::Http { method, url, headers, body, expect_status, timeout_secs } => {
@@ -264,7 +300,7 @@ impl Executor {
                 }
             }
             PlanAction::Wait { secs } => {
-                tokio::time::sleep(Duration::from_secs(*secs)).await;
+                self.sleep.sleep(Duration::from_secs(*secs)).await;
                 Ok(format!("waited {secs}s"))
             }
             PlanAction::Check(c) => self.check(c).await,

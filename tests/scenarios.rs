@@ -19,6 +19,22 @@ fn every_runbook_has_passing_match_and_no_match_scenarios() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains(" 0 failed"), "{out}");
+    // The scenario whose post-check fails shows the rollback and the escalation.
+    let failing = out.split("rollback-does-not-help").nth(1).unwrap_or_default();
+    assert!(failing.contains("verification: expected failed, got failed"), "{out}");
+    assert!(
+        failing.contains(
+            "step failed: step: roll-back; reason: post-check failed: error_ratio = 0.15, not < 0.02 within 600s"
+        ),
+        "{out}"
+    );
+    assert!(
+        failing.contains(
+            "step rolled back: step: roll-back; rollback: POST http://deploy-api.internal/v1/services/checkout/rollout"
+        ),
+        "{out}"
+    );
+    assert!(failing.contains("escalated:"), "{out}");
     let runbooks = medic::runbook::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks")).unwrap();
     for rb in &runbooks {
         let mut matched = false;

@@ -133,6 +133,9 @@ pub struct Request {
     pub services: Vec<String>,
     pub start: Millis,
     pub end: Millis,
+    /// Changes are looked for further back than metrics: a deploy hours before the onset
+    /// still explains it.
+    pub changes_start: Millis,
     pub queries: Vec<MetricQuery>,
 }
 
@@ -187,8 +190,12 @@ pub async fn gather(sources: &Sources, req: &Request) -> Context {
     let changes = async {
         match &sources.changes {
             Some(c) => {
-                join_all(req.services.iter().map(|s| bounded("changes", c.name(), t, c.changes(s, req.start, req.end))))
-                    .await
+                join_all(
+                    req.services
+                        .iter()
+                        .map(|s| bounded("changes", c.name(), t, c.changes(s, req.changes_start, req.end))),
+                )
+                .await
             }
             None => Vec::new(),
         }

@@ -158,7 +158,13 @@ mod tests {
             end: now + 3_600_000,
             step: 60_000,
         };
-        Request { services: vec!["s".into()], start: now - 3_600_000, end: now + 3_600_000, queries: vec![q] }
+        Request {
+            services: vec!["s".into()],
+            start: now - 3_600_000,
+            end: now + 3_600_000,
+            changes_start: now - 3_600_000,
+            queries: vec![q],
+        }
     }
 
     #[tokio::test]

@@ -10,8 +10,10 @@ use crate::runbook::Runbook;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How far before the alerts' start the context window opens.
+/// How far before the alerts' start the context window opens...
 pub const LOOK_BACK: i64 = 2 * 3600 * 1000;
+/// ...and how far back changes are looked for.
+pub const CHANGES_LOOK_BACK: i64 = 24 * 3600 * 1000;
 
 pub struct Outcome {
     pub diagnosis: Diagnosis,
@@ -43,7 +45,8 @@ pub async fn run_with(world: &World, runbooks: &[Runbook], sources: &Sources, in
             queries.push(MetricQuery { name: q.name.clone(), promql, start, end: world.now, step: 60_000 });
         }
     }
-    let request = Request { services, start, end: world.now, queries };
+    let changes_start = start + LOOK_BACK - CHANGES_LOOK_BACK;
+    let request = Request { services, start, end: world.now, changes_start, queries };
     let ctx = context::gather(sources, &request).await;
     let d =
         diagnosis::diagnose(&diagnosis::Input { incident_id, title, alerts: &world.alerts, context: &ctx, runbooks });
@@ -59,22 +62,69 @@ pub async fn run_with(world: &World, runbooks: &[Runbook], sources: &Sources, in
 /// One expectation and how it went.
 pub struct Verdict {
     pub what: String,
-    pub ok: Option<bool>,
+    pub ok: bool,
     pub detail: String,
 }
 
-/// Compares an outcome with the scenario's `expect`. `ok: None` is an expectation this build
-/// cannot check yet (it is reported, and does not pass silently).
-pub fn check(world: &World, outcome: &Outcome) -> Vec<Verdict> {
+/// Executes the plan against the scenario in simulation — an action switches the recorded
+/// world to its "after" state, time is virtual — through the real store, approval and executor
+/// (a throwaway SQLite store). Returns the outcome and the execution's audit lines.
+pub async fn verify(world: &World, plan: &ProposedPlan) -> anyhow::Result<(crate::executor::Outcome, Vec<String>)> {
+    use crate::approval::{Click, Decision, Groups, Identity};
+    let dir = tempfile_dir()?;
+    let store = crate::store::open(&format!("sqlite://{}", dir.join("verify.db").display()), 2).await?;
+    let result = async {
+        store.ingest(world.alerts.clone(), Vec::new(), world.now, &crate::incident::Policy::default()).await?;
+        let approver = Identity("scenario:approver".into());
+        store.propose(plan, &Identity("scenario:medic".into()), world.now).await?;
+        let groups = Groups {
+            members: plan.approval.groups.iter().map(|g| (g.clone(), vec![approver.clone()])).collect(),
+            default_approvers: vec!["any".into()],
+        };
+        let mut groups = groups;
+        groups.members.insert("any".into(), vec![approver.clone()]);
+        let click = Click { who: approver, decision: Decision::Approve, via: "medic test".into(), at: world.now };
+        let (verdict, approved) = store.decide(&plan.hash, &click, &groups, None).await?;
+        let approved = approved.ok_or_else(|| anyhow::anyhow!("the plan could not be approved: {verdict:?}"))?;
+        let recorded = Arc::new(Recorded::new(world.clone()));
+        let clock = Arc::new(crate::time::ManualClock::new(world.now));
+        let limits = crate::executor::Limits { simulate: Some(recorded.clone()), ..Default::default() };
+        let mut ex = crate::executor::Executor::new(store.clone(), recorded, clock.clone(), limits, "medic-test");
+        ex.sleep = Arc::new(crate::executor::VirtualSleep(clock));
+        let outcome = ex.execute(approved).await?;
+        let lines = store
+            .audit_for_incident(plan.incident_id)
+            .await?
+            .into_iter()
+            .filter(|r| r.kind.starts_with("step_") || r.kind == "escalated")
+            .map(|r| format!("{}: {}", r.kind.replace('_', " "), crate::audit::summarise(&r.data)))
+            .collect();
+        Ok::<_, anyhow::Error>((outcome, lines))
+    }
+    .await;
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "medic-verify-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Compares an outcome with the scenario's `expect`; `verification` runs the plan in simulation.
+pub async fn check(world: &World, outcome: &Outcome) -> Vec<Verdict> {
     let mut out = Vec::new();
     let top = outcome.diagnosis.top();
     if let Some(want) = &world.expect.runbook {
         let got = top.runbook.clone().unwrap_or_else(|| "none".into());
-        out.push(Verdict {
-            what: "runbook".into(),
-            ok: Some(&got == want),
-            detail: format!("expected {want}, got {got}"),
-        });
+        out.push(Verdict { what: "runbook".into(), ok: &got == want, detail: format!("expected {want}, got {got}") });
     }
     if let Some(want) = &world.expect.plan_steps {
         let got: Vec<String> = match &outcome.plan {
@@ -83,7 +133,7 @@ pub fn check(world: &World, outcome: &Outcome) -> Vec<Verdict> {
         };
         out.push(Verdict {
             what: "plan steps".into(),
-            ok: Some(&got == want),
+            ok: &got == want,
             detail: format!(
                 "expected {want:?}, got {got:?}{}",
                 match &outcome.plan {
@@ -94,11 +144,17 @@ pub fn check(world: &World, outcome: &Outcome) -> Vec<Verdict> {
         });
     }
     if let Some(want) = &world.expect.verification {
-        out.push(Verdict {
-            what: "verification".into(),
-            ok: None,
-            detail: format!("expected {want}; not checked: this build does not execute plans yet"),
-        });
+        let (ok, detail) = match &outcome.plan {
+            Some(Ok(plan)) => match verify(world, plan).await {
+                Ok((result, lines)) => {
+                    let got = if result == crate::executor::Outcome::Succeeded { "passed" } else { "failed" };
+                    (got == want, format!("expected {want}, got {got}\n         {}", lines.join("\n         ")))
+                }
+                Err(e) => (false, format!("could not run the plan: {e:#}")),
+            },
+            _ => (false, format!("expected {want}, but there is no plan to run")),
+        };
+        out.push(Verdict { what: "verification".into(), ok, detail });
     }
     out
 }
