@@ -40,6 +40,8 @@ pub enum Kind {
     ExecutionFinished,
     ExecutionInterrupted,
     Escalated,
+    AutomationPaused,
+    AutomationResumed,
 }
 
 impl Kind {
@@ -67,6 +69,8 @@ impl Kind {
             Kind::ExecutionFinished => "execution_finished",
             Kind::ExecutionInterrupted => "execution_interrupted",
             Kind::Escalated => "escalated",
+            Kind::AutomationPaused => "automation_paused",
+            Kind::AutomationResumed => "automation_resumed",
         }
     }
 }

@@ -157,7 +157,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let dir = runbooks.or_else(|| Some(PathBuf::from("runbooks")).filter(|d| d.is_dir()));
             if let Some(dir) = dir {
                 match crate::runbook::load_dir(&dir) {
-                    Ok(list) => println!("{}: OK ({} runbooks)", dir.display(), list.len()),
+                    Ok(list) => {
+                        let missing: Vec<String> = list
+                            .iter()
+                            .flat_map(|rb| rb.approval.groups.iter().map(move |g| (rb, g)))
+                            .filter(|(_, g)| !cfg.responders.groups.contains_key(*g))
+                            .map(|(rb, g)| {
+                                format!("{}: approval.groups names {g:?}, which is not in responders.groups", rb.id)
+                            })
+                            .collect();
+                        if !missing.is_empty() {
+                            bail!("runbooks name unknown responder groups:\n  - {}", missing.join("\n  - "));
+                        }
+                        println!("{}: OK ({} runbooks)", dir.display(), list.len());
+                    }
                     Err(errors) => bail!("invalid runbooks:\n  - {}", errors.join("\n  - ")),
                 }
             }

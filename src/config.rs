@@ -29,6 +29,53 @@ pub struct Config {
     pub incidents: Policy,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub responders: Responders,
+    #[serde(default)]
+    pub executor: ExecutorConfig,
+    #[serde(default)]
+    pub guardrails: crate::guardrails::GuardrailConfig,
+}
+
+/// Who may approve: groups of identities (`platform:id`, e.g. `slack:U024BE7LH`,
+/// `console:alice`), named by runbooks' `approval.groups`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Responders {
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Groups that may approve plans of runbooks that name none.
+    #[serde(default)]
+    pub default_approvers: Vec<String>,
+}
+
+impl Responders {
+    pub fn groups(&self) -> crate::approval::Groups {
+        use crate::approval::Identity;
+        crate::approval::Groups {
+            members: self.groups.iter().map(|(g, m)| (g.clone(), m.iter().cloned().map(Identity).collect())).collect(),
+            default_approvers: self.default_approvers.clone(),
+        }
+    }
+}
+
+/// Where plans' actions may reach.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// Hosts (`host` or `host:port`) that `http` actions may call.
+    #[serde(default)]
+    pub http_allowed_hosts: Vec<String>,
+    /// The only directory `script` actions run from.
+    #[serde(default)]
+    pub scripts_dir: Option<PathBuf>,
+    /// Propose and "execute" plans as a log only.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// This replica's name in the executions table; keep it stable across restarts so an
+    /// interrupted plan is found (default: the host name).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -43,6 +90,9 @@ impl Default for Config {
             intake: IntakeConfig::default(),
             incidents: Policy::default(),
             log: LogConfig::default(),
+            responders: Responders::default(),
+            executor: ExecutorConfig::default(),
+            guardrails: Default::default(),
         }
     }
 }
@@ -370,6 +420,24 @@ impl Config {
     /// not resolve, sources left open on a non-loopback address.
     pub fn problems(&self) -> Vec<String> {
         let mut out = self.incidents.problems();
+        out.extend(self.guardrails.problems());
+        for g in &self.responders.default_approvers {
+            if !self.responders.groups.contains_key(g) {
+                out.push(format!("responders.default_approvers: no group named {g:?} in responders.groups"));
+            }
+        }
+        for (g, members) in &self.responders.groups {
+            if let Some(m) = members.iter().find(|m| !m.contains(':')) {
+                out.push(format!(
+                    "responders.groups.{g}: {m:?} should be platform:id (e.g. slack:U024BE7LH, console:alice)"
+                ));
+            }
+        }
+        if let Some(d) = &self.executor.scripts_dir
+            && !d.is_dir()
+        {
+            out.push(format!("executor.scripts_dir: {} is not a directory", d.display()));
+        }
         if self.intake.max_body_bytes < 1024 {
             out.push("intake.max_body_bytes: expected at least 1024".into());
         }

@@ -155,9 +155,27 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
         members: plan.approval.groups.iter().map(|g| (g.clone(), vec![user.clone()])).collect(),
         default_approvers: Vec::new(),
     };
+    // Guardrails, as they stand at the moment of the click.
+    let guardrails = crate::guardrails::GuardrailConfig::default();
+    let now = SystemClock.now();
+    let budget = runbooks.iter().find(|r| r.id == plan.runbook).and_then(|r| r.attempt_budget);
+    let per = budget.unwrap_or(guardrails.attempt_budget).per.as_millis() as i64;
+    let paused = store.paused().await?;
+    let situation = crate::guardrails::Situation {
+        service: outcome.diagnosis.service.as_deref(),
+        now,
+        paused: paused.as_ref().map(|(by, at)| (by.as_str(), *at)),
+        recent_changes: &world.changes,
+        attempts: store.attempts(id, now - per).await?,
+        budget,
+    };
+    let assessment = crate::guardrails::assess(&guardrails, &situation);
+    for w in &assessment.warnings {
+        chat.thread(id, &format!("warning: {w}")).await?;
+    }
     let decision = chat.ask(&plan.hash).await?.unwrap_or(Decision::Reject);
     let click = Click { who: user.clone(), decision, via: "console".into(), at: SystemClock.now() };
-    let (verdict, approved) = store.decide(&plan.hash, &click, &groups, None).await?;
+    let (verdict, approved) = store.decide(&plan.hash, &click, &groups, assessment.refusal()).await?;
     match (&verdict, approved) {
         (Verdict::Approved { approvers }, Some(approved)) => {
             let names: Vec<String> = approvers.iter().map(|a| a.0.clone()).collect();

@@ -437,6 +437,13 @@ pub fn diagnose(input: &Input) -> Diagnosis {
             reasons: vec!["no runbook's matchers and evidence predicates all hold".into()],
         });
     }
+    // Nothing leaves diagnosis unredacted: log lines and change summaries can carry secrets.
+    for h in &mut hypotheses {
+        h.statement = crate::redact::redact(&h.statement);
+        for e in &mut h.evidence {
+            e.text = crate::redact::redact(&e.text);
+        }
+    }
     Diagnosis { service, onset: onset_at, hypotheses, unavailable: ctx.unavailable.clone() }
 }
 
@@ -477,6 +484,33 @@ mod tests {
             log_template("ERROR pool exhausted: waited 5003ms for conn id=4f9a2b3c4d5e6f70"),
             "ERROR pool exhausted: waited <*> for conn <*>"
         );
+    }
+
+    #[test]
+    fn evidence_is_redacted() {
+        let labels: crate::alert::Labels =
+            [("alertname".to_string(), "A".to_string()), ("service".to_string(), "s".to_string())].into();
+        let alert = Alert {
+            source: crate::alert::Source::Generic,
+            fingerprint: "f".into(),
+            status: crate::alert::AlertStatus::Firing,
+            labels,
+            annotations: Default::default(),
+            starts_at: 600_000,
+            ends_at: None,
+            links: Default::default(),
+        };
+        let ctx = Context {
+            logs: vec![LogLine {
+                at: 700_000,
+                service: "s".into(),
+                line: "ERROR connect failed: postgres://app:hunter2@db/x".into(),
+            }],
+            ..Default::default()
+        };
+        let d = diagnose(&Input { incident_id: 1, title: "t", alerts: &[alert], context: &ctx, runbooks: &[] });
+        let text: String = d.top().evidence.iter().map(|e| e.text.clone()).collect();
+        assert!(text.contains("ERROR connect failed") && !text.contains("hunter2"), "{text}");
     }
 
     #[test]

@@ -34,6 +34,8 @@
 //! - [`executor`] — runs an `ApprovedPlan` only: per step precondition → action → post-check,
 //!   rollback of the steps done when one fails, escalation; claimed once, and a crash mid-plan
 //!   is marked interrupted at start, never re-run. [`redact`] scrubs everything it records.
+//! - [`guardrails`] — pure assessment at the moment of a click: blocks (paused, attempt budget
+//!   spent) refuse the approval; warnings (change freeze, deploy in progress) are shown.
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
 //!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`.
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
@@ -73,6 +75,7 @@ pub mod context;
 pub mod demo;
 pub mod diagnosis;
 pub mod executor;
+pub mod guardrails;
 pub mod incident;
 pub mod intake;
 pub mod metrics;

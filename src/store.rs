@@ -83,6 +83,12 @@ pub trait Store: Send + Sync + 'static {
     /// Marks `owner`'s running executions interrupted (a crash happened mid-plan) and audits
     /// an escalation for each; returns their plan hashes. Nothing is re-run.
     async fn interrupt_running(&self, owner: &str, now: Millis) -> Result<Vec<String>>;
+    /// The kill switch: `paused` stops all automation until resumed; `by` is audited as the actor.
+    async fn set_paused(&self, by: &Identity, paused: bool, now: Millis) -> Result<()>;
+    /// Who paused automation and when, if it is paused.
+    async fn paused(&self) -> Result<Option<(String, Millis)>>;
+    /// Executions since `since` of plans for any alert of incident `id` (across incidents).
+    async fn attempts(&self, incident_id: i64, since: Millis) -> Result<u32>;
     async fn close(&self);
 }
 
@@ -861,6 +867,15 @@ impl Store for SqlStore {
         .rows_affected()
             == 1;
         if inserted {
+            sqlx::query(
+                "INSERT INTO attempts (alert_key, plan_hash, at) SELECT key, $1, $2 FROM alerts WHERE incident_id = $3 \
+                 ON CONFLICT (alert_key, plan_hash) DO NOTHING",
+            )
+            .bind(p.hash.clone())
+            .bind(now)
+            .bind(p.incident_id)
+            .execute(&mut *tx)
+            .await?;
             let entry = AuditEntry {
                 at: now,
                 kind: Kind::ExecutionStarted,
@@ -927,6 +942,48 @@ impl Store for SqlStore {
         self.append_audit(&mut tx, entries).await?;
         tx.commit().await?;
         Ok(hashes)
+    }
+
+    async fn set_paused(&self, by: &Identity, paused: bool, now: Millis) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let was =
+            sqlx::query("SELECT set_by FROM settings WHERE key = 'paused'").fetch_optional(&mut *tx).await?.is_some();
+        if was != paused {
+            if paused {
+                sqlx::query("INSERT INTO settings (key, value, set_by, set_at) VALUES ('paused', 'true', $1, $2)")
+                    .bind(by.0.clone())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query("DELETE FROM settings WHERE key = 'paused'").execute(&mut *tx).await?;
+            }
+            let kind = if paused { Kind::AutomationPaused } else { Kind::AutomationResumed };
+            let entry =
+                AuditEntry { at: now, kind, incident_id: None, actor: by.0.clone(), data: serde_json::json!({}) };
+            self.append_audit(&mut tx, vec![entry]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Option<(String, Millis)>> {
+        let r =
+            sqlx::query("SELECT set_by, set_at FROM settings WHERE key = 'paused'").fetch_optional(&self.pool).await?;
+        r.map(|r| Ok((r.try_get("set_by")?, r.try_get("set_at")?))).transpose()
+    }
+
+    async fn attempts(&self, incident_id: i64, since: Millis) -> Result<u32> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(DISTINCT plan_hash) AS n FROM attempts \
+             WHERE at >= $1 AND alert_key IN (SELECT key FROM alerts WHERE incident_id = $2)",
+        )
+        .bind(since)
+        .bind(incident_id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        Ok(n as u32)
     }
 
     async fn close(&self) {

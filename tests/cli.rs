@@ -63,6 +63,17 @@ fn check_accepts_the_reference_config_and_names_problems() {
     std::fs::write(dir.path().join("rb/x.yaml"), "id: x\ntitle: X\ntier: 9\nmatch: {alerts: ['a=b']}\nhypothesis: h\n")
         .unwrap();
     std::fs::write(dir.path().join("ok.yaml"), "listen: 127.0.0.1:9\n").unwrap();
+    let o = medic(
+        &["check", "--config", "ok.yaml", "--runbooks", &format!("{}/runbooks", env!("CARGO_MANIFEST_DIR"))],
+        dir.path(),
+        &[],
+    );
+    assert!(
+        text(&o)
+            .contains("rollback-bad-deploy: approval.groups names \"sre-oncall\", which is not in responders.groups"),
+        "{}",
+        text(&o)
+    );
     let o = medic(&["check", "--config", "ok.yaml", "--runbooks", "rb"], dir.path(), &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("rb/x.yaml: tier: expected 1 to 5, got 9"), "{}", text(&o));

@@ -456,13 +456,20 @@ pub enum Autonomy {
     Approve,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     pub max: u32,
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub per: Duration,
+}
+
+impl Default for Budget {
+    /// Three executions per alert per hour (§3).
+    fn default() -> Self {
+        Budget { max: 3, per: Duration::from_secs(3600) }
+    }
 }
 
 fn check_template(out: &mut Vec<String>, at: &str, text: &str) {

@@ -1,0 +1,16 @@
+-- The kill switch (a setting), and the attempts of each alert (for attempt budgets).
+
+CREATE TABLE settings (
+    key    TEXT    PRIMARY KEY,
+    value  TEXT    NOT NULL,
+    set_by TEXT    NOT NULL,
+    set_at BIGINT  NOT NULL
+);
+
+CREATE TABLE attempts (
+    alert_key TEXT    NOT NULL,
+    plan_hash TEXT    NOT NULL,
+    at        BIGINT  NOT NULL,
+    PRIMARY KEY (alert_key, plan_hash)
+);
+CREATE INDEX attempts_by_time ON attempts (alert_key, at);
