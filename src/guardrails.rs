@@ -3,6 +3,7 @@
 //!   for these alerts spent;
 //! - **warnings** are shown with the plan: a change freeze, a deploy of the service in progress
 //!   (approval-gated plans may still run; only automatic remediation would stop).
+//!
 //! Dry run is the executor's (`executor::Limits::dry_run`).
 
 use crate::alert::{Change, ChangeKind};
