@@ -86,6 +86,27 @@ pub struct Executor {
 
 const MAX_OUTPUT: usize = 16 * 1024;
 
+/// At start, before anything runs: `owner`'s executions still marked running were cut off by a
+/// crash. They are marked interrupted and escalated — never re-run.
+pub async fn recover(store: &dyn Store, owner: &str, now: crate::time::Millis) -> anyhow::Result<Vec<String>> {
+    let hashes = store.interrupt_running(owner, now).await?;
+    for h in &hashes {
+        tracing::warn!(plan = %h, owner, "plan interrupted by a restart; escalated, not re-run");
+    }
+    Ok(hashes)
+}
+
+/// This replica's executor owner: the configured one, else the host name.
+pub fn owner(configured: Option<&str>) -> String {
+    configured
+        .map(str::to_string)
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "medic".into())
+}
+
 impl Executor {
     pub fn new(
         store: Arc<dyn Store>,
@@ -101,7 +122,7 @@ impl Executor {
 
     /// Marks executions interrupted by a crash and escalates them; returns their plan hashes.
     pub async fn recover(&self) -> anyhow::Result<Vec<String>> {
-        self.store.interrupt_running(&self.owner, self.clock.now()).await
+        recover(self.store.as_ref(), &self.owner, self.clock.now()).await
     }
 
     async fn event(

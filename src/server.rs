@@ -44,6 +44,9 @@ pub async fn run(
     if let Some(problem) = config.open_sources_problem(addr) {
         anyhow::bail!("{problem}");
     }
+    // Plans cut off by a crash of this replica are marked interrupted and escalated first.
+    let owner = crate::executor::owner(config.executor.owner.as_deref());
+    crate::executor::recover(store.as_ref(), &owner, clock.now()).await.context("recovering interrupted plans")?;
     let metrics = Arc::new(Metrics::default());
     let policy = Arc::new(config.incidents.clone());
     let (pipeline, writer) = Pipeline::start(store.clone(), policy, clock.clone(), metrics.clone(), TICK);
