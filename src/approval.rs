@@ -248,6 +248,7 @@ mod tests {
                 expires_after_secs: 1800,
             },
             autonomy: Autonomy::Approve,
+            dry_run: false,
             hash: String::new(),
         };
         p.hash = p.content_hash();

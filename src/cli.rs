@@ -61,6 +61,16 @@ enum Command {
         #[arg(long, default_value = "runbooks")]
         runbooks: PathBuf,
     },
+    /// The kill switch: stop all automation (approvals are refused) until `medic resume`.
+    Pause {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Undo `medic pause`.
+    Resume {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Verify or export the audit log.
     Audit {
         #[command(subcommand)]
@@ -187,6 +197,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { paths, runbooks } => scenario_tests(&paths, &runbooks).await,
+        Command::Pause { config } => set_paused(config.as_deref(), db, true).await,
+        Command::Resume { config } => set_paused(config.as_deref(), db, false).await,
         Command::Audit { command: AuditCommand::Verify { config, expect_head } } => {
             let cfg = load(config.as_deref())?;
             let store = open_store(&cfg, db).await.map_err(|e| e.context("audit verify could not run"))?;
@@ -205,6 +217,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `medic pause` / `medic resume`, as the console user.
+async fn set_paused(config: Option<&Path>, db: Option<&str>, pause: bool) -> Result<ExitCode> {
+    let cfg = load(config)?;
+    let store = open_store(&cfg, db).await?;
+    let who =
+        crate::approval::Identity(format!("console:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into())));
+    let r = store.set_paused(&who, pause, crate::time::Clock::now(&SystemClock)).await;
+    store.close().await;
+    r?;
+    println!("{} by {who}", if pause { "automation paused" } else { "automation resumed" });
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_runbooks(dir: &Path) -> Result<Vec<crate::runbook::Runbook>> {

@@ -143,7 +143,15 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
         store.propose(plan, &requested_by, SystemClock.now()).await?;
         expires = store.plan(&plan.hash).await?.map(|p| p.expires_at);
     }
-    chat.show_incident(&IncidentView::new(&incident, &outcome.diagnosis, outcome.plan.as_ref(), expires)).await?;
+    let paused = store.paused().await?;
+    chat.show_incident(&IncidentView::new(
+        &incident,
+        &outcome.diagnosis,
+        outcome.plan.as_ref(),
+        expires,
+        paused.as_ref(),
+    ))
+    .await?;
 
     let Some(Ok(plan)) = &outcome.plan else {
         println!("\nNo plan to approve.");
@@ -160,7 +168,6 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
     let now = SystemClock.now();
     let budget = runbooks.iter().find(|r| r.id == plan.runbook).and_then(|r| r.attempt_budget);
     let per = budget.unwrap_or(guardrails.attempt_budget).per.as_millis() as i64;
-    let paused = store.paused().await?;
     let situation = crate::guardrails::Situation {
         service: outcome.diagnosis.service.as_deref(),
         now,

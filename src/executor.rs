@@ -146,7 +146,7 @@ impl Executor {
         let steps = approved.plan().steps.clone();
         let mut done: Vec<&PlanStep> = Vec::new();
         for (i, step) in steps.iter().enumerate() {
-            let failure = match self.run_step(step).await {
+            let failure = match self.run_step(step, approved.plan().dry_run).await {
                 Ok(result) => {
                     self.event(
                         &approved,
@@ -187,11 +187,22 @@ impl Executor {
     }
 
     /// Precondition, action, post-check. `Err((action_ran, reason))` on failure.
-    async fn run_step(&self, step: &PlanStep) -> Result<Value, (bool, String)> {
+    async fn run_step(&self, step: &PlanStep, dry_run: bool) -> Result<Value, (bool, String)> {
+        if dry_run || self.limits.dry_run {
+            // A log only: nothing runs, so nothing can be verified either.
+            let would_check =
+                |c: &Option<PlanCheck>| c.as_ref().map(|c| format!("dry run: would check {}", c.summary()));
+            return Ok(json!({
+                "action": step.action.summary(),
+                "output": format!("dry run: would {}", step.action.summary()),
+                "precondition": would_check(&step.precondition),
+                "verified": would_check(&step.post_check),
+            }));
+        }
         if let Some(pre) = &step.precondition {
             self.check(pre).await.map_err(|e| (false, format!("precondition not met: {e}")))?;
         }
-        let output = self.act(&step.action).await.map_err(|e| (false, e))?;
+        let output = self.act(&step.action, dry_run).await.map_err(|e| (false, e))?;
         let verified = match &step.post_check {
             Some(c) => Some(self.check(c).await.map_err(|e| (true, format!("post-check failed: {e}")))?),
             None => None,
@@ -202,7 +213,7 @@ impl Executor {
     async fn roll_back(&self, approved: &ApprovedPlan, at: usize, done: &[&PlanStep]) -> anyhow::Result<()> {
         for step in done.iter().rev() {
             let data = match (&step.rollback, &step.irreversible) {
-                (Some(rb), _) => match self.act(rb).await {
+                (Some(rb), _) => match self.act(rb, approved.plan().dry_run).await {
                     Ok(out) => json!({"step": step.id, "rollback": rb.summary(), "result": "done", "output": out}),
                     Err(e) => json!({"step": step.id, "rollback": rb.summary(), "result": "failed", "reason": e}),
                 },
@@ -256,8 +267,8 @@ impl Executor {
         }
     }
 
-    async fn act(&self, a: &PlanAction) -> Result<String, String> {
-        if self.limits.dry_run {
+    async fn act(&self, a: &PlanAction, plan_dry_run: bool) -> Result<String, String> {
+        if self.limits.dry_run || plan_dry_run {
             return Ok(format!("dry run: would {}", a.summary()));
         }
         if let Some(world) = &self.limits.simulate

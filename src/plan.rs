@@ -18,6 +18,9 @@ pub struct ProposedPlan {
     pub expected_impact: String,
     pub approval: ApprovalRule,
     pub autonomy: Autonomy,
+    /// Actions are logged, not run (the runbook's `dry_run`).
+    #[serde(default)]
+    pub dry_run: bool,
     /// SHA-256 of everything above (hex).
     pub hash: String,
 }
@@ -215,6 +218,7 @@ pub fn build(rb: &Runbook, ctx: &Value, incident_id: i64) -> Result<ProposedPlan
             expires_after_secs: rb.approval.expires_after.as_secs(),
         },
         autonomy: rb.autonomy,
+        dry_run: rb.dry_run,
         hash: String::new(),
     };
     p.hash = p.content_hash();

@@ -151,6 +151,21 @@ async fn serve_on_defaults_then_audit_verify_and_export() {
     assert!(text(&o).contains("no incident 7"));
 }
 
+async fn pause_and_resume(db: Db) {
+    let Some(tdb) = fresh_db(db).await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let o = medic(&["pause", "--database-url", &tdb.url], dir.path(), &[("USER", "carol")]);
+    assert!(o.status.success() && text(&o).contains("automation paused by console:carol"), "{}", text(&o));
+    let store = medic::store::open(&tdb.url, 2).await.unwrap();
+    assert_eq!(store.paused().await.unwrap().map(|p| p.0), Some("console:carol".to_string()));
+    let o = medic(&["resume", "--database-url", &tdb.url], dir.path(), &[("USER", "carol")]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(store.paused().await.unwrap(), None);
+    let kinds: Vec<String> = store.audit_page(0, 10).await.unwrap().into_iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, ["automation_paused", "automation_resumed"]);
+    store.close().await;
+}
+
 async fn audit_verify_with_url_override(db: Db) {
     let Some(tdb) = fresh_db(db).await else { return };
     let store = medic::store::open(&tdb.url, 2).await.unwrap();
@@ -186,4 +201,4 @@ async fn audit_verify_with_url_override(db: Db) {
     assert!(!dir.path().join("medic.db").exists(), "the override is used, not the default");
 }
 
-both_stores!(audit_verify_with_url_override);
+both_stores!(audit_verify_with_url_override, pause_and_resume);

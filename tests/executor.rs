@@ -91,12 +91,17 @@ async fn setup(db: Db, after: &str) -> Option<Setup> {
 
 /// Proposes and approves the rollback plan with a short post-check deadline.
 async fn approved(s: &Setup, api: &str) -> ApprovedPlan {
+    approved_with(s, api, false).await
+}
+
+async fn approved_with(s: &Setup, api: &str, dry_run: bool) -> ApprovedPlan {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
     let mut rb = medic::runbook::load_dir(&dir).unwrap().into_iter().find(|r| r.id == "rollback-bad-deploy").unwrap();
     let check = rb.plan.as_mut().unwrap().steps[0].post_check.as_mut().unwrap();
     check.within = Duration::from_secs(2);
     check.every = Duration::from_secs(1);
     rb.vars.insert("deploy_api".into(), format!("http://{api}"));
+    rb.dry_run = dry_run;
     let ctx = json!({"service": "checkout", "incident": {"id": 1, "title": "t"}, "change": {"version": "v2.14.0"}, "vars": rb.vars});
     let plan = medic::plan::build(&rb, &ctx, 1).unwrap();
     s.store.propose(&plan, &Identity("console:alice".into()), s.clock.now()).await.unwrap();
@@ -236,7 +241,23 @@ approval: {groups: [sre-oncall]}
     assert!(rec.data.contains("password=[REDACTED]") && !rec.data.contains("hunter2"), "{}", rec.data);
 }
 
+async fn dry_run_runbook_logs_only(db: Db) {
+    let Some(s) = setup(db, "0.2x30").await else { return };
+    let plan = approved_with(&s, &s.api, true).await;
+    assert!(plan.plan().dry_run);
+    assert_eq!(executor(&s, limits(&s)).execute(plan).await.unwrap(), Outcome::Succeeded);
+    assert!(s.calls.lock().unwrap().is_empty(), "nothing was called");
+    let rec = s.store.audit_for_incident(1).await.unwrap().into_iter().find(|r| r.kind == "step_succeeded").unwrap();
+    assert!(
+        rec.data.contains("dry run: would POST http://")
+            && rec.data.contains("dry run: would check error_ratio < 0.02"),
+        "{}",
+        rec.data
+    );
+}
+
 both_stores!(
+    dry_run_runbook_logs_only,
     verified_success,
     failed_post_check_rolls_back,
     allow_list_is_enforced,

@@ -68,3 +68,29 @@ impl Chat for Console {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn view(paused: serde_json::Value) -> IncidentView {
+        IncidentView(json!({
+            "incident": {"id": 3, "title": "HighErrorRate on checkout", "state": "open"},
+            "service": "checkout", "onset": "2026-11-21T14:37:00.000Z",
+            "top": {"statement": "s", "confidence": 75, "runbook": "none", "tier": 5, "evidence": []},
+            "unavailable": ["metrics: prometheus timed out after 5s"], "plan": null, "no_plan": "no runbook matches", "paused": paused,
+        }))
+    }
+
+    #[test]
+    fn shows_pause_and_unavailable_sources() {
+        let c = Console::new(false, Box::new(std::io::sink())).unwrap();
+        let text = c.render(&view(json!({"by": "console:carol", "since": "2026-11-21T14:40:00.000Z"}))).unwrap();
+        assert!(text.contains("AUTOMATION PAUSED by console:carol since 2026-11-21T14:40:00.000Z"), "{text}");
+        assert!(text.contains("metrics: prometheus timed out after 5s"), "{text}");
+        assert!(text.contains("No plan: no runbook matches"), "{text}");
+        let text = c.render(&view(serde_json::Value::Null)).unwrap();
+        assert!(!text.contains("PAUSED"), "{text}");
+    }
+}

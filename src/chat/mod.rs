@@ -16,11 +16,13 @@ use serde_json::{Value, json};
 pub struct IncidentView(pub Value);
 
 impl IncidentView {
+    /// `paused`: who paused automation and when, shown on every message while it lasts.
     pub fn new(
         incident: &Incident,
         diagnosis: &Diagnosis,
         plan: Option<&Result<ProposedPlan, String>>,
         expires_at: Option<i64>,
+        paused: Option<&(String, i64)>,
     ) -> IncidentView {
         let top = diagnosis.top();
         let plan_view = match plan {
@@ -57,6 +59,7 @@ impl IncidentView {
             "unavailable": diagnosis.unavailable,
             "plan": plan_view,
             "no_plan": no_plan,
+            "paused": paused.map(|(by, at)| json!({"by": by, "since": rfc3339(*at)})),
         }))
     }
 }

@@ -52,6 +52,10 @@ pub struct Runbook {
     /// At most `max` executions per alert fingerprint within `per`.
     #[serde(default)]
     pub attempt_budget: Option<Budget>,
+    /// Plans of this runbook are "executed" as a log only (the global switch is
+    /// `executor.dry_run`).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
