@@ -454,6 +454,13 @@ impl SqlStore {
         self.insert_rows(tx, "audit_log", AUDIT_COLS, 8, "", records).await
     }
 
+    /// The text column `col` of the first row `sql` returns for the incident `id`, if any.
+    async fn text_for(tx: &mut Tx, sql: &'static str, col: &str, id: i64) -> Result<Option<String>> {
+        Ok(sqlx::query(sql).bind(id).fetch_optional(&mut **tx).await?.map(|r| r.try_get(col)).transpose()?)
+    }
+
+    const CURRENT_PLAN: &'static str = "SELECT hash FROM plans WHERE incident_id = $1 AND state = 'proposed'";
+
     async fn load_plan(tx: &mut Tx, hash: &str) -> Result<Option<StoredPlan>> {
         let Some(r) =
             sqlx::query("SELECT body, state, requested_by, proposed_at, expires_at FROM plans WHERE hash = $1")
@@ -687,13 +694,7 @@ impl Store for SqlStore {
             tx.commit().await?;
             return Ok(());
         }
-        let current: Option<String> =
-            sqlx::query("SELECT hash FROM plans WHERE incident_id = $1 AND state = 'proposed'")
-                .bind(plan.incident_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get("hash"))
-                .transpose()?;
+        let current = Self::text_for(&mut tx, Self::CURRENT_PLAN, "hash", plan.incident_id).await?;
         let mut entries = Vec::new();
         if let Some(old) = current {
             sqlx::query("UPDATE plans SET state = 'superseded', decided_at = $1 WHERE hash = $2")
@@ -760,19 +761,8 @@ impl Store for SqlStore {
             return Ok((Verdict::Refused { reason: format!("there is no plan {short}") }, None));
         };
         let incident = sp.plan.incident_id;
-        let state: Option<String> = sqlx::query("SELECT state FROM incidents WHERE id = $1")
-            .bind(incident)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get("state"))
-            .transpose()?;
-        let current: Option<String> =
-            sqlx::query("SELECT hash FROM plans WHERE incident_id = $1 AND state = 'proposed'")
-                .bind(incident)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get("hash"))
-                .transpose()?;
+        let state = Self::text_for(&mut tx, "SELECT state FROM incidents WHERE id = $1", "state", incident).await?;
+        let current = Self::text_for(&mut tx, Self::CURRENT_PLAN, "hash", incident).await?;
         let approvers: Vec<Identity> =
             sqlx::query("SELECT approver FROM approvals WHERE plan_hash = $1 ORDER BY at, approver")
                 .bind(hash.to_string())
