@@ -3,9 +3,10 @@
 //! # Code map, in the order one incident flows through it
 //!
 //! ```text
-//! intake ─► pipeline ─► incident ─► store ─► audit        (built)
-//!                                      └─► api / metrics   (read side)
-//! context ─► diagnosis ─► plan ─► chat ─► approval ─► executor ─► verify   (later issues)
+//! intake ─► pipeline ─► incident ─► store ─────────────────────────────────────────► audit
+//!                                     │                                               ▲
+//!           context ─► diagnosis ─► plan ─► chat ─► approval ─► executor ─► verify ───┘
+//!           (recorded backend + scenarios today; real backends later)
 //! ```
 //!
 //! - [`intake`] — one module per source (`alertmanager`, `grafana`, `generic`, `pagerduty`,
@@ -53,16 +54,23 @@
 //!
 //! - **Ack means durable.** An intake handler answers 2xx only after the transaction holding
 //!   its alerts has committed. A rejected request stores nothing.
-//! - **One writer.** Every mutation of incidents, alerts and the audit log goes through
-//!   [`pipeline`], serialised; on PostgreSQL each batch also takes a transaction-scoped
-//!   advisory lock, so several replicas still form one audit chain and one incident per group.
-//! - **Correlation does no IO.** [`incident`] never touches the database, the clock or the
-//!   network; the store loads what it needs and the pipeline passes `now` in.
+//! - **One write lock.** Every mutation takes the store's write lock (SQLite `BEGIN IMMEDIATE`;
+//!   PostgreSQL a transaction-scoped advisory lock), so several replicas still form one audit
+//!   chain, one incident per group, and one approval and one execution per plan. Intake
+//!   mutations are batched through [`pipeline`].
+//! - **Decisions do no IO.** [`incident`], [`diagnosis`], [`approval`] and [`guardrails`] never
+//!   touch the database, the clock or the network; callers load the facts and pass `now` in.
+//! - **The executor runs only an `ApprovedPlan`**, which only [`approval`] can build, and
+//!   only after the approval committed; a plan runs at most once and is never re-run after a
+//!   crash.
 //! - **Every state change is audited in the same transaction** that makes it; a duplicate
 //!   delivery changes nothing and writes nothing.
 //! - **Secrets never print.** [`config::Secret`] has no `Display`, redacts its `Debug`, and is
 //!   compared in constant time; database URLs are shown with their password masked.
-//! - **Only [`intake`] knows payload formats; only [`store`] knows SQL.**
+//! - **Nothing secret is shown or recorded:** evidence and everything the executor records
+//!   pass [`redact`].
+//! - **Only [`intake`] knows payload formats; only [`chat`] adapters know platform formats;
+//!   only [`store`] knows SQL.**
 
 pub mod alert;
 pub mod api;
