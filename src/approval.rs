@@ -201,7 +201,7 @@ pub fn decide(facts: &Facts, groups: &Groups, who: &Identity, decision: Decision
     }
 }
 
-/// A plan whose approval completed. Only [`approved`] (this module) builds one.
+/// A plan whose approval completed. Only this module builds one (`approved`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApprovedPlan {
     plan: ProposedPlan,
