@@ -131,8 +131,9 @@ impl Executor {
         step: usize,
         state: ExecState,
         kind: Kind,
-        data: Value,
+        mut data: Value,
     ) -> anyhow::Result<()> {
+        crate::redact::redact_json(&mut data);
         let p = approved.plan();
         let entry =
             AuditEntry { at: self.clock.now(), kind, incident_id: Some(p.incident_id), actor: "medic".into(), data };
@@ -168,10 +169,21 @@ impl Executor {
             };
             self.event(&approved, i, ExecState::Running, Kind::StepFailed, json!({"step": step.id, "reason": failure}))
                 .await?;
-            self.roll_back(&approved, i, &done).await?;
-            let data = json!({"plan": approved.plan().hash, "failed_step": step.id, "reason": failure,
-                              "message": "the plan failed and was rolled back where possible; a person must take over"});
-            self.event(&approved, i, ExecState::RolledBack, Kind::Escalated, data).await?;
+            let clean = self.roll_back(&approved, i, &done).await?;
+            let (state, message) = if clean {
+                (
+                    ExecState::RolledBack,
+                    "the plan failed and its completed steps were rolled back; a person must take over",
+                )
+            } else {
+                (
+                    ExecState::Failed,
+                    "the plan failed and a rollback failed too: the system is in a partial state; a person must take over now",
+                )
+            };
+            let data =
+                json!({"plan": approved.plan().hash, "failed_step": step.id, "reason": failure, "message": message});
+            self.event(&approved, i, state, Kind::Escalated, data).await?;
             return Ok(Outcome::RolledBack { step: step.id.clone(), reason: failure });
         }
         let last = steps.len().saturating_sub(1);
@@ -210,12 +222,17 @@ impl Executor {
         Ok(json!({"action": step.action.summary(), "output": output, "verified": verified}))
     }
 
-    async fn roll_back(&self, approved: &ApprovedPlan, at: usize, done: &[&PlanStep]) -> anyhow::Result<()> {
+    /// Rolls back the steps done, newest first; false if any rollback failed.
+    async fn roll_back(&self, approved: &ApprovedPlan, at: usize, done: &[&PlanStep]) -> anyhow::Result<bool> {
+        let mut clean = true;
         for step in done.iter().rev() {
             let data = match (&step.rollback, &step.irreversible) {
                 (Some(rb), _) => match self.act(rb, approved.plan().dry_run).await {
                     Ok(out) => json!({"step": step.id, "rollback": rb.summary(), "result": "done", "output": out}),
-                    Err(e) => json!({"step": step.id, "rollback": rb.summary(), "result": "failed", "reason": e}),
+                    Err(e) => {
+                        clean = false;
+                        json!({"step": step.id, "rollback": rb.summary(), "result": "failed", "reason": e})
+                    }
                 },
                 (None, Some(why)) => {
                     json!({"step": step.id, "result": "not rolled back", "reason": format!("irreversible: {why}")})
@@ -224,7 +241,7 @@ impl Executor {
             };
             self.event(approved, at, ExecState::Running, Kind::StepRolledBack, data).await?;
         }
-        Ok(())
+        Ok(clean)
     }
 
     /// Polls the check's query until its condition holds (`Ok(value)`) or its deadline passes.

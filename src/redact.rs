@@ -37,9 +37,29 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// Redacts every string inside a JSON value, in place.
+pub fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => *s = redact(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_json),
+        serde_json::Value::Object(m) => m.values_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, redact_json};
+
+    #[test]
+    fn redacts_inside_json() {
+        let mut v = serde_json::json!({"action": "POST https://u:pw123456@h/x", "n": 1, "list": ["token=abcdef123"]});
+        redact_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"action": "POST https://u:[REDACTED]@h/x", "n": 1, "list": ["token=[REDACTED]"]})
+        );
+    }
 
     #[test]
     fn scrubs_the_common_shapes() {

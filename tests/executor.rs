@@ -35,17 +35,29 @@ fn world(after: &str) -> medic::scenario::World {
 }
 
 /// A deploy API: records every call; `rollback` switches the world to its "after" state.
-async fn deploy_api(recorded: Arc<Recorded>, clock: Arc<ScenarioClock>, calls: Arc<Mutex<Vec<String>>>) -> String {
+async fn deploy_api(
+    recorded: Arc<Recorded>,
+    clock: Arc<ScenarioClock>,
+    calls: Arc<Mutex<Vec<String>>>,
+    broken_rollout: Arc<std::sync::atomic::AtomicBool>,
+) -> String {
     let app = axum::Router::new().route(
         "/v1/services/{service}/{op}",
         axum::routing::post(move |axum::extract::Path((service, op)): axum::extract::Path<(String, String)>| {
-            let (recorded, clock, calls) = (recorded.clone(), clock.clone(), calls.clone());
+            let (recorded, clock, calls, broken) =
+                (recorded.clone(), clock.clone(), calls.clone(), broken_rollout.clone());
             async move {
                 calls.lock().unwrap().push(format!("{op} {service}"));
+                if op == "rollout" && broken.load(std::sync::atomic::Ordering::SeqCst) {
+                    return (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::Json(json!({"error": "deploy system down"})),
+                    );
+                }
                 if op == "rollback" {
                     recorded.act(clock.now());
                 }
-                axum::Json(json!({"ok": true, "token": "Bearer abcdefghijklmnop"}))
+                (axum::http::StatusCode::OK, axum::Json(json!({"ok": true, "token": "Bearer abcdefghijklmnop"})))
             }
         }),
     );
@@ -61,6 +73,7 @@ struct Setup {
     recorded: Arc<Recorded>,
     clock: Arc<ScenarioClock>,
     calls: Arc<Mutex<Vec<String>>>,
+    broken_rollout: Arc<std::sync::atomic::AtomicBool>,
     api: String,
 }
 
@@ -85,8 +98,9 @@ async fn setup(db: Db, after: &str) -> Option<Setup> {
     store.ingest(vec![alert], vec![], w.now, &Policy::default()).await.unwrap();
     let recorded = Arc::new(Recorded::new(w));
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let api = deploy_api(recorded.clone(), clock.clone(), calls.clone()).await;
-    Some(Setup { _db: db, store, recorded, clock, calls, api })
+    let broken_rollout = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let api = deploy_api(recorded.clone(), clock.clone(), calls.clone(), broken_rollout.clone()).await;
+    Some(Setup { _db: db, store, recorded, clock, calls, broken_rollout, api })
 }
 
 /// Proposes and approves the rollback plan with a short post-check deadline.
@@ -161,6 +175,22 @@ async fn failed_post_check_rolls_back(db: Db) {
         k.ends_with(&["execution_started", "step_failed", "step_rolled_back", "escalated"].map(String::from)),
         "{k:?}"
     );
+}
+
+async fn failed_rollback_is_a_failure(db: Db) {
+    let Some(s) = setup(db, "0.2x30").await else { return };
+    s.broken_rollout.store(true, std::sync::atomic::Ordering::SeqCst);
+    let plan = approved(&s, &s.api).await;
+    assert!(matches!(executor(&s, limits(&s)).execute(plan).await.unwrap(), Outcome::RolledBack { .. }));
+    let records = s.store.audit_for_incident(1).await.unwrap();
+    let rb = records.iter().find(|r| r.kind == "step_rolled_back").unwrap();
+    assert!(rb.data.contains("\"result\":\"failed\"") && rb.data.contains("HTTP 500"), "{}", rb.data);
+    let esc = records.iter().find(|r| r.kind == "escalated").unwrap();
+    assert!(esc.data.contains("a rollback failed too"), "{}", esc.data);
+    let raw = common::raw_pool(&s._db).await;
+    let state: String = sqlx::query_scalar("SELECT state FROM executions").fetch_one(&raw).await.unwrap();
+    assert_eq!(state, "failed");
+    raw.close().await;
 }
 
 async fn allow_list_is_enforced(db: Db) {
@@ -257,6 +287,7 @@ async fn dry_run_runbook_logs_only(db: Db) {
 }
 
 both_stores!(
+    failed_rollback_is_a_failure,
     dry_run_runbook_logs_only,
     verified_success,
     failed_post_check_rolls_back,

@@ -77,12 +77,13 @@ pub async fn verify(world: &World, plan: &ProposedPlan) -> anyhow::Result<(crate
         store.ingest(world.alerts.clone(), Vec::new(), world.now, &crate::incident::Policy::default()).await?;
         let approver = Identity("scenario:approver".into());
         store.propose(plan, &Identity("scenario:medic".into()), world.now).await?;
+        // The scenario's approver belongs to every group the plan names (or the default one).
+        let mut names = plan.approval.groups.clone();
+        names.push("scenario-approvers".into());
         let groups = Groups {
-            members: plan.approval.groups.iter().map(|g| (g.clone(), vec![approver.clone()])).collect(),
-            default_approvers: vec!["any".into()],
+            members: names.into_iter().map(|g| (g, vec![approver.clone()])).collect(),
+            default_approvers: vec!["scenario-approvers".into()],
         };
-        let mut groups = groups;
-        groups.members.insert("any".into(), vec![approver.clone()]);
         let click = Click { who: approver, decision: Decision::Approve, via: "medic test".into(), at: world.now };
         let (verdict, approved) = store.decide(&plan.hash, &click, &groups, None).await?;
         let approved = approved.ok_or_else(|| anyhow::anyhow!("the plan could not be approved: {verdict:?}"))?;
