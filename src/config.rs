@@ -315,6 +315,11 @@ impl SecretRef {
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret from a value the program already holds (tests, other secret stores).
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

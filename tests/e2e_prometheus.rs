@@ -160,6 +160,27 @@ async fn prometheus_alertmanager_medic() {
     assert_eq!(incident["title"], "CheckoutErrors on checkout");
     assert_eq!(incident["severity"], "critical");
 
+    // The metrics backend reads the same series back from the real Prometheus.
+    let prom = medic::context::prometheus::Prometheus::new(
+        &format!("http://127.0.0.1:{prom_port}"),
+        medic::context::prometheus::Auth::None,
+        vec![],
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let now = medic::time::Clock::now(&medic::time::SystemClock);
+    let q = medic::context::MetricQuery {
+        name: "fault".into(),
+        promql: "medic_e2e_fault".into(),
+        start: now - 120_000,
+        end: now,
+        step: 1_000,
+    };
+    let series = medic::context::Metrics::query_range(&prom, &q).await.expect("real Prometheus answers");
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert_eq!(series[0].labels["service"], "checkout");
+    assert!(series[0].points.iter().any(|p| p.1 == 1.0), "{series:?}");
+
     fault.store(0, Ordering::SeqCst);
     let id = incident["id"].as_i64().unwrap();
     let resolved = poll_until(90, || {

@@ -7,6 +7,7 @@
 //! parallel, each call with its own timeout; a source that fails or is slow becomes a line in
 //! [`Context::unavailable`] ("metrics: recorded timed out after 5s"), never a missing diagnosis.
 
+pub mod prometheus;
 pub mod recorded;
 
 use crate::alert::{Change, Labels};
