@@ -86,7 +86,7 @@ async fn errors_are_readable_and_bounded() {
     let e = prom(&base, "wrong", Duration::from_secs(5)).query_range(&q("up")).await.unwrap_err();
     assert_eq!(e, "HTTP 401: credentials refused");
     let mut small = prom(&base, "tok", Duration::from_secs(5));
-    small.max_bytes = 4096;
+    small.set_max_bytes(4096);
     assert!(small.query_range(&q("huge")).await.unwrap_err().contains("response larger than 4096 bytes"));
     let e = prom(&base, "tok", Duration::from_millis(200)).query_range(&q("slow")).await.unwrap_err();
     assert_eq!(e, "timed out");

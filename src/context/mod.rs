@@ -7,6 +7,8 @@
 //! parallel, each call with its own timeout; a source that fails or is slow becomes a line in
 //! [`Context::unavailable`] ("metrics: recorded timed out after 5s"), never a missing diagnosis.
 
+pub mod http;
+pub mod loki;
 pub mod prometheus;
 pub mod recorded;
 

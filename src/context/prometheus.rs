@@ -4,26 +4,17 @@
 //! (`{"status":"error","errorType":…,"error":…}`) becomes a readable reason.
 
 use super::{MetricQuery, Metrics, Series};
-use crate::config::Secret;
 use crate::time::Millis;
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub enum Auth {
-    None,
-    Bearer(Secret),
-    Basic { user: String, password: Secret },
-}
+pub use super::http::Auth;
+use super::http::Http;
 
 pub struct Prometheus {
-    base: reqwest::Url,
-    client: reqwest::Client,
-    auth: Auth,
-    headers: Vec<(String, String)>,
-    /// Largest response body read, in bytes.
-    pub max_bytes: usize,
+    http: Http,
     /// Most series kept from one query.
     pub max_series: usize,
 }
@@ -66,39 +57,17 @@ impl Prometheus {
         headers: Vec<(String, String)>,
         timeout: Duration,
     ) -> Result<Prometheus, String> {
-        let mut base = reqwest::Url::parse(base).map_err(|e| format!("invalid Prometheus URL {base:?}: {e}"))?;
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
-        let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
-        Ok(Prometheus { base, client, auth, headers, max_bytes: 8 << 20, max_series: 500 })
+        Ok(Prometheus { http: Http::new("Prometheus", base, auth, headers, timeout)?, max_series: 500 })
+    }
+
+    /// Largest response body read, in bytes.
+    pub fn set_max_bytes(&mut self, n: usize) {
+        self.http.max_bytes = n;
     }
 
     async fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Response, String> {
-        let mut url = self.base.join(path).map_err(|e| e.to_string())?;
-        url.query_pairs_mut().extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
-        let mut req = self.client.get(url);
-        req = match &self.auth {
-            Auth::None => req,
-            Auth::Bearer(t) => req.bearer_auth(t.expose()),
-            Auth::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
-        };
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
-        let mut resp = req.send().await.map_err(|e| {
-            if e.is_timeout() { "timed out".to_string() } else { format!("unreachable: {}", e.without_url()) }
-        })?;
-        let status = resp.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading the response: {}", e.without_url()))? {
-            if body.len() + chunk.len() > self.max_bytes {
-                return Err(format!("response larger than {} bytes; narrow the query", self.max_bytes));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let parsed: Result<Response, _> = serde_json::from_slice(&body);
-        match parsed {
+        let (status, body) = self.http.get(path, params).await?;
+        match serde_json::from_slice::<Response>(&body) {
             Ok(r) if r.status == "success" && status.is_success() => Ok(r),
             Ok(r) => Err(format!(
                 "HTTP {}: {}: {}",
@@ -106,9 +75,6 @@ impl Prometheus {
                 r.error_type.unwrap_or_else(|| "error".into()),
                 r.error.unwrap_or_default()
             )),
-            Err(_) if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN => {
-                Err(format!("HTTP {}: credentials refused", status.as_u16()))
-            }
             Err(e) => Err(format!("HTTP {}: not a Prometheus API response ({e})", status.as_u16())),
         }
     }
