@@ -51,8 +51,7 @@ async fn main() -> anyhow::Result<()> {
         ends_at: None,
         links: Default::default(),
     };
-    let incident =
-        store.ingest(vec![alert], vec![], now, &Default::default()).await?.incidents[0].expect("an incident");
+    let incident = store.ingest(&[alert], &[], now, &Default::default()).await?.incidents[0].expect("an incident");
     let rb: medic::runbook::Runbook = serde_norway::from_str(RUNBOOK)?;
     let plan = medic::plan::build(&rb, &serde_json::json!({}), incident).map_err(anyhow::Error::msg)?;
     store.propose(&plan, &Identity("medic".into()), now).await?;

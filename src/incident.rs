@@ -22,6 +22,7 @@ use crate::audit::{AuditEntry, Kind};
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -245,28 +246,31 @@ impl WorkingSet {
         self.audit.push(AuditEntry { at, kind, incident_id, actor: actor.to_string(), data });
     }
 
-    /// Applies one delivered alert at time `now`.
-    pub fn apply(&mut self, mut alert: Alert, now: Millis, policy: &Policy) -> Outcome {
-        let key = alert.key();
-        if alert.starts_at == START_UNKNOWN {
-            let old = self.alerts.get(&key).map(|r| (r.alert.status, r.alert.starts_at));
-            alert.starts_at = match (old, alert.status) {
+    /// Applies one delivered alert at time `now`. Duplicates and stale copies are decided by
+    /// reference; only an alert that changes something is copied into the working set.
+    pub fn apply(&mut self, incoming: &Alert, now: Millis, policy: &Policy) -> Outcome {
+        let key = incoming.key();
+        let mut alert = Cow::Borrowed(incoming);
+        if incoming.starts_at == START_UNKNOWN {
+            let old = self.alerts.get(&key).map(|r| (r.alert.status, r.alert.starts_at, r.alert.ends_at));
+            let a = alert.to_mut();
+            a.starts_at = match (old, a.status) {
                 // Still firing, or resolving the occurrence we know: the stored start.
-                (Some((AlertStatus::Firing, start)), _) => start,
-                (Some((AlertStatus::Resolved, start)), AlertStatus::Resolved) => {
-                    alert.ends_at = self.alerts[&key].alert.ends_at;
+                (Some((AlertStatus::Firing, start, _)), _) => start,
+                (Some((AlertStatus::Resolved, start, ends)), AlertStatus::Resolved) => {
+                    a.ends_at = ends;
                     start
                 }
                 // New, or firing again: it started now.
                 (_, AlertStatus::Firing) => now,
-                (None, AlertStatus::Resolved) => alert.ends_at.unwrap_or(now),
+                (None, AlertStatus::Resolved) => a.ends_at.unwrap_or(now),
             };
         }
-        let actor = alert.source.as_str();
-        let Some(old) = self.alerts.get(&key).cloned() else {
+        let actor = incoming.source.as_str();
+        let Some(old) = self.alerts.get(&key) else {
             let group_key = policy.group_key(&alert);
             let mut row = AlertRow {
-                alert,
+                alert: alert.into_owned(),
                 incident_id: None,
                 group_key,
                 first_seen_at: now,
@@ -287,23 +291,23 @@ impl WorkingSet {
         };
 
         let same_start = old.alert.starts_at == alert.starts_at;
-        match (old.alert.status, alert.status) {
-            (AlertStatus::Firing, AlertStatus::Firing) if same_start => Outcome::Unchanged,
+        let transition = match (old.alert.status, alert.status) {
+            (AlertStatus::Firing, AlertStatus::Firing) if same_start => return Outcome::Unchanged,
             (AlertStatus::Resolved, AlertStatus::Resolved) if same_start && old.alert.ends_at == alert.ends_at => {
-                Outcome::Unchanged
+                return Outcome::Unchanged;
             }
-            (AlertStatus::Resolved, AlertStatus::Firing) if same_start => Outcome::Stale,
+            (AlertStatus::Resolved, AlertStatus::Firing) if same_start => return Outcome::Stale,
+            other => other,
+        };
+        // A real change: take the stored row out (put back by `put_alert`), no copy.
+        let mut row = self.alerts.remove(&key).expect("the row was just found");
+        row.alert = alert.into_owned();
+        match transition {
             (AlertStatus::Firing, AlertStatus::Firing) | (AlertStatus::Resolved, AlertStatus::Resolved) => {
                 // Same state, new times: the alert restarted, or its resolve time was corrected.
-                let mut row = old;
-                row.alert = alert;
                 self.record(now, Kind::AlertUpdated, row.incident_id, actor, alert_data(&row.alert, row.flapping));
-                self.put_alert(key, row);
-                Outcome::Updated
             }
             (AlertStatus::Firing, AlertStatus::Resolved) => {
-                let mut row = old;
-                row.alert = alert;
                 self.count_flap(&mut row, now, policy);
                 if let Some(id) = row.incident_id
                     && let Some(inc) = self.incidents.get_mut(&id)
@@ -318,20 +322,16 @@ impl WorkingSet {
                 if let Some(id) = row.incident_id {
                     self.evaluate(id, now, policy);
                 }
-                self.put_alert(key, row);
-                Outcome::Updated
             }
             (AlertStatus::Resolved, AlertStatus::Firing) => {
-                let mut row = old;
-                row.alert = alert;
                 self.count_flap(&mut row, now, policy);
                 let id = self.attach_firing(&mut row, now, policy);
                 self.record(now, Kind::AlertFiring, Some(id), actor, alert_data(&row.alert, row.flapping));
                 self.evaluate(id, now, policy);
-                self.put_alert(key, row);
-                Outcome::Updated
             }
         }
+        self.put_alert(key, row);
+        Outcome::Updated
     }
 
     fn put_alert(&mut self, key: String, row: AlertRow) {
@@ -506,16 +506,16 @@ mod tests {
     fn groups_by_service_and_resolves_after_grace() {
         let p = Policy::default();
         let mut ws = WorkingSet { next_incident_id: 1, ..Default::default() };
-        assert_eq!(ws.apply(alert("a", "pay", AlertStatus::Firing, 0), 0, &p), Outcome::New);
-        assert_eq!(ws.apply(alert("b", "pay", AlertStatus::Firing, 0), MIN, &p), Outcome::New);
-        assert_eq!(ws.apply(alert("c", "web", AlertStatus::Firing, 0), MIN, &p), Outcome::New);
+        assert_eq!(ws.apply(&alert("a", "pay", AlertStatus::Firing, 0), 0, &p), Outcome::New);
+        assert_eq!(ws.apply(&alert("b", "pay", AlertStatus::Firing, 0), MIN, &p), Outcome::New);
+        assert_eq!(ws.apply(&alert("c", "web", AlertStatus::Firing, 0), MIN, &p), Outcome::New);
         assert_eq!(ws.incidents.len(), 2);
         assert_eq!(ws.incidents[&1].n_alerts, 2);
-        assert_eq!(ws.apply(alert("a", "pay", AlertStatus::Firing, 0), 2 * MIN, &p), Outcome::Unchanged);
+        assert_eq!(ws.apply(&alert("a", "pay", AlertStatus::Firing, 0), 2 * MIN, &p), Outcome::Unchanged);
 
-        ws.apply(alert("a", "pay", AlertStatus::Resolved, 0), 3 * MIN, &p);
+        ws.apply(&alert("a", "pay", AlertStatus::Resolved, 0), 3 * MIN, &p);
         assert_eq!(ws.incidents[&1].state, IncidentState::Open);
-        ws.apply(alert("b", "pay", AlertStatus::Resolved, 0), 4 * MIN, &p);
+        ws.apply(&alert("b", "pay", AlertStatus::Resolved, 0), 4 * MIN, &p);
         assert_eq!(ws.incidents[&1].state, IncidentState::Resolving);
         ws.evaluate_all(8 * MIN, &p);
         assert_eq!(ws.incidents[&1].state, IncidentState::Resolving);
@@ -528,15 +528,15 @@ mod tests {
     fn refire_within_grace_reopens_after_grace_opens_new() {
         let p = Policy::default();
         let mut ws = WorkingSet { next_incident_id: 1, ..Default::default() };
-        ws.apply(alert("a", "pay", AlertStatus::Firing, 0), 0, &p);
-        ws.apply(alert("a", "pay", AlertStatus::Resolved, 0), MIN, &p);
-        ws.apply(alert("a", "pay", AlertStatus::Firing, 2 * MIN), 2 * MIN, &p);
+        ws.apply(&alert("a", "pay", AlertStatus::Firing, 0), 0, &p);
+        ws.apply(&alert("a", "pay", AlertStatus::Resolved, 0), MIN, &p);
+        ws.apply(&alert("a", "pay", AlertStatus::Firing, 2 * MIN), 2 * MIN, &p);
         assert_eq!(ws.incidents[&1].state, IncidentState::Open);
         assert!(kinds(&ws).contains(&Kind::IncidentReopened));
-        ws.apply(alert("a", "pay", AlertStatus::Resolved, 2 * MIN), 3 * MIN, &p);
+        ws.apply(&alert("a", "pay", AlertStatus::Resolved, 2 * MIN), 3 * MIN, &p);
         ws.evaluate_all(9 * MIN, &p);
         assert_eq!(ws.incidents[&1].state, IncidentState::Resolved);
-        ws.apply(alert("a", "pay", AlertStatus::Firing, 10 * MIN), 10 * MIN, &p);
+        ws.apply(&alert("a", "pay", AlertStatus::Firing, 10 * MIN), 10 * MIN, &p);
         assert_eq!(ws.incidents.len(), 2);
         assert_eq!(ws.alerts["alertmanager/a"].incident_id, Some(2));
     }
@@ -545,10 +545,10 @@ mod tests {
     fn stale_firing_after_resolve_is_ignored() {
         let p = Policy::default();
         let mut ws = WorkingSet { next_incident_id: 1, ..Default::default() };
-        ws.apply(alert("a", "pay", AlertStatus::Firing, 0), 0, &p);
-        ws.apply(alert("a", "pay", AlertStatus::Resolved, 0), MIN, &p);
+        ws.apply(&alert("a", "pay", AlertStatus::Firing, 0), 0, &p);
+        ws.apply(&alert("a", "pay", AlertStatus::Resolved, 0), MIN, &p);
         let n = ws.audit.len();
-        assert_eq!(ws.apply(alert("a", "pay", AlertStatus::Firing, 0), 2 * MIN, &p), Outcome::Stale);
+        assert_eq!(ws.apply(&alert("a", "pay", AlertStatus::Firing, 0), 2 * MIN, &p), Outcome::Stale);
         assert_eq!(ws.audit.len(), n);
     }
 
@@ -556,8 +556,8 @@ mod tests {
     fn group_window_limits_joining() {
         let p = Policy::default();
         let mut ws = WorkingSet { next_incident_id: 1, ..Default::default() };
-        ws.apply(alert("a", "pay", AlertStatus::Firing, 0), 0, &p);
-        ws.apply(alert("b", "pay", AlertStatus::Firing, 0), 61 * MIN, &p);
+        ws.apply(&alert("a", "pay", AlertStatus::Firing, 0), 0, &p);
+        ws.apply(&alert("b", "pay", AlertStatus::Firing, 0), 61 * MIN, &p);
         assert_eq!(ws.incidents.len(), 2);
     }
 
@@ -566,12 +566,12 @@ mod tests {
         let p = Policy::default();
         let mut ws = WorkingSet { next_incident_id: 1, ..Default::default() };
         let mut t = 0;
-        ws.apply(alert("a", "pay", AlertStatus::Firing, t), t, &p);
+        ws.apply(&alert("a", "pay", AlertStatus::Firing, t), t, &p);
         for _ in 0..6 {
             t += MIN;
-            ws.apply(alert("a", "pay", AlertStatus::Resolved, t - MIN), t, &p);
+            ws.apply(&alert("a", "pay", AlertStatus::Resolved, t - MIN), t, &p);
             t += MIN;
-            ws.apply(alert("a", "pay", AlertStatus::Firing, t), t, &p);
+            ws.apply(&alert("a", "pay", AlertStatus::Firing, t), t, &p);
         }
         assert!(ws.alerts["alertmanager/a"].flapping);
         assert!(kinds(&ws).contains(&Kind::AlertFlapping));
@@ -579,7 +579,7 @@ mod tests {
         let first_flap = ws.audit.iter().position(|e| e.kind == Kind::AlertFlapping).unwrap();
         assert!(!ws.audit[first_flap..].iter().any(|e| e.kind == Kind::IncidentResolving));
         t += MIN;
-        ws.apply(alert("a", "pay", AlertStatus::Resolved, t - MIN), t, &p);
+        ws.apply(&alert("a", "pay", AlertStatus::Resolved, t - MIN), t, &p);
         ws.evaluate_all(t + 10 * MIN, &p);
         assert_eq!(ws.incidents[&1].state, IncidentState::Open, "held while flapping");
         ws.evaluate_all(t + 15 * MIN, &p);

@@ -107,17 +107,15 @@ impl Writer {
         }
     }
 
-    async fn commit(&self, jobs: Vec<Job>) {
+    async fn commit(&self, mut jobs: Vec<Job>) {
         let started = std::time::Instant::now();
         let batch = jobs.len();
-        let (mut alerts, mut changes) = (Vec::new(), Vec::new());
-        let mut shape = Vec::with_capacity(jobs.len());
-        for j in &jobs {
-            shape.push((j.sub.alerts.len(), j.sub.changes.len()));
-            alerts.extend(j.sub.alerts.iter().cloned());
-            changes.extend(j.sub.changes.iter().cloned());
-        }
-        match self.store.ingest(alerts, changes, self.clock.now(), &self.policy).await {
+        // Move the submissions into one batch (no copy); `shape` splits the results back, and
+        // the same vectors serve the one-by-one retry if the batch fails.
+        let shape: Vec<(usize, usize)> = jobs.iter().map(|j| (j.sub.alerts.len(), j.sub.changes.len())).collect();
+        let alerts: Vec<Alert> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.sub.alerts)).collect();
+        let changes: Vec<Change> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.sub.changes)).collect();
+        match self.store.ingest(&alerts, &changes, self.clock.now(), &self.policy).await {
             Ok(mut all) => {
                 self.metrics.observe_commit(started.elapsed(), batch);
                 for (job, (na, nc)) in jobs.into_iter().zip(shape) {
@@ -131,8 +129,13 @@ impl Writer {
             }
             Err(e) if batch > 1 => {
                 tracing::warn!(error = %format!("{e:#}"), submissions = batch, "batch failed; retrying each submission alone");
-                for job in jobs {
-                    let r = self.store.ingest(job.sub.alerts, job.sub.changes, self.clock.now(), &self.policy).await;
+                let (mut a, mut c) = (0, 0);
+                for (job, (na, nc)) in jobs.into_iter().zip(shape) {
+                    let r = self
+                        .store
+                        .ingest(&alerts[a..a + na], &changes[c..c + nc], self.clock.now(), &self.policy)
+                        .await;
+                    (a, c) = (a + na, c + nc);
                     let _ = job.reply.send(r.map_err(|e| self.failed(e)));
                 }
             }

@@ -46,13 +46,7 @@ pub trait Store: Send + Sync + 'static {
     /// The database answers and every migration this binary knows is applied.
     async fn ready(&self) -> Result<()>;
     /// Correlates and stores alerts and change events in one transaction, with their audit records.
-    async fn ingest(
-        &self,
-        alerts: Vec<Alert>,
-        changes: Vec<Change>,
-        now: Millis,
-        policy: &Policy,
-    ) -> Result<IngestResult>;
+    async fn ingest(&self, alerts: &[Alert], changes: &[Change], now: Millis, policy: &Policy) -> Result<IngestResult>;
     /// Moves incidents whose grace period or flap hold has passed; returns how many changed.
     async fn tick(&self, now: Millis, policy: &Policy) -> Result<usize>;
     async fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>>;
@@ -523,13 +517,7 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn ingest(
-        &self,
-        alerts: Vec<Alert>,
-        changes: Vec<Change>,
-        now: Millis,
-        policy: &Policy,
-    ) -> Result<IngestResult> {
+    async fn ingest(&self, alerts: &[Alert], changes: &[Change], now: Millis, policy: &Policy) -> Result<IngestResult> {
         let mut tx = self.begin_write().await?;
         let mut ws = WorkingSet::default();
 
@@ -558,9 +546,8 @@ impl Store for SqlStore {
         // Correlate (pure).
         let mut result = IngestResult::default();
         for alert in alerts {
-            let key = alert.key();
             result.outcomes.push(ws.apply(alert, now, policy));
-            result.incidents.push(ws.alerts.get(&key).and_then(|r| r.incident_id));
+            result.incidents.push(ws.alerts.get(&alert.key()).and_then(|r| r.incident_id));
         }
 
         // Changes: new ones are stored and audited, known ids are no-ops.
@@ -574,7 +561,7 @@ impl Store for SqlStore {
         let mut seen = HashSet::new();
         let mut new_changes = Vec::new();
         let mut change_audit = Vec::new();
-        for c in &changes {
+        for c in changes {
             let is_new = !known.contains(&c.id) && seen.insert(c.id.clone());
             result.changes_new.push(is_new);
             if is_new {

@@ -55,7 +55,7 @@ async fn setup(db: Db) -> Option<(common::TestDb, Arc<dyn Store>)> {
         ends_at: None,
         links: Labels::new(),
     };
-    s.ingest(vec![alert], vec![], T0, &Policy::default()).await.unwrap();
+    s.ingest(&[alert], &[], T0, &Policy::default()).await.unwrap();
     Some((db, s))
 }
 

@@ -170,7 +170,7 @@ async fn audit_verify_with_url_override(db: Db) {
     let Some(tdb) = fresh_db(db).await else { return };
     let store = medic::store::open(&tdb.url, 2).await.unwrap();
     let policy = medic::incident::Policy::default();
-    let alerts = (0..3)
+    let alerts: Vec<_> = (0..3)
         .map(|i| medic::alert::Alert {
             source: medic::alert::Source::Generic,
             fingerprint: format!("f{i}"),
@@ -182,7 +182,7 @@ async fn audit_verify_with_url_override(db: Db) {
             links: Default::default(),
         })
         .collect();
-    store.ingest(alerts, vec![], 1000, &policy).await.unwrap();
+    store.ingest(&alerts, &[], 1000, &policy).await.unwrap();
     store.close().await;
     let dir = tempfile::tempdir().unwrap();
     let o = medic(&["audit", "verify", "--database-url", &tdb.url], dir.path(), &[]);

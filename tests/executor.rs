@@ -95,7 +95,7 @@ async fn setup(db: Db, after: &str) -> Option<Setup> {
         ends_at: None,
         links: Labels::new(),
     };
-    store.ingest(vec![alert], vec![], w.now, &Policy::default()).await.unwrap();
+    store.ingest(&[alert], &[], w.now, &Policy::default()).await.unwrap();
     let recorded = Arc::new(Recorded::new(w));
     let calls = Arc::new(Mutex::new(Vec::new()));
     let broken_rollout = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -64,7 +64,7 @@ async fn guardrail(s: &dyn Store, incident: i64, now: i64) -> Option<String> {
 async fn pause_blocks_until_resumed(db: Db) {
     let Some(db) = fresh_db(db).await else { return };
     let s = store::open(&db.url, 4).await.unwrap();
-    s.ingest(vec![alert(AlertStatus::Firing, T0)], vec![], T0, &Policy::default()).await.unwrap();
+    s.ingest(&[alert(AlertStatus::Firing, T0)], &[], T0, &Policy::default()).await.unwrap();
     let p = plan(1, "v1");
     s.propose(&p, &Identity("medic".into()), T0).await.unwrap();
     let carol = Identity("console:carol".into());
@@ -97,7 +97,7 @@ async fn attempt_budget_counts_per_alert_across_incidents(db: Db) {
     // The same alert fires, gets a plan executed, resolves — three times, three incidents.
     for (i, version) in ["v1", "v2", "v3"].into_iter().enumerate() {
         let t = T0 + i as i64 * 10 * MIN;
-        let r = s.ingest(vec![alert(AlertStatus::Firing, t)], vec![], t, &p).await.unwrap();
+        let r = s.ingest(&[alert(AlertStatus::Firing, t)], &[], t, &p).await.unwrap();
         let incident = r.incidents[0].unwrap();
         assert_eq!(guardrail(&*s, incident, t).await, None, "attempt {} is within budget", i + 1);
         let plan = plan(incident, version);
@@ -110,11 +110,11 @@ async fn attempt_budget_counts_per_alert_across_incidents(db: Db) {
         };
         let approved = s.decide(&plan.hash, &click, &g, None).await.unwrap().1.unwrap();
         assert!(s.claim_execution(&approved, "medic-test", t + 2).await.unwrap());
-        s.ingest(vec![alert(AlertStatus::Resolved, t)], vec![], t + 3 * MIN, &p).await.unwrap();
+        s.ingest(&[alert(AlertStatus::Resolved, t)], &[], t + 3 * MIN, &p).await.unwrap();
         s.tick(t + 9 * MIN, &p).await.unwrap();
     }
     let t = T0 + 35 * MIN;
-    let r = s.ingest(vec![alert(AlertStatus::Firing, t)], vec![], t, &p).await.unwrap();
+    let r = s.ingest(&[alert(AlertStatus::Firing, t)], &[], t, &p).await.unwrap();
     let incident = r.incidents[0].unwrap();
     assert_eq!(incident, 4, "a fourth incident");
     let refusal = guardrail(&*s, incident, t).await.expect("the budget is spent");

@@ -31,7 +31,7 @@ fn alert(fp: &str, service: &str, status: AlertStatus, starts: Millis) -> Alert 
 }
 
 async fn ingest(s: &dyn Store, alerts: Vec<Alert>, now: Millis, p: &Policy) -> Vec<Outcome> {
-    s.ingest(alerts, Vec::new(), now, p).await.unwrap().outcomes
+    s.ingest(&alerts, &[], now, p).await.unwrap().outcomes
 }
 
 async fn state(s: &dyn Store, id: i64) -> IncidentState {
@@ -106,9 +106,9 @@ async fn group_window(db: Db) {
     let Some((_db, s)) = open(db).await else { return };
     let p = Policy::default();
     ingest(&*s, vec![alert("a", "pay", AlertStatus::Firing, T0)], T0, &p).await;
-    let r = s.ingest(vec![alert("b", "pay", AlertStatus::Firing, T0)], vec![], T0 + 61 * MIN, &p).await.unwrap();
+    let r = s.ingest(&[alert("b", "pay", AlertStatus::Firing, T0)], &[], T0 + 61 * MIN, &p).await.unwrap();
     assert_eq!(r.incidents, [Some(2)], "outside the 1h window a new incident opens");
-    let r = s.ingest(vec![alert("c", "pay", AlertStatus::Firing, T0)], vec![], T0 + 62 * MIN, &p).await.unwrap();
+    let r = s.ingest(&[alert("c", "pay", AlertStatus::Firing, T0)], &[], T0 + 62 * MIN, &p).await.unwrap();
     assert_eq!(r.incidents, [Some(2)], "and later alerts join the newest one");
     s.close().await;
 }
@@ -191,10 +191,10 @@ async fn large_batches_are_chunked(db: Db) {
     let p = Policy::default();
     let alerts: Vec<Alert> =
         (0..1300).map(|i| alert(&format!("fp{i}"), &format!("svc{}", i % 7), AlertStatus::Firing, T0)).collect();
-    let r = s.ingest(alerts.clone(), vec![], T0, &p).await.unwrap();
+    let r = s.ingest(&alerts, &[], T0, &p).await.unwrap();
     assert!(r.outcomes.iter().all(|o| *o == Outcome::New));
     assert_eq!(s.incidents(&IncidentFilter { limit: 100, ..Default::default() }).await.unwrap().len(), 7);
-    let r = s.ingest(alerts, vec![], T0 + 1, &p).await.unwrap();
+    let r = s.ingest(&alerts, &[], T0 + 1, &p).await.unwrap();
     assert!(r.outcomes.iter().all(|o| *o == Outcome::Unchanged));
     assert_eq!(verify(&*s).await, Ok(1300 + 7));
     s.close().await;
@@ -214,7 +214,7 @@ async fn two_writers_share_one_chain(db: Db) {
                     alert(&format!("w{w}-{i}"), "shared", AlertStatus::Firing, T0),
                     alert(&format!("w{w}-{i}-x"), &format!("own{w}"), AlertStatus::Firing, T0),
                 ];
-                s.ingest(batch, vec![], T0 + i, &p).await.unwrap();
+                s.ingest(&batch, &[], T0 + i, &p).await.unwrap();
             }
         }));
     }

@@ -74,7 +74,7 @@ pub async fn verify(world: &World, plan: &ProposedPlan) -> anyhow::Result<(crate
     let dir = tempfile_dir()?;
     let store = crate::store::open(&format!("sqlite://{}", dir.join("verify.db").display()), 2).await?;
     let result = async {
-        store.ingest(world.alerts.clone(), Vec::new(), world.now, &crate::incident::Policy::default()).await?;
+        store.ingest(&world.alerts, &[], world.now, &crate::incident::Policy::default()).await?;
         let approver = Identity("scenario:approver".into());
         store.propose(plan, &Identity("scenario:medic".into()), world.now).await?;
         // The scenario's approver belongs to every group the plan names (or the default one).
