@@ -195,6 +195,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// In declaration order (`o as usize` indexes it).
+    pub const ALL: [Outcome; 4] = [Outcome::New, Outcome::Updated, Outcome::Unchanged, Outcome::Stale];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::New => "new",

@@ -59,9 +59,12 @@ impl Metrics {
         *self.requests.lock().unwrap().entry((source, result)).or_default() += 1;
     }
 
-    /// One alert and what correlation made of it (`new`, `updated`, `unchanged`, `stale`).
-    pub fn alert(&self, source: &'static str, outcome: &'static str) {
-        *self.alerts.lock().unwrap().entry((source, outcome)).or_default() += 1;
+    /// A submission's alerts by what correlation made of them (`new`, `updated`, …): one lock.
+    pub fn alerts(&self, source: &'static str, by_outcome: &[(&'static str, u64)]) {
+        let mut alerts = self.alerts.lock().unwrap();
+        for (outcome, n) in by_outcome.iter().filter(|(_, n)| *n > 0) {
+            *alerts.entry((source, *outcome)).or_default() += n;
+        }
     }
 
     pub fn observe_request(&self, route: &str, status: u16, d: Duration) {
@@ -118,7 +121,7 @@ mod tests {
     fn renders_counters_and_histograms() {
         let m = Metrics::default();
         m.intake_request("alertmanager", "stored");
-        m.alert("alertmanager", "new");
+        m.alerts("alertmanager", &[("new", 1), ("stale", 0)]);
         m.observe_request("/v1/alerts/alertmanager", 200, Duration::from_millis(3));
         let text = m.render(2, 1);
         assert!(text.contains("medic_intake_requests_total{source=\"alertmanager\",result=\"stored\"} 1"));

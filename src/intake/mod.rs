@@ -19,6 +19,7 @@ pub mod grafana;
 pub mod pagerduty;
 
 use crate::config::{AuthConfig, AuthScheme, IntakeConfig, Secret};
+use crate::incident::Outcome;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Submission};
 use crate::time::{Clock, Millis};
@@ -285,24 +286,25 @@ impl Intake {
             }
         };
         let n_alerts = sub.alerts.len();
-        let sources: Vec<&'static str> = sub.alerts.iter().map(|a| a.source.as_str()).collect();
         let res = self.pipeline.submit(sub).await.map_err(IntakeError::Unavailable)?;
-        for (src, o) in sources.iter().zip(&res.outcomes) {
-            self.metrics.alert(src, o.as_str());
-        }
-        let count = |o: crate::incident::Outcome| res.outcomes.iter().filter(|x| **x == o).count();
-        use crate::incident::Outcome::*;
-        let mut incidents: Vec<i64> = res.incidents.iter().flatten().copied().collect();
-        incidents.sort_unstable();
-        incidents.dedup();
         let body = if route == Route::Changes {
             json!({"stored": true, "changes": res.changes_new.len(), "new": res.changes_new.iter().filter(|n| **n).count()})
         } else {
-            json!({
-                "stored": true, "alerts": n_alerts,
-                "new": count(New), "updated": count(Updated), "unchanged": count(Unchanged), "stale": count(Stale),
-                "incidents": incidents,
-            })
+            // One pass: the reply's counts and the metrics (every alert came from this route).
+            let mut counts = [0u64; 4];
+            for o in &res.outcomes {
+                counts[*o as usize] += 1;
+            }
+            let by_outcome = Outcome::ALL.map(|o| (o.as_str(), counts[o as usize]));
+            self.metrics.alerts(route.name(), &by_outcome);
+            let mut incidents: Vec<i64> = res.incidents.iter().flatten().copied().collect();
+            incidents.sort_unstable();
+            incidents.dedup();
+            let mut body = json!({"stored": true, "alerts": n_alerts, "incidents": incidents});
+            for (name, n) in by_outcome {
+                body[name] = json!(n);
+            }
+            body
         };
         Ok((StatusCode::OK, Json(body)).into_response())
     }
