@@ -164,19 +164,17 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
         default_approvers: Vec::new(),
     };
     // Guardrails, as they stand at the moment of the click.
-    let guardrails = crate::guardrails::GuardrailConfig::default();
-    let now = SystemClock.now();
     let budget = runbooks.iter().find(|r| r.id == plan.runbook).and_then(|r| r.attempt_budget);
-    let per = budget.unwrap_or(guardrails.attempt_budget).per.as_millis() as i64;
-    let situation = crate::guardrails::Situation {
-        service: outcome.diagnosis.service.as_deref(),
-        now,
-        paused: paused.as_ref().map(|(by, at)| (by.as_str(), *at)),
-        recent_changes: &world.changes,
-        attempts: store.attempts(id, now - per).await?,
+    let assessment = crate::store::guardrails_now(
+        store.as_ref(),
+        &crate::guardrails::GuardrailConfig::default(),
+        id,
+        outcome.diagnosis.service.as_deref(),
+        &world.changes,
         budget,
-    };
-    let assessment = crate::guardrails::assess(&guardrails, &situation);
+        SystemClock.now(),
+    )
+    .await?;
     for w in &assessment.warnings {
         chat.thread(id, &format!("warning: {w}")).await?;
     }

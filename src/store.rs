@@ -86,6 +86,30 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// The guardrails as they stand now for incident `incident_id`: the kill switch and the attempt
+/// budget read from the store, freezes and deploys from `cfg` and `recent_changes`.
+pub async fn guardrails_now(
+    store: &dyn Store,
+    cfg: &crate::guardrails::GuardrailConfig,
+    incident_id: i64,
+    service: Option<&str>,
+    recent_changes: &[Change],
+    budget: Option<crate::runbook::Budget>,
+    now: Millis,
+) -> Result<crate::guardrails::Assessment> {
+    let per = budget.unwrap_or(cfg.attempt_budget).per.as_millis() as Millis;
+    let paused = store.paused().await?;
+    let situation = crate::guardrails::Situation {
+        service,
+        now,
+        paused: paused.as_ref().map(|(by, at)| (by.as_str(), *at)),
+        recent_changes,
+        attempts: store.attempts(incident_id, now - per).await?,
+        budget,
+    };
+    Ok(crate::guardrails::assess(cfg, &situation))
+}
+
 /// Where an execution stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -444,6 +468,11 @@ impl SqlStore {
             return Ok(());
         }
         let (_, head) = Self::heads(tx).await?;
+        self.chain_onto(tx, entries, head).await
+    }
+
+    /// Chains `entries` onto the audit head `(seq, hash)` read earlier in `tx`.
+    async fn chain_onto(&self, tx: &mut Tx, entries: Vec<AuditEntry>, head: (i64, String)) -> Result<()> {
         let records = audit::chain(head.0, &head.1, entries).into_iter().map(audit_args).collect();
         self.insert_rows(tx, "audit_log", AUDIT_COLS, 8, "", records).await
     }
@@ -485,8 +514,7 @@ impl SqlStore {
         let mut entries = ws.audit;
         entries.extend(extra_audit);
         if !entries.is_empty() {
-            let records = audit::chain(head.0, &head.1, entries).into_iter().map(audit_args).collect();
-            self.insert_rows(&mut tx, "audit_log", AUDIT_COLS, 8, "", records).await?;
+            self.chain_onto(&mut tx, entries, head).await?;
         }
         tx.commit().await?;
         Ok(())

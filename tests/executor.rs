@@ -118,7 +118,12 @@ async fn approved_with(s: &Setup, api: &str, dry_run: bool) -> ApprovedPlan {
     rb.dry_run = dry_run;
     let ctx = json!({"service": "checkout", "incident": {"id": 1, "title": "t"}, "change": {"version": "v2.14.0"}, "vars": rb.vars});
     let plan = medic::plan::build(&rb, &ctx, 1).unwrap();
-    s.store.propose(&plan, &Identity("console:alice".into()), s.clock.now()).await.unwrap();
+    approve(s, &plan, "console:alice").await
+}
+
+/// Proposes `plan` (asked for by `requester`) and has bob, of sre-oncall, approve it.
+async fn approve(s: &Setup, plan: &medic::plan::ProposedPlan, requester: &str) -> ApprovedPlan {
+    s.store.propose(plan, &Identity(requester.into()), s.clock.now()).await.unwrap();
     let groups = Groups {
         members: [("sre-oncall".to_string(), vec![Identity("console:bob".into())])].into(),
         default_approvers: vec![],
@@ -252,18 +257,7 @@ approval: {groups: [sre-oncall]}
 "#;
     let rb: medic::runbook::Runbook = serde_norway::from_str(yaml).unwrap();
     let plan = medic::plan::build(&rb, &json!({}), 1).unwrap();
-    s.store.propose(&plan, &Identity("medic".into()), s.clock.now()).await.unwrap();
-    let groups = Groups {
-        members: [("sre-oncall".to_string(), vec![Identity("console:bob".into())])].into(),
-        default_approvers: vec![],
-    };
-    let click = Click {
-        who: Identity("console:bob".into()),
-        decision: Decision::Approve,
-        via: "console".into(),
-        at: s.clock.now(),
-    };
-    let approved = s.store.decide(&plan.hash, &click, &groups, None).await.unwrap().1.unwrap();
+    let approved = approve(&s, &plan, "medic").await;
     let lim = Limits { scripts_dir: Some(scripts.path().to_path_buf()), ..Default::default() };
     assert_eq!(executor(&s, lim).execute(approved).await.unwrap(), Outcome::Succeeded);
     let rec = s.store.audit_for_incident(1).await.unwrap().into_iter().find(|r| r.kind == "step_succeeded").unwrap();

@@ -6,7 +6,7 @@ mod common;
 use common::{Db, fresh_db};
 use medic::alert::{Alert, AlertStatus, Labels, Source};
 use medic::approval::{Click, Decision, Groups, Identity, Verdict};
-use medic::guardrails::{GuardrailConfig, Situation, assess};
+use medic::guardrails::GuardrailConfig;
 use medic::incident::Policy;
 use medic::store::{self, Store};
 use serde_json::json;
@@ -45,20 +45,12 @@ fn groups() -> Groups {
     }
 }
 
-/// The refusal the guardrails give now, as `serve` and the demo compute it.
+/// The refusal the guardrails give now, as the demo computes it.
 async fn guardrail(s: &dyn Store, incident: i64, now: i64) -> Option<String> {
-    let cfg = GuardrailConfig::default();
-    let paused = s.paused().await.unwrap();
-    let attempts = s.attempts(incident, now - cfg.attempt_budget.per.as_millis() as i64).await.unwrap();
-    let situation = Situation {
-        service: Some("checkout"),
-        now,
-        paused: paused.as_ref().map(|(b, t)| (b.as_str(), *t)),
-        recent_changes: &[],
-        attempts,
-        budget: None,
-    };
-    assess(&cfg, &situation).refusal()
+    store::guardrails_now(s, &GuardrailConfig::default(), incident, Some("checkout"), &[], None, now)
+        .await
+        .unwrap()
+        .refusal()
 }
 
 async fn pause_blocks_until_resumed(db: Db) {

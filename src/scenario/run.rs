@@ -30,7 +30,8 @@ pub async fn run(world: &World, runbooks: &[Runbook]) -> Outcome {
 /// Like [`run`], for a given incident, with given sources.
 pub async fn run_with(world: &World, runbooks: &[Runbook], sources: &Sources, incident: (i64, &str)) -> Outcome {
     let first = &world.alerts[0];
-    let start = world.alerts.iter().map(|a| a.starts_at).min().unwrap_or(world.now) - LOOK_BACK;
+    let first_start = world.alerts.iter().map(|a| a.starts_at).min().unwrap_or(world.now);
+    let start = first_start - LOOK_BACK;
     let mut services: Vec<String> = world.alerts.iter().filter_map(|a| a.labels.get("service").cloned()).collect();
     services.sort();
     services.dedup();
@@ -45,8 +46,7 @@ pub async fn run_with(world: &World, runbooks: &[Runbook], sources: &Sources, in
             queries.push(MetricQuery { name: q.name.clone(), promql, start, end: world.now, step: 60_000 });
         }
     }
-    let changes_start = start + LOOK_BACK - CHANGES_LOOK_BACK;
-    let request = Request { services, start, end: world.now, changes_start, queries };
+    let request = Request { services, start, end: world.now, changes_start: first_start - CHANGES_LOOK_BACK, queries };
     let ctx = context::gather(sources, &request).await;
     let d =
         diagnosis::diagnose(&diagnosis::Input { incident_id, title, alerts: &world.alerts, context: &ctx, runbooks });
