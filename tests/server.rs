@@ -8,6 +8,7 @@ use medic::config::Config;
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Row;
+use std::sync::Arc;
 
 async fn health_readiness_metrics(db: Db) {
     let Some(app) = TestApp::spawn(db, Config::default()).await else { return };
@@ -78,20 +79,25 @@ async fn incident_api_errors_and_filters(db: Db) {
 async fn graceful_shutdown_under_load(db: Db) {
     let Some(app) = TestApp::spawn(db, Config::default()).await else { return };
     let mut tasks = Vec::new();
+    let first_ack = Arc::new(tokio::sync::Notify::new());
     for i in 0..200 {
-        let (http, base) = (app.http.clone(), app.base.clone());
+        let (http, base, first_ack) = (app.http.clone(), app.base.clone(), first_ack.clone());
         tasks.push(tokio::spawn(async move {
             let body = json!({"alerts": [{"name": format!("load{i}"), "status": "firing", "labels": {"service": format!("s{}", i % 5)}}]});
             match http.post(format!("{base}/v1/alerts/generic")).json(&body).send().await {
-                Ok(r) => Some(r.status()),
+                Ok(r) => {
+                    first_ack.notify_one();
+                    Some(r.status())
+                }
                 Err(_) => None,
             }
         }));
-        if i == 100 {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
     }
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Stop as soon as one request is acknowledged: the rest are in flight, however fast or slow
+    // the machine is.
+    tokio::time::timeout(std::time::Duration::from_secs(30), first_ack.notified())
+        .await
+        .expect("a first acknowledgement");
     let db = app.stop().await.expect("clean shutdown");
     let mut acked = 0;
     for t in tasks {
