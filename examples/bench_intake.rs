@@ -174,7 +174,7 @@ async fn run(store: &str, url: &str, a: &Args) -> Run {
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build().unwrap();
+    let http = medic::telemetry::http_client_builder().pool_max_idle_per_host(a.concurrency).build().unwrap();
     let t = Instant::now();
     while http.get(format!("{base}/readyz")).send().await.map(|r| !r.status().is_success()).unwrap_or(true) {
         assert!(t.elapsed() < Duration::from_secs(30), "medic did not become ready");

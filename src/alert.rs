@@ -196,6 +196,8 @@ pub enum ChangeKind {
     Deploy,
     Config,
     Flag,
+    /// A release was published (GitHub releases); a deploy may or may not follow.
+    Release,
 }
 
 impl ChangeKind {
@@ -204,6 +206,7 @@ impl ChangeKind {
             ChangeKind::Deploy => "deploy",
             ChangeKind::Config => "config",
             ChangeKind::Flag => "flag",
+            ChangeKind::Release => "release",
         }
     }
 }

@@ -28,6 +28,7 @@ pub enum Kind {
     IncidentReopened,
     IncidentResolved,
     ChangeRecorded,
+    Diagnosed,
     PlanProposed,
     PlanSuperseded,
     ApprovalRecorded,
@@ -57,6 +58,7 @@ impl Kind {
             Kind::IncidentReopened => "incident_reopened",
             Kind::IncidentResolved => "incident_resolved",
             Kind::ChangeRecorded => "change_recorded",
+            Kind::Diagnosed => "diagnosed",
             Kind::PlanProposed => "plan_proposed",
             Kind::PlanSuperseded => "plan_superseded",
             Kind::ApprovalRecorded => "approval_recorded",
@@ -230,6 +232,7 @@ pub fn summarise(data: &str) -> String {
     let mut parts = Vec::new();
     let text = |x: &serde_json::Value| x.as_str().map(str::to_string);
     for k in [
+        "top",
         "alert",
         "status",
         "step",

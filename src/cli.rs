@@ -102,6 +102,7 @@ enum AuditCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::telemetry::install_crypto();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

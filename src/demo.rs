@@ -103,7 +103,7 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
     }
 
     println!("medic demo — {}\n  store {url} (temporary) · medic {base} · deploy API http://{api}\n", world.name);
-    let http = reqwest::Client::new();
+    let http = crate::telemetry::http_client_builder().build()?;
     let post = |path: &'static str, body: Value| {
         let req = http.post(format!("{base}{path}")).json(&body);
         async move {

@@ -30,6 +30,10 @@ pub enum EvidenceKind {
     Log,
     Pod,
     Alert,
+    /// A silence that covers one of the incident's services.
+    Silence,
+    /// A source that could not answer: what the diagnosis could not see.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -155,8 +159,10 @@ pub fn format_value(x: f64, unit: Unit) -> String {
 }
 
 fn series_name(s: &Series) -> String {
-    let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if labels.is_empty() { s.query.clone() } else { format!("{} ({})", s.query, labels.join(", ")) }
+    let labels: Vec<String> =
+        s.labels.iter().filter(|(k, _)| *k != "service").map(|(k, v)| format!("{k}={v}")).collect();
+    let of = s.labels.get("service").map(|svc| format!(" of {svc}")).unwrap_or_default();
+    if labels.is_empty() { format!("{}{of}", s.query) } else { format!("{}{of} ({})", s.query, labels.join(", ")) }
 }
 
 /// Masks the variable parts of a log line: tokens with digits, hex ids, quoted values.
@@ -236,6 +242,8 @@ pub struct Input<'a> {
     pub alerts: &'a [Alert],
     pub context: &'a Context,
     pub runbooks: &'a [Runbook],
+    /// The golden-signal queries gathered (for their units).
+    pub golden: &'a [crate::context::Golden],
 }
 
 pub fn diagnose(input: &Input) -> Diagnosis {
@@ -244,8 +252,12 @@ pub fn diagnose(input: &Input) -> Diagnosis {
     let service = alerts.iter().find_map(|a| a.labels.get("service").cloned());
     // The onset: the earliest metric onset, else the earliest alert start.
     let alert_start = alerts.iter().map(|a| a.starts_at).min().unwrap_or(ctx.end);
-    let units: BTreeMap<&str, Unit> =
-        input.runbooks.iter().flat_map(|r| r.context.iter().map(|q| (q.name.as_str(), q.unit))).collect();
+    let units: BTreeMap<&str, Unit> = input
+        .golden
+        .iter()
+        .map(|g| (g.name.as_str(), g.unit))
+        .chain(input.runbooks.iter().flat_map(|r| r.context.iter().map(|q| (q.name.as_str(), q.unit))))
+        .collect();
     let onsets: Vec<(&Series, Onset)> = ctx.series.iter().filter_map(|s| onset(&s.points).map(|o| (s, o))).collect();
     let onset_at = onsets.iter().map(|(_, o)| o.at).min().unwrap_or(alert_start).min(alert_start);
 
@@ -332,10 +344,12 @@ pub fn diagnose(input: &Input) -> Diagnosis {
         .map(|p| Evidence {
             kind: EvidenceKind::Pod,
             text: format!(
-                "pod {} is {} ({} restarts)",
+                "pod {} is {} ({} restarts){}{}",
                 p.name,
                 p.reason.clone().unwrap_or_else(|| p.phase.clone()),
-                p.restarts
+                p.restarts,
+                p.last_termination.as_ref().map(|t| format!("; last run ended {t}")).unwrap_or_default(),
+                p.events.last().map(|e| format!("; latest event {e}")).unwrap_or_default(),
             ),
             at: None,
         })
@@ -353,6 +367,44 @@ pub fn diagnose(input: &Input) -> Diagnosis {
             at: Some(a.starts_at),
         })
         .collect();
+    // What else the stack says: other alerts on these services or their dependencies, silences,
+    // and the sources that could not answer.
+    let mut context_ev: Vec<Evidence> = ctx
+        .other_alerts
+        .iter()
+        .map(|a| {
+            let svc = a.labels.get("service").map(String::as_str).unwrap_or("?");
+            let role = if ctx.dependencies.iter().any(|d| d == svc) { " (a dependency)" } else { "" };
+            Evidence {
+                kind: EvidenceKind::Alert,
+                text: format!(
+                    "also firing in Alertmanager: {} on {svc}{role} since {}{}{}",
+                    a.name(),
+                    hhmm(a.starts_at),
+                    if a.state == "suppressed" { ", silenced or inhibited" } else { "" },
+                    a.summary.as_ref().map(|s| format!(": {s}")).unwrap_or_default()
+                ),
+                at: Some(a.starts_at),
+            }
+        })
+        .collect();
+    context_ev.extend(ctx.silences.iter().map(|s| Evidence {
+        kind: EvidenceKind::Silence,
+        text: format!(
+            "silence {} by {} until {} ({}): {}",
+            s.id.chars().take(8).collect::<String>(),
+            s.created_by,
+            hhmm(s.ends_at),
+            s.matchers.join(", "),
+            s.comment
+        ),
+        at: None,
+    }));
+    context_ev.extend(ctx.unavailable.iter().map(|u| Evidence {
+        kind: EvidenceKind::Unavailable,
+        text: format!("unavailable: {u}"),
+        at: None,
+    }));
 
     let mut hypotheses = Vec::new();
     for rb in input.runbooks {
@@ -409,6 +461,7 @@ pub fn diagnose(input: &Input) -> Diagnosis {
         evidence.extend(log_ev.iter().map(|(_, e)| e.clone()));
         evidence.extend(pod_ev.iter().cloned());
         evidence.extend(alert_ev.iter().cloned());
+        evidence.extend(context_ev.iter().cloned());
         let tctx = template_context(alert, (input.incident_id, input.title), latest_change, &rb.vars);
         hypotheses.push(Hypothesis {
             statement: render(&rb.hypothesis, &tctx).trim().to_string(),
@@ -428,6 +481,7 @@ pub fn diagnose(input: &Input) -> Diagnosis {
         evidence.extend(log_ev.into_iter().map(|(_, e)| e));
         evidence.extend(pod_ev);
         evidence.extend(alert_ev);
+        evidence.extend(context_ev);
         hypotheses.push(Hypothesis {
             statement: "No runbook matches this incident; the evidence below is for a person to judge.".into(),
             confidence: 0.0,
@@ -508,7 +562,14 @@ mod tests {
             }],
             ..Default::default()
         };
-        let d = diagnose(&Input { incident_id: 1, title: "t", alerts: &[alert], context: &ctx, runbooks: &[] });
+        let d = diagnose(&Input {
+            incident_id: 1,
+            title: "t",
+            alerts: &[alert],
+            context: &ctx,
+            runbooks: &[],
+            golden: &[],
+        });
         let text: String = d.top().evidence.iter().map(|e| e.text.clone()).collect();
         assert!(text.contains("ERROR connect failed") && !text.contains("hunter2"), "{text}");
     }

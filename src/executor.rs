@@ -115,8 +115,10 @@ impl Executor {
         limits: Limits,
         owner: impl Into<String>,
     ) -> Executor {
-        let http =
-            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("an HTTP client");
+        let http = crate::telemetry::http_client_builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client");
         Executor { store, metrics, clock, limits, owner: owner.into(), sleep: Arc::new(RealSleep), http }
     }
 

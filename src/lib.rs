@@ -90,6 +90,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod redact;
+pub mod responder;
 pub mod runbook;
 pub mod scenario;
 pub mod server;

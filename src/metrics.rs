@@ -40,6 +40,8 @@ impl Histogram {
     }
 }
 
+type ContextKey = (&'static str, String, bool);
+
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
@@ -47,6 +49,10 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<(String, u16), std::sync::Arc<Histogram>>>,
     commit: Histogram,
     committed_submissions: AtomicU64,
+    /// By (kind, backend, succeeded).
+    context: Mutex<BTreeMap<ContextKey, std::sync::Arc<Histogram>>>,
+    gather: Histogram,
+    diagnose: Histogram,
 }
 
 fn label(v: &str) -> String {
@@ -75,6 +81,18 @@ impl Metrics {
     pub fn observe_commit(&self, d: Duration, submissions: usize) {
         self.commit.observe(d);
         self.committed_submissions.fetch_add(submissions as u64, Ordering::Relaxed);
+    }
+
+    /// One call to a context source: its kind (`metrics`, `logs`, …), backend and outcome.
+    pub fn observe_context_query(&self, kind: &'static str, source: &str, ok: bool, d: Duration) {
+        let h = self.context.lock().unwrap().entry((kind, source.to_string(), ok)).or_default().clone();
+        h.observe(d);
+    }
+
+    /// One investigation: gathering the context, then diagnosing.
+    pub fn observe_investigation(&self, gather: Duration, diagnose: Duration) {
+        self.gather.observe(gather);
+        self.diagnose.observe(diagnose);
     }
 
     /// The exposition text; `open` and `resolving` are read from the store by the caller.
@@ -109,6 +127,18 @@ impl Metrics {
             "medic_store_committed_submissions_total {}",
             self.committed_submissions.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP medic_context_query_duration_seconds Calls to context sources by kind, backend and outcome.\n# TYPE medic_context_query_duration_seconds histogram\n");
+        for ((kind, source, ok), h) in self.context.lock().unwrap().iter() {
+            let outcome = if *ok { "ok" } else { "failed" };
+            h.render(
+                &mut out,
+                "medic_context_query_duration_seconds",
+                &format!("kind=\"{kind}\",source=\"{}\",outcome=\"{outcome}\"", label(source)),
+            );
+        }
+        out.push_str("# HELP medic_investigation_duration_seconds Time from trigger to diagnosis, by phase.\n# TYPE medic_investigation_duration_seconds histogram\n");
+        self.gather.render(&mut out, "medic_investigation_duration_seconds", "phase=\"gather\"");
+        self.diagnose.render(&mut out, "medic_investigation_duration_seconds", "phase=\"diagnose\"");
         out
     }
 }

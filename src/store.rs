@@ -83,6 +83,10 @@ pub trait Store: Send + Sync + 'static {
     async fn paused(&self) -> Result<Option<(String, Millis)>>;
     /// Executions since `since` of plans for any alert of incident `id` (across incidents).
     async fn attempts(&self, incident_id: i64, since: Millis) -> Result<u32>;
+    /// Appends audit entries that go with no other state change (a diagnosis).
+    async fn record(&self, entries: Vec<AuditEntry>) -> Result<()>;
+    /// Changes received on `/v1/changes` for `service` in `[start, end]`, oldest first.
+    async fn changes(&self, service: &str, start: Millis, end: Millis) -> Result<Vec<Change>>;
     async fn close(&self);
 }
 
@@ -361,6 +365,37 @@ fn change_args(c: &Change, now: Millis) -> Vec<Arg> {
         Arg::Int(c.at),
         Arg::Int(now),
     ]
+}
+
+fn change_from(r: &AnyRow) -> Result<Change> {
+    let kind: String = r.try_get("kind")?;
+    let labels: String = r.try_get("labels")?;
+    Ok(Change {
+        id: r.try_get("id")?,
+        kind: serde_json::from_value(serde_json::Value::String(kind.clone()))
+            .map_err(|_| anyhow!("unknown change kind {kind:?}"))?,
+        service: r.try_get("service")?,
+        summary: r.try_get("summary")?,
+        author: r.try_get("author")?,
+        version: r.try_get("version")?,
+        url: r.try_get("url")?,
+        labels: serde_json::from_str(&labels).context("changes.labels is not a JSON string map")?,
+        at: r.try_get("at")?,
+    })
+}
+
+/// The changes medic received on `/v1/changes`, as a context source.
+pub struct StoredChanges(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl crate::context::Changes for StoredChanges {
+    fn name(&self) -> &str {
+        "medic"
+    }
+
+    async fn changes(&self, service: &str, start: Millis, end: Millis) -> std::result::Result<Vec<Change>, String> {
+        self.0.changes(service, start, end).await.map_err(|e| format!("{e:#}"))
+    }
 }
 
 type Tx = sqlx::Transaction<'static, Any>;
@@ -701,6 +736,26 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(audit_from).collect()
+    }
+
+    async fn record(&self, entries: Vec<AuditEntry>) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        self.append_audit(&mut tx, entries).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn changes(&self, service: &str, start: Millis, end: Millis) -> Result<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, service, summary, author, version, url, labels, at FROM changes \
+             WHERE service = $1 AND at >= $2 AND at <= $3 ORDER BY at, id LIMIT 500",
+        )
+        .bind(service.to_string())
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(change_from).collect()
     }
 
     async fn propose(&self, plan: &ProposedPlan, requested_by: &Identity, now: Millis) -> Result<()> {

@@ -12,3 +12,16 @@ pub fn init(format: LogFormat, level: Option<&str>) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// Makes ring the process' rustls provider. Idempotent; called by `main` and by every TLS
+/// client's constructor, so library users and tests need not remember it.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A reqwest client builder, with the crypto provider installed first (building a client
+/// without one panics).
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    install_crypto();
+    reqwest::Client::builder()
+}

@@ -110,7 +110,7 @@ async fn serve_on_defaults_then_audit_verify_and_export() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let http = medic::telemetry::http_client_builder().build().unwrap();
     common::eventually(20, "medic to answer /readyz", || {
         let req = http.get(format!("{base}/readyz")).send();
         async move { req.await.ok().filter(|r| r.status().is_success()) }

@@ -53,7 +53,7 @@ async fn killed_between_steps(db: Db) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = medic::telemetry::http_client_builder().build().unwrap();
     let ready = poll_until(30, || {
         let req = http.get(format!("http://127.0.0.1:{port}/readyz")).send();
         async move { req.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }

@@ -102,7 +102,7 @@ async fn a_slow_prometheus_is_an_unavailable_line() {
         timeout: Duration::from_millis(300),
         ..Default::default()
     };
-    let req = Request { services: vec![], start: 0, end: 1, changes_start: 0, queries: vec![q("slow"), q("up")] };
+    let req = Request { start: 0, end: 1, queries: vec![q("slow"), q("up")], ..Default::default() };
     let ctx = gather(&sources, &req).await;
     assert_eq!(ctx.unavailable, ["metrics: prometheus timed out after 300ms"]);
     assert_eq!(ctx.series.len(), 2, "the query that answered is kept");

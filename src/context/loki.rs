@@ -92,12 +92,7 @@ impl Logs for Loki {
             ("limit", limit.to_string()),
             ("direction", "forward".to_string()),
         ];
-        let (status, body) = self.http.get("loki/api/v1/query_range", &params).await?;
-        if !status.is_success() {
-            let text: String = String::from_utf8_lossy(&body).trim().chars().take(300).collect();
-            return Err(format!("HTTP {}: {text}", status.as_u16()));
-        }
-        let r: Response = serde_json::from_slice(&body).map_err(|e| format!("not a Loki response ({e})"))?;
+        let r: Response = self.http.get_json("Loki", "loki/api/v1/query_range", &params).await?;
         if r.status != "success" || r.data.result_type != "streams" {
             return Err(format!("expected streams, got {} {}", r.status, r.data.result_type));
         }

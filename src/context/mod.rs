@@ -1,25 +1,39 @@
 //! Context: what the observability stack says about an incident's services around its onset.
 //!
 //! Each kind of source sits behind its own small trait ([`Metrics`], [`Logs`], [`Changes`],
-//! [`Pods`], [`Topology`]); a real backend (Prometheus, Loki, Kubernetes…) implements the ones
-//! it can answer, and [`recorded::Recorded`] implements them all from a scenario file, for tests,
-//! `medic test`, replays and the demo. [`gather`] fans out to every configured source in
-//! parallel, each call with its own timeout; a source that fails or is slow becomes a line in
-//! [`Context::unavailable`] ("metrics: recorded timed out after 5s"), never a missing diagnosis.
+//! [`Pods`], [`Topology`], [`Alerts`]); a real backend implements the ones it can answer —
+//! [`prometheus`] (metrics, and topology from service-graph metrics), [`loki`] (logs),
+//! [`alertmanager`] (other active alerts, silences), [`kubernetes`] (pods, rollout history),
+//! [`github`] (deployments and releases), [`topology`] (a dependency file), the store (changes
+//! received on `/v1/changes`) — and [`recorded::Recorded`] implements them all from a scenario
+//! file, for tests, `medic test`, replays and the demo.
+//!
+//! [`gather`] asks the topology first (the incident's services' dependencies widen the
+//! question), then every other source and every service at once; each call has its own timeout
+//! and all of them share one overall budget. A source that fails or is slow becomes a line in
+//! [`Context::unavailable`] ("metrics: prometheus timed out after 5s"), never a missing
+//! diagnosis; every call is recorded with its duration in [`Context::queries`] (the audit's
+//! `diagnosed` record and `/metrics` show them). [`Cache`] keeps one incident's context for a
+//! short while, so a burst of alerts joining an incident does not query everything again.
 
+pub mod alertmanager;
+pub mod github;
 pub mod http;
+pub mod kubernetes;
 pub mod loki;
 pub mod prometheus;
 pub mod recorded;
+pub mod topology;
 
 use crate::alert::{Change, Labels};
 use crate::time::Millis;
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// One time series: the context query it answers, its labels and its samples.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,6 +63,12 @@ pub struct Pod {
     pub reason: Option<String>,
     #[serde(default)]
     pub restarts: u32,
+    /// How the last run of a container ended: "OOMKilled (exit 137) at 14:02".
+    #[serde(default)]
+    pub last_termination: Option<String>,
+    /// Recent warning events about the pod, newest last: "BackOff: Back-off restarting…".
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 fn running() -> String {
@@ -71,6 +91,51 @@ pub struct MetricQuery {
     pub start: Millis,
     pub end: Millis,
     pub step: Millis,
+}
+
+/// An alert active in Alertmanager (firing, possibly silenced or inhibited).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActiveAlert {
+    pub fingerprint: String,
+    pub labels: Labels,
+    /// `active`, `suppressed` (silenced or inhibited) or `unprocessed`.
+    pub state: String,
+    pub starts_at: Millis,
+    pub summary: Option<String>,
+}
+
+impl ActiveAlert {
+    pub fn name(&self) -> &str {
+        self.labels.get("alertname").map(String::as_str).unwrap_or("(unnamed)")
+    }
+}
+
+/// An active silence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Silence {
+    pub id: String,
+    /// Its matchers as written in PromQL: `service="checkout"`, `alertname=~"Disk.*"`.
+    pub matchers: Vec<String>,
+    /// The label values it matches by equality, and the regexes it matches by, per label.
+    #[serde(skip)]
+    pub matches: Vec<(String, String, bool)>,
+    pub created_by: String,
+    pub comment: String,
+    pub ends_at: Millis,
+}
+
+impl Silence {
+    /// Whether the silence names `service` in a `service` matcher (equal or regex).
+    pub fn concerns(&self, service: &str) -> bool {
+        self.matches.iter().any(|(name, value, is_regex)| {
+            name == "service"
+                && if *is_regex {
+                    regex::Regex::new(&format!("^(?:{value})$")).is_ok_and(|r| r.is_match(service))
+                } else {
+                    value == service
+                }
+        })
+    }
 }
 
 #[async_trait]
@@ -104,16 +169,43 @@ pub trait Topology: Send + Sync {
     async fn edges(&self) -> Result<Vec<Edge>, String>;
 }
 
-/// The configured sources; any may be absent.
-#[derive(Clone, Default)]
+#[async_trait]
+pub trait Alerts: Send + Sync {
+    fn name(&self) -> &str;
+    /// Every active alert (filtered to the incident's services by [`gather`]).
+    async fn active(&self) -> Result<Vec<ActiveAlert>, String>;
+    /// Every active silence.
+    async fn silences(&self) -> Result<Vec<Silence>, String>;
+}
+
+/// The configured sources; any may be absent. Several change and topology sources merge.
+#[derive(Clone)]
 pub struct Sources {
     pub metrics: Option<Arc<dyn Metrics>>,
     pub logs: Option<Arc<dyn Logs>>,
-    pub changes: Option<Arc<dyn Changes>>,
+    pub changes: Vec<Arc<dyn Changes>>,
     pub pods: Option<Arc<dyn Pods>>,
-    pub topology: Option<Arc<dyn Topology>>,
+    pub topology: Vec<Arc<dyn Topology>>,
+    pub alerts: Option<Arc<dyn Alerts>>,
     /// Each call's deadline.
     pub timeout: Duration,
+    /// The whole gathering's deadline: calls still running then are cut off.
+    pub budget: Duration,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Sources {
+            metrics: None,
+            logs: None,
+            changes: Vec::new(),
+            pods: None,
+            topology: Vec::new(),
+            alerts: None,
+            timeout: Duration::from_secs(5),
+            budget: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Sources {
@@ -122,16 +214,29 @@ impl Sources {
         Sources {
             metrics: Some(b.clone()),
             logs: Some(b.clone()),
-            changes: Some(b.clone()),
+            changes: vec![b.clone()],
             pods: Some(b.clone()),
-            topology: Some(b),
+            topology: vec![b],
+            alerts: None,
             timeout,
+            budget: timeout * 2,
         }
     }
 }
 
+/// A PromQL template run for every service of the incident and its dependencies.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Golden {
+    pub name: String,
+    /// PromQL with `{{service}}` (quoted for a PromQL string).
+    pub promql: String,
+    #[serde(default)]
+    pub unit: crate::runbook::Unit,
+}
+
 /// What to gather: the services, the window, and the metric queries to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Request {
     pub services: Vec<String>,
     pub start: Millis,
@@ -139,7 +244,27 @@ pub struct Request {
     /// Changes are looked for further back than metrics: a deploy hours before the onset
     /// still explains it.
     pub changes_start: Millis,
+    /// Already rendered (the runbooks' own queries).
     pub queries: Vec<MetricQuery>,
+    /// Rendered for each service and each dependency.
+    pub golden: Vec<Golden>,
+    /// Fingerprints of the incident's own alerts, left out of the other active alerts.
+    pub own_alerts: Vec<String>,
+}
+
+/// One call to a source, for the audit and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryRecord {
+    /// `metrics`, `logs`, `changes`, `pods`, `topology`, `alerts`, `silences`.
+    pub kind: &'static str,
+    /// The backend's name.
+    pub source: String,
+    /// What was asked: the query's name, the service.
+    pub what: String,
+    pub ms: u64,
+    /// Why it failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Everything gathered for one incident.
@@ -149,97 +274,249 @@ pub struct Context {
     pub end: Millis,
     pub series: Vec<Series>,
     pub logs: Vec<LogLine>,
+    /// One timeline, oldest first, from every change source (duplicates by id dropped).
     pub changes: Vec<Change>,
     pub pods: Vec<Pod>,
     pub topology: Vec<Edge>,
+    /// The incident's services' direct dependencies (callees) in the topology.
+    pub dependencies: Vec<String>,
+    /// Other active alerts on the incident's services and their dependencies.
+    pub other_alerts: Vec<ActiveAlert>,
+    /// Active silences that name one of those services.
+    pub silences: Vec<Silence>,
     /// Sources that failed or timed out, worded for people.
     pub unavailable: Vec<String>,
+    pub queries: Vec<QueryRecord>,
 }
 
+/// One call, bounded by its own timeout and by the overall deadline, and recorded.
 async fn bounded<T>(
-    what: &str,
+    kind: &'static str,
     source: &str,
+    what: String,
     timeout: Duration,
+    deadline: Instant,
     f: impl Future<Output = Result<T, String>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(timeout, f).await {
+) -> (Result<T, String>, QueryRecord) {
+    let started = Instant::now();
+    let left = deadline.saturating_duration_since(started);
+    let result = match tokio::time::timeout(timeout.min(left), f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {source} failed: {e}")),
-        Err(_) => Err(format!("{what}: {source} timed out after {}", humantime::format_duration(timeout))),
-    }
+        Ok(Err(e)) => Err(format!("{kind}: {source} failed: {e}")),
+        Err(_) if left < timeout => Err(format!("{kind}: {source} cut off by the gathering budget")),
+        Err(_) => Err(format!("{kind}: {source} timed out after {}", humantime::format_duration(timeout))),
+    };
+    let record = QueryRecord {
+        kind,
+        source: source.to_string(),
+        what,
+        ms: started.elapsed().as_millis() as u64,
+        error: result.as_ref().err().cloned(),
+    };
+    (result, record)
+}
+
+/// A value quoted for a PromQL string literal.
+pub fn promql_quote(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// Asks every source at once, and every service of each at once; each answer or failure lands
 /// in the returned context.
 pub async fn gather(sources: &Sources, req: &Request) -> Context {
+    let deadline = Instant::now() + sources.budget;
     let t = sources.timeout;
+    let mut out = Outcomes::default();
+
+    // The topology first: dependencies widen the metrics and alerts asked for.
+    let topology = join_all(
+        sources.topology.iter().map(|g| bounded("topology", g.name(), "edges".into(), t, deadline, g.edges())),
+    )
+    .await;
+    let mut edges = out.collect(topology);
+    edges.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+    edges.dedup();
+    let own: BTreeSet<&str> = req.services.iter().map(String::as_str).collect();
+    let dependencies: Vec<String> = edges
+        .iter()
+        .filter(|e| own.contains(e.from.as_str()) && !own.contains(e.to.as_str()))
+        .map(|e| e.to.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let everyone: Vec<&String> = req.services.iter().chain(&dependencies).collect();
+
+    let mut queries = req.queries.clone();
+    for s in &everyone {
+        for g in &req.golden {
+            let promql = crate::diagnosis::render(&g.promql, &serde_json::json!({"service": promql_quote(s)}));
+            let step = prometheus::step_for(req.start, req.end);
+            queries.push(MetricQuery { name: g.name.clone(), promql, start: req.start, end: req.end, step });
+        }
+    }
+    let golden_owner: Vec<Option<&String>> = req
+        .queries
+        .iter()
+        .map(|_| None)
+        .chain(everyone.iter().flat_map(|s| req.golden.iter().map(move |_| Some(*s))))
+        .collect();
+
     let metrics = async {
         match &sources.metrics {
-            Some(m) => join_all(req.queries.iter().map(|q| bounded("metrics", m.name(), t, m.query_range(q)))).await,
-            None => Vec::new(),
-        }
-    };
-    let logs = async {
-        match &sources.logs {
-            Some(l) => {
-                join_all(
-                    req.services.iter().map(|s| bounded("logs", l.name(), t, l.lines(s, req.start, req.end, 5000))),
-                )
+            Some(m) => {
+                join_all(queries.iter().zip(&golden_owner).map(|(q, svc)| {
+                    let what = match svc {
+                        Some(s) => format!("{} of {s}", q.name),
+                        None => q.name.clone(),
+                    };
+                    bounded("metrics", m.name(), what, t, deadline, m.query_range(q))
+                }))
                 .await
             }
             None => Vec::new(),
         }
     };
+    let logs =
+        async {
+            match &sources.logs {
+                Some(l) => {
+                    join_all(req.services.iter().map(|s| {
+                        bounded("logs", l.name(), s.clone(), t, deadline, l.lines(s, req.start, req.end, 5000))
+                    }))
+                    .await
+                }
+                None => Vec::new(),
+            }
+        };
     let changes = async {
-        match &sources.changes {
-            Some(c) => {
-                join_all(
-                    req.services
-                        .iter()
-                        .map(|s| bounded("changes", c.name(), t, c.changes(s, req.changes_start, req.end))),
-                )
-                .await
-            }
-            None => Vec::new(),
-        }
+        join_all(sources.changes.iter().flat_map(|c| {
+            everyone.iter().map(move |s| {
+                bounded("changes", c.name(), s.to_string(), t, deadline, c.changes(s, req.changes_start, req.end))
+            })
+        }))
+        .await
     };
     let pods = async {
         match &sources.pods {
-            Some(p) => join_all(req.services.iter().map(|s| bounded("pods", p.name(), t, p.pods(s)))).await,
+            Some(p) => {
+                join_all(req.services.iter().map(|s| bounded("pods", p.name(), s.clone(), t, deadline, p.pods(s))))
+                    .await
+            }
             None => Vec::new(),
         }
     };
-    let topology = async {
-        match &sources.topology {
-            Some(g) => vec![bounded("topology", g.name(), t, g.edges()).await],
-            None => Vec::new(),
+    let alerts = async {
+        match &sources.alerts {
+            Some(a) => {
+                let active = bounded("alerts", a.name(), "active alerts".into(), t, deadline, a.active());
+                let silences = bounded("silences", a.name(), "silences".into(), t, deadline, a.silences());
+                let (active, silences) = tokio::join!(active, silences);
+                (vec![active], vec![silences])
+            }
+            None => (Vec::new(), Vec::new()),
         }
     };
-    let (metrics, logs, changes, pods, topology) = tokio::join!(metrics, logs, changes, pods, topology);
+    let (metrics, logs, changes, pods, (active, silences)) = tokio::join!(metrics, logs, changes, pods, alerts);
 
-    let mut unavailable: Vec<String> = Vec::new();
-    let series = collect_into(&mut unavailable, metrics);
+    // Golden-signal series carry the service they were asked for.
+    let mut series = Vec::new();
+    for ((result, record), svc) in metrics.into_iter().zip(&golden_owner) {
+        let mut got = out.collect(vec![(result, record)]);
+        if let Some(s) = svc {
+            for x in &mut got {
+                x.labels.entry("service".into()).or_insert_with(|| s.to_string());
+            }
+        }
+        series.extend(got);
+    }
+    let mut changes = out.collect(changes);
+    changes.sort_by(|a, b| a.at.cmp(&b.at).then(a.id.cmp(&b.id)));
+    let mut seen = BTreeSet::new();
+    changes.retain(|c| seen.insert(c.id.clone()));
+    let wanted: BTreeSet<&str> = everyone.iter().map(|s| s.as_str()).collect();
+    let other_alerts = out
+        .collect(active)
+        .into_iter()
+        .filter(|a| {
+            !req.own_alerts.contains(&a.fingerprint)
+                && a.labels.get("service").is_some_and(|s| wanted.contains(s.as_str()))
+        })
+        .collect();
+    let silences = out.collect(silences).into_iter().filter(|s| wanted.iter().any(|w| s.concerns(w))).collect();
     Context {
         start: req.start,
         end: req.end,
         series,
-        logs: collect_into(&mut unavailable, logs),
-        changes: collect_into(&mut unavailable, changes),
-        pods: collect_into(&mut unavailable, pods),
-        topology: collect_into(&mut unavailable, topology),
-        unavailable,
+        logs: out.collect(logs),
+        changes,
+        pods: out.collect(pods),
+        topology: edges,
+        dependencies,
+        other_alerts,
+        silences,
+        unavailable: out.unavailable,
+        queries: out.queries,
     }
 }
 
-/// Successful results concatenated; distinct failures appended to `unavailable`.
-fn collect_into<T>(unavailable: &mut Vec<String>, results: Vec<Result<Vec<T>, String>>) -> Vec<T> {
-    let mut items = Vec::new();
-    for r in results {
-        match r {
-            Ok(v) => items.extend(v),
-            Err(e) if !unavailable.contains(&e) => unavailable.push(e),
-            Err(_) => {}
+#[derive(Default)]
+struct Outcomes {
+    unavailable: Vec<String>,
+    queries: Vec<QueryRecord>,
+}
+
+impl Outcomes {
+    /// Successful results concatenated; distinct failures noted once; every call recorded.
+    fn collect<T>(&mut self, results: Vec<(Result<Vec<T>, String>, QueryRecord)>) -> Vec<T> {
+        let mut items = Vec::new();
+        for (r, record) in results {
+            self.queries.push(record);
+            match r {
+                Ok(v) => items.extend(v),
+                Err(e) if !self.unavailable.contains(&e) => self.unavailable.push(e),
+                Err(_) => {}
+            }
         }
+        items
     }
-    items
+}
+
+/// One incident's context, kept for `ttl` so that alerts joining an incident in a burst do not
+/// each query every backend again. A new request (other services, other queries) misses.
+pub struct Cache {
+    ttl: Duration,
+    entries: Mutex<HashMap<i64, Cached>>,
+}
+
+/// When it was gathered, for which request, and what.
+type Cached = (Instant, String, Arc<Context>);
+
+impl Cache {
+    pub fn new(ttl: Duration) -> Cache {
+        Cache { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// The cached context of `incident` for this request, or a fresh one; and whether it was cached.
+    pub async fn gather(&self, incident: i64, sources: &Sources, req: &Request) -> (Arc<Context>, bool) {
+        let key = format!(
+            "{:?}|{:?}|{:?}|{}|{:?}",
+            req.services,
+            req.queries.iter().map(|q| &q.promql).collect::<Vec<_>>(),
+            req.golden,
+            req.start,
+            req.own_alerts
+        );
+        {
+            let mut entries = self.entries.lock().unwrap();
+            entries.retain(|_, (at, _, _)| at.elapsed() < self.ttl);
+            if let Some((_, k, ctx)) = entries.get(&incident)
+                && *k == key
+            {
+                return (ctx.clone(), true);
+            }
+        }
+        let ctx = Arc::new(gather(sources, req).await);
+        self.entries.lock().unwrap().insert(incident, (Instant::now(), key, ctx.clone()));
+        (ctx, false)
+    }
 }

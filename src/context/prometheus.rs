@@ -3,7 +3,9 @@
 //! Mimir tenants); responses are bounded in bytes and series; Prometheus' own error JSON
 //! (`{"status":"error","errorType":…,"error":…}`) becomes a readable reason.
 
-use super::{MetricQuery, Metrics, Series};
+use super::{Golden, MetricQuery, Metrics, Series};
+use crate::alert::Labels;
+use crate::runbook::Unit;
 use crate::time::Millis;
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -37,10 +39,52 @@ struct Data {
     result: Vec<Matrix>,
 }
 
+/// A matrix series (`values`) or a vector sample (`value`).
 #[derive(Deserialize)]
 struct Matrix {
     metric: BTreeMap<String, String>,
+    #[serde(default)]
     values: Vec<(f64, String)>,
+}
+
+/// The golden signals medic asks for every service of an incident (and each dependency) when
+/// the config names none. They follow the most common conventions: `http_requests_total` and
+/// `http_request_duration_seconds_bucket` with a `service` label and a `code` label (client
+/// libraries, most exporters), cAdvisor's `container_*` metrics with a `container` label, and
+/// kube-state-metrics' restart counter. A query that matches no series costs one round trip
+/// and shows nothing.
+pub fn default_golden() -> Vec<Golden> {
+    let g = |name: &str, unit: Unit, promql: &str| Golden { name: name.into(), promql: promql.into(), unit };
+    vec![
+        g("request_rate", Unit::Number, r#"sum(rate(http_requests_total{service="{{service}}"}[5m]))"#),
+        g(
+            "error_ratio",
+            Unit::Ratio,
+            r#"sum(rate(http_requests_total{service="{{service}}",code=~"5.."}[5m])) / sum(rate(http_requests_total{service="{{service}}"}[5m]))"#,
+        ),
+        g(
+            "latency_p99",
+            Unit::Seconds,
+            r#"histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{service="{{service}}"}[5m])))"#,
+        ),
+        g(
+            "latency_p50",
+            Unit::Seconds,
+            r#"histogram_quantile(0.5, sum by (le) (rate(http_request_duration_seconds_bucket{service="{{service}}"}[5m])))"#,
+        ),
+        g("cpu_cores", Unit::Number, r#"sum(rate(container_cpu_usage_seconds_total{container="{{service}}"}[5m]))"#),
+        g(
+            "cpu_throttled_ratio",
+            Unit::Ratio,
+            r#"sum(rate(container_cpu_cfs_throttled_periods_total{container="{{service}}"}[5m])) / sum(rate(container_cpu_cfs_periods_total{container="{{service}}"}[5m]))"#,
+        ),
+        g("memory_working_set", Unit::Bytes, r#"sum(container_memory_working_set_bytes{container="{{service}}"})"#),
+        g(
+            "restarts",
+            Unit::Number,
+            r#"sum(increase(kube_pod_container_status_restarts_total{container="{{service}}"}[10m]))"#,
+        ),
+    ]
 }
 
 /// A step that keeps a range query near 250 points, never below 15 s.
@@ -63,6 +107,16 @@ impl Prometheus {
     /// Largest response body read, in bytes.
     pub fn set_max_bytes(&mut self, n: usize) {
         self.http.max_bytes = n;
+    }
+
+    /// The label sets of an instant vector query's samples (topology from service graphs).
+    pub async fn query_instant(&self, promql: &str) -> Result<Vec<Labels>, String> {
+        let resp = self.get("api/v1/query", &[("query", promql.to_string())]).await?;
+        let data = resp.data.ok_or("a success without data")?;
+        if data.result_type != "vector" {
+            return Err(format!("expected a vector, got {}", data.result_type));
+        }
+        Ok(data.result.into_iter().take(self.max_series * 10).map(|m| m.metric).collect())
     }
 
     async fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Response, String> {

@@ -164,6 +164,7 @@ mod tests {
             end: now + 3_600_000,
             changes_start: now - 3_600_000,
             queries: vec![q],
+            ..Default::default()
         }
     }
 

@@ -3,17 +3,13 @@
 //! `medic replay` prints the result; `medic test` compares it with the scenario's `expect`.
 
 use super::World;
-use crate::context::{self, MetricQuery, Request, Sources, recorded::Recorded};
-use crate::diagnosis::{self, Diagnosis};
-use crate::plan::{self, ProposedPlan};
+use crate::context::{self, Sources, recorded::Recorded};
+use crate::diagnosis::Diagnosis;
+use crate::plan::ProposedPlan;
+use crate::responder;
 use crate::runbook::Runbook;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How far before the alerts' start the context window opens...
-pub const LOOK_BACK: i64 = 2 * 3600 * 1000;
-/// ...and how far back changes are looked for.
-pub const CHANGES_LOOK_BACK: i64 = 24 * 3600 * 1000;
 
 pub struct Outcome {
     pub diagnosis: Diagnosis,
@@ -27,36 +23,12 @@ pub async fn run(world: &World, runbooks: &[Runbook]) -> Outcome {
     run_with(world, runbooks, &Sources::all(recorded, Duration::from_secs(5)), (1, &title)).await
 }
 
-/// Like [`run`], for a given incident, with given sources.
+/// Like [`run`], for a given incident, with given sources: the responder's steps.
 pub async fn run_with(world: &World, runbooks: &[Runbook], sources: &Sources, incident: (i64, &str)) -> Outcome {
-    let first = &world.alerts[0];
-    let first_start = world.alerts.iter().map(|a| a.starts_at).min().unwrap_or(world.now);
-    let start = first_start - LOOK_BACK;
-    let mut services: Vec<String> = world.alerts.iter().filter_map(|a| a.labels.get("service").cloned()).collect();
-    services.sort();
-    services.dedup();
-    let (incident_id, title) = incident;
-    let tctx = diagnosis::template_context(first, (incident_id, title), None, &Default::default());
-    let mut queries = Vec::new();
-    for q in runbooks.iter().flat_map(|r| &r.context) {
-        if let Some(promql) = &q.promql
-            && !queries.iter().any(|m: &MetricQuery| m.name == q.name)
-        {
-            let promql = diagnosis::render(promql, &tctx);
-            queries.push(MetricQuery { name: q.name.clone(), promql, start, end: world.now, step: 60_000 });
-        }
-    }
-    let request = Request { services, start, end: world.now, changes_start: first_start - CHANGES_LOOK_BACK, queries };
+    let request = responder::request(&world.alerts, runbooks, &[], world.now, incident);
     let ctx = context::gather(sources, &request).await;
-    let d =
-        diagnosis::diagnose(&diagnosis::Input { incident_id, title, alerts: &world.alerts, context: &ctx, runbooks });
-    let plan = d.top().runbook.as_ref().map(|id| {
-        let rb = runbooks.iter().find(|r| &r.id == id).expect("the hypothesis names a loaded runbook");
-        let alert = world.alerts.iter().find(|a| rb.matches_labels(std::iter::once(&a.labels))).unwrap_or(first);
-        let change = ctx.changes.iter().filter(|c| c.at <= d.onset + 120_000).max_by_key(|c| c.at);
-        plan::build(rb, &diagnosis::template_context(alert, (incident_id, title), change, &rb.vars), incident_id)
-    });
-    Outcome { diagnosis: d, plan }
+    let (diagnosis, plan) = responder::conclude(&world.alerts, runbooks, &[], &ctx, incident);
+    Outcome { diagnosis, plan }
 }
 
 /// One expectation and how it went.

@@ -166,7 +166,14 @@ impl TestApp {
             })
             .await
         });
-        Some(TestApp { base, http: reqwest::Client::new(), store, db, stop: Some(stop), server: Some(server) })
+        Some(TestApp {
+            base,
+            http: medic::telemetry::http_client_builder().build().unwrap(),
+            store,
+            db,
+            stop: Some(stop),
+            server: Some(server),
+        })
     }
 
     pub async fn post(

@@ -1,0 +1,188 @@
+//! The responder: what medic does once an incident opens or grows. It gathers the context
+//! (every configured backend, in parallel, cached per incident), diagnoses, builds the top
+//! hypothesis' plan, proposes it, and records a `diagnosed` audit entry carrying the diagnosis
+//! and every query with its duration. Chat adapters show what it records.
+//!
+//! [`request`] and [`conclude`] are the IO-free halves, shared with `medic test` / `medic
+//! replay` (scenarios) and the demo, so every path diagnoses the same way.
+
+use crate::alert::Alert;
+use crate::approval::Identity;
+use crate::audit::{AuditEntry, Kind};
+use crate::context::{self, Cache, Context, Golden, MetricQuery, Request, Sources};
+use crate::diagnosis::{self, Diagnosis};
+use crate::metrics::Metrics;
+use crate::plan::{self, ProposedPlan};
+use crate::runbook::Runbook;
+use crate::store::Store;
+use crate::time::{Clock, Millis};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How far before the alerts' start the context window opens...
+pub const LOOK_BACK: Millis = 2 * 3600 * 1000;
+/// ...and how far back changes are looked for.
+pub const CHANGES_LOOK_BACK: Millis = 24 * 3600 * 1000;
+
+/// The question for an incident's firing `alerts` at `now`: their services, the window, the
+/// runbooks' own queries (rendered for the first alert) and the golden signals.
+pub fn request(
+    alerts: &[Alert],
+    runbooks: &[Runbook],
+    golden: &[Golden],
+    now: Millis,
+    incident: (i64, &str),
+) -> Request {
+    let first_start = alerts.iter().map(|a| a.starts_at).min().unwrap_or(now);
+    let start = first_start - LOOK_BACK;
+    let mut services: Vec<String> = alerts.iter().filter_map(|a| a.labels.get("service").cloned()).collect();
+    services.sort();
+    services.dedup();
+    let mut queries = Vec::new();
+    if let Some(first) = alerts.first() {
+        let tctx = diagnosis::template_context(first, incident, None, &Default::default());
+        for q in runbooks.iter().flat_map(|r| &r.context) {
+            if let Some(promql) = &q.promql
+                && !queries.iter().any(|m: &MetricQuery| m.name == q.name)
+            {
+                let promql = diagnosis::render(promql, &tctx);
+                let step = context::prometheus::step_for(start, now);
+                queries.push(MetricQuery { name: q.name.clone(), promql, start, end: now, step });
+            }
+        }
+    }
+    Request {
+        services,
+        start,
+        end: now,
+        changes_start: first_start - CHANGES_LOOK_BACK,
+        queries,
+        golden: golden.to_vec(),
+        own_alerts: alerts.iter().map(|a| a.fingerprint.clone()).collect(),
+    }
+}
+
+/// The diagnosis of `alerts` over `ctx`, and the top hypothesis' plan (or why it has none;
+/// `None` when no runbook matched).
+pub fn conclude(
+    alerts: &[Alert],
+    runbooks: &[Runbook],
+    golden: &[Golden],
+    ctx: &Context,
+    incident: (i64, &str),
+) -> (Diagnosis, Option<Result<ProposedPlan, String>>) {
+    let (incident_id, title) = incident;
+    let d = diagnosis::diagnose(&diagnosis::Input { incident_id, title, alerts, context: ctx, runbooks, golden });
+    let plan = d.top().runbook.as_ref().map(|id| {
+        let rb = runbooks.iter().find(|r| &r.id == id).expect("the hypothesis names a loaded runbook");
+        let alert = alerts.iter().find(|a| rb.matches_labels(std::iter::once(&a.labels))).unwrap_or(&alerts[0]);
+        let change = ctx.changes.iter().filter(|c| c.at <= d.onset + 120_000).max_by_key(|c| c.at);
+        plan::build(rb, &diagnosis::template_context(alert, incident, change, &rb.vars), incident_id)
+    });
+    (d, plan)
+}
+
+/// What the responder needs, fixed at start.
+pub struct Responder {
+    pub store: Arc<dyn Store>,
+    pub sources: Sources,
+    pub runbooks: Vec<Runbook>,
+    pub golden: Vec<Golden>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub cache: Cache,
+    /// An incident is diagnosed again at most this often while alerts keep joining it.
+    pub min_interval: Duration,
+}
+
+/// One finished investigation, for callers that wait (tests, benchmarks).
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub incident_id: i64,
+    pub gather: Duration,
+    pub diagnose: Duration,
+    pub cached: bool,
+}
+
+impl Responder {
+    /// Runs until the sender side closes; each incident id received is investigated (a burst
+    /// for one incident is coalesced). Failures are logged; the next trigger tries again.
+    pub async fn run(self, mut rx: mpsc::Receiver<i64>, done: Option<mpsc::UnboundedSender<Report>>) {
+        let mut last: HashMap<i64, Instant> = HashMap::new();
+        while let Some(id) = rx.recv().await {
+            // Coalesce: everything already queued for this incident is this one trigger.
+            if last.get(&id).is_some_and(|t| t.elapsed() < self.min_interval) {
+                continue;
+            }
+            last.insert(id, Instant::now());
+            match self.investigate(id).await {
+                Ok(Some(r)) => {
+                    if let Some(done) = &done {
+                        let _ = done.send(r);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(incident = id, error = %format!("{e:#}"), "investigation failed"),
+            }
+        }
+    }
+
+    /// Gathers, diagnoses, proposes and records for incident `id`; `None` if it has no firing
+    /// alert any more.
+    pub async fn investigate(&self, id: i64) -> anyhow::Result<Option<Report>> {
+        let Some((incident, rows)) = self.store.incident(id).await? else { return Ok(None) };
+        let alerts: Vec<Alert> =
+            rows.into_iter().map(|r| r.alert).filter(|a| a.status == crate::alert::AlertStatus::Firing).collect();
+        if alerts.is_empty() {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let inc = (id, incident.title.as_str());
+        let started = Instant::now();
+        let req = request(&alerts, &self.runbooks, &self.golden, now, inc);
+        let (ctx, cached) = self.cache.gather(id, &self.sources, &req).await;
+        let gather = started.elapsed();
+        let started = Instant::now();
+        let (d, plan) = conclude(&alerts, &self.runbooks, &self.golden, &ctx, inc);
+        let diagnose = started.elapsed();
+        if !cached {
+            for q in &ctx.queries {
+                self.metrics.observe_context_query(q.kind, &q.source, q.error.is_none(), Duration::from_millis(q.ms));
+            }
+        }
+        self.metrics.observe_investigation(gather, diagnose);
+        let mut entries = vec![AuditEntry {
+            at: now,
+            kind: Kind::Diagnosed,
+            incident_id: Some(id),
+            actor: "medic".into(),
+            data: json!({
+                "diagnosis": d,
+                "plan": plan.as_ref().map(|p| match p {
+                    Ok(p) => json!({"hash": p.hash, "runbook": p.runbook}),
+                    Err(e) => json!({"error": crate::redact::redact(e)}),
+                }),
+                "gather_ms": gather.as_millis() as u64,
+                "diagnose_ms": diagnose.as_millis() as u64,
+                "cached": cached,
+                "queries": if cached { json!([]) } else { json!(ctx.queries) },
+            }),
+        }];
+        if let Some(Ok(p)) = &plan {
+            self.store.propose(p, &Identity("medic".into()), now).await?;
+        }
+        self.store.record(std::mem::take(&mut entries)).await?;
+        tracing::info!(
+            incident = id,
+            top = %d.top().statement,
+            confidence = d.top().confidence,
+            gather_ms = gather.as_millis() as u64,
+            unavailable = d.unavailable.len(),
+            "diagnosed"
+        );
+        Ok(Some(Report { incident_id: id, gather, diagnose, cached }))
+    }
+}
