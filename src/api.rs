@@ -100,7 +100,7 @@ pub async fn list(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, S
     }
 }
 
-/// `GET /v1/incidents/{id}`: the incident, its alerts and its timeline.
+/// `GET /v1/incidents/{id}`: the incident, its alerts, its timeline and its latest diagnosis.
 pub async fn detail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<i64>() else { return bad_request(format!("incident id: expected a number, got {id:?}")) };
     let found = match app.store.incident(id).await {
@@ -116,6 +116,13 @@ pub async fn detail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
             let mut v = incident_json(&inc);
             v["alerts"] = json!(alerts.iter().map(alert_json).collect::<Vec<_>>());
             v["timeline"] = json!(timeline_json(&records));
+            // The latest diagnosis, as recorded (the responder writes one per investigation).
+            v["diagnosis"] = records
+                .iter()
+                .rev()
+                .find(|r| r.kind == "diagnosed")
+                .and_then(|r| serde_json::from_str(&r.data).ok())
+                .unwrap_or(serde_json::Value::Null);
             Json(v).into_response()
         }
         Err(e) => internal(e),

@@ -139,6 +139,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(l) = listen {
                 cfg.listen = l;
             }
+            cfg.runbooks = cfg.runbooks_dir();
             crate::telemetry::init(cfg.log.format, cfg.log.level.as_deref());
             if let Some(p) = cfg.open_sources_problem(cfg.listen) {
                 bail!("{p}");

@@ -35,6 +35,161 @@ pub struct Config {
     pub executor: ExecutorConfig,
     #[serde(default)]
     pub guardrails: crate::guardrails::GuardrailConfig,
+    /// The runbooks directory `serve` loads (default: ./runbooks when it exists).
+    #[serde(default)]
+    pub runbooks: Option<PathBuf>,
+    #[serde(default)]
+    pub context: ContextConfig,
+}
+
+/// The observability backends medic reads, and how long it may take.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextConfig {
+    /// Each call's deadline.
+    #[serde(default = "five_seconds", with = "humantime_serde")]
+    pub timeout: std::time::Duration,
+    /// The whole gathering's deadline.
+    #[serde(default = "ten_seconds", with = "humantime_serde")]
+    pub budget: std::time::Duration,
+    /// How long one incident's context is reused while alerts keep joining it.
+    #[serde(default = "one_minute", with = "humantime_serde")]
+    pub cache_ttl: std::time::Duration,
+    #[serde(default)]
+    pub prometheus: Option<PrometheusConfig>,
+    #[serde(default)]
+    pub loki: Option<LokiConfig>,
+    #[serde(default)]
+    pub alertmanager: Option<HttpBackend>,
+    #[serde(default)]
+    pub kubernetes: Option<crate::context::kubernetes::KubernetesConfig>,
+    #[serde(default)]
+    pub github: Option<GitHubConfig>,
+    #[serde(default)]
+    pub topology: TopologyConfig,
+}
+
+fn five_seconds() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
+}
+fn ten_seconds() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+fn one_minute() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        ContextConfig {
+            timeout: five_seconds(),
+            budget: ten_seconds(),
+            cache_ttl: one_minute(),
+            prometheus: None,
+            loki: None,
+            alertmanager: None,
+            kubernetes: None,
+            github: None,
+            topology: TopologyConfig::default(),
+        }
+    }
+}
+
+/// Where an HTTP backend is and how to authenticate to it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpBackend {
+    pub url: String,
+    #[serde(default)]
+    pub auth: Option<BackendAuth>,
+    /// Extra request headers, e.g. `X-Scope-OrgID: tenant-1` (a value may be a secret reference).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendAuth {
+    #[serde(default)]
+    pub bearer: Option<SecretRef>,
+    #[serde(default)]
+    pub basic: Option<BasicAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub user: String,
+    pub password: SecretRef,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    #[serde(flatten)]
+    pub http: HttpBackend,
+    /// Replaces the default golden signals (README: "Context backends").
+    #[serde(default)]
+    pub golden_signals: Option<Vec<crate::context::Golden>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LokiConfig {
+    #[serde(flatten)]
+    pub http: HttpBackend,
+    /// LogQL with `{{service}}` (default: the service's error-like lines).
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubConfig {
+    /// `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise Server.
+    #[serde(default = "github_api")]
+    pub url: String,
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    pub repos: Vec<crate::context::github::Repo>,
+}
+
+fn github_api() -> String {
+    "https://api.github.com".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyConfig {
+    /// A YAML map from each service to the services it calls.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Read edges from service-graph metrics in Prometheus: `tempo` or `istio`.
+    #[serde(default)]
+    pub service_graph: Option<crate::context::topology::ServiceGraphKind>,
+}
+
+impl HttpBackend {
+    /// The auth and headers with their secrets resolved.
+    pub fn resolve(&self, what: &str) -> Result<(crate::context::http::Auth, Vec<(String, String)>), String> {
+        use crate::context::http::Auth;
+        let auth = match &self.auth {
+            None => Auth::None,
+            Some(BackendAuth { bearer: Some(b), basic: None }) => {
+                Auth::Bearer(b.resolve().map_err(|e| format!("{what}.auth.bearer: {e}"))?)
+            }
+            Some(BackendAuth { bearer: None, basic: Some(b) }) => Auth::Basic {
+                user: b.user.clone(),
+                password: b.password.resolve().map_err(|e| format!("{what}.auth.basic.password: {e}"))?,
+            },
+            Some(_) => return Err(format!("{what}.auth: expected exactly one of `bearer` or `basic`")),
+        };
+        let mut headers = Vec::new();
+        for (k, v) in &self.headers {
+            headers.push((k.clone(), v.resolve().map_err(|e| format!("{what}.headers.{k}: {e}"))?));
+        }
+        Ok((auth, headers))
+    }
 }
 
 /// Who may approve: groups of identities (`platform:id`, e.g. `slack:U024BE7LH`,
@@ -93,6 +248,8 @@ impl Default for Config {
             responders: Responders::default(),
             executor: ExecutorConfig::default(),
             guardrails: Default::default(),
+            runbooks: None,
+            context: ContextConfig::default(),
         }
     }
 }
@@ -467,8 +624,19 @@ impl Config {
                 }
             }
         }
+        out.extend(self.context.problems());
+        if let Some(d) = &self.runbooks
+            && !d.is_dir()
+        {
+            out.push(format!("runbooks: {} is not a directory", d.display()));
+        }
         out.extend(self.open_sources_problem(self.listen));
         out
+    }
+
+    /// The runbooks directory: the configured one, else ./runbooks when it exists.
+    pub fn runbooks_dir(&self) -> Option<PathBuf> {
+        self.runbooks.clone().or_else(|| Some(PathBuf::from("runbooks")).filter(|d| d.is_dir()))
     }
 
     /// Unauthenticated intake is allowed only while bound to loopback.
@@ -495,6 +663,45 @@ impl Config {
             Some(v) => v.resolve(),
             None => Ok(DEFAULT_DATABASE_URL.to_string()),
         }
+    }
+}
+
+impl ContextConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.timeout.is_zero() || self.budget < self.timeout {
+            out.push("context: expected 0 < timeout <= budget".into());
+        }
+        let backends: [(&str, Option<&HttpBackend>); 3] = [
+            ("context.prometheus", self.prometheus.as_ref().map(|p| &p.http)),
+            ("context.loki", self.loki.as_ref().map(|l| &l.http)),
+            ("context.alertmanager", self.alertmanager.as_ref()),
+        ];
+        for (what, b) in backends {
+            let Some(b) = b else { continue };
+            if let Err(e) = reqwest::Url::parse(&b.url) {
+                out.push(format!("{what}.url: {e}"));
+            }
+            if let Err(e) = b.resolve(what) {
+                out.push(e);
+            }
+        }
+        if let Some(g) = self.prometheus.as_ref().and_then(|p| p.golden_signals.as_ref()) {
+            for s in g {
+                if let Err(e) = handlebars::Template::compile(&s.promql) {
+                    out.push(format!("context.prometheus.golden_signals.{}: {}", s.name, e.reason()));
+                }
+            }
+        }
+        if let Some(gh) = &self.github
+            && let Some(Err(e)) = gh.token.as_ref().map(SecretRef::resolve)
+        {
+            out.push(format!("context.github.token: {e}"));
+        }
+        if self.topology.service_graph.is_some() && self.prometheus.is_none() {
+            out.push("context.topology.service_graph: needs context.prometheus".into());
+        }
+        out
     }
 }
 
@@ -547,5 +754,24 @@ mod tests {
         assert_eq!(mask_url("postgres://u:pw@h:5432/db?x=1"), "postgres://u:****@h:5432/db?x=1");
         assert_eq!(mask_url("sqlite://medic.db"), "sqlite://medic.db");
         assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}
+#[cfg(test)]
+mod context_tests {
+    use super::*;
+
+    #[test]
+    fn context_section_is_strict() {
+        let ok = "context:\n  prometheus:\n    url: http://p:9090\n    headers: {X-Scope-OrgID: t1}\n    golden_signals: [{name: up, promql: 'up{job=\"{{service}}\"}'}]\n";
+        let c = Config::parse(ok, "m.yaml").unwrap();
+        assert_eq!(c.context.prometheus.unwrap().golden_signals.unwrap()[0].name, "up");
+        for bad in [
+            "context:\n  prometheus:\n    url: http://p:9090\n    golden_signal: []\n",
+            "context:\n  alertmanager:\n    url: http://a:9093\n    golden_signals: []\n",
+            "context:\n  loki:\n    url: http://l:3100\n    auth: {bearer: {env: X}, token: y}\n",
+        ] {
+            let err = Config::parse(bad, "m.yaml").unwrap_err().to_string();
+            assert!(err.contains("unknown field"), "{bad}: {err}");
+        }
     }
 }

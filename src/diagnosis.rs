@@ -372,6 +372,7 @@ pub fn diagnose(input: &Input) -> Diagnosis {
     let mut context_ev: Vec<Evidence> = ctx
         .other_alerts
         .iter()
+        .filter(|o| !alerts.iter().any(|a| a.fingerprint == o.fingerprint))
         .map(|a| {
             let svc = a.labels.get("service").map(String::as_str).unwrap_or("?");
             let role = if ctx.dependencies.iter().any(|d| d == svc) { " (a dependency)" } else { "" };

@@ -17,10 +17,11 @@ use crate::runbook::Runbook;
 use crate::store::Store;
 use crate::time::{Clock, Millis};
 use serde_json::json;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
 
 /// How far before the alerts' start the context window opens...
 pub const LOOK_BACK: Millis = 2 * 3600 * 1000;
@@ -61,7 +62,6 @@ pub fn request(
         changes_start: first_start - CHANGES_LOOK_BACK,
         queries,
         golden: golden.to_vec(),
-        own_alerts: alerts.iter().map(|a| a.fingerprint.clone()).collect(),
     }
 }
 
@@ -85,6 +85,76 @@ pub fn conclude(
     (d, plan)
 }
 
+/// Most investigations running at once.
+const PARALLEL: usize = 8;
+
+/// The incidents waiting for an investigation. Intake pushes an incident id when an alert opens
+/// or joins it; an incident triggered again while its investigation runs is investigated once
+/// more afterwards, so a burst costs at most two. Nothing is dropped, and memory is bounded by
+/// the number of distinct incidents.
+#[derive(Default)]
+pub struct Triggers {
+    state: Mutex<TriggerState>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct TriggerState {
+    pending: BTreeSet<i64>,
+    /// Running investigations, and whether each was triggered again meanwhile.
+    busy: HashMap<i64, bool>,
+    closed: bool,
+}
+
+impl Triggers {
+    pub fn push(&self, id: i64) {
+        let mut st = self.state.lock().unwrap();
+        match st.busy.get_mut(&id) {
+            Some(again) => *again = true,
+            None => {
+                st.pending.insert(id);
+            }
+        }
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// No more pushes are coming: [`Triggers::take`] ends once the work left is done.
+    pub fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.notify.notify_one();
+    }
+
+    /// The next incidents to investigate (marked running), or `None` once closed and idle.
+    async fn take(&self) -> Option<Vec<i64>> {
+        loop {
+            {
+                let mut st = self.state.lock().unwrap();
+                if !st.pending.is_empty() {
+                    let ids: Vec<i64> = std::mem::take(&mut st.pending).into_iter().collect();
+                    for id in &ids {
+                        st.busy.insert(*id, false);
+                    }
+                    return Some(ids);
+                }
+                if st.closed && st.busy.is_empty() {
+                    return None;
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    fn finish(&self, id: i64) {
+        let mut st = self.state.lock().unwrap();
+        if st.busy.remove(&id) == Some(true) {
+            st.pending.insert(id);
+        }
+        drop(st);
+        self.notify.notify_one();
+    }
+}
+
 /// What the responder needs, fixed at start.
 pub struct Responder {
     pub store: Arc<dyn Store>,
@@ -94,8 +164,6 @@ pub struct Responder {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub cache: Cache,
-    /// An incident is diagnosed again at most this often while alerts keep joining it.
-    pub min_interval: Duration,
 }
 
 /// One finished investigation, for callers that wait (tests, benchmarks).
@@ -108,26 +176,32 @@ pub struct Report {
 }
 
 impl Responder {
-    /// Runs until the sender side closes; each incident id received is investigated (a burst
-    /// for one incident is coalesced). Failures are logged; the next trigger tries again.
-    pub async fn run(self, mut rx: mpsc::Receiver<i64>, done: Option<mpsc::UnboundedSender<Report>>) {
-        let mut last: HashMap<i64, Instant> = HashMap::new();
-        while let Some(id) = rx.recv().await {
-            // Coalesce: everything already queued for this incident is this one trigger.
-            if last.get(&id).is_some_and(|t| t.elapsed() < self.min_interval) {
-                continue;
-            }
-            last.insert(id, Instant::now());
-            match self.investigate(id).await {
-                Ok(Some(r)) => {
-                    if let Some(done) = &done {
-                        let _ = done.send(r);
+    /// Investigates triggered incidents, up to [`PARALLEL`] at once, until `triggers` is closed
+    /// and idle. Failures are logged; the next trigger tries again.
+    pub async fn run(self: Arc<Self>, triggers: Arc<Triggers>, done: Option<mpsc::UnboundedSender<Report>>) {
+        let limit = Arc::new(Semaphore::new(PARALLEL));
+        let mut tasks = JoinSet::new();
+        while let Some(ids) = triggers.take().await {
+            for id in ids {
+                let permit = limit.clone().acquire_owned().await.expect("never closed");
+                let (me, triggers, done) = (self.clone(), triggers.clone(), done.clone());
+                tasks.spawn(async move {
+                    match me.investigate(id).await {
+                        Ok(Some(r)) => {
+                            if let Some(done) = done {
+                                let _ = done.send(r);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(incident = id, error = %format!("{e:#}"), "investigation failed"),
                     }
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(incident = id, error = %format!("{e:#}"), "investigation failed"),
+                    triggers.finish(id);
+                    drop(permit);
+                });
             }
+            while tasks.try_join_next().is_some() {}
         }
+        while tasks.join_next().await.is_some() {}
     }
 
     /// Gathers, diagnoses, proposes and records for incident `id`; `None` if it has no firing
@@ -160,6 +234,7 @@ impl Responder {
             incident_id: Some(id),
             actor: "medic".into(),
             data: json!({
+                "top": format!("{} ({:.0}%)", d.top().statement, d.top().confidence * 100.0),
                 "diagnosis": d,
                 "plan": plan.as_ref().map(|p| match p {
                     Ok(p) => json!({"hash": p.hash, "runbook": p.runbook}),

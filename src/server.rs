@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::intake::{Intake, Route};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::responder::Triggers;
 use crate::store::Store;
 use crate::time::Clock;
 use anyhow::{Context, Result};
@@ -49,15 +50,50 @@ pub async fn run(
     crate::executor::recover(store.as_ref(), &owner, clock.now()).await.context("recovering interrupted plans")?;
     let metrics = Arc::new(Metrics::default());
     let policy = Arc::new(config.incidents.clone());
+    let (responder, triggers) = start_responder(config, store.clone(), clock.clone(), metrics.clone(), None).await?;
     let (pipeline, writer) = Pipeline::start(store.clone(), policy, clock.clone(), metrics.clone(), TICK);
-    let intake = Intake::new(&config.intake, pipeline, metrics.clone(), clock).map_err(anyhow::Error::msg)?;
+    let intake =
+        Intake::new(&config.intake, pipeline, metrics.clone(), clock, triggers.clone()).map_err(anyhow::Error::msg)?;
     let app = Arc::new(App { store: store.clone(), intake, metrics });
     tracing::info!(%addr, store = store.backend(), "medic listening");
     axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await.context("server failed")?;
-    tracing::info!("stopped accepting; draining the writer");
+    tracing::info!("stopped accepting; draining the writer and the responder");
     writer.await.context("writer task panicked")?;
+    triggers.close();
+    responder.await.context("responder task panicked")?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Starts the responder task with the config's context sources and runbooks; returns it and
+/// the channel intake uses to say "this incident opened or grew". `reports` receives each
+/// finished investigation (benchmarks, tests).
+pub async fn start_responder(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    reports: Option<tokio::sync::mpsc::UnboundedSender<crate::responder::Report>>,
+) -> Result<(tokio::task::JoinHandle<()>, Arc<Triggers>)> {
+    let received = Arc::new(crate::store::StoredChanges(store.clone()));
+    let (sources, golden) = crate::context::from_config(&config.context, received).await.map_err(anyhow::Error::msg)?;
+    let runbooks = match &config.runbooks {
+        Some(dir) => crate::runbook::load_dir(dir)
+            .map_err(|errors| anyhow::anyhow!("invalid runbooks:\n  - {}", errors.join("\n  - ")))?,
+        None => Vec::new(),
+    };
+    tracing::info!(runbooks = runbooks.len(), golden_signals = golden.len(), "responder ready");
+    let responder = crate::responder::Responder {
+        store,
+        sources,
+        runbooks,
+        golden,
+        clock,
+        metrics,
+        cache: crate::context::Cache::new(config.context.cache_ttl),
+    };
+    let triggers = Arc::new(Triggers::default());
+    Ok((tokio::spawn(Arc::new(responder).run(triggers.clone(), reports)), triggers))
 }
 
 pub fn router(app: Arc<App>) -> Router {

@@ -137,11 +137,13 @@ async fn serve_on_defaults_then_audit_verify_and_export() {
 
     // The audit commands find medic.db by default too.
     let o = medic(&["audit", "verify"], dir.path(), &[]);
-    assert!(o.status.success() && text(&o).contains("OK: 2 records"), "{}", text(&o));
+    // alert_received, incident_opened, and the responder's diagnosis (no runbooks, no sources).
+    assert!(o.status.success() && text(&o).contains("OK: 3 records"), "{}", text(&o));
     let o = medic(&["audit", "export", "--incident", "1", "--out", "out"], dir.path(), &[]);
     assert!(o.status.success(), "{}", text(&o));
     let md = std::fs::read_to_string(dir.path().join("out/incident-1.md")).unwrap();
     assert!(md.starts_with("# Incident 1: DiskFull on db") && md.contains("| incident_opened | medic |"), "{md}");
+    assert!(md.contains("| diagnosed | medic | top: No runbook matches"), "{md}");
     let js: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("out/incident-1.json")).unwrap()).unwrap();
     assert_eq!(js["timeline"].as_array().unwrap().len(), 2);

@@ -248,8 +248,6 @@ pub struct Request {
     pub queries: Vec<MetricQuery>,
     /// Rendered for each service and each dependency.
     pub golden: Vec<Golden>,
-    /// Fingerprints of the incident's own alerts, left out of the other active alerts.
-    pub own_alerts: Vec<String>,
 }
 
 /// One call to a source, for the audit and `/metrics`.
@@ -280,7 +278,8 @@ pub struct Context {
     pub topology: Vec<Edge>,
     /// The incident's services' direct dependencies (callees) in the topology.
     pub dependencies: Vec<String>,
-    /// Other active alerts on the incident's services and their dependencies.
+    /// Active alerts on the incident's services and their dependencies (the incident's own
+    /// alerts among them; the diagnosis leaves those out).
     pub other_alerts: Vec<ActiveAlert>,
     /// Active silences that name one of those services.
     pub silences: Vec<Silence>,
@@ -314,6 +313,51 @@ async fn bounded<T>(
         error: result.as_ref().err().cloned(),
     };
     (result, record)
+}
+
+/// The sources and golden signals a config names, plus the changes medic received itself.
+pub async fn from_config(
+    cfg: &crate::config::ContextConfig,
+    received: Arc<dyn Changes>,
+) -> Result<(Sources, Vec<Golden>), String> {
+    let t = cfg.timeout;
+    let mut s = Sources { timeout: t, budget: cfg.budget, changes: vec![received], ..Default::default() };
+    let mut golden = Vec::new();
+    let mut prom = None;
+    if let Some(p) = &cfg.prometheus {
+        let (auth, headers) = p.http.resolve("context.prometheus")?;
+        let backend = Arc::new(prometheus::Prometheus::new(&p.http.url, auth, headers, t)?);
+        golden = p.golden_signals.clone().unwrap_or_else(prometheus::default_golden);
+        s.metrics = Some(backend.clone());
+        prom = Some(backend);
+    }
+    if let Some(l) = &cfg.loki {
+        let (auth, headers) = l.http.resolve("context.loki")?;
+        s.logs = Some(Arc::new(loki::Loki::new(&l.http.url, auth, headers, t, l.query.clone())?));
+    }
+    if let Some(a) = &cfg.alertmanager {
+        let (auth, headers) = a.resolve("context.alertmanager")?;
+        s.alerts = Some(Arc::new(alertmanager::Alertmanager::new(&a.url, auth, headers, t)?));
+    }
+    if let Some(k) = &cfg.kubernetes {
+        let kube =
+            Arc::new(kubernetes::Kubernetes::connect(k, t).await.map_err(|e| format!("context.kubernetes: {e}"))?);
+        s.pods = Some(kube.clone());
+        s.changes.push(kube);
+    }
+    if let Some(g) = &cfg.github {
+        let token =
+            g.token.as_ref().map(|t| t.resolve()).transpose().map_err(|e| format!("context.github.token: {e}"))?;
+        s.changes.push(Arc::new(github::GitHub::new(&g.url, token, g.repos.clone(), t)?));
+    }
+    if let Some(f) = &cfg.topology.file {
+        s.topology.push(Arc::new(topology::FileTopology::new(f)));
+    }
+    if let Some(kind) = cfg.topology.service_graph {
+        let p = prom.ok_or("context.topology.service_graph needs context.prometheus")?;
+        s.topology.push(Arc::new(topology::ServiceGraph::new(p, kind)));
+    }
+    Ok((s, golden))
 }
 
 /// A value quoted for a PromQL string literal.
@@ -437,10 +481,7 @@ pub async fn gather(sources: &Sources, req: &Request) -> Context {
     let other_alerts = out
         .collect(active)
         .into_iter()
-        .filter(|a| {
-            !req.own_alerts.contains(&a.fingerprint)
-                && a.labels.get("service").is_some_and(|s| wanted.contains(s.as_str()))
-        })
+        .filter(|a| a.labels.get("service").is_some_and(|s| wanted.contains(s.as_str())))
         .collect();
     let silences = out.collect(silences).into_iter().filter(|s| wanted.iter().any(|w| s.concerns(w))).collect();
     Context {
@@ -499,12 +540,11 @@ impl Cache {
     /// The cached context of `incident` for this request, or a fresh one; and whether it was cached.
     pub async fn gather(&self, incident: i64, sources: &Sources, req: &Request) -> (Arc<Context>, bool) {
         let key = format!(
-            "{:?}|{:?}|{:?}|{}|{:?}",
+            "{:?}|{:?}|{:?}|{}",
             req.services,
             req.queries.iter().map(|q| &q.promql).collect::<Vec<_>>(),
             req.golden,
-            req.start,
-            req.own_alerts
+            req.start
         );
         {
             let mut entries = self.entries.lock().unwrap();

@@ -225,6 +225,8 @@ pub struct Intake {
     pub pipeline: Pipeline,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// Incidents an alert opened or joined, for the responder.
+    pub triggers: Arc<crate::responder::Triggers>,
 }
 
 impl Intake {
@@ -233,6 +235,7 @@ impl Intake {
         pipeline: Pipeline,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        triggers: Arc<crate::responder::Triggers>,
     ) -> Result<Intake, String> {
         let mut sources = Vec::new();
         for (name, src) in cfg.sources() {
@@ -240,7 +243,7 @@ impl Intake {
             sources.push((src.enabled, auth));
         }
         let sources = sources.try_into().map_err(|_| "five intake sources".to_string())?;
-        Ok(Intake { max_body: cfg.max_body_bytes, sources, pipeline, metrics, clock })
+        Ok(Intake { max_body: cfg.max_body_bytes, sources, pipeline, metrics, clock, triggers })
     }
 
     fn source(&self, route: Route) -> &(bool, Auth) {
@@ -300,6 +303,17 @@ impl Intake {
             let mut incidents: Vec<i64> = res.incidents.iter().flatten().copied().collect();
             incidents.sort_unstable();
             incidents.dedup();
+            // A new alert opened or joined an incident: the responder looks (again).
+            let mut grown: Vec<i64> = res
+                .outcomes
+                .iter()
+                .zip(&res.incidents)
+                .filter_map(|(o, i)| if *o == Outcome::New { *i } else { None })
+                .collect();
+            grown.dedup();
+            for id in grown {
+                self.triggers.push(id);
+            }
             let mut body = json!({"stored": true, "alerts": n_alerts, "incidents": incidents});
             for (name, n) in by_outcome {
                 body[name] = json!(n);
