@@ -146,7 +146,7 @@ async fn serve_on_defaults_then_audit_verify_and_export() {
     assert!(md.contains("| diagnosed | medic | top: No runbook matches"), "{md}");
     let js: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("out/incident-1.json")).unwrap()).unwrap();
-    assert_eq!(js["timeline"].as_array().unwrap().len(), 2);
+    assert_eq!(js["timeline"].as_array().unwrap().len(), 3);
     assert_eq!(js["alerts"][0]["labels"]["alertname"], "DiskFull");
     let o = medic(&["audit", "export", "--incident", "7"], dir.path(), &[]);
     assert_eq!(o.status.code(), Some(1));
