@@ -160,7 +160,7 @@ pub fn format_value(x: f64, unit: Unit) -> String {
 
 fn series_name(s: &Series) -> String {
     let labels: Vec<String> =
-        s.labels.iter().filter(|(k, _)| *k != "service").map(|(k, v)| format!("{k}={v}")).collect();
+        s.labels.iter().filter(|(k, _)| *k != "service" && *k != "__name__").map(|(k, v)| format!("{k}={v}")).collect();
     let of = s.labels.get("service").map(|svc| format!(" of {svc}")).unwrap_or_default();
     if labels.is_empty() { format!("{}{of}", s.query) } else { format!("{}{of} ({})", s.query, labels.join(", ")) }
 }

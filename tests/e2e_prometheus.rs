@@ -7,68 +7,16 @@
 
 mod common;
 
+use common::stack::{self, Target};
 use common::{Db, TestApp, poll_until};
 use medic::config::Config;
 use serde_json::Value;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Kills the child process when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn on_path(bin: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn spawn(bin: &'static str, args: &[String], dir: &Path) -> Guard {
-    let log = std::fs::File::create(dir.join(format!("{bin}.log"))).unwrap();
-    let child = Command::new(bin)
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-    Guard(child)
-}
-
-/// Serves `medic_e2e_fault{service="checkout"} <value>` for Prometheus to scrape.
-async fn fault_target(value: Arc<AtomicU64>) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let v = value.load(Ordering::SeqCst);
-            async move { format!("# TYPE medic_e2e_fault gauge\nmedic_e2e_fault{{service=\"checkout\"}} {v}\n") }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_alertmanager_medic() {
-    for bin in ["prometheus", "prometheus-alertmanager"] {
-        if !on_path(bin) {
-            common::unavailable(&format!(
-                "{bin} is not installed (apt-get install prometheus prometheus-alertmanager)"
-            ));
-            return;
-        }
+    if let Some(why) = stack::missing(&["prometheus", "prometheus-alertmanager"]) {
+        common::unavailable(&why);
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -83,70 +31,14 @@ async fn prometheus_alertmanager_medic() {
     .unwrap();
     let app = TestApp::spawn(Db::Sqlite, cfg).await.expect("sqlite is always available");
 
-    let fault = Arc::new(AtomicU64::new(1));
-    let target = fault_target(fault.clone()).await;
-    let (prom_port, am_port) = (free_port(), free_port());
-    std::fs::write(
-        d.join("rules.yml"),
-        "groups:\n- name: e2e\n  interval: 1s\n  rules:\n  - alert: CheckoutErrors\n    expr: medic_e2e_fault > 0\n    labels: {severity: critical}\n    annotations: {summary: \"checkout is failing\"}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("prometheus.yml"),
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [rules.yml]\n\
-             scrape_configs:\n- job_name: e2e\n  static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n\
-             alerting:\n  alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]}}]\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("alertmanager.yml"),
-        format!(
-            "route: {{receiver: medic, group_by: [service], group_wait: 1s, group_interval: 1s, repeat_interval: 1h}}\n\
-             receivers:\n- name: medic\n  webhook_configs:\n  - url: {}/v1/alerts/alertmanager\n    send_resolved: true\n    \
-             http_config: {{authorization: {{credentials: e2e-token}}}}\n",
-            app.base
-        ),
-    )
-    .unwrap();
-    let _am = spawn(
-        "prometheus-alertmanager",
-        &[
-            "--config.file=alertmanager.yml".into(),
-            "--storage.path=am-data".into(),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
-            "--cluster.listen-address=".into(),
-        ],
-        d,
-    );
-    let _prom = spawn(
-        "prometheus",
-        &[
-            "--config.file=prometheus.yml".into(),
-            "--storage.tsdb.path=prom-data".into(),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-            "--rules.alert.resend-delay=1s".into(),
-        ],
-        d,
-    );
-
-    let logs = || {
-        ["prometheus", "prometheus-alertmanager"]
-            .map(|b| {
-                format!(
-                    "--- {b}.log (tail)\n{}",
-                    std::fs::read_to_string(d.join(format!("{b}.log")))
-                        .unwrap_or_default()
-                        .lines()
-                        .rev()
-                        .take(15)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )
-            })
-            .join("\n")
-    };
+    let target = Target::default();
+    target.set("medic_e2e_fault{service=\"checkout\"}", 1.0);
+    let target_port = target.serve().await;
+    let (prom_port, am_port) = (stack::free_port(), stack::free_port());
+    let _am = stack::alertmanager(d, am_port, &format!("{}/v1/alerts/alertmanager", app.base), "e2e-token");
+    let rules = "groups:\n- name: e2e\n  interval: 1s\n  rules:\n  - alert: CheckoutErrors\n    expr: medic_e2e_fault > 0\n    labels: {severity: critical}\n    annotations: {summary: \"checkout is failing\"}\n";
+    let _prom = stack::prometheus(d, prom_port, "prom-data", target_port, am_port, rules);
+    let logs = || stack::logs(d, &["prometheus", "prometheus-alertmanager"]);
     let open = |state: &'static str| {
         let app = &app;
         async move {
@@ -181,7 +73,7 @@ async fn prometheus_alertmanager_medic() {
     assert_eq!(series[0].labels["service"], "checkout");
     assert!(series[0].points.iter().any(|p| p.1 == 1.0), "{series:?}");
 
-    fault.store(0, Ordering::SeqCst);
+    target.set("medic_e2e_fault{service=\"checkout\"}", 0.0);
     let id = incident["id"].as_i64().unwrap();
     let resolved = poll_until(90, || {
         let app = &app;

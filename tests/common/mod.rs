@@ -6,6 +6,8 @@
 //! printed reason.
 #![allow(dead_code)]
 
+pub mod stack;
+
 use medic::config::Config;
 use medic::store::{self, Store};
 use medic::time::SystemClock;
