@@ -52,6 +52,12 @@ pub struct ContextConfig {
     /// The whole gathering's deadline.
     #[serde(default = "ten_seconds", with = "humantime_serde")]
     pub budget: std::time::Duration,
+    /// How far before the first alert's start metrics and logs are read.
+    #[serde(default = "two_hours", with = "humantime_serde")]
+    pub look_back: std::time::Duration,
+    /// How far back changes are looked for.
+    #[serde(default = "one_day", with = "humantime_serde")]
+    pub changes_look_back: std::time::Duration,
     /// How long one incident's context is reused while alerts keep joining it.
     #[serde(default = "one_minute", with = "humantime_serde")]
     pub cache_ttl: std::time::Duration,
@@ -78,12 +84,20 @@ fn ten_seconds() -> std::time::Duration {
 fn one_minute() -> std::time::Duration {
     std::time::Duration::from_secs(60)
 }
+fn two_hours() -> std::time::Duration {
+    std::time::Duration::from_secs(2 * 3600)
+}
+fn one_day() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
+}
 
 impl Default for ContextConfig {
     fn default() -> Self {
         ContextConfig {
             timeout: five_seconds(),
             budget: ten_seconds(),
+            look_back: two_hours(),
+            changes_look_back: one_day(),
             cache_ttl: one_minute(),
             prometheus: None,
             loki: None,

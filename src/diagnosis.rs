@@ -154,7 +154,13 @@ pub fn format_value(x: f64, unit: Unit) -> String {
         Unit::Seconds if x < 1.0 => format!("{:.0} ms", x * 1000.0),
         Unit::Seconds => format!("{x:.2} s"),
         Unit::Number if x.fract() == 0.0 && x.abs() < 1e15 => format!("{x:.0}"),
-        Unit::Number => format!("{x:.3}"),
+        Unit::Number if x.abs() >= 100.0 => format!("{x:.0}"),
+        // Three significant digits, without trailing zeros: 10.6, 0.0123.
+        Unit::Number => {
+            let decimals = (2 - x.abs().log10().floor() as i32).clamp(0, 6) as usize;
+            let s = format!("{x:.decimals$}");
+            if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+        }
     }
 }
 
@@ -581,5 +587,8 @@ mod tests {
         assert_eq!(format_value(0.25, Unit::Seconds), "250 ms");
         assert_eq!(format_value(3.0 * 1024.0 * 1024.0 * 1024.0, Unit::Bytes), "3.00 GiB");
         assert_eq!(format_value(42.0, Unit::Number), "42");
+        assert_eq!(format_value(10.6, Unit::Number), "10.6");
+        assert_eq!(format_value(0.012345, Unit::Number), "0.0123");
+        assert_eq!(format_value(1234.56, Unit::Number), "1235");
     }
 }

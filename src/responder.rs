@@ -23,10 +23,20 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-/// How far before the alerts' start the context window opens...
-pub const LOOK_BACK: Millis = 2 * 3600 * 1000;
-/// ...and how far back changes are looked for.
-pub const CHANGES_LOOK_BACK: Millis = 24 * 3600 * 1000;
+/// How far back from the alerts' start the context is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Metrics and logs.
+    pub look_back: Duration,
+    /// Changes: a deploy hours before the onset still explains it.
+    pub changes_look_back: Duration,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window { look_back: Duration::from_secs(2 * 3600), changes_look_back: Duration::from_secs(24 * 3600) }
+    }
+}
 
 /// The question for an incident's firing `alerts` at `now`: their services, the window, the
 /// runbooks' own queries (rendered for the first alert) and the golden signals.
@@ -36,9 +46,10 @@ pub fn request(
     golden: &[Golden],
     now: Millis,
     incident: (i64, &str),
+    window: Window,
 ) -> Request {
     let first_start = alerts.iter().map(|a| a.starts_at).min().unwrap_or(now);
-    let start = first_start - LOOK_BACK;
+    let start = first_start - window.look_back.as_millis() as Millis;
     let mut services: Vec<String> = alerts.iter().filter_map(|a| a.labels.get("service").cloned()).collect();
     services.sort();
     services.dedup();
@@ -59,7 +70,7 @@ pub fn request(
         services,
         start,
         end: now,
-        changes_start: first_start - CHANGES_LOOK_BACK,
+        changes_start: first_start - window.changes_look_back.as_millis() as Millis,
         queries,
         golden: golden.to_vec(),
     }
@@ -83,6 +94,11 @@ pub fn conclude(
         plan::build(rb, &diagnosis::template_context(alert, incident, change, &rb.vars), incident_id)
     });
     (d, plan)
+}
+
+/// Milliseconds with two decimals, for the audit.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
 /// Most investigations running at once.
@@ -164,6 +180,7 @@ pub struct Responder {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub cache: Cache,
+    pub window: Window,
 }
 
 /// One finished investigation, for callers that wait (tests, benchmarks).
@@ -216,7 +233,7 @@ impl Responder {
         let now = self.clock.now();
         let inc = (id, incident.title.as_str());
         let started = Instant::now();
-        let req = request(&alerts, &self.runbooks, &self.golden, now, inc);
+        let req = request(&alerts, &self.runbooks, &self.golden, now, inc, self.window);
         let (ctx, cached) = self.cache.gather(id, &self.sources, &req).await;
         let gather = started.elapsed();
         let started = Instant::now();
@@ -240,8 +257,8 @@ impl Responder {
                     Ok(p) => json!({"hash": p.hash, "runbook": p.runbook}),
                     Err(e) => json!({"error": crate::redact::redact(e)}),
                 }),
-                "gather_ms": gather.as_millis() as u64,
-                "diagnose_ms": diagnose.as_millis() as u64,
+                "gather_ms": ms(gather),
+                "diagnose_ms": ms(diagnose),
                 "cached": cached,
                 "queries": if cached { json!([]) } else { json!(ctx.queries) },
             }),

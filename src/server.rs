@@ -91,6 +91,10 @@ pub async fn start_responder(
         clock,
         metrics,
         cache: crate::context::Cache::new(config.context.cache_ttl),
+        window: crate::responder::Window {
+            look_back: config.context.look_back,
+            changes_look_back: config.context.changes_look_back,
+        },
     };
     let triggers = Arc::new(Triggers::default());
     Ok((tokio::spawn(Arc::new(responder).run(triggers.clone(), reports)), triggers))

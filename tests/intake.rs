@@ -18,8 +18,15 @@ fn config(dir: &Path, yaml: &str, secrets: &[(&str, &str)]) -> Config {
     Config::parse(&yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The timeline's kinds, without the responder's (asynchronous) `diagnosed` records.
 fn kinds(detail: &Value) -> Vec<String> {
-    detail["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect()
+    detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .filter(|k| k != "diagnosed")
+        .collect()
 }
 
 async fn alertmanager_real_payloads(db: Db) {

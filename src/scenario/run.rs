@@ -25,7 +25,7 @@ pub async fn run(world: &World, runbooks: &[Runbook]) -> Outcome {
 
 /// Like [`run`], for a given incident, with given sources: the responder's steps.
 pub async fn run_with(world: &World, runbooks: &[Runbook], sources: &Sources, incident: (i64, &str)) -> Outcome {
-    let request = responder::request(&world.alerts, runbooks, &[], world.now, incident);
+    let request = responder::request(&world.alerts, runbooks, &[], world.now, incident, Default::default());
     let ctx = context::gather(sources, &request).await;
     let (diagnosis, plan) = responder::conclude(&world.alerts, runbooks, &[], &ctx, incident);
     Outcome { diagnosis, plan }
