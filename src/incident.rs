@@ -41,6 +41,38 @@ pub struct Policy {
     pub resolve_grace: Duration,
     #[serde(default)]
     pub flapping: FlapPolicy,
+    /// A firing alert with no incident of its own group joins an open incident of a service
+    /// its service calls or is called by (the topology), within `group_window`: a failing
+    /// database and the errors of its callers are one incident.
+    #[serde(default = "yes")]
+    pub group_by_topology: bool,
+    /// The dependency graph, kept current by the server from the context's topology sources.
+    #[serde(skip)]
+    pub topology: Graph,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Services and their neighbours (callers and callees), shared and replaceable at run time.
+#[derive(Debug, Clone, Default)]
+pub struct Graph(std::sync::Arc<std::sync::RwLock<BTreeMap<String, BTreeSet<String>>>>);
+
+impl Graph {
+    /// Replaces the graph with `edges` (`(caller, callee)` pairs).
+    pub fn set<'a>(&self, edges: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in edges {
+            g.entry(a.to_string()).or_default().insert(b.to_string());
+            g.entry(b.to_string()).or_default().insert(a.to_string());
+        }
+        *self.0.write().unwrap() = g;
+    }
+
+    pub fn neighbours(&self, service: &str) -> Vec<String> {
+        self.0.read().unwrap().get(service).map(|n| n.iter().cloned().collect()).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +115,8 @@ impl Default for Policy {
             group_window: default_group_window(),
             resolve_grace: default_grace(),
             flapping: FlapPolicy::default(),
+            group_by_topology: true,
+            topology: Graph::default(),
         }
     }
 }
@@ -119,6 +153,30 @@ impl Policy {
             }
         }
         format!("alert={}", alert.key())
+    }
+
+    /// The group keys of the alert's service's neighbours: its own key with the service
+    /// replaced, when its key is made of a label set that includes `service`.
+    pub fn related_keys(&self, alert: &Alert) -> Vec<String> {
+        if !self.group_by_topology {
+            return Vec::new();
+        }
+        let Some(set) = self.group_by.iter().find(|set| set.iter().all(|l| alert.labels.contains_key(l))) else {
+            return Vec::new();
+        };
+        if !set.iter().any(|l| l == "service") {
+            return Vec::new();
+        }
+        self.topology
+            .neighbours(&alert.labels["service"])
+            .into_iter()
+            .map(|n| {
+                set.iter()
+                    .map(|l| format!("{l}={}", if l == "service" { &n } else { &alert.labels[l] }))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect()
     }
 }
 
@@ -372,8 +430,7 @@ impl WorkingSet {
         let current =
             row.incident_id.filter(|id| self.incidents.get(id).is_some_and(|i| i.state != IncidentState::Resolved));
         let joined = current.is_some();
-        let id =
-            current.or_else(|| self.find_group(&row.group_key, now, policy)).unwrap_or_else(|| self.open(row, now));
+        let id = current.or_else(|| self.find_group(row, now, policy)).unwrap_or_else(|| self.open(row, now));
         let inc = self.incidents.get_mut(&id).expect("incident just found or opened");
         if !joined {
             inc.n_alerts += 1;
@@ -390,16 +447,23 @@ impl WorkingSet {
         id
     }
 
-    fn find_group(&self, group_key: &str, now: Millis, policy: &Policy) -> Option<i64> {
-        self.incidents
-            .values()
-            .filter(|i| {
-                i.group_key == group_key
-                    && i.state != IncidentState::Resolved
-                    && now - i.last_fired_at <= ms(policy.group_window)
-            })
-            .max_by_key(|i| (i.last_fired_at, i.id))
-            .map(|i| i.id)
+    /// The incident a firing alert joins: its group's, else a topology neighbour's.
+    fn find_group(&self, row: &AlertRow, now: Millis, policy: &Policy) -> Option<i64> {
+        let live = |keys: &[&str]| {
+            self.incidents
+                .values()
+                .filter(|i| {
+                    keys.contains(&i.group_key.as_str())
+                        && i.state != IncidentState::Resolved
+                        && now - i.last_fired_at <= ms(policy.group_window)
+                })
+                .max_by_key(|i| (i.last_fired_at, i.id))
+                .map(|i| i.id)
+        };
+        live(&[row.group_key.as_str()]).or_else(|| {
+            let related = policy.related_keys(&row.alert);
+            live(&related.iter().map(String::as_str).collect::<Vec<_>>())
+        })
     }
 
     fn open(&mut self, row: &AlertRow, now: Millis) -> i64 {
@@ -553,6 +617,24 @@ mod tests {
         let n = ws.audit.len();
         assert_eq!(ws.apply(&alert("a", "pay", AlertStatus::Firing, 0), 2 * MIN, &p), Outcome::Stale);
         assert_eq!(ws.audit.len(), n);
+    }
+
+    #[test]
+    fn a_dependency_joins_its_callers_incident() {
+        let p = Policy::default();
+        p.topology.set([("checkout", "postgres"), ("search", "elastic")]);
+        let mut ws = WorkingSet { next_incident_id: 1, ..Default::default() };
+        ws.apply(&alert("a", "checkout", AlertStatus::Firing, 0), 0, &p);
+        ws.apply(&alert("b", "postgres", AlertStatus::Firing, MIN), MIN, &p);
+        ws.apply(&alert("c", "elastic", AlertStatus::Firing, MIN), MIN, &p);
+        assert_eq!(ws.incidents.len(), 2, "postgres joined checkout's incident; elastic is unrelated");
+        assert_eq!(ws.alerts["alertmanager/b"].incident_id, Some(1));
+        // Its own group's incident still comes first, and the feature can be turned off.
+        let off = Policy { group_by_topology: false, ..p.clone() };
+        let mut ws = WorkingSet { next_incident_id: 1, ..Default::default() };
+        ws.apply(&alert("a", "checkout", AlertStatus::Firing, 0), 0, &off);
+        ws.apply(&alert("b", "postgres", AlertStatus::Firing, MIN), MIN, &off);
+        assert_eq!(ws.incidents.len(), 2);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 /// How far back from the alerts' start the context is read.
@@ -183,7 +183,7 @@ pub struct Responder {
     pub window: Window,
 }
 
-/// One finished investigation, for callers that wait (tests, benchmarks).
+/// One finished investigation.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub incident_id: i64,
@@ -195,21 +195,16 @@ pub struct Report {
 impl Responder {
     /// Investigates triggered incidents, up to [`PARALLEL`] at once, until `triggers` is closed
     /// and idle. Failures are logged; the next trigger tries again.
-    pub async fn run(self: Arc<Self>, triggers: Arc<Triggers>, done: Option<mpsc::UnboundedSender<Report>>) {
+    pub async fn run(self: Arc<Self>, triggers: Arc<Triggers>) {
         let limit = Arc::new(Semaphore::new(PARALLEL));
         let mut tasks = JoinSet::new();
         while let Some(ids) = triggers.take().await {
             for id in ids {
                 let permit = limit.clone().acquire_owned().await.expect("never closed");
-                let (me, triggers, done) = (self.clone(), triggers.clone(), done.clone());
+                let (me, triggers) = (self.clone(), triggers.clone());
                 tasks.spawn(async move {
                     match me.investigate(id).await {
-                        Ok(Some(r)) => {
-                            if let Some(done) = done {
-                                let _ = done.send(r);
-                            }
-                        }
-                        Ok(None) => {}
+                        Ok(_) => {}
                         Err(e) => tracing::warn!(incident = id, error = %format!("{e:#}"), "investigation failed"),
                     }
                     triggers.finish(id);
@@ -260,7 +255,8 @@ impl Responder {
                 "gather_ms": ms(gather),
                 "diagnose_ms": ms(diagnose),
                 "cached": cached,
-                "queries": if cached { json!([]) } else { json!(ctx.queries) },
+                // With `cached`, these are the calls of the earlier gathering this one reused.
+                "queries": ctx.queries,
             }),
         }];
         if let Some(Ok(p)) = &plan {

@@ -50,7 +50,11 @@ pub async fn run(
     crate::executor::recover(store.as_ref(), &owner, clock.now()).await.context("recovering interrupted plans")?;
     let metrics = Arc::new(Metrics::default());
     let policy = Arc::new(config.incidents.clone());
-    let (responder, triggers) = start_responder(config, store.clone(), clock.clone(), metrics.clone(), None).await?;
+    let received = Arc::new(crate::store::StoredChanges(store.clone()));
+    let (sources, golden) = crate::context::from_config(&config.context, received).await.map_err(anyhow::Error::msg)?;
+    let topology = tokio::spawn(refresh_topology(sources.clone(), policy.topology.clone()));
+    let (responder, triggers) =
+        start_responder(config, sources, golden, store.clone(), clock.clone(), metrics.clone())?;
     let (pipeline, writer) = Pipeline::start(store.clone(), policy, clock.clone(), metrics.clone(), TICK);
     let intake =
         Intake::new(&config.intake, pipeline, metrics.clone(), clock, triggers.clone()).map_err(anyhow::Error::msg)?;
@@ -61,22 +65,53 @@ pub async fn run(
     writer.await.context("writer task panicked")?;
     triggers.close();
     responder.await.context("responder task panicked")?;
+    topology.abort();
     tracing::info!("shutdown complete");
     Ok(())
 }
 
-/// Starts the responder task with the config's context sources and runbooks; returns it and
-/// the channel intake uses to say "this incident opened or grew". `reports` receives each
-/// finished investigation (benchmarks, tests).
-pub async fn start_responder(
+/// How often the dependency graph used for grouping is read again.
+pub const TOPOLOGY_REFRESH: Duration = Duration::from_secs(60);
+
+/// Keeps the grouping policy's dependency graph current from the topology sources. A failed
+/// read keeps the previous graph (and is logged).
+async fn refresh_topology(sources: crate::context::Sources, graph: crate::incident::Graph) {
+    if sources.topology.is_empty() {
+        return;
+    }
+    loop {
+        let mut edges = Vec::new();
+        let mut failed = false;
+        for t in &sources.topology {
+            match tokio::time::timeout(sources.timeout, t.edges()).await {
+                Ok(Ok(e)) => edges.extend(e),
+                Ok(Err(e)) => {
+                    failed = true;
+                    tracing::warn!(source = t.name(), error = %e, "topology unavailable; grouping keeps the last graph");
+                }
+                Err(_) => {
+                    failed = true;
+                    tracing::warn!(source = t.name(), "topology timed out; grouping keeps the last graph");
+                }
+            }
+        }
+        if !failed {
+            graph.set(edges.iter().map(|e| (e.from.as_str(), e.to.as_str())));
+        }
+        tokio::time::sleep(TOPOLOGY_REFRESH).await;
+    }
+}
+
+/// Starts the responder task with the given context sources and the config's runbooks;
+/// returns it and the triggers intake uses to say "this incident opened or grew".
+pub fn start_responder(
     config: &Config,
+    sources: crate::context::Sources,
+    golden: Vec<crate::context::Golden>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    reports: Option<tokio::sync::mpsc::UnboundedSender<crate::responder::Report>>,
 ) -> Result<(tokio::task::JoinHandle<()>, Arc<Triggers>)> {
-    let received = Arc::new(crate::store::StoredChanges(store.clone()));
-    let (sources, golden) = crate::context::from_config(&config.context, received).await.map_err(anyhow::Error::msg)?;
     let runbooks = match &config.runbooks {
         Some(dir) => crate::runbook::load_dir(dir)
             .map_err(|errors| anyhow::anyhow!("invalid runbooks:\n  - {}", errors.join("\n  - ")))?,
@@ -97,7 +132,7 @@ pub async fn start_responder(
         },
     };
     let triggers = Arc::new(Triggers::default());
-    Ok((tokio::spawn(Arc::new(responder).run(triggers.clone(), reports)), triggers))
+    Ok((tokio::spawn(Arc::new(responder).run(triggers.clone())), triggers))
 }
 
 pub fn router(app: Arc<App>) -> Router {

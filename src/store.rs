@@ -598,7 +598,8 @@ impl Store for SqlStore {
             ws.alerts.insert(row.alert.key(), row);
         }
         let ids: BTreeSet<i64> = ws.alerts.values().filter_map(|r| r.incident_id).collect();
-        let groups: BTreeSet<String> = alerts.iter().map(|a| policy.group_key(a)).collect();
+        let groups: BTreeSet<String> =
+            alerts.iter().flat_map(|a| std::iter::once(policy.group_key(a)).chain(policy.related_keys(a))).collect();
         for r in self.load_incidents(&mut tx, ids.into_iter().collect(), groups.into_iter().collect()).await? {
             let inc = incident_from(&r)?;
             ws.incidents.insert(inc.id, inc);

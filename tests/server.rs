@@ -115,4 +115,43 @@ async fn graceful_shutdown_under_load(db: Db) {
     assert_eq!(stored, acked, "acknowledged == stored");
 }
 
-both_stores!(health_readiness_metrics, incident_api_errors_and_filters, graceful_shutdown_under_load);
+/// With a topology, a failing dependency's alert joins its caller's open incident, and the
+/// responder's diagnosis covers both services; an unrelated service gets its own incident.
+async fn topology_groups_a_dependency_with_its_caller(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = dir.path().join("topology.yaml");
+    std::fs::write(&topo, "checkout: [postgres]\n").unwrap();
+    let cfg = Config::parse(&format!("context: {{topology: {{file: {}}}}}\n", topo.display()), "t.yaml").unwrap();
+    let Some(app) = TestApp::spawn(db, cfg).await else { return };
+    let post = |name: &str, service: &str| {
+        json!({"alerts": [{"name": name, "status": "firing", "labels": {"service": service}}]}).to_string()
+    };
+    let (_, a) = app.post("/v1/alerts/generic", post("HighErrorRate", "checkout"), &[]).await;
+    let (_, b) = app.post("/v1/alerts/generic", post("PoolSaturated", "postgres"), &[]).await;
+    let (_, c) = app.post("/v1/alerts/generic", post("DiskFull", "search"), &[]).await;
+    assert_eq!(
+        (a["incidents"].clone(), b["incidents"].clone(), c["incidents"].clone()),
+        (json!([1]), json!([1]), json!([2]))
+    );
+    let found = common::poll_until(10, || {
+        let app = &app;
+        async move {
+            let (_, v) = app.get("/v1/incidents/1").await;
+            let d = v["diagnosis"].clone();
+            (d["queries"].as_array().is_some_and(|q| q.iter().any(|q| q["what"] == "postgres"))).then_some(d)
+        }
+    })
+    .await;
+    let Some(diagnosis) = found else {
+        panic!("no diagnosis that asked about both services: {}", app.get("/v1/incidents/1").await.1);
+    };
+    assert!(diagnosis["queries"].as_array().unwrap().iter().any(|q| q["what"] == "checkout"), "{diagnosis}");
+    app.stop().await.unwrap();
+}
+
+both_stores!(
+    health_readiness_metrics,
+    incident_api_errors_and_filters,
+    graceful_shutdown_under_load,
+    topology_groups_a_dependency_with_its_caller
+);
