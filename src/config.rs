@@ -712,6 +712,22 @@ impl ContextConfig {
         {
             out.push(format!("context.github.token: {e}"));
         }
+        if let Some(f) = &self.topology.file {
+            match std::fs::read_to_string(f) {
+                Ok(text) => {
+                    if let Err(e) = crate::context::topology::FileTopology::parse(&text) {
+                        out.push(format!("context.topology.file: {}: {e}", f.display()));
+                    }
+                }
+                Err(e) => out.push(format!("context.topology.file: cannot read {}: {}", f.display(), e.kind())),
+            }
+        }
+        if let Some(k) = &self.kubernetes
+            && let Some(sel) = &k.selector
+            && !sel.contains("{{service}}")
+        {
+            out.push(format!("context.kubernetes.selector: {sel:?} does not mention {{{{service}}}}"));
+        }
         if self.topology.service_graph.is_some() && self.prometheus.is_none() {
             out.push("context.topology.service_graph: needs context.prometheus".into());
         }

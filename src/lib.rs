@@ -6,7 +6,7 @@
 //! intake ─► pipeline ─► incident ─► store ─────────────────────────────────────────► audit
 //!                                     │                                               ▲
 //!           context ─► diagnosis ─► plan ─► chat ─► approval ─► executor ─► verify ───┘
-//!           (recorded backend + scenarios today; real backends later)
+//!           └──────── responder (on each incident that opens or grows) ───┘
 //! ```
 //!
 //! - [`intake`] — one module per source (`alertmanager`, `grafana`, `generic`, `pagerduty`,
@@ -21,9 +21,14 @@
 //! - [`runbook`] — runbook files: when they apply (label matchers, evidence predicates), what
 //!   to gather, the hypothesis, and the plan; strict schema, published as JSON Schema, with the
 //!   safety rules (tier per action kind, rollback or a reason per mutating step) checked on load.
-//! - [`context`] — what the observability stack says, one small trait per kind of source, a
-//!   parallel fan-out with per-call timeouts (failures become "unavailable" lines), and the
+//! - [`context`] — what the observability stack says, one small trait per kind of source and one
+//!   module per backend (Prometheus, Loki, Alertmanager, Kubernetes, GitHub, topology), a
+//!   parallel fan-out with per-call timeouts under one budget (failures become "unavailable"
+//!   evidence, every call is recorded with its duration), a per-incident cache, and the
 //!   recorded backend that serves a [`scenario`] (promtool series notation) for tests and replays.
+//! - [`responder`] — what `serve` does when an incident opens or grows: gather, diagnose,
+//!   propose the plan, audit the diagnosis. Intake triggers it after the commit; it never
+//!   delays an acknowledgement.
 //! - [`diagnosis`] — pure: incident + context + runbooks → ranked hypotheses, each with
 //!   evidence items a person can check (metric onsets, preceding changes, new log patterns, pods)
 //!   and the reasons for its confidence. "No runbook matches" is a valid, tier-5 outcome.
@@ -60,6 +65,9 @@
 //!   mutations are batched through [`pipeline`].
 //! - **Decisions do no IO.** [`incident`], [`diagnosis`], [`approval`] and [`guardrails`] never
 //!   touch the database, the clock or the network; callers load the facts and pass `now` in.
+//!   (The topology that grouping uses is a graph the server refreshes, passed in the policy.)
+//! - **A context source never stops a diagnosis.** Each call is bounded; a failure is a line of
+//!   evidence naming the source.
 //! - **The executor runs only an `ApprovedPlan`**, which only [`approval`] can build, and
 //!   only after the approval committed; a plan runs at most once and is never re-run after a
 //!   crash.

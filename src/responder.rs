@@ -135,7 +135,7 @@ impl Triggers {
         self.notify.notify_one();
     }
 
-    /// No more pushes are coming: [`Triggers::take`] ends once the work left is done.
+    /// No more pushes are coming: the responder ends once the work left is done.
     pub fn close(&self) {
         self.state.lock().unwrap().closed = true;
         self.notify.notify_one();
@@ -193,7 +193,7 @@ pub struct Report {
 }
 
 impl Responder {
-    /// Investigates triggered incidents, up to [`PARALLEL`] at once, until `triggers` is closed
+    /// Investigates triggered incidents, up to eight at once, until `triggers` is closed
     /// and idle. Failures are logged; the next trigger tries again.
     pub async fn run(self: Arc<Self>, triggers: Arc<Triggers>) {
         let limit = Arc::new(Semaphore::new(PARALLEL));

@@ -22,7 +22,7 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-const SECRETS: [(&str, &str); 7] = [
+const SECRETS: [(&str, &str); 9] = [
     ("MEDIC_DATABASE_URL_FROM_CONFIG", "sqlite://medic.db"),
     ("MEDIC_ALERTMANAGER_TOKEN", "a"),
     ("MEDIC_GRAFANA_TOKEN", "b"),
@@ -30,6 +30,8 @@ const SECRETS: [(&str, &str); 7] = [
     ("MEDIC_GENERIC_SECRET_PREVIOUS", "d"),
     ("MEDIC_PAGERDUTY_SECRET", "e"),
     ("MEDIC_CHANGES_TOKEN", "f"),
+    ("MEDIC_PROMETHEUS_TOKEN", "g"),
+    ("MEDIC_GITHUB_TOKEN", "h"),
 ];
 
 #[test]
