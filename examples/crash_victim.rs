@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     store.propose(&plan, &Identity("medic".into()), now).await?;
     let who = Identity("console:tester".into());
     let groups = Groups { members: [("sre-oncall".to_string(), vec![who.clone()])].into(), default_approvers: vec![] };
-    let click = Click { who, decision: Decision::Approve, via: "console".into(), at: now };
+    let click = Click { who, decision: Decision::Approve, via: "console".into(), at: now, reason: None };
     let approved = store.decide(&plan.hash, &click, &groups, None).await?.1.expect("approved");
     let executor = Executor::new(store, Arc::new(NoMetrics), Arc::new(SystemClock), Limits::default(), owner);
     executor.execute(approved).await?;

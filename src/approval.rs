@@ -38,6 +38,8 @@ pub struct Click {
     /// Where it came from: `console`, `slack:#incidents`, …
     pub via: String,
     pub at: Millis,
+    /// Why, for a rejection (audited; redacted).
+    pub reason: Option<String>,
 }
 
 /// A plan as the store keeps it.

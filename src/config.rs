@@ -40,6 +40,35 @@ pub struct Config {
     pub runbooks: Option<PathBuf>,
     #[serde(default)]
     pub context: ContextConfig,
+    #[serde(default)]
+    pub slack: Option<SlackConfig>,
+}
+
+/// Slack: the bot's token, the signing secrets of its requests, where incidents go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The bot token (`xoxb-…`).
+    pub bot_token: SecretRef,
+    /// One or two (while rotating) signing secrets.
+    pub signing_secret: Vec<SecretRef>,
+    /// An app-level token (`xapp-…`) turns on Socket Mode (no inbound HTTP needed).
+    #[serde(default)]
+    pub app_token: Option<SecretRef>,
+    #[serde(default = "slack_api")]
+    pub api_url: String,
+    /// Where incidents go when no route matches (a channel id, `C…`).
+    pub default_channel: String,
+    /// The first route whose labels the incident's first alert all carries picks the channel.
+    #[serde(default)]
+    pub routes: Vec<crate::chat::slack::Route>,
+    /// How long a user group's members (`slack:group:S…` in responders) are cached.
+    #[serde(default = "one_minute", with = "humantime_serde")]
+    pub usergroup_ttl: std::time::Duration,
+}
+
+fn slack_api() -> String {
+    crate::chat::slack::DEFAULT_API_URL.into()
 }
 
 /// The observability backends medic reads, and how long it may take.
@@ -208,7 +237,7 @@ impl HttpBackend {
 
 /// Who may approve: groups of identities (`platform:id`, e.g. `slack:U024BE7LH`,
 /// `console:alice`), named by runbooks' `approval.groups`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Responders {
     #[serde(default)]
@@ -264,6 +293,7 @@ impl Default for Config {
             guardrails: Default::default(),
             runbooks: None,
             context: ContextConfig::default(),
+            slack: None,
         }
     }
 }
@@ -639,6 +669,17 @@ impl Config {
             }
         }
         out.extend(self.context.problems());
+        if let Some(s) = &self.slack {
+            if s.signing_secret.is_empty() || s.signing_secret.len() > 2 {
+                out.push("slack.signing_secret: expected one or two secrets".into());
+            }
+            if s.default_channel.trim().is_empty() {
+                out.push("slack.default_channel: expected a channel id".into());
+            }
+            if let Err(e) = crate::chat::slack::Slack::new(s, std::time::Duration::from_secs(5)) {
+                out.push(e);
+            }
+        }
         if let Some(d) = &self.runbooks
             && !d.is_dir()
         {

@@ -179,7 +179,7 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
         chat.thread(id, &format!("warning: {w}")).await?;
     }
     let decision = chat.ask(&plan.hash).await?.unwrap_or(Decision::Reject);
-    let click = Click { who: user.clone(), decision, via: "console".into(), at: SystemClock.now() };
+    let click = Click { who: user.clone(), decision, via: "console".into(), at: SystemClock.now(), reason: None };
     let (verdict, approved) = store.decide(&plan.hash, &click, &groups, assessment.refusal()).await?;
     match (&verdict, approved) {
         (Verdict::Approved { approvers }, Some(approved)) => {

@@ -18,11 +18,11 @@ use crate::alert::{Alert, Change, ChangeKind};
 use crate::context::{Context, LogLine, Series};
 use crate::runbook::{Runbook, Unit};
 use crate::time::{Millis, from_millis};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EvidenceKind {
     Metric,
@@ -36,15 +36,33 @@ pub enum EvidenceKind {
     Unavailable,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub kind: EvidenceKind,
     /// One line for people: "error_ratio of checkout rose from 0.4% to 12.3% …".
     pub text: String,
     pub at: Option<Millis>,
+    /// The series as a text sparkline (`▁▁▂▅▇`), for metric evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spark: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `points` as a text sparkline of at most `width` characters (each the mean of its bucket).
+pub fn sparkline(points: &[(Millis, f64)], width: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    if points.is_empty() || width == 0 {
+        return String::new();
+    }
+    let per = points.len().div_ceil(width);
+    let means: Vec<f64> = points.chunks(per).map(|c| c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64).collect();
+    let (lo, hi) = means.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    means
+        .iter()
+        .map(|v| if hi > lo { BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize] } else { BARS[0] })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hypothesis {
     pub statement: String,
     /// 0–1.
@@ -56,7 +74,7 @@ pub struct Hypothesis {
     pub reasons: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Diagnosis {
     pub service: Option<String>,
     pub onset: Millis,
@@ -284,6 +302,7 @@ pub fn diagnose(input: &Input) -> Diagnosis {
                     hhmm(o.at)
                 ),
                 at: Some(o.at),
+                spark: Some(sparkline(&s.points, 20)),
             },
         ));
     }
@@ -308,6 +327,7 @@ pub fn diagnose(input: &Input) -> Diagnosis {
                 c.summary
             ),
             at: Some(c.at),
+            spark: None,
         })
         .collect();
     let service_logs: Vec<LogLine> =
@@ -338,6 +358,7 @@ pub fn diagnose(input: &Input) -> Diagnosis {
                         p.example
                     ),
                     at: Some(p.first_at),
+                    spark: None,
                 },
             )
         })
@@ -358,6 +379,7 @@ pub fn diagnose(input: &Input) -> Diagnosis {
                 p.events.last().map(|e| format!("; latest event {e}")).unwrap_or_default(),
             ),
             at: None,
+            spark: None,
         })
         .collect();
     let alert_ev: Vec<Evidence> = alerts
@@ -371,6 +393,7 @@ pub fn diagnose(input: &Input) -> Diagnosis {
                 hhmm(a.starts_at)
             ),
             at: Some(a.starts_at),
+            spark: None,
         })
         .collect();
     // What else the stack says: other alerts on these services or their dependencies, silences,
@@ -392,6 +415,7 @@ pub fn diagnose(input: &Input) -> Diagnosis {
                     a.summary.as_ref().map(|s| format!(": {s}")).unwrap_or_default()
                 ),
                 at: Some(a.starts_at),
+                spark: None,
             }
         })
         .collect();
@@ -406,11 +430,13 @@ pub fn diagnose(input: &Input) -> Diagnosis {
             s.comment
         ),
         at: None,
+        spark: None,
     }));
     context_ev.extend(ctx.unavailable.iter().map(|u| Evidence {
         kind: EvidenceKind::Unavailable,
         text: format!("unavailable: {u}"),
         at: None,
+        spark: None,
     }));
 
     let mut hypotheses = Vec::new();

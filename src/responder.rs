@@ -181,6 +181,8 @@ pub struct Responder {
     pub metrics: Arc<Metrics>,
     pub cache: Cache,
     pub window: Window,
+    /// Chat platforms to show each diagnosis on.
+    pub notifier: Option<Arc<crate::chat::Notifier>>,
 }
 
 /// One finished investigation.
@@ -263,6 +265,9 @@ impl Responder {
             self.store.propose(p, &Identity("medic".into()), now).await?;
         }
         self.store.record(std::mem::take(&mut entries)).await?;
+        if let Some(n) = &self.notifier {
+            n.incident_changed(id).await?;
+        }
         tracing::info!(
             incident = id,
             top = %d.top().statement,

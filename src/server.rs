@@ -28,6 +28,28 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub intake: Intake,
     pub metrics: Arc<Metrics>,
+    pub slack: Option<SlackApp>,
+}
+
+/// What the Slack routes need.
+pub struct SlackApp {
+    pub slack: Arc<crate::chat::slack::Slack>,
+    pub clicks: Arc<crate::chat::clicks::Clicks>,
+    pub responders: Arc<crate::config::Responders>,
+    pub max_body: usize,
+}
+
+/// Fails every post-check that needs metrics when no metrics backend is configured.
+struct NoMetrics;
+
+#[async_trait::async_trait]
+impl crate::context::Metrics for NoMetrics {
+    fn name(&self) -> &str {
+        "none"
+    }
+    async fn query_range(&self, _: &crate::context::MetricQuery) -> Result<Vec<crate::context::Series>, String> {
+        Err("no metrics backend is configured (context.prometheus)".into())
+    }
 }
 
 /// How often the writer checks for incidents whose grace period has passed.
@@ -53,12 +75,85 @@ pub async fn run(
     let received = Arc::new(crate::store::StoredChanges(store.clone()));
     let (sources, golden) = crate::context::from_config(&config.context, received).await.map_err(anyhow::Error::msg)?;
     let topology = tokio::spawn(refresh_topology(sources.clone(), policy.topology.clone()));
-    let (responder, triggers) =
-        start_responder(config, sources, golden, store.clone(), clock.clone(), metrics.clone())?;
+    let runbooks = match &config.runbooks {
+        Some(dir) => crate::runbook::load_dir(dir)
+            .map_err(|errors| anyhow::anyhow!("invalid runbooks:\n  - {}", errors.join("\n  - ")))?,
+        None => Vec::new(),
+    };
+    // Chat: the platforms, their delivery workers, and what a click does.
+    let (stop_chat, chat_stopped) = tokio::sync::watch::channel(false);
+    let mut chat_tasks = Vec::new();
+    let mut platforms: Vec<Arc<dyn crate::chat::Platform>> = Vec::new();
+    let slack = match &config.slack {
+        Some(cfg) => {
+            Some(Arc::new(crate::chat::slack::Slack::new(cfg, config.context.timeout).map_err(anyhow::Error::msg)?))
+        }
+        None => None,
+    };
+    if let Some(s) = &slack {
+        platforms.push(s.clone());
+    }
+    let notifier =
+        Arc::new(crate::chat::Notifier { store: store.clone(), platforms: platforms.clone(), clock: clock.clone() });
+    for p in &platforms {
+        chat_tasks.push(tokio::spawn(crate::chat::outbox::run(
+            store.clone(),
+            p.clone(),
+            clock.clone(),
+            chat_stopped.clone(),
+        )));
+    }
+    let executor = Arc::new(crate::executor::Executor::new(
+        store.clone(),
+        sources.metrics.clone().unwrap_or_else(|| Arc::new(NoMetrics)),
+        clock.clone(),
+        crate::executor::Limits {
+            allowed_hosts: config.executor.http_allowed_hosts.clone(),
+            scripts_dir: config.executor.scripts_dir.clone(),
+            dry_run: config.executor.dry_run,
+            simulate: None,
+        },
+        owner,
+    ));
+    let clicks = Arc::new(crate::chat::clicks::Clicks {
+        store: store.clone(),
+        notifier: notifier.clone(),
+        executor,
+        runbooks: runbooks.clone(),
+        guardrails: config.guardrails.clone(),
+        clock: clock.clone(),
+    });
+    let responders = Arc::new(config.responders.clone());
+    let slack_app = slack.map(|slack| {
+        if slack.app_token.is_some() {
+            chat_tasks.push(tokio::spawn(crate::chat::slack::socket_mode(
+                slack.clone(),
+                clicks.clone(),
+                responders.clone(),
+                chat_stopped.clone(),
+            )));
+        }
+        SlackApp {
+            slack,
+            clicks: clicks.clone(),
+            responders: responders.clone(),
+            max_body: config.intake.max_body_bytes,
+        }
+    });
+    let (responder, triggers) = start_responder(
+        config,
+        sources,
+        golden,
+        runbooks,
+        (!platforms.is_empty()).then_some(notifier),
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+    );
     let (pipeline, writer) = Pipeline::start(store.clone(), policy, clock.clone(), metrics.clone(), TICK);
     let intake =
         Intake::new(&config.intake, pipeline, metrics.clone(), clock, triggers.clone()).map_err(anyhow::Error::msg)?;
-    let app = Arc::new(App { store: store.clone(), intake, metrics });
+    let app = Arc::new(App { store: store.clone(), intake, metrics, slack: slack_app });
     tracing::info!(%addr, store = store.backend(), "medic listening");
     axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await.context("server failed")?;
     tracing::info!("stopped accepting; draining the writer and the responder");
@@ -66,6 +161,10 @@ pub async fn run(
     triggers.close();
     responder.await.context("responder task panicked")?;
     topology.abort();
+    let _ = stop_chat.send(true);
+    for t in chat_tasks {
+        t.await.context("chat task panicked")?;
+    }
     tracing::info!("shutdown complete");
     Ok(())
 }
@@ -104,19 +203,17 @@ async fn refresh_topology(sources: crate::context::Sources, graph: crate::incide
 
 /// Starts the responder task with the given context sources and the config's runbooks;
 /// returns it and the triggers intake uses to say "this incident opened or grew".
+#[allow(clippy::too_many_arguments)]
 pub fn start_responder(
     config: &Config,
     sources: crate::context::Sources,
     golden: Vec<crate::context::Golden>,
+    runbooks: Vec<crate::runbook::Runbook>,
+    notifier: Option<Arc<crate::chat::Notifier>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-) -> Result<(tokio::task::JoinHandle<()>, Arc<Triggers>)> {
-    let runbooks = match &config.runbooks {
-        Some(dir) => crate::runbook::load_dir(dir)
-            .map_err(|errors| anyhow::anyhow!("invalid runbooks:\n  - {}", errors.join("\n  - ")))?,
-        None => Vec::new(),
-    };
+) -> (tokio::task::JoinHandle<()>, Arc<Triggers>) {
     tracing::info!(runbooks = runbooks.len(), golden_signals = golden.len(), "responder ready");
     let responder = crate::responder::Responder {
         store,
@@ -125,6 +222,7 @@ pub fn start_responder(
         golden,
         clock,
         metrics,
+        notifier,
         cache: crate::context::Cache::new(config.context.cache_ttl),
         window: crate::responder::Window {
             look_back: config.context.look_back,
@@ -132,7 +230,7 @@ pub fn start_responder(
         },
     };
     let triggers = Arc::new(Triggers::default());
-    Ok((tokio::spawn(Arc::new(responder).run(triggers.clone())), triggers))
+    (tokio::spawn(Arc::new(responder).run(triggers.clone())), triggers)
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -141,7 +239,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/incidents", get(crate::api::list))
-        .route("/v1/incidents/{id}", get(crate::api::detail));
+        .route("/v1/incidents/{id}", get(crate::api::detail))
+        .route("/slack/interactions", post(slack_interactions))
+        .route("/slack/events", post(slack_events));
     for route in Route::ALL {
         r = r.route(
             route.path(),
@@ -178,4 +278,67 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let (open, resolving) = app.store.unresolved_counts().await.unwrap_or((-1, -1));
     ([("content-type", "text/plain; version=0.0.4")], app.metrics.render(open, resolving)).into_response()
+}
+
+fn refuse(status: StatusCode, error: &str, message: String) -> Response {
+    (status, Json(json!({"error": error, "message": message}))).into_response()
+}
+
+/// A Slack request's body, read within the limit and verified; or the answer refusing it.
+async fn slack_request<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    req: Request,
+) -> Result<(&'a SlackApp, Vec<u8>), Response> {
+    let Some(s) = &app.slack else {
+        return Err(refuse(StatusCode::NOT_FOUND, "not_found", "Slack is not configured".into()));
+    };
+    let body = axum::body::to_bytes(req.into_body(), s.max_body).await.map_err(|_| {
+        refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body larger than {} bytes", s.max_body))
+    })?;
+    if let Err(why) = s.slack.verify(headers, &body) {
+        tracing::info!(reason = %why, "Slack request refused");
+        return Err(refuse(StatusCode::UNAUTHORIZED, "unauthorized", why));
+    }
+    Ok((s, body.to_vec()))
+}
+
+/// `POST /slack/interactions`: button clicks and modal submissions (`payload=<json>`, form
+/// encoded). Answered at once (Slack wants an answer within 3 s); the click is handled after.
+async fn slack_interactions(State(app): State<Arc<App>>, headers: HeaderMap, req: Request) -> Response {
+    let (s, body) = match slack_request(&app, &headers, req).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let Some(payload) = url::form_urlencoded::parse(&body).find(|(k, _)| k == "payload").map(|(_, v)| v.into_owned())
+    else {
+        return refuse(StatusCode::BAD_REQUEST, "invalid", "expected a form field `payload`".into());
+    };
+    let payload: serde_json::Value = match serde_json::from_str(&payload) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid", format!("payload is not JSON: {e}")),
+    };
+    let (slack, clicks, responders) = (s.slack.clone(), s.clicks.clone(), s.responders.clone());
+    tokio::spawn(async move {
+        if let Err(e) = slack.interaction(&payload, &clicks, &responders).await {
+            tracing::warn!(error = %format!("{e:#}"), "Slack interaction failed");
+        }
+    });
+    StatusCode::OK.into_response()
+}
+
+/// `POST /slack/events`: the Events API; answers the URL verification challenge.
+async fn slack_events(State(app): State<Arc<App>>, headers: HeaderMap, req: Request) -> Response {
+    let (_, body) = match slack_request(&app, &headers, req).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid", format!("body is not JSON: {e}")),
+    };
+    if v["type"] == "url_verification" {
+        return Json(json!({"challenge": v["challenge"]})).into_response();
+    }
+    StatusCode::OK.into_response()
 }

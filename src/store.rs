@@ -31,6 +31,50 @@ pub struct IngestResult {
     pub changes_new: Vec<bool>,
 }
 
+/// A chat delivery to make: `op` is `post` (the incident's root message), `update` (of the
+/// root), `thread` (a reply under it), `ephemeral` (to `target` only) or `modal` (`target` is
+/// the trigger).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub platform: String,
+    pub incident_id: i64,
+    pub op: String,
+    pub channel: String,
+    pub target: Option<String>,
+    /// The platform's request body, JSON.
+    pub body: String,
+}
+
+/// A claimed delivery, with the root message's id once it is posted.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub item: OutboxItem,
+    pub attempts: i64,
+    pub root: Option<String>,
+}
+
+/// How a delivery went.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// Sent; `result` is the posted message's id (root posts).
+    Sent { result: Option<String> },
+    /// Try again after `after_ms` (a 429's Retry-After, or backoff after an outage).
+    Retry { after_ms: Millis, error: String },
+    /// The platform refused it for good (invalid request); kept for inspection.
+    Failed { error: String },
+}
+
+/// An incident's latest plan as chat shows it.
+#[derive(Debug, Clone)]
+pub struct PlanStatus {
+    pub plan: StoredPlan,
+    pub approvers: Vec<Identity>,
+    /// The execution's state (`running`, `succeeded`, `rolled_back`, `failed`, `interrupted`)
+    /// and its current step (0-based), once claimed.
+    pub execution: Option<(String, i64)>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
     pub state: Option<IncidentState>,
@@ -83,6 +127,18 @@ pub trait Store: Send + Sync + 'static {
     async fn paused(&self) -> Result<Option<(String, Millis)>>;
     /// Executions since `since` of plans for any alert of incident `id` (across incidents).
     async fn attempts(&self, incident_id: i64, since: Millis) -> Result<u32>;
+    /// Queues a chat delivery. A `post` for an incident that has one becomes an `update`; a
+    /// pending `update` of the same incident on the same platform is replaced rather than
+    /// queued again: only the newest state is worth sending.
+    async fn outbox_push(&self, item: &OutboxItem, now: Millis) -> Result<()>;
+    /// Claims up to `limit` due deliveries of `platform` for `lease` ms (another replica does
+    /// not take them meanwhile). Replies and updates wait for their root message; an update
+    /// waits until a second has passed since the last one of its message.
+    async fn outbox_claim(&self, platform: &str, now: Millis, lease: Millis, limit: i64) -> Result<Vec<OutboxRow>>;
+    /// Records how a claimed delivery went.
+    async fn outbox_finish(&self, id: i64, outcome: &Delivery, now: Millis) -> Result<()>;
+    /// The incident's latest plan with its approvers and its execution, if it has a plan.
+    async fn plan_status(&self, incident_id: i64) -> Result<Option<PlanStatus>>;
     /// Appends audit entries that go with no other state change (a diagnosis).
     async fn record(&self, entries: Vec<AuditEntry>) -> Result<()>;
     /// Changes received on `/v1/changes` for `service` in `[start, end]`, oldest first.
@@ -739,6 +795,186 @@ impl Store for SqlStore {
         rows.iter().map(audit_from).collect()
     }
 
+    async fn outbox_push(&self, item: &OutboxItem, now: Millis) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        // A second root post of one incident is an update of the first.
+        let mut op = item.op.clone();
+        if op == "post"
+            && sqlx::query("SELECT id FROM chat_outbox WHERE platform = $1 AND incident_id = $2 AND op = 'post'")
+                .bind(item.platform.clone())
+                .bind(item.incident_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some()
+        {
+            op = "update".into();
+        }
+        let replaced = if op == "update" {
+            sqlx::query(
+                "UPDATE chat_outbox SET body = $1 WHERE platform = $2 AND incident_id = $3 AND op = 'update' \
+                 AND state = 'pending'",
+            )
+            .bind(item.body.clone())
+            .bind(item.platform.clone())
+            .bind(item.incident_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        } else {
+            0
+        };
+        if replaced == 0 {
+            sqlx::query(
+                "INSERT INTO chat_outbox (platform, incident_id, op, channel, target, body, state, due_at, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, 0)",
+            )
+            .bind(item.platform.clone())
+            .bind(item.incident_id)
+            .bind(op)
+            .bind(item.channel.clone())
+            .bind(item.target.clone())
+            .bind(item.body.clone())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn outbox_claim(&self, platform: &str, now: Millis, lease: Millis, limit: i64) -> Result<Vec<OutboxRow>> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(
+            "SELECT id, incident_id, op, channel, target, body, attempts FROM chat_outbox \
+             WHERE platform = $1 AND state = 'pending' AND due_at <= $2 ORDER BY id LIMIT $3",
+        )
+        .bind(platform.to_string())
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, incident_id, op): (i64, i64, String) =
+                (r.try_get("id")?, r.try_get("incident_id")?, r.try_get("op")?);
+            // The root message and when it, or an update of it, was last sent.
+            let sent = sqlx::query(
+                "SELECT op, result, sent_at FROM chat_outbox WHERE platform = $1 AND incident_id = $2 \
+                 AND op IN ('post', 'update') AND state = 'sent' ORDER BY sent_at DESC, id DESC",
+            )
+            .bind(platform.to_string())
+            .bind(incident_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let root: Option<String> = sent
+                .iter()
+                .find(|s| s.try_get::<String, _>("op").is_ok_and(|o| o == "post"))
+                .map(|s| s.try_get("result"))
+                .transpose()?
+                .flatten();
+            let last_sent: Option<Millis> = sent.first().map(|s| s.try_get("sent_at")).transpose()?.flatten();
+            if op == "post" && root.is_some() {
+                // Already posted (a second post for one incident would be a duplicate message).
+                sqlx::query("UPDATE chat_outbox SET state = 'sent', last_error = 'duplicate post' WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                continue;
+            }
+            let blocked = matches!(op.as_str(), "update" | "thread") && root.is_none();
+            if blocked {
+                continue;
+            }
+            if op == "update"
+                && let Some(t) = last_sent
+                && now - t < 1000
+            {
+                sqlx::query("UPDATE chat_outbox SET due_at = $1 WHERE id = $2")
+                    .bind(t + 1000)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                continue;
+            }
+            sqlx::query("UPDATE chat_outbox SET due_at = $1, attempts = attempts + 1 WHERE id = $2")
+                .bind(now + lease)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            out.push(OutboxRow {
+                id,
+                item: OutboxItem {
+                    platform: platform.to_string(),
+                    incident_id,
+                    op,
+                    channel: r.try_get("channel")?,
+                    target: r.try_get("target")?,
+                    body: r.try_get("body")?,
+                },
+                attempts: r.try_get::<i64, _>("attempts")? + 1,
+                root,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn outbox_finish(&self, id: i64, outcome: &Delivery, now: Millis) -> Result<()> {
+        let q = match outcome {
+            Delivery::Sent { result } => sqlx::query(
+                "UPDATE chat_outbox SET state = 'sent', sent_at = $1, result = $2, last_error = NULL WHERE id = $3",
+            )
+            .bind(now)
+            .bind(result.clone()),
+            Delivery::Retry { after_ms, error } => {
+                sqlx::query("UPDATE chat_outbox SET due_at = $1, last_error = $2 WHERE id = $3")
+                    .bind(now + after_ms)
+                    .bind(error.clone())
+            }
+            Delivery::Failed { error } => {
+                sqlx::query("UPDATE chat_outbox SET state = 'failed', sent_at = $1, last_error = $2 WHERE id = $3")
+                    .bind(now)
+                    .bind(error.clone())
+            }
+        };
+        q.bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn plan_status(&self, incident_id: i64) -> Result<Option<PlanStatus>> {
+        let mut tx = self.pool.begin().await?;
+        let hash = Self::text_for(
+            &mut tx,
+            "SELECT hash FROM plans WHERE incident_id = $1 ORDER BY proposed_at DESC, hash LIMIT 1",
+            "hash",
+            incident_id,
+        )
+        .await?;
+        let Some(hash) = hash else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let Some(plan) = Self::load_plan(&mut tx, &hash).await? else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let approvers = sqlx::query("SELECT approver FROM approvals WHERE plan_hash = $1 ORDER BY at, approver")
+            .bind(hash.clone())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("approver").map(Identity))
+            .collect::<Result<Vec<_>, _>>()?;
+        let execution = sqlx::query("SELECT state, step FROM executions WHERE plan_hash = $1")
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get("state")?, r.try_get("step")?)))
+            .transpose()?;
+        tx.commit().await?;
+        Ok(Some(PlanStatus { plan, approvers, execution }))
+    }
+
     async fn record(&self, entries: Vec<AuditEntry>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         self.append_audit(&mut tx, entries).await?;
@@ -899,7 +1135,11 @@ impl Store for SqlStore {
                 .await?;
                 self.append_audit(
                     &mut tx,
-                    vec![record(Kind::PlanRejected, serde_json::json!({"plan": hash, "via": click.via}))],
+                    vec![record(
+                        Kind::PlanRejected,
+                        serde_json::json!({"plan": hash, "via": click.via,
+                                           "reason": click.reason.as_deref().map(crate::redact::redact)}),
+                    )],
                 )
                 .await?;
             }

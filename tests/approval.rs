@@ -28,7 +28,7 @@ fn groups() -> Groups {
 }
 
 fn click(n: &str, decision: Decision, at: i64) -> Click {
-    Click { who: who(n), decision, via: "console".into(), at }
+    Click { who: who(n), decision, via: "console".into(), at, reason: None }
 }
 
 fn plan(version: &str, min_approvers: u32) -> ProposedPlan {

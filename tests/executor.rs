@@ -133,6 +133,7 @@ async fn approve(s: &Setup, plan: &medic::plan::ProposedPlan, requester: &str) -
         decision: Decision::Approve,
         via: "console".into(),
         at: s.clock.now(),
+        reason: None,
     };
     s.store.decide(&plan.hash, &click, &groups, None).await.unwrap().1.expect("approved")
 }

@@ -62,8 +62,13 @@ async fn pause_blocks_until_resumed(db: Db) {
     let carol = Identity("console:carol".into());
     s.set_paused(&carol, true, T0 + 1).await.unwrap();
     s.set_paused(&carol, true, T0 + 2).await.unwrap(); // idempotent
-    let click =
-        Click { who: Identity("console:bob".into()), decision: Decision::Approve, via: "console".into(), at: T0 + 3 };
+    let click = Click {
+        who: Identity("console:bob".into()),
+        decision: Decision::Approve,
+        via: "console".into(),
+        at: T0 + 3,
+        reason: None,
+    };
     let (v, a) = s.decide(&p.hash, &click, &groups(), guardrail(&*s, 1, T0 + 3).await).await.unwrap();
     match v {
         Verdict::Refused { reason } => {
@@ -99,6 +104,7 @@ async fn attempt_budget_counts_per_alert_across_incidents(db: Db) {
             decision: Decision::Approve,
             via: "console".into(),
             at: t + 1,
+            reason: None,
         };
         let approved = s.decide(&plan.hash, &click, &g, None).await.unwrap().1.unwrap();
         assert!(s.claim_execution(&approved, "medic-test", t + 2).await.unwrap());

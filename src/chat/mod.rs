@@ -2,7 +2,10 @@
 //! only adapters know platform formats. Messages are rendered from `templates/<platform>/`
 //! (handlebars), from one [`IncidentView`] that every adapter shares.
 
+pub mod clicks;
 pub mod console;
+pub mod outbox;
+pub mod slack;
 
 use crate::approval::Decision;
 use crate::diagnosis::Diagnosis;
@@ -13,7 +16,60 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 /// What an incident message shows, as template data.
+#[derive(Debug, Clone)]
 pub struct IncidentView(pub Value);
+
+/// The incident's view as the store has it now: the incident, its latest diagnosis, its latest
+/// plan with its approvals and execution, and the kill switch. `None` before the first
+/// diagnosis (there is nothing to show yet).
+pub async fn view_for(store: &dyn crate::store::Store, id: i64) -> anyhow::Result<Option<IncidentView>> {
+    let Some((incident, _)) = store.incident(id).await? else { return Ok(None) };
+    let records = store.audit_for_incident(id).await?;
+    let Some(record) = records.iter().rev().find(|r| r.kind == "diagnosed") else { return Ok(None) };
+    let data: Value = serde_json::from_str(&record.data)?;
+    let diagnosis: Diagnosis = serde_json::from_value(data["diagnosis"].clone())?;
+    let status = store.plan_status(id).await?;
+    let plan_error = data["plan"]["error"].as_str().map(str::to_string);
+    let plan: Option<Result<ProposedPlan, String>> = match (&status, plan_error) {
+        (Some(s), _) => Some(Ok(s.plan.plan.clone())),
+        (None, Some(e)) => Some(Err(e)),
+        (None, None) => None,
+    };
+    let paused = store.paused().await?;
+    let mut view = IncidentView::new(
+        &incident,
+        &diagnosis,
+        plan.as_ref(),
+        status.as_ref().map(|s| s.plan.expires_at),
+        paused.as_ref(),
+    );
+    let resolved = incident.state == crate::incident::IncidentState::Resolved;
+    if let Some(s) = &status {
+        let n_steps = s.plan.plan.steps.len() as i64;
+        let (progress, outcome) = match s.execution.as_ref().map(|(st, step)| (st.as_str(), *step)) {
+            Some(("running", k)) => (Some(format!("executing step {} of {n_steps}", (k + 1).min(n_steps))), None),
+            Some(("succeeded", _)) => (None, Some("verified: every step and post-check passed".to_string())),
+            Some(("rolled_back", k)) => (None, Some(format!("rolled back after step {} of {n_steps}", k + 1))),
+            Some(("interrupted", _)) => (None, Some("interrupted by a restart; escalated to a person".to_string())),
+            Some((other, _)) => (None, Some(other.replace('_', " "))),
+            None => (None, None),
+        };
+        let who: Vec<&str> = s.approvers.iter().map(|a| a.0.as_str()).collect();
+        view.0["decision"] = json!({
+            "state": s.plan.state.as_str(),
+            "approvers": who.join(", "),
+            "approvals": who.len(),
+            "needed": s.plan.plan.approval.min_approvers,
+            "progress": progress,
+            "outcome": outcome,
+        });
+        view.0["buttons"] = json!(s.plan.state == crate::approval::PlanState::Proposed && !resolved);
+    } else {
+        view.0["buttons"] = json!(false);
+    }
+    view.0["resolved"] = json!(resolved);
+    Ok(Some(view))
+}
 
 impl IncidentView {
     /// `paused`: who paused automation and when, shown on every message while it lasts.
@@ -61,6 +117,73 @@ impl IncidentView {
             "no_plan": no_plan,
             "paused": paused.map(|(by, at)| json!({"by": by, "since": rfc3339(*at)})),
         }))
+    }
+}
+
+/// A chat platform that shows incidents through the outbox (Slack; Discord next). It turns the
+/// shared view into its wire format and delivers what the outbox hands it.
+#[async_trait]
+pub trait Platform: Send + Sync {
+    /// `slack`, `discord`: the outbox's platform key and the identities' prefix.
+    fn name(&self) -> &'static str;
+    /// Where an incident with these alert labels is posted.
+    fn channel_for(&self, labels: &crate::alert::Labels) -> String;
+    /// The root message's request body for `view` (also the body of its updates).
+    fn root(&self, view: &IncidentView, channel: &str) -> anyhow::Result<String>;
+    /// A reply's request body.
+    fn reply(&self, channel: &str, text: &str) -> String;
+    /// Sends one claimed delivery.
+    async fn deliver(&self, row: &crate::store::OutboxRow) -> crate::store::Delivery;
+}
+
+/// Queues what chat should show when an incident changes, on every configured platform.
+pub struct Notifier {
+    pub store: std::sync::Arc<dyn crate::store::Store>,
+    pub platforms: Vec<std::sync::Arc<dyn Platform>>,
+    pub clock: std::sync::Arc<dyn crate::time::Clock>,
+}
+
+impl Notifier {
+    async fn channel(&self, p: &dyn Platform, id: i64) -> anyhow::Result<String> {
+        let alerts = self.store.incident(id).await?.map(|(_, a)| a).unwrap_or_default();
+        Ok(p.channel_for(&alerts.first().map(|a| a.alert.labels.clone()).unwrap_or_default()))
+    }
+
+    /// The incident's root message, posted the first time and updated after.
+    pub async fn incident_changed(&self, id: i64) -> anyhow::Result<()> {
+        let Some(view) = view_for(self.store.as_ref(), id).await? else { return Ok(()) };
+        for p in &self.platforms {
+            let channel = self.channel(p.as_ref(), id).await?;
+            let item = crate::store::OutboxItem {
+                platform: p.name().into(),
+                incident_id: id,
+                op: "post".into(),
+                channel: channel.clone(),
+                target: None,
+                body: p.root(&view, &channel)?,
+            };
+            self.store.outbox_push(&item, self.clock.now()).await?;
+        }
+        Ok(())
+    }
+
+    /// A line in the incident's thread on every platform.
+    pub async fn thread(&self, id: i64, text: &str) -> anyhow::Result<()> {
+        let text = crate::redact::redact(text);
+        for p in &self.platforms {
+            let channel = self.channel(p.as_ref(), id).await?;
+            let body = p.reply(&channel, &text);
+            let item = crate::store::OutboxItem {
+                platform: p.name().into(),
+                incident_id: id,
+                op: "thread".into(),
+                channel,
+                target: None,
+                body,
+            };
+            self.store.outbox_push(&item, self.clock.now()).await?;
+        }
+        Ok(())
     }
 }
 

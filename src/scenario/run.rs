@@ -56,7 +56,8 @@ pub async fn verify(world: &World, plan: &ProposedPlan) -> anyhow::Result<(crate
             members: names.into_iter().map(|g| (g, vec![approver.clone()])).collect(),
             default_approvers: vec!["scenario-approvers".into()],
         };
-        let click = Click { who: approver, decision: Decision::Approve, via: "medic test".into(), at: world.now };
+        let click =
+            Click { who: approver, decision: Decision::Approve, via: "medic test".into(), at: world.now, reason: None };
         let (verdict, approved) = store.decide(&plan.hash, &click, &groups, None).await?;
         let approved = approved.ok_or_else(|| anyhow::anyhow!("the plan could not be approved: {verdict:?}"))?;
         let recorded = Arc::new(Recorded::new(world.clone()));

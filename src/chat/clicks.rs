@@ -1,0 +1,149 @@
+//! What a click on Approve / Reject / More evidence does, whatever platform it came from. The
+//! adapters verify the request, say who clicked (`platform:user`) and which groups that person
+//! is in; this module applies the approval policy through the store (exactly once), starts the
+//! executor for the click that completed an approval, and queues the chat updates. A refusal
+//! is returned for the adapter to show privately to the clicker.
+
+use super::Notifier;
+use crate::approval::{Click, Decision, Groups, Identity, Verdict};
+use crate::executor::{Executor, Outcome};
+use crate::runbook::Runbook;
+use crate::store::Store;
+use crate::time::Clock;
+use std::sync::Arc;
+
+pub struct Clicks {
+    pub store: Arc<dyn Store>,
+    pub notifier: Arc<Notifier>,
+    pub executor: Arc<Executor>,
+    pub runbooks: Vec<Runbook>,
+    pub guardrails: crate::guardrails::GuardrailConfig,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// What the adapter tells the clicker, privately; `None` when the message update says it all.
+pub type Reply = Option<String>;
+
+impl Clicks {
+    /// A decision on plan `hash` of incident `incident_id` by `who` (member of `groups`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide(
+        self: &Arc<Self>,
+        incident_id: i64,
+        hash: &str,
+        who: Identity,
+        decision: Decision,
+        via: &str,
+        reason: Option<String>,
+        groups: &Groups,
+    ) -> anyhow::Result<Reply> {
+        let now = self.clock.now();
+        let Some(stored) = self.store.plan(hash).await? else {
+            return Ok(Some(format!("there is no plan {}", &hash[..12.min(hash.len())])));
+        };
+        if stored.plan.incident_id != incident_id {
+            return Ok(Some("this button does not belong to that incident's plan".into()));
+        }
+        let guardrail = if decision == Decision::Approve {
+            let service = self
+                .store
+                .incident(incident_id)
+                .await?
+                .and_then(|(_, alerts)| alerts.iter().find_map(|a| a.alert.labels.get("service").cloned()));
+            let changes = match &service {
+                Some(s) => self.store.changes(s, now - 24 * 3_600_000, now).await?,
+                None => Vec::new(),
+            };
+            let budget = self.runbooks.iter().find(|r| r.id == stored.plan.runbook).and_then(|r| r.attempt_budget);
+            let a = crate::store::guardrails_now(
+                self.store.as_ref(),
+                &self.guardrails,
+                incident_id,
+                service.as_deref(),
+                &changes,
+                budget,
+                now,
+            )
+            .await?;
+            for w in &a.warnings {
+                self.notifier.thread(incident_id, &format!("warning: {w}")).await?;
+            }
+            a.refusal()
+        } else {
+            None
+        };
+        let click = Click { who: who.clone(), decision, via: via.to_string(), at: now, reason: reason.clone() };
+        let (verdict, approved) = self.store.decide(hash, &click, groups, guardrail).await?;
+        let reply = match verdict {
+            Verdict::Refused { reason } => return Ok(Some(reason)),
+            Verdict::AlreadyCounted { .. } => return Ok(Some("your approval is already counted".into())),
+            Verdict::Recorded { approvals, needed } => {
+                self.notifier.thread(incident_id, &format!("{} approved ({approvals} of {needed})", who.0)).await?;
+                None
+            }
+            Verdict::Rejected => {
+                let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+                self.notifier.thread(incident_id, &format!("plan rejected by {}{why}; nothing runs", who.0)).await?;
+                None
+            }
+            Verdict::Approved { approvers } => {
+                let names: Vec<&str> = approvers.iter().map(|a| a.0.as_str()).collect();
+                self.notifier
+                    .thread(incident_id, &format!("plan {} approved by {}", &hash[..12], names.join(", ")))
+                    .await?;
+                None
+            }
+        };
+        self.notifier.incident_changed(incident_id).await?;
+        if let Some(approved) = approved {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.execute(incident_id, approved).await {
+                    tracing::error!(incident = incident_id, error = %format!("{e:#}"), "execution failed to run");
+                }
+            });
+        }
+        Ok(reply)
+    }
+
+    async fn execute(&self, incident_id: i64, approved: crate::approval::ApprovedPlan) -> anyhow::Result<()> {
+        let seen = self.store.audit_for_incident(incident_id).await?.last().map(|r| r.seq).unwrap_or(0);
+        let outcome = self.executor.execute(approved).await?;
+        for r in self.store.audit_for_incident(incident_id).await?.into_iter().filter(|r| r.seq > seen) {
+            if matches!(r.kind.as_str(), "step_succeeded" | "step_failed" | "step_rolled_back" | "escalated") {
+                let line = format!("{}: {}", r.kind.replace('_', " "), crate::audit::summarise(&r.data));
+                self.notifier.thread(incident_id, &line).await?;
+            }
+        }
+        let last = match outcome {
+            Outcome::Succeeded => "verified: every step and post-check passed".to_string(),
+            Outcome::RolledBack { step, reason } => format!("rolled back after {step}: {reason}"),
+            Outcome::AlreadyClaimed => "already executed".to_string(),
+        };
+        self.notifier.thread(incident_id, &last).await?;
+        self.notifier.incident_changed(incident_id).await
+    }
+
+    /// Every hypothesis' evidence and what could not be seen, for the thread.
+    pub async fn more_evidence(&self, incident_id: i64) -> anyhow::Result<()> {
+        let records = self.store.audit_for_incident(incident_id).await?;
+        let Some(r) = records.iter().rev().find(|r| r.kind == "diagnosed") else { return Ok(()) };
+        let data: serde_json::Value = serde_json::from_str(&r.data)?;
+        let d: crate::diagnosis::Diagnosis = serde_json::from_value(data["diagnosis"].clone())?;
+        let mut text = String::new();
+        for (i, h) in d.hypotheses.iter().enumerate() {
+            text.push_str(&format!("{}. {} ({:.0}%)\n", i + 1, h.statement, h.confidence * 100.0));
+            for e in &h.evidence {
+                text.push_str(&format!(
+                    "   • {}{}\n",
+                    e.text,
+                    e.spark.as_ref().map(|s| format!("  {s}")).unwrap_or_default()
+                ));
+            }
+            for reason in &h.reasons {
+                text.push_str(&format!("   why: {reason}\n"));
+            }
+        }
+        self.notifier.thread(incident_id, &text).await
+    }
+}

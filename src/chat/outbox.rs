@@ -1,0 +1,69 @@
+//! The delivery worker shared by every platform: claims due deliveries from the store's outbox,
+//! hands each to its platform, and records the outcome. A 429 is retried after its
+//! `Retry-After`; an outage backs off (1 s, 2 s, 4 s … up to 5 min); nothing is dropped. Claims
+//! are leased, so several replicas deliver each message once.
+
+use super::Platform;
+use crate::store::{Delivery, Store};
+use crate::time::{Clock, Millis};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a claimed delivery is reserved for this replica.
+const LEASE: Millis = 30_000;
+
+/// Backoff after the `attempts`-th failed attempt of a delivery.
+pub fn backoff(attempts: i64) -> Millis {
+    1000 * (1i64 << attempts.clamp(1, 9).saturating_sub(1)).min(300)
+}
+
+/// Delivers `platform`'s messages until `stop` resolves.
+pub async fn run(
+    store: Arc<dyn Store>,
+    platform: Arc<dyn Platform>,
+    clock: Arc<dyn Clock>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let rows = match store.outbox_claim(platform.name(), clock.now(), LEASE, 20).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(platform = platform.name(), error = %format!("{e:#}"), "outbox unavailable");
+                Vec::new()
+            }
+        };
+        let idle = rows.is_empty();
+        for row in rows {
+            let outcome = platform.deliver(&row).await;
+            match &outcome {
+                Delivery::Sent { .. } => {}
+                Delivery::Retry { after_ms, error } => tracing::info!(
+                    platform = platform.name(), incident = row.item.incident_id, op = %row.item.op,
+                    retry_in_ms = after_ms, %error, "chat delivery delayed"
+                ),
+                Delivery::Failed { error } => tracing::error!(
+                    platform = platform.name(), incident = row.item.incident_id, op = %row.item.op,
+                    %error, "chat delivery refused"
+                ),
+            }
+            if let Err(e) = store.outbox_finish(row.id, &outcome, clock.now()).await {
+                tracing::warn!(error = %format!("{e:#}"), "could not record a chat delivery; it will be retried");
+            }
+        }
+        let pause = if idle { Duration::from_millis(200) } else { Duration::from_millis(10) };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(super::backoff(1), 1000);
+        assert_eq!(super::backoff(3), 4000);
+        assert_eq!(super::backoff(50), 256_000);
+    }
+}

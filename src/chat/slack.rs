@@ -1,0 +1,493 @@
+//! Slack: incidents as Block Kit messages, decisions by button, over the real Web API.
+//!
+//! - **Out**: the root message is rendered from `templates/slack/incident.hbs` (the shared
+//!   [`IncidentView`]), parsed into slack-morphism's `SlackBlock`s (a template error is caught
+//!   before Slack sees it), held to Slack's limits (50 blocks, 3000 characters per text, 150
+//!   per header, 2000 per button value; longer text ends "… see thread"), and delivered by the
+//!   outbox: `chat.postMessage`, then `chat.update` on each change, replies in the thread. A 429
+//!   waits its `Retry-After`.
+//! - **In**: `POST /slack/interactions` and `POST /slack/events`, each signed (HMAC-SHA256 over
+//!   `v0:{timestamp}:{body}` with one of two signing secrets, within 5 minutes), or Socket Mode
+//!   (`apps.connections.open`, a WebSocket, each envelope acknowledged) for clusters without
+//!   ingress. Clicks go through [`super::clicks`]; refusals come back as an ephemeral message.
+
+use super::clicks::Clicks;
+use super::{IncidentView, Platform};
+use crate::alert::Labels;
+use crate::approval::{Decision, Groups, Identity};
+use crate::config::Secret;
+use crate::store::{Delivery, OutboxRow};
+use async_trait::async_trait;
+use handlebars::handlebars_helper;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const INCIDENT_TEMPLATE: &str = include_str!("../../templates/slack/incident.hbs");
+pub const DEFAULT_API_URL: &str = "https://slack.com/api";
+const MAX_BLOCKS: usize = 50;
+const MORE: &str = "… see thread";
+
+/// A channel for incidents whose alerts carry all of `labels`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub labels: BTreeMap<String, String>,
+    pub channel: String,
+}
+
+pub struct Slack {
+    api: reqwest::Url,
+    token: Secret,
+    signing: Vec<Secret>,
+    pub app_token: Option<Secret>,
+    default_channel: String,
+    routes: Vec<Route>,
+    http: reqwest::Client,
+    templates: handlebars::Handlebars<'static>,
+    group_ttl: Duration,
+    usergroups: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+}
+
+fn display(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `s` cut to `max` characters, ending "… see thread" when cut.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let keep = max.saturating_sub(MORE.chars().count() + 1);
+    format!("{} {MORE}", s.chars().take(keep).collect::<String>().trim_end())
+}
+
+handlebars_helper!(hb_join: |*args| Value::String(args.iter().map(|a| display(a)).collect()));
+handlebars_helper!(hb_when: |c: Json, a: Json, b: Json| {
+    let truthy = match c { Value::Null => false, Value::Bool(b) => *b, Value::String(s) => !s.is_empty(),
+                           Value::Array(x) => !x.is_empty(), _ => true };
+    if truthy { a.clone() } else { b.clone() }
+});
+handlebars_helper!(hb_text: |v: Json, max: u64| {
+    let escaped = display(v).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    Value::String(serde_json::to_string(&cut(&escaped, max as usize)).expect("a string serialises"))
+});
+handlebars_helper!(hb_evidence_lines: |ev: Json| Value::String(ev.as_array().map(|a| a.iter().map(|e| {
+    let spark = e["spark"].as_str().map(|s| format!("  `{s}`")).unwrap_or_default();
+    format!("• {}{spark}\n", display(&e["text"]))
+}).collect()).unwrap_or_default()));
+handlebars_helper!(hb_step_lines: |steps: Json| Value::String(steps.as_array().map(|a| a.iter().map(|s| {
+    let mut line = format!("{}. {}\n", display(&s["n"]), display(&s["action"]));
+    if !s["verify"].is_null() { line.push_str(&format!("    verify: {}\n", display(&s["verify"]))); }
+    if !s["rollback"].is_null() { line.push_str(&format!("    rollback: {}\n", display(&s["rollback"]))); }
+    line
+}).collect()).unwrap_or_default()));
+
+/// The registry for Slack templates: strict, no HTML escaping, the JSON-safe helpers.
+pub fn templates() -> anyhow::Result<handlebars::Handlebars<'static>> {
+    let mut hb = crate::plan::handlebars(true);
+    hb.register_helper("join", Box::new(hb_join));
+    hb.register_helper("when", Box::new(hb_when));
+    hb.register_helper("text", Box::new(hb_text));
+    hb.register_helper("evidence_lines", Box::new(hb_evidence_lines));
+    hb.register_helper("step_lines", Box::new(hb_step_lines));
+    hb.register_template_string("incident", INCIDENT_TEMPLATE)?;
+    Ok(hb)
+}
+
+/// Holds rendered blocks to Slack's block count, and checks them against slack-morphism's
+/// Block Kit types.
+pub fn checked_blocks(mut blocks: Vec<Value>) -> anyhow::Result<Vec<Value>> {
+    if blocks.len() > MAX_BLOCKS {
+        blocks.truncate(MAX_BLOCKS - 1);
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": MORE}]}));
+    }
+    let typed: Vec<slack_morphism::prelude::SlackBlock> = serde_json::from_value(Value::Array(blocks))
+        .map_err(|e| anyhow::anyhow!("the Slack template does not render valid Block Kit: {e}"))?;
+    Ok(typed.iter().map(|b| serde_json::to_value(b).expect("blocks serialise")).collect())
+}
+
+impl Slack {
+    pub fn new(cfg: &crate::config::SlackConfig, timeout: Duration) -> Result<Slack, String> {
+        let mut api = reqwest::Url::parse(&cfg.api_url).map_err(|e| format!("slack.api_url: {e}"))?;
+        if !api.path().ends_with('/') {
+            api.set_path(&format!("{}/", api.path()));
+        }
+        let token = cfg.bot_token.resolve().map_err(|e| format!("slack.bot_token: {e}"))?;
+        let signing = cfg
+            .signing_secret
+            .iter()
+            .map(|s| s.resolve().map_err(|e| format!("slack.signing_secret: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let app_token =
+            cfg.app_token.as_ref().map(|t| t.resolve().map_err(|e| format!("slack.app_token: {e}"))).transpose()?;
+        let http = crate::telemetry::http_client_builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+        Ok(Slack {
+            api,
+            token,
+            signing,
+            app_token,
+            default_channel: cfg.default_channel.clone(),
+            routes: cfg.routes.clone(),
+            http,
+            templates: templates().map_err(|e| format!("Slack templates: {e}"))?,
+            group_ttl: cfg.usergroup_ttl,
+            usergroups: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Checks Slack's request signature with each accepted signing secret. The error names the
+    /// problem, never a secret.
+    pub fn verify(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<(), String> {
+        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        let sig = header("x-slack-signature").ok_or("missing X-Slack-Signature")?;
+        let ts = header("x-slack-request-timestamp").ok_or("missing X-Slack-Request-Timestamp")?;
+        let t: i64 = ts.parse().map_err(|_| "X-Slack-Request-Timestamp is not a number")?;
+        let now = chrono::Utc::now().timestamp();
+        if (now - t).abs() > 300 {
+            return Err(format!("request timestamp is {}s away from now (more than 5 minutes)", now - t));
+        }
+        let body = std::str::from_utf8(body).map_err(|_| "body is not UTF-8")?;
+        let ok = self.signing.iter().any(|s| {
+            let secret = slack_morphism::prelude::SlackSigningSecret::new(s.expose().to_string());
+            slack_morphism::signature_verifier::SlackEventSignatureVerifier::new(&secret).verify(sig, body, ts).is_ok()
+        });
+        if ok { Ok(()) } else { Err("signature does not match".into()) }
+    }
+
+    /// Calls a Web API method with a JSON body; the parsed answer, or the delivery outcome.
+    async fn call(&self, method: &str, body: &Value) -> Result<Value, Delivery> {
+        let url = self.api.join(method).map_err(|e| Delivery::Failed { error: e.to_string() })?;
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(self.token.expose())
+            .header("content-type", "application/json; charset=utf-8")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| Delivery::Retry { after_ms: 0, error: format!("Slack unreachable: {}", e.without_url()) })?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(1);
+            return Err(Delivery::Retry {
+                after_ms: after.clamp(1, 3600) * 1000,
+                error: format!("{method}: rate limited"),
+            });
+        }
+        if status.is_server_error() {
+            return Err(Delivery::Retry { after_ms: 0, error: format!("{method}: HTTP {}", status.as_u16()) });
+        }
+        let v: Value =
+            resp.json().await.map_err(|e| Delivery::Retry { after_ms: 0, error: format!("{method}: {e}") })?;
+        if v["ok"] == true {
+            Ok(v)
+        } else {
+            let error = format!("{method}: {}", display(&v["error"]));
+            Err(match v["error"].as_str() {
+                Some("ratelimited") => Delivery::Retry { after_ms: 1000, error },
+                Some("internal_error" | "fatal_error" | "service_unavailable" | "request_timeout") => {
+                    Delivery::Retry { after_ms: 0, error }
+                }
+                _ => Delivery::Failed { error },
+            })
+        }
+    }
+
+    /// A private message to `user` in `channel` (sent at once: it answers a click).
+    pub async fn ephemeral(&self, channel: &str, user: &str, text: &str) {
+        let body = json!({"channel": channel, "user": user, "text": cut(text, 3000)});
+        if let Err(e) = self.call("chat.postEphemeral", &body).await {
+            tracing::warn!(?e, "could not send an ephemeral reply");
+        }
+    }
+
+    /// Members (`slack:U…`) of each group, with `slack:group:S…` entries expanded through
+    /// `usergroups.users.list` (cached for `slack.usergroup_ttl`).
+    pub async fn groups(&self, responders: &crate::config::Responders) -> Groups {
+        let mut g = responders.groups();
+        for members in g.members.values_mut() {
+            let mut extra = Vec::new();
+            for m in members.iter() {
+                if let Some(id) = m.0.strip_prefix("slack:group:") {
+                    extra.extend(self.usergroup(id).await.into_iter().map(|u| Identity(format!("slack:{u}"))));
+                }
+            }
+            members.extend(extra);
+        }
+        g
+    }
+
+    async fn usergroup(&self, id: &str) -> Vec<String> {
+        if let Some((at, users)) = self.usergroups.lock().unwrap().get(id)
+            && at.elapsed() < self.group_ttl
+        {
+            return users.clone();
+        }
+        match self.call("usergroups.users.list", &json!({"usergroup": id})).await {
+            Ok(v) => {
+                let users: Vec<String> = v["users"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|u| u.as_str().map(str::to_string))
+                    .collect();
+                self.usergroups.lock().unwrap().insert(id.to_string(), (Instant::now(), users.clone()));
+                users
+            }
+            Err(e) => {
+                tracing::warn!(usergroup = id, ?e, "cannot list a Slack user group; its members cannot approve now");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Opens the reject modal, asking for the reason.
+    async fn reject_modal(&self, trigger: &str, incident: i64, hash: &str, channel: &str) {
+        let view = json!({
+            "type": "modal", "callback_id": "medic_reject", "private_metadata": format!("{incident}:{hash}:{channel}"),
+            "title": {"type": "plain_text", "text": "Reject the plan"},
+            "submit": {"type": "plain_text", "text": "Reject"}, "close": {"type": "plain_text", "text": "Cancel"},
+            "blocks": [{"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Why?"},
+                        "element": {"type": "plain_text_input", "action_id": "reason", "multiline": true, "max_length": 2000}}],
+        });
+        if let Err(e) = self.call("views.open", &json!({"trigger_id": trigger, "view": view})).await {
+            tracing::warn!(?e, "could not open the reject dialog");
+        }
+    }
+
+    /// Handles one verified interaction payload (from HTTP or Socket Mode).
+    pub async fn interaction(
+        &self,
+        payload: &Value,
+        clicks: &Arc<Clicks>,
+        responders: &crate::config::Responders,
+    ) -> anyhow::Result<()> {
+        use slack_morphism::prelude::SlackInteractionEvent;
+        let event: SlackInteractionEvent = serde_json::from_value(payload.clone())
+            .map_err(|e| anyhow::anyhow!("not a Slack interaction payload: {e}"))?;
+        match event {
+            SlackInteractionEvent::BlockActions(ev) => {
+                let Some(user) = ev.user.as_ref().map(|u| u.id.to_string()) else { return Ok(()) };
+                let channel =
+                    ev.channel.as_ref().map(|c| c.id.to_string()).unwrap_or_else(|| self.default_channel.clone());
+                for action in ev.actions.unwrap_or_default() {
+                    let Some((incident, hash)) = action.value.as_deref().and_then(parse_value) else { continue };
+                    let who = Identity(format!("slack:{user}"));
+                    let via = format!("slack:{channel}");
+                    let reply = match action.action_id.to_string().as_str() {
+                        "approve" => {
+                            let groups = self.groups(responders).await;
+                            clicks.decide(incident, &hash, who, Decision::Approve, &via, None, &groups).await?
+                        }
+                        "reject" => {
+                            self.reject_modal(ev.trigger_id.as_ref(), incident, &hash, &channel).await;
+                            None
+                        }
+                        "more_evidence" => {
+                            clicks.more_evidence(incident).await?;
+                            None
+                        }
+                        _ => None,
+                    };
+                    if let Some(r) = reply {
+                        self.ephemeral(&channel, &user, &r).await;
+                    }
+                }
+            }
+            SlackInteractionEvent::ViewSubmission(ev) => {
+                let view = serde_json::to_value(&ev.view)?;
+                if view["view"]["callback_id"] != "medic_reject" && view["callback_id"] != "medic_reject" {
+                    return Ok(());
+                }
+                let meta =
+                    view["view"]["private_metadata"].as_str().or(view["private_metadata"].as_str()).unwrap_or("");
+                let mut parts = meta.splitn(3, ':');
+                let (Some(incident), Some(hash), Some(channel)) = (parts.next(), parts.next(), parts.next()) else {
+                    return Ok(());
+                };
+                let Ok(incident) = incident.parse::<i64>() else { return Ok(()) };
+                let state = &payload["view"]["state"]["values"]["reason"]["reason"]["value"];
+                let reason = state.as_str().map(|s| cut(s, 2000));
+                let user = ev.user.id.to_string();
+                let groups = self.groups(responders).await;
+                let who = Identity(format!("slack:{user}"));
+                if let Some(r) = clicks
+                    .decide(incident, hash, who, Decision::Reject, &format!("slack:{channel}"), reason, &groups)
+                    .await?
+                {
+                    self.ephemeral(channel, &user, &r).await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A button value `incident:plan_hash`.
+fn parse_value(v: &str) -> Option<(i64, String)> {
+    let (i, h) = v.split_once(':')?;
+    let valid = h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit());
+    Some((i.parse().ok()?, h.to_string())).filter(|_| valid)
+}
+
+#[async_trait]
+impl Platform for Slack {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+
+    fn channel_for(&self, labels: &Labels) -> String {
+        self.routes
+            .iter()
+            .find(|r| r.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            .map(|r| r.channel.clone())
+            .unwrap_or_else(|| self.default_channel.clone())
+    }
+
+    fn root(&self, view: &IncidentView, channel: &str) -> anyhow::Result<String> {
+        let rendered = self.templates.render("incident", &view.0)?;
+        let mut msg: Value = serde_json::from_str(&rendered)
+            .map_err(|e| anyhow::anyhow!("the Slack template does not render JSON: {e}"))?;
+        let blocks = msg["blocks"].as_array().cloned().unwrap_or_default();
+        msg["blocks"] = Value::Array(checked_blocks(blocks)?);
+        msg["channel"] = json!(channel);
+        Ok(msg.to_string())
+    }
+
+    fn reply(&self, channel: &str, text: &str) -> String {
+        json!({"channel": channel, "text": cut(text, 3000)}).to_string()
+    }
+
+    async fn deliver(&self, row: &OutboxRow) -> Delivery {
+        let Ok(mut body) = serde_json::from_str::<Value>(&row.item.body) else {
+            return Delivery::Failed { error: "the queued body is not JSON".into() };
+        };
+        let method = match row.item.op.as_str() {
+            "post" => "chat.postMessage",
+            "update" => {
+                body["ts"] = json!(row.root);
+                "chat.update"
+            }
+            "thread" => {
+                body["thread_ts"] = json!(row.root);
+                "chat.postMessage"
+            }
+            other => return Delivery::Failed { error: format!("unknown op {other}") },
+        };
+        match self.call(method, &body).await {
+            Ok(v) => Delivery::Sent { result: (row.item.op == "post").then(|| display(&v["ts"])) },
+            Err(Delivery::Retry { after_ms: 0, error }) => {
+                Delivery::Retry { after_ms: super::outbox::backoff(row.attempts), error }
+            }
+            Err(other) => other,
+        }
+    }
+}
+
+/// Socket Mode: connects with the app token, acknowledges each envelope at once, and handles
+/// interactive payloads like HTTP ones. Reconnects (with backoff) when Slack asks or the
+/// connection drops, until `stop`.
+pub async fn socket_mode(
+    slack: Arc<Slack>,
+    clicks: Arc<Clicks>,
+    responders: Arc<crate::config::Responders>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    let Some(app_token) = slack.app_token.clone() else { return };
+    let mut failures = 0i64;
+    loop {
+        let url = async {
+            let resp = slack
+                .http
+                .post(slack.api.join("apps.connections.open").map_err(|e| e.to_string())?)
+                .bearer_auth(app_token.expose())
+                .send()
+                .await
+                .map_err(|e| e.without_url().to_string())?;
+            let v: Value = resp.json().await.map_err(|e| e.to_string())?;
+            v["url"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("apps.connections.open: {}", display(&v["error"])))
+        };
+        let session = async {
+            let url = url.await?;
+            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string())?;
+            tracing::info!("Slack Socket Mode connected");
+            while let Some(msg) = ws.next().await {
+                let msg = msg.map_err(|e| e.to_string())?;
+                let tokio_tungstenite::tungstenite::Message::Text(text) = msg else { continue };
+                let Ok(env) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                if let Some(id) = env["envelope_id"].as_str() {
+                    let ack = json!({"envelope_id": id}).to_string();
+                    ws.send(tokio_tungstenite::tungstenite::Message::Text(ack.into()))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                match env["type"].as_str() {
+                    Some("interactive") => {
+                        let (slack, clicks, responders, payload) =
+                            (slack.clone(), clicks.clone(), responders.clone(), env["payload"].clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = slack.interaction(&payload, &clicks, &responders).await {
+                                tracing::warn!(error = %format!("{e:#}"), "Slack interaction failed");
+                            }
+                        });
+                    }
+                    Some("disconnect") => return Ok::<(), String>(()),
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
+        tokio::select! {
+            r = session => match r {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "Slack Socket Mode connection failed");
+                }
+            },
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(if failures == 0 { 100 } else { super::outbox::backoff(failures) as u64 })) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_with_a_pointer_to_the_thread() {
+        assert_eq!(cut("short", 10), "short");
+        let long = "x".repeat(4000);
+        let c = cut(&long, 3000);
+        assert!(c.chars().count() <= 3000 && c.ends_with(MORE));
+    }
+
+    #[test]
+    fn button_values_are_strict() {
+        let h = "a".repeat(64);
+        assert_eq!(parse_value(&format!("7:{h}")), Some((7, h.clone())));
+        assert_eq!(parse_value("7:zz"), None);
+        assert_eq!(parse_value(&format!("x:{h}")), None);
+    }
+}
