@@ -1,0 +1,366 @@
+//! Slack end to end against a local fake of Slack's Web API that records every call: an alert
+//! becomes one `chat.postMessage` with Block Kit and the buttons; a signed click from an
+//! authorized user (directly, or through a Slack user group) runs the plan once and updates the
+//! message; repeats and re-deliveries run nothing more; a stranger gets an ephemeral refusal; a
+//! bad signature or a stale timestamp gets 401; a 429 is retried after `Retry-After`; Reject
+//! asks for a reason in a modal; Socket Mode receives a click and acknowledges the envelope.
+
+mod common;
+
+use axum::extract::{Path, State};
+use common::{Db, TestApp, poll_until};
+use hmac::{KeyInit, Mac};
+use medic::config::Config;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+const OLD_SECRET: &str = "0ld-signing-secret-still-accepted";
+
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<(String, Value, Instant)>>,
+    /// 429s still to answer on chat.postMessage.
+    throttle: AtomicUsize,
+    /// Socket Mode: the WebSocket URL apps.connections.open hands out.
+    ws_url: Mutex<String>,
+}
+
+impl Fake {
+    fn calls(&self, method: &str) -> Vec<Value> {
+        self.calls.lock().unwrap().iter().filter(|(m, _, _)| m == method).map(|(_, b, _)| b.clone()).collect()
+    }
+}
+
+async fn fake_slack(fake: Arc<Fake>) -> String {
+    let app = axum::Router::new()
+        .route(
+            "/api/{method}",
+            axum::routing::post(|State(f): State<Arc<Fake>>, Path(method): Path<String>, headers: axum::http::HeaderMap, body: String| async move {
+                use axum::response::IntoResponse;
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                f.calls.lock().unwrap().push((method.clone(), v.clone(), Instant::now()));
+                if method == "apps.connections.open" {
+                    assert_eq!(auth, "Bearer xapp-test");
+                    return axum::Json(json!({"ok": true, "url": *f.ws_url.lock().unwrap()})).into_response();
+                }
+                assert_eq!(auth, "Bearer xoxb-test", "the bot token on every Web API call");
+                if method == "chat.postMessage" && f.throttle.load(Ordering::SeqCst) > 0 {
+                    f.throttle.fetch_sub(1, Ordering::SeqCst);
+                    return (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], axum::Json(json!({"ok": false, "error": "ratelimited"}))).into_response();
+                }
+                let answer = match method.as_str() {
+                    "chat.postMessage" => json!({"ok": true, "channel": v["channel"], "ts": format!("1700000000.{:06}", f.calls.lock().unwrap().len())}),
+                    "usergroups.users.list" => json!({"ok": true, "users": ["U0GROUPIE"]}),
+                    _ => json!({"ok": true}),
+                };
+                axum::Json(answer).into_response()
+            }),
+        )
+        .with_state(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/api")
+}
+
+/// The service the plan calls: counts restarts.
+async fn deploy_api(count: Arc<AtomicUsize>) -> String {
+    let app = axum::Router::new().route(
+        "/v1/services/{service}/restart",
+        axum::routing::post(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            async { axum::Json(json!({"status": "done"})) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr.to_string()
+}
+
+const RUNBOOK: &str = r#"
+id: restart-on-slack-test
+title: Restart the service
+description: A test runbook whose plan calls a local deploy API.
+tier: 2
+match:
+  alerts: ['alertname="SlackTest"']
+hypothesis: "{{service}} needs a restart."
+vars:
+  deploy_api: http://DEPLOY
+plan:
+  expected_impact: A rolling restart of {{service}}.
+  steps:
+    - id: restart
+      action:
+        http: {method: POST, url: "{{vars.deploy_api}}/v1/services/{{service}}/restart"}
+      irreversible: A restart cannot be undone.
+approval:
+  groups: [sre]
+"#;
+
+struct Setup {
+    app: TestApp,
+    fake: Arc<Fake>,
+    restarts: Arc<AtomicUsize>,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(db: Db, extra: &str, throttle: usize, ws: Option<String>) -> Option<Setup> {
+    let fake = Arc::new(Fake::default());
+    fake.throttle.store(throttle, Ordering::SeqCst);
+    if let Some(u) = ws {
+        *fake.ws_url.lock().unwrap() = u;
+    }
+    let api = fake_slack(fake.clone()).await;
+    let restarts = Arc::new(AtomicUsize::new(0));
+    let deploy = deploy_api(restarts.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("runbooks")).unwrap();
+    std::fs::write(d.join("runbooks/restart.yaml"), RUNBOOK.replace("DEPLOY", &deploy)).unwrap();
+    for (f, v) in [("bot", "xoxb-test"), ("signing", SECRET), ("old", OLD_SECRET), ("app", "xapp-test")] {
+        std::fs::write(d.join(f), v).unwrap();
+    }
+    let yaml = format!(
+        "runbooks: {runbooks}\n\
+         responders:\n  groups:\n    sre: [slack:U0ALLOWED, slack:group:S0ONCALL]\n\
+         executor:\n  http_allowed_hosts: ['{deploy}']\n\
+         slack:\n  bot_token: {{file: {bot}}}\n  signing_secret: [{{file: {signing}}}, {{file: {old}}}]\n\
+         \x20 api_url: {api}\n  default_channel: C0INCIDENT\n\
+         \x20 routes: [{{labels: {{team: payments}}, channel: C0PAYMENTS}}]\n{extra}",
+        runbooks = d.join("runbooks").display(),
+        bot = d.join("bot").display(),
+        signing = d.join("signing").display(),
+        old = d.join("old").display(),
+        extra = extra.replace("APP", &d.join("app").display().to_string()),
+    );
+    let cfg = Config::parse(&yaml, "slack.yaml").unwrap();
+    let app = TestApp::spawn(db, cfg).await?;
+    Some(Setup { app, fake, restarts, _dir: dir })
+}
+
+fn sign(secret: &str, ts: i64, body: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn payload(fixture: &str, user: &str, pairs: &[(&str, &str)]) -> String {
+    let mut text = String::from_utf8(common::fixture(&format!("slack/{fixture}"))).unwrap().replace("USER_ID", user);
+    for (k, v) in pairs {
+        text = text.replace(k, v);
+    }
+    text
+}
+
+impl Setup {
+    async fn alert(&self) {
+        let body = json!({"alerts": [{"name": "SlackTest", "status": "firing", "labels": {"service": "checkout", "severity": "critical"}}]});
+        let (s, v) = self.app.post("/v1/alerts/generic", body.to_string(), &[]).await;
+        assert_eq!(s, 200, "{v}");
+    }
+
+    /// The root message, once posted.
+    async fn root(&self) -> Value {
+        poll_until(20, || async { self.fake.calls("chat.postMessage").into_iter().find(|c| c["blocks"].is_array()) })
+            .await
+            .expect("a root message within 20 s")
+    }
+
+    /// POSTs an interaction, signed with `secret` at `ts` (default: now).
+    async fn click(&self, payload: &str, secret: &str, ts: Option<i64>) -> reqwest::StatusCode {
+        let body = format!("payload={}", url::form_urlencoded::byte_serialize(payload.as_bytes()).collect::<String>());
+        let ts = ts.unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let sig = sign(secret, ts, &body);
+        let ts = ts.to_string();
+        let headers = [
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-slack-request-timestamp", ts.as_str()),
+            ("x-slack-signature", sig.as_str()),
+        ];
+        self.app.post("/slack/interactions", body, &headers).await.0
+    }
+}
+
+fn button(root: &Value, action: &str) -> String {
+    root["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().unwrap().clone())
+        .find(|e| e["action_id"] == action)
+        .unwrap_or_else(|| panic!("no {action} button in {root:#}"))["value"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn approve_once_refuse_strangers(db: Db) {
+    let Some(s) = setup(db, "", 0, None).await else { return };
+    s.alert().await;
+    let root = s.root().await;
+    assert_eq!(root["channel"], "C0INCIDENT");
+    let text = root.to_string();
+    assert!(text.contains("Incident #1: SlackTest on checkout"), "{root:#}");
+    assert!(text.contains("checkout needs a restart") && text.contains("1. POST http://"), "{root:#}");
+    let value = button(&root, "approve");
+    assert!(button(&root, "reject") == value && button(&root, "more_evidence") == value);
+    let approve =
+        root["blocks"].as_array().unwrap().iter().find(|b| b["type"] == "actions").unwrap()["elements"][0].clone();
+    assert!(
+        approve["confirm"]["text"]["text"].as_str().unwrap().contains("POST http://"),
+        "the confirm dialog names what runs: {approve}"
+    );
+    assert_eq!(s.fake.calls("chat.postMessage").len(), 1, "one root message, no duplicates");
+
+    // Forged, stale, or from a stranger: nothing runs.
+    let approve_by =
+        |user: &str| payload("block_actions.json", user, &[("ACTION_ID", "approve"), ("BUTTON_VALUE", &value)]);
+    assert_eq!(s.click(&approve_by("U0ALLOWED"), "not-the-secret", None).await, 401);
+    let stale = chrono::Utc::now().timestamp() - 301;
+    assert_eq!(s.click(&approve_by("U0ALLOWED"), SECRET, Some(stale)).await, 401);
+    assert_eq!(s.click(&approve_by("U0STRANGER"), SECRET, None).await, 200);
+    let eph = poll_until(10, || async { s.fake.calls("chat.postEphemeral").first().cloned() })
+        .await
+        .expect("an ephemeral refusal");
+    assert_eq!((eph["user"].as_str(), eph["channel"].as_str()), (Some("U0STRANGER"), Some("C0INCIDENT")));
+    assert!(eph["text"].as_str().unwrap().contains("sre"), "the refusal says which group may approve: {eph}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.restarts.load(Ordering::SeqCst), 0);
+
+    // The allowed user, signed with the older secret (rotation), clicks twice; Slack retries once.
+    let ok = approve_by("U0ALLOWED");
+    for _ in 0..3 {
+        assert_eq!(s.click(&ok, OLD_SECRET, None).await, 200);
+    }
+    poll_until(15, || async { (s.restarts.load(Ordering::SeqCst) == 1).then_some(()) }).await.expect("the plan ran");
+    let updated = poll_until(15, || async {
+        s.fake.calls("chat.update").into_iter().rev().find(|u| u.to_string().contains("verified"))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no update saying verified: {:#?}", s.fake.calls("chat.update")));
+    assert!(!updated.to_string().contains("\"action_id\":\"approve\""), "the buttons are gone: {updated:#}");
+    assert!(updated.to_string().contains("slack:U0ALLOWED"), "{updated:#}");
+    let threads: Vec<String> = s
+        .fake
+        .calls("chat.postMessage")
+        .iter()
+        .filter(|c| c["thread_ts"].is_string())
+        .map(|c| c["text"].to_string())
+        .collect();
+    assert!(threads.iter().any(|t| t.contains("approved by slack:U0ALLOWED")), "{threads:?}");
+    assert!(threads.iter().any(|t| t.contains("step succeeded")), "{threads:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.restarts.load(Ordering::SeqCst), 1, "executed exactly once");
+    s.app.stop().await.unwrap();
+}
+
+async fn user_group_member_rejects_with_a_reason(db: Db) {
+    let Some(s) = setup(db, "", 0, None).await else { return };
+    s.alert().await;
+    let value = button(&s.root().await, "reject");
+    assert_eq!(
+        s.click(
+            &payload("block_actions.json", "U0GROUPIE", &[("ACTION_ID", "reject"), ("BUTTON_VALUE", &value)]),
+            SECRET,
+            None
+        )
+        .await,
+        200
+    );
+    let modal =
+        poll_until(10, || async { s.fake.calls("views.open").first().cloned() }).await.expect("a reason dialog");
+    let meta = modal["view"]["private_metadata"].as_str().unwrap().to_string();
+    let submit = payload(
+        "view_submission.json",
+        "U0GROUPIE",
+        &[("PRIVATE_METADATA", &meta), ("REASON", "the deploy is being rolled back by hand")],
+    );
+    assert_eq!(s.click(&submit, SECRET, None).await, 200);
+    let said = poll_until(10, || async {
+        s.fake
+            .calls("chat.postMessage")
+            .into_iter()
+            .find(|c| c["text"].as_str().is_some_and(|t| t.contains("rejected by slack:U0GROUPIE")))
+    })
+    .await
+    .expect("the rejection in the thread");
+    assert!(said["text"].as_str().unwrap().contains("rolled back by hand"));
+    assert!(s.fake.calls("usergroups.users.list").iter().any(|c| c["usergroup"] == "S0ONCALL"));
+    assert_eq!(s.restarts.load(Ordering::SeqCst), 0);
+    s.app.stop().await.unwrap();
+}
+
+async fn rate_limited_then_delivered(db: Db) {
+    let Some(s) = setup(db, "", 1, None).await else { return };
+    s.alert().await;
+    let root = s.root().await;
+    poll_until(20, || async { (s.fake.calls("chat.postMessage").len() >= 2).then_some(()) })
+        .await
+        .expect("the message again after the 429");
+    let calls = s.fake.calls.lock().unwrap().clone();
+    let posts: Vec<&Instant> = calls.iter().filter(|(m, _, _)| m == "chat.postMessage").map(|(_, _, t)| t).collect();
+    assert!(posts.len() >= 2, "a 429, then the message");
+    assert!(posts[1].duration_since(*posts[0]) >= Duration::from_millis(900), "waited for Retry-After");
+    assert!(root["blocks"].is_array());
+    // The URL verification challenge of the Events API.
+    let body = json!({"token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "type": "url_verification"}).to_string();
+    let ts = chrono::Utc::now().timestamp();
+    let sig = sign(SECRET, ts, &body);
+    let ts = ts.to_string();
+    let (status, v) =
+        s.app.post("/slack/events", body, &[("x-slack-request-timestamp", &ts), ("x-slack-signature", &sig)]).await;
+    assert_eq!(
+        (status.as_u16(), v["challenge"].as_str()),
+        (200, Some("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"))
+    );
+    s.app.stop().await.unwrap();
+}
+
+both_stores!(approve_once_refuse_strangers, user_group_member_rejects_with_a_reason, rate_limited_then_delivered);
+
+/// Socket Mode: apps.connections.open hands out a ws:// URL on this test's server, which sends
+/// an interactive envelope with a click and expects its acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_receives_a_click_and_acks() {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_url = format!("ws://{}/link", listener.local_addr().unwrap());
+    let (tx_payload, rx_payload) = tokio::sync::oneshot::channel::<String>();
+    let (tx_ack, rx_ack) = tokio::sync::oneshot::channel::<Value>();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let hello = json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0KRD7HC3"}});
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(hello.to_string().into())).await.unwrap();
+        let payload: Value = serde_json::from_str(&rx_payload.await.unwrap()).unwrap();
+        let env = json!({"envelope_id": "57d6a792-4d35-4d0b-b6aa-3361493e1caf", "type": "interactive", "accepts_response_payload": false, "payload": payload});
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(env.to_string().into())).await.unwrap();
+        while let Some(Ok(m)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                let _ = tx_ack.send(serde_json::from_str(t.as_str()).unwrap());
+                break;
+            }
+        }
+        // Keep the connection open until the test ends.
+        while ws.next().await.is_some() {}
+    });
+    let Some(s) = setup(Db::Sqlite, "  app_token: {file: APP}\n", 0, Some(ws_url)).await else { return };
+    s.alert().await;
+    let value = button(&s.root().await, "approve");
+    tx_payload
+        .send(payload("block_actions.json", "U0ALLOWED", &[("ACTION_ID", "approve"), ("BUTTON_VALUE", &value)]))
+        .unwrap();
+    let ack = tokio::time::timeout(Duration::from_secs(10), rx_ack).await.expect("an ack within 10 s").unwrap();
+    assert_eq!(ack, json!({"envelope_id": "57d6a792-4d35-4d0b-b6aa-3361493e1caf"}));
+    poll_until(15, || async { (s.restarts.load(Ordering::SeqCst) == 1).then_some(()) })
+        .await
+        .expect("the click ran the plan");
+    s.app.stop().await.unwrap();
+}
