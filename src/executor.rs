@@ -81,6 +81,8 @@ pub struct Executor {
     /// This process's name in the executions table (stable across restarts).
     pub owner: String,
     pub sleep: Arc<dyn Sleep>,
+    /// Called with the incident id after each recorded step event (chat shows the progress).
+    pub on_progress: Option<Arc<dyn Fn(i64) + Send + Sync>>,
     http: reqwest::Client,
 }
 
@@ -119,7 +121,16 @@ impl Executor {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client");
-        Executor { store, metrics, clock, limits, owner: owner.into(), sleep: Arc::new(RealSleep), http }
+        Executor {
+            store,
+            metrics,
+            clock,
+            limits,
+            owner: owner.into(),
+            sleep: Arc::new(RealSleep),
+            on_progress: None,
+            http,
+        }
     }
 
     /// Marks executions interrupted by a crash and escalates them; returns their plan hashes.
@@ -139,7 +150,11 @@ impl Executor {
         let p = approved.plan();
         let entry =
             AuditEntry { at: self.clock.now(), kind, incident_id: Some(p.incident_id), actor: "medic".into(), data };
-        self.store.execution_event(&p.hash, step as i64, state, entry).await
+        self.store.execution_event(&p.hash, step as i64, state, entry).await?;
+        if let Some(f) = &self.on_progress {
+            f(p.incident_id);
+        }
+        Ok(())
     }
 
     pub async fn execute(&self, approved: ApprovedPlan) -> anyhow::Result<Outcome> {

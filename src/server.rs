@@ -103,7 +103,7 @@ pub async fn run(
             chat_stopped.clone(),
         )));
     }
-    let executor = Arc::new(crate::executor::Executor::new(
+    let mut executor = crate::executor::Executor::new(
         store.clone(),
         sources.metrics.clone().unwrap_or_else(|| Arc::new(NoMetrics)),
         clock.clone(),
@@ -114,7 +114,24 @@ pub async fn run(
             simulate: None,
         },
         owner,
-    ));
+    );
+    if !platforms.is_empty() {
+        let n = notifier.clone();
+        executor.on_progress = Some(Arc::new(move |id| {
+            let n = n.clone();
+            tokio::spawn(async move {
+                if let Err(e) = n.incident_changed(id).await {
+                    tracing::warn!(incident = id, error = %format!("{e:#}"), "could not queue a progress update");
+                }
+            });
+        }));
+        chat_tasks.push(tokio::spawn(crate::chat::watch_resolved(
+            notifier.clone(),
+            clock.clone(),
+            chat_stopped.clone(),
+        )));
+    }
+    let executor = Arc::new(executor);
     let clicks = Arc::new(crate::chat::clicks::Clicks {
         store: store.clone(),
         notifier: notifier.clone(),

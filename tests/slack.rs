@@ -128,6 +128,7 @@ async fn setup(db: Db, extra: &str, throttle: usize, ws: Option<String>) -> Opti
     }
     let yaml = format!(
         "runbooks: {runbooks}\n\
+         incidents: {{resolve_grace: 1s}}\n\
          responders:\n  groups:\n    sre: [slack:U0ALLOWED, slack:group:S0ONCALL]\n\
          executor:\n  http_allowed_hosts: ['{deploy}']\n\
          slack:\n  bot_token: {{file: {bot}}}\n  signing_secret: [{{file: {signing}}}, {{file: {old}}}]\n\
@@ -258,6 +259,15 @@ async fn approve_once_refuse_strangers(db: Db) {
     assert!(threads.iter().any(|t| t.contains("step succeeded")), "{threads:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(s.restarts.load(Ordering::SeqCst), 1, "executed exactly once");
+
+    // The alert resolves: so do the incident and its message.
+    let body = json!({"alerts": [{"name": "SlackTest", "status": "resolved", "labels": {"service": "checkout", "severity": "critical"}}]});
+    assert_eq!(s.app.post("/v1/alerts/generic", body.to_string(), &[]).await.0, 200);
+    poll_until(20, || async {
+        s.fake.calls("chat.update").into_iter().rev().find(|u| u.to_string().contains("incident resolved"))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no update saying resolved: {:#?}", s.fake.calls("chat.update").last()));
     s.app.stop().await.unwrap();
 }
 

@@ -187,6 +187,47 @@ impl Notifier {
     }
 }
 
+/// How often resolved incidents are looked for, to update their messages.
+const RESOLVED_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Incidents resolve on the writer's tick, not on a request: this task notices them and
+/// updates their messages (state, buttons gone) and threads, until `stop`.
+pub async fn watch_resolved(
+    notifier: std::sync::Arc<Notifier>,
+    clock: std::sync::Arc<dyn crate::time::Clock>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut since = clock.now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RESOLVED_POLL) => {}
+            _ = stop.changed() => return,
+        }
+        let filter = crate::store::IncidentFilter {
+            state: Some(crate::incident::IncidentState::Resolved),
+            before: None,
+            limit: 200,
+        };
+        let Ok(list) = notifier.store.incidents(&filter).await else { continue };
+        let mut newest = since;
+        for i in list.iter().filter(|i| i.resolved_at.is_some_and(|t| t > since)) {
+            newest = newest.max(i.resolved_at.unwrap_or(since));
+            // Only incidents chat has shown (they have a diagnosis).
+            if !matches!(view_for(notifier.store.as_ref(), i.id).await, Ok(Some(_))) {
+                continue;
+            }
+            let r = async {
+                notifier.incident_changed(i.id).await?;
+                notifier.thread(i.id, &format!("incident #{} resolved", i.id)).await
+            };
+            if let Err(e) = r.await {
+                tracing::warn!(incident = i.id, error = %format!("{e:#}"), "could not queue the resolved update");
+            }
+        }
+        since = newest;
+    }
+}
+
 #[async_trait]
 pub trait Chat: Send + Sync {
     fn name(&self) -> &str;
