@@ -51,8 +51,11 @@
 //!   through a `shutdown` future passed in by the caller. [`api`] is the read-only incident API
 //!   (and the JSON views `audit export` shares); [`metrics`] is medic's own exposition.
 //! - [`config`] — the strict YAML config; secrets only by `{env: NAME}` / `{file: PATH}`.
-//! - [`chat`] — one adapter per platform behind the `Chat` trait, rendering one `IncidentView`
-//!   from `templates/<platform>/`; the console adapter serves local use and the demo.
+//! - [`chat`] — one shared view of an incident (`view_for`) rendered per platform from
+//!   `templates/<platform>/`; Slack behind the `Platform` trait, fed by a durable outbox
+//!   (retries, `Retry-After`, merged updates) and answering clicks through `chat::clicks`, the
+//!   one place a click becomes a decision and an execution; the console adapter (`Chat`) serves
+//!   local use and the demo.
 //! - [`cli`] and [`demo`] — the `medic` command line; `main.rs` only calls [`cli::main`].
 //!
 //! # Invariants

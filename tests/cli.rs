@@ -22,7 +22,7 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-const SECRETS: [(&str, &str); 9] = [
+const SECRETS: [(&str, &str); 11] = [
     ("MEDIC_DATABASE_URL_FROM_CONFIG", "sqlite://medic.db"),
     ("MEDIC_ALERTMANAGER_TOKEN", "a"),
     ("MEDIC_GRAFANA_TOKEN", "b"),
@@ -32,6 +32,8 @@ const SECRETS: [(&str, &str); 9] = [
     ("MEDIC_CHANGES_TOKEN", "f"),
     ("MEDIC_PROMETHEUS_TOKEN", "g"),
     ("MEDIC_GITHUB_TOKEN", "h"),
+    ("MEDIC_SLACK_BOT_TOKEN", "xoxb-i"),
+    ("MEDIC_SLACK_SIGNING_SECRET", "j"),
 ];
 
 #[test]
