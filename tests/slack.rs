@@ -209,6 +209,7 @@ async fn approve_once_refuse_strangers(db: Db) {
     assert_eq!(root["channel"], "C0INCIDENT");
     let text = root.to_string();
     assert!(text.contains("Incident #1: SlackTest on checkout"), "{root:#}");
+    assert!(text.contains("severity *critical*") && text.contains("services checkout"), "{root:#}");
     assert!(text.contains("checkout needs a restart") && text.contains("1. POST http://"), "{root:#}");
     let value = button(&root, "approve");
     assert!(button(&root, "reject") == value && button(&root, "more_evidence") == value);

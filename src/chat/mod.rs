@@ -23,7 +23,7 @@ pub struct IncidentView(pub Value);
 /// plan with its approvals and execution, and the kill switch. `None` before the first
 /// diagnosis (there is nothing to show yet).
 pub async fn view_for(store: &dyn crate::store::Store, id: i64) -> anyhow::Result<Option<IncidentView>> {
-    let Some((incident, _)) = store.incident(id).await? else { return Ok(None) };
+    let Some((incident, alerts)) = store.incident(id).await? else { return Ok(None) };
     let records = store.audit_for_incident(id).await?;
     let Some(record) = records.iter().rev().find(|r| r.kind == "diagnosed") else { return Ok(None) };
     let data: Value = serde_json::from_str(&record.data)?;
@@ -68,6 +68,11 @@ pub async fn view_for(store: &dyn crate::store::Store, id: i64) -> anyhow::Resul
         view.0["buttons"] = json!(false);
     }
     view.0["resolved"] = json!(resolved);
+    let mut services: Vec<&str> =
+        alerts.iter().filter_map(|a| a.alert.labels.get("service").map(String::as_str)).collect();
+    services.sort_unstable();
+    services.dedup();
+    view.0["services"] = json!(services.join(", "));
     Ok(Some(view))
 }
 
@@ -102,7 +107,8 @@ impl IncidentView {
             _ => "no runbook matches; people lead".into(),
         };
         IncidentView(json!({
-            "incident": {"id": incident.id, "title": incident.title, "state": incident.state.as_str()},
+            "incident": {"id": incident.id, "title": incident.title, "state": incident.state.as_str(),
+                         "severity": incident.severity},
             "service": diagnosis.service,
             "onset": rfc3339(diagnosis.onset),
             "top": {

@@ -102,7 +102,7 @@ pub fn templates() -> anyhow::Result<handlebars::Handlebars<'static>> {
 }
 
 /// Holds rendered blocks to Slack's block count, and checks them against slack-morphism's
-/// Block Kit types.
+/// Block Kit types (a block it can only keep as `Unknown` is an error).
 pub fn checked_blocks(mut blocks: Vec<Value>) -> anyhow::Result<Vec<Value>> {
     if blocks.len() > MAX_BLOCKS {
         blocks.truncate(MAX_BLOCKS - 1);
@@ -110,6 +110,10 @@ pub fn checked_blocks(mut blocks: Vec<Value>) -> anyhow::Result<Vec<Value>> {
     }
     let typed: Vec<slack_morphism::prelude::SlackBlock> = serde_json::from_value(Value::Array(blocks))
         .map_err(|e| anyhow::anyhow!("the Slack template does not render valid Block Kit: {e}"))?;
+    // slack-morphism keeps a block it cannot type as `Unknown` rather than failing: refuse it.
+    if let Some(i) = typed.iter().position(|b| matches!(b, slack_morphism::prelude::SlackBlock::Unknown(_))) {
+        anyhow::bail!("the Slack template renders block {i}, which is not valid Block Kit");
+    }
     Ok(typed.iter().map(|b| serde_json::to_value(b).expect("blocks serialise")).collect())
 }
 
@@ -481,6 +485,33 @@ mod tests {
         let long = "x".repeat(4000);
         let c = cut(&long, 3000);
         assert!(c.chars().count() <= 3000 && c.ends_with(MORE));
+    }
+
+    #[test]
+    fn oversized_content_is_cut_and_still_valid_block_kit() {
+        let evidence: Vec<Value> = (0..200)
+            .map(|i| json!({"kind": "log", "text": format!("line {i} <b>&</b> {}", "x".repeat(80)), "at": null}))
+            .collect();
+        let view = json!({
+            "incident": {"id": 7, "title": "T".repeat(400), "state": "open", "severity": "critical"},
+            "service": "checkout", "services": "checkout", "onset": "2026-11-21T10:00:00Z",
+            "top": {"statement": "s".repeat(5000), "confidence": 75, "runbook": "r", "tier": 3, "evidence": evidence},
+            "unavailable": [], "plan": null, "no_plan": "none", "paused": null, "decision": null,
+            "buttons": false, "resolved": false,
+        });
+        let rendered = templates().unwrap().render("incident", &view).unwrap();
+        let msg: Value = serde_json::from_str(&rendered).unwrap();
+        let blocks = checked_blocks(msg["blocks"].as_array().unwrap().clone()).unwrap();
+        let texts: Vec<String> = blocks.iter().filter_map(|b| b["text"]["text"].as_str().map(str::to_string)).collect();
+        assert!(texts.iter().all(|t| t.chars().count() <= 3000), "every text within Slack's limit");
+        assert!(texts[0].chars().count() <= 150 && texts[0].ends_with(MORE), "the header: {}", texts[0]);
+        let ev = texts.iter().find(|t| t.starts_with("*Evidence*")).unwrap();
+        assert!(ev.ends_with(MORE) && ev.contains("&lt;b&gt;&amp;&lt;/b&gt;"), "cut, and escaped for Slack");
+        let many: Vec<Value> = (0..80).map(|_| json!({"type": "divider"})).collect();
+        let kept = checked_blocks(many).unwrap();
+        assert_eq!(kept.len(), 50);
+        assert_eq!(kept[49]["elements"][0]["text"], MORE);
+        assert!(checked_blocks(vec![json!({"type": "section", "text": 5})]).is_err(), "not Block Kit");
     }
 
     #[test]
