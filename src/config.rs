@@ -42,6 +42,28 @@ pub struct Config {
     pub context: ContextConfig,
     #[serde(default)]
     pub slack: Option<SlackConfig>,
+    #[serde(default)]
+    pub discord: Option<DiscordConfig>,
+}
+
+/// Discord: the bot, the application whose interactions medic verifies, where incidents go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    pub bot_token: SecretRef,
+    pub application_id: String,
+    /// The application's public key (hex), for the Ed25519 signatures. Not a secret.
+    pub public_key: String,
+    #[serde(default = "discord_api")]
+    pub api_url: String,
+    /// Where incidents go when no route matches (a channel id).
+    pub default_channel: String,
+    #[serde(default)]
+    pub routes: Vec<crate::chat::discord::Route>,
+}
+
+fn discord_api() -> String {
+    crate::chat::discord::DEFAULT_API_URL.into()
 }
 
 /// Slack: the bot's token, the signing secrets of its requests, where incidents go.
@@ -294,6 +316,7 @@ impl Default for Config {
             runbooks: None,
             context: ContextConfig::default(),
             slack: None,
+            discord: None,
         }
     }
 }
@@ -669,6 +692,14 @@ impl Config {
             }
         }
         out.extend(self.context.problems());
+        if let Some(d) = &self.discord {
+            if let Err(e) = crate::chat::discord::Discord::new(d, std::time::Duration::from_secs(5)) {
+                out.push(e);
+            }
+            if d.default_channel.trim().is_empty() || d.application_id.trim().is_empty() {
+                out.push("discord: default_channel and application_id are required".into());
+            }
+        }
         if let Some(s) = &self.slack {
             if s.signing_secret.is_empty() || s.signing_secret.len() > 2 {
                 out.push("slack.signing_secret: expected one or two secrets".into());

@@ -28,12 +28,13 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub intake: Intake,
     pub metrics: Arc<Metrics>,
-    pub slack: Option<SlackApp>,
+    pub chat: ChatApp,
 }
 
-/// What the Slack routes need.
-pub struct SlackApp {
-    pub slack: Arc<crate::chat::slack::Slack>,
+/// What the chat routes need.
+pub struct ChatApp {
+    pub slack: Option<Arc<crate::chat::slack::Slack>>,
+    pub discord: Option<Arc<crate::chat::discord::Discord>>,
     pub clicks: Arc<crate::chat::clicks::Clicks>,
     pub responders: Arc<crate::config::Responders>,
     pub max_body: usize,
@@ -93,6 +94,15 @@ pub async fn run(
     if let Some(s) = &slack {
         platforms.push(s.clone());
     }
+    let discord = match &config.discord {
+        Some(cfg) => {
+            Some(Arc::new(crate::chat::discord::Discord::new(cfg, config.context.timeout).map_err(anyhow::Error::msg)?))
+        }
+        None => None,
+    };
+    if let Some(d) = &discord {
+        platforms.push(d.clone());
+    }
     let notifier =
         Arc::new(crate::chat::Notifier { store: store.clone(), platforms: platforms.clone(), clock: clock.clone() });
     for p in &platforms {
@@ -141,22 +151,15 @@ pub async fn run(
         clock: clock.clone(),
     });
     let responders = Arc::new(config.responders.clone());
-    let slack_app = slack.map(|slack| {
-        if slack.app_token.is_some() {
-            chat_tasks.push(tokio::spawn(crate::chat::slack::socket_mode(
-                slack.clone(),
-                clicks.clone(),
-                responders.clone(),
-                chat_stopped.clone(),
-            )));
-        }
-        SlackApp {
-            slack,
-            clicks: clicks.clone(),
-            responders: responders.clone(),
-            max_body: config.intake.max_body_bytes,
-        }
-    });
+    if let Some(slack) = slack.as_ref().filter(|s| s.app_token.is_some()) {
+        chat_tasks.push(tokio::spawn(crate::chat::slack::socket_mode(
+            slack.clone(),
+            clicks.clone(),
+            responders.clone(),
+            chat_stopped.clone(),
+        )));
+    }
+    let chat = ChatApp { slack, discord, clicks, responders, max_body: config.intake.max_body_bytes };
     let (responder, triggers) = start_responder(
         config,
         sources,
@@ -170,7 +173,7 @@ pub async fn run(
     let (pipeline, writer) = Pipeline::start(store.clone(), policy, clock.clone(), metrics.clone(), TICK);
     let intake =
         Intake::new(&config.intake, pipeline, metrics.clone(), clock, triggers.clone()).map_err(anyhow::Error::msg)?;
-    let app = Arc::new(App { store: store.clone(), intake, metrics, slack: slack_app });
+    let app = Arc::new(App { store: store.clone(), intake, metrics, chat });
     tracing::info!(%addr, store = store.backend(), "medic listening");
     axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await.context("server failed")?;
     tracing::info!("stopped accepting; draining the writer and the responder");
@@ -258,7 +261,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/incidents", get(crate::api::list))
         .route("/v1/incidents/{id}", get(crate::api::detail))
         .route("/slack/interactions", post(slack_interactions))
-        .route("/slack/events", post(slack_events));
+        .route("/slack/events", post(slack_events))
+        .route("/discord/interactions", post(discord_interactions));
     for route in Route::ALL {
         r = r.route(
             route.path(),
@@ -301,29 +305,58 @@ fn refuse(status: StatusCode, error: &str, message: String) -> Response {
     (status, Json(json!({"error": error, "message": message}))).into_response()
 }
 
-/// A Slack request's body, read within the limit and verified; or the answer refusing it.
-async fn slack_request<'a>(
-    app: &'a App,
-    headers: &HeaderMap,
+/// A chat request's body, read within the limit and verified by `verify`; or the answer
+/// refusing it.
+async fn chat_request(
+    chat: &ChatApp,
+    configured: bool,
+    platform: &str,
+    verify: impl FnOnce(&[u8]) -> Result<(), String>,
     req: Request,
-) -> Result<(&'a SlackApp, Vec<u8>), Response> {
-    let Some(s) = &app.slack else {
-        return Err(refuse(StatusCode::NOT_FOUND, "not_found", "Slack is not configured".into()));
-    };
-    let body = axum::body::to_bytes(req.into_body(), s.max_body).await.map_err(|_| {
-        refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body larger than {} bytes", s.max_body))
+) -> Result<Vec<u8>, Response> {
+    if !configured {
+        return Err(refuse(StatusCode::NOT_FOUND, "not_found", format!("{platform} is not configured")));
+    }
+    let body = axum::body::to_bytes(req.into_body(), chat.max_body).await.map_err(|_| {
+        refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body larger than {} bytes", chat.max_body))
     })?;
-    if let Err(why) = s.slack.verify(headers, &body) {
-        tracing::info!(reason = %why, "Slack request refused");
+    if let Err(why) = verify(&body) {
+        tracing::info!(platform, reason = %why, "chat request refused");
         return Err(refuse(StatusCode::UNAUTHORIZED, "unauthorized", why));
     }
-    Ok((s, body.to_vec()))
+    Ok(body.to_vec())
+}
+
+async fn slack_request(
+    app: &App,
+    headers: &HeaderMap,
+    req: Request,
+) -> Result<(Arc<crate::chat::slack::Slack>, Vec<u8>), Response> {
+    let slack = app.chat.slack.clone();
+    let verify = |body: &[u8]| slack.as_ref().map_or(Ok(()), |s| s.verify(headers, body));
+    let body = chat_request(&app.chat, app.chat.slack.is_some(), "Slack", verify, req).await?;
+    Ok((slack.expect("checked by chat_request"), body))
+}
+
+/// `POST /discord/interactions`: PING, button clicks and modal submissions, answered at once.
+async fn discord_interactions(State(app): State<Arc<App>>, headers: HeaderMap, req: Request) -> Response {
+    let discord = app.chat.discord.clone();
+    let verify = |body: &[u8]| discord.as_ref().map_or(Ok(()), |d| d.verify(&headers, body));
+    let body = match chat_request(&app.chat, app.chat.discord.is_some(), "Discord", verify, req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let discord = discord.expect("checked by chat_request");
+    match discord.interaction(&body, &app.chat.clicks, &app.chat.responders) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => refuse(StatusCode::BAD_REQUEST, "invalid", e),
+    }
 }
 
 /// `POST /slack/interactions`: button clicks and modal submissions (`payload=<json>`, form
 /// encoded). Answered at once (Slack wants an answer within 3 s); the click is handled after.
 async fn slack_interactions(State(app): State<Arc<App>>, headers: HeaderMap, req: Request) -> Response {
-    let (s, body) = match slack_request(&app, &headers, req).await {
+    let (slack, body) = match slack_request(&app, &headers, req).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
@@ -335,7 +368,7 @@ async fn slack_interactions(State(app): State<Arc<App>>, headers: HeaderMap, req
         Ok(v) => v,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid", format!("payload is not JSON: {e}")),
     };
-    let (slack, clicks, responders) = (s.slack.clone(), s.clicks.clone(), s.responders.clone());
+    let (clicks, responders) = (app.chat.clicks.clone(), app.chat.responders.clone());
     tokio::spawn(async move {
         if let Err(e) = slack.interaction(&payload, &clicks, &responders).await {
             tracing::warn!(error = %format!("{e:#}"), "Slack interaction failed");

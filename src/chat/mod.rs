@@ -4,6 +4,7 @@
 
 pub mod clicks;
 pub mod console;
+pub mod discord;
 pub mod outbox;
 pub mod slack;
 
@@ -14,6 +15,56 @@ use crate::plan::ProposedPlan;
 use crate::time::rfc3339;
 use async_trait::async_trait;
 use serde_json::{Value, json};
+
+/// What a cut text ends with: the rest is in the incident's thread.
+pub const MORE: &str = "… see thread";
+
+/// `s` cut to `max` characters, ending "… see thread" when cut.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let keep = max.saturating_sub(MORE.chars().count() + 1);
+    format!("{} {MORE}", s.chars().take(keep).collect::<String>().trim_end())
+}
+
+/// A template value as text (null is empty).
+pub fn display(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+handlebars::handlebars_helper!(hb_join: |*args| Value::String(args.iter().map(|a| display(a)).collect()));
+handlebars::handlebars_helper!(hb_when: |c: Json, a: Json, b: Json| {
+    let truthy = match c { Value::Null => false, Value::Bool(b) => *b, Value::String(s) => !s.is_empty(),
+                           Value::Array(x) => !x.is_empty(), _ => true };
+    if truthy { a.clone() } else { b.clone() }
+});
+handlebars::handlebars_helper!(hb_evidence_lines: |ev: Json| Value::String(ev.as_array().map(|a| a.iter().map(|e| {
+    let spark = e["spark"].as_str().map(|s| format!("  `{s}`")).unwrap_or_default();
+    format!("• {}{spark}\n", display(&e["text"]))
+}).collect()).unwrap_or_default()));
+handlebars::handlebars_helper!(hb_step_lines: |steps: Json| Value::String(steps.as_array().map(|a| a.iter().map(|s| {
+    let mut line = format!("{}. {}\n", display(&s["n"]), display(&s["action"]));
+    if !s["verify"].is_null() { line.push_str(&format!("    verify: {}\n", display(&s["verify"]))); }
+    if !s["rollback"].is_null() { line.push_str(&format!("    rollback: {}\n", display(&s["rollback"]))); }
+    line
+}).collect()).unwrap_or_default()));
+
+/// A strict registry with the helpers every platform's templates share: `join` (concatenate),
+/// `when` (a value by a condition), `evidence_lines`, `step_lines`. Each platform adds its own
+/// `text` helper (its escaping and limits).
+pub fn templates_with_helpers() -> handlebars::Handlebars<'static> {
+    let mut hb = crate::plan::handlebars(true);
+    hb.register_helper("join", Box::new(hb_join));
+    hb.register_helper("when", Box::new(hb_when));
+    hb.register_helper("evidence_lines", Box::new(hb_evidence_lines));
+    hb.register_helper("step_lines", Box::new(hb_step_lines));
+    hb
+}
 
 /// What an incident message shows, as template data.
 #[derive(Debug, Clone)]

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 pub const INCIDENT_TEMPLATE: &str = include_str!("../../templates/slack/incident.hbs");
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 const MAX_BLOCKS: usize = 50;
-const MORE: &str = "… see thread";
 
 /// A channel for incidents whose alerts carry all of `labels`.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,52 +50,16 @@ pub struct Slack {
     usergroups: Mutex<HashMap<String, (Instant, Vec<String>)>>,
 }
 
-fn display(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
+use super::{MORE, cut, display};
 
-/// `s` cut to `max` characters, ending "… see thread" when cut.
-pub fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let keep = max.saturating_sub(MORE.chars().count() + 1);
-    format!("{} {MORE}", s.chars().take(keep).collect::<String>().trim_end())
-}
-
-handlebars_helper!(hb_join: |*args| Value::String(args.iter().map(|a| display(a)).collect()));
-handlebars_helper!(hb_when: |c: Json, a: Json, b: Json| {
-    let truthy = match c { Value::Null => false, Value::Bool(b) => *b, Value::String(s) => !s.is_empty(),
-                           Value::Array(x) => !x.is_empty(), _ => true };
-    if truthy { a.clone() } else { b.clone() }
-});
 handlebars_helper!(hb_text: |v: Json, max: u64| {
     let escaped = display(v).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     Value::String(serde_json::to_string(&cut(&escaped, max as usize)).expect("a string serialises"))
 });
-handlebars_helper!(hb_evidence_lines: |ev: Json| Value::String(ev.as_array().map(|a| a.iter().map(|e| {
-    let spark = e["spark"].as_str().map(|s| format!("  `{s}`")).unwrap_or_default();
-    format!("• {}{spark}\n", display(&e["text"]))
-}).collect()).unwrap_or_default()));
-handlebars_helper!(hb_step_lines: |steps: Json| Value::String(steps.as_array().map(|a| a.iter().map(|s| {
-    let mut line = format!("{}. {}\n", display(&s["n"]), display(&s["action"]));
-    if !s["verify"].is_null() { line.push_str(&format!("    verify: {}\n", display(&s["verify"]))); }
-    if !s["rollback"].is_null() { line.push_str(&format!("    rollback: {}\n", display(&s["rollback"]))); }
-    line
-}).collect()).unwrap_or_default()));
-
 /// The registry for Slack templates: strict, no HTML escaping, the JSON-safe helpers.
 pub fn templates() -> anyhow::Result<handlebars::Handlebars<'static>> {
-    let mut hb = crate::plan::handlebars(true);
-    hb.register_helper("join", Box::new(hb_join));
-    hb.register_helper("when", Box::new(hb_when));
+    let mut hb = super::templates_with_helpers();
     hb.register_helper("text", Box::new(hb_text));
-    hb.register_helper("evidence_lines", Box::new(hb_evidence_lines));
-    hb.register_helper("step_lines", Box::new(hb_step_lines));
     hb.register_template_string("incident", INCIDENT_TEMPLATE)?;
     Ok(hb)
 }

@@ -1,0 +1,433 @@
+//! Discord: the same incident experience as Slack, over Discord's REST API and its HTTP
+//! interactions endpoint (so several replicas work behind a load balancer, with no gateway).
+//!
+//! - **Out**: `templates/discord/incident.hbs` renders the shared [`IncidentView`] as an embed
+//!   (colour by severity and state) and its buttons; the embed is parsed into serenity's
+//!   `Embed` model, held to the limits serenity does not check (title and field name 256,
+//!   field value 1024, description 4096, 25 fields, 5 buttons per row, label 80, `custom_id`
+//!   100; longer text ends "… see thread"), and the message is built with serenity's
+//!   `CreateMessage` / `EditMessage`. The outbox delivers it: `POST /channels/{id}/messages`,
+//!   then `PATCH` on each change; replies go to a thread started on the message. A 429 waits
+//!   its `retry_after`.
+//! - **In**: `POST /discord/interactions`, Ed25519-verified (serenity's verifier) plus our own
+//!   5-minute window on `X-Signature-Timestamp` (the verifier does not check age). PING →
+//!   PONG. A button is acknowledged at once (Discord allows 3 s) and handled after; a refusal
+//!   is an ephemeral follow-up (flag 64). Reject opens a modal asking why.
+
+use super::clicks::Clicks;
+use super::{IncidentView, MORE, Platform, cut, display};
+use crate::alert::Labels;
+use crate::approval::{Decision, Groups, Identity};
+use crate::config::Secret;
+use crate::store::{Delivery, OutboxRow};
+use async_trait::async_trait;
+use handlebars::handlebars_helper;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use serenity::builder::{
+    CreateActionRow, CreateButton, CreateEmbed, CreateInputText, CreateInteractionResponse,
+    CreateInteractionResponseFollowup, CreateMessage, CreateModal, EditMessage,
+};
+use serenity::model::application::{ButtonStyle, InputTextStyle};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const INCIDENT_TEMPLATE: &str = include_str!("../../templates/discord/incident.hbs");
+pub const DEFAULT_API_URL: &str = "https://discord.com";
+
+/// A channel for incidents whose alerts carry all of `labels`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub labels: BTreeMap<String, String>,
+    pub channel: String,
+}
+
+pub struct Discord {
+    api: reqwest::Url,
+    token: Secret,
+    application_id: String,
+    verifier: serenity::interactions_endpoint::Verifier,
+    default_channel: String,
+    routes: Vec<Route>,
+    http: reqwest::Client,
+    templates: handlebars::Handlebars<'static>,
+}
+
+handlebars_helper!(hb_text: |v: Json, max: u64| {
+    Value::String(serde_json::to_string(&cut(&display(v), max as usize)).expect("a string serialises"))
+});
+handlebars_helper!(hb_colour: |state: Json, severity: Json, decision: Json| {
+    let outcome = decision["outcome"].as_str().unwrap_or("");
+    let colour: u32 = if state == "resolved" || outcome.starts_with("verified") {
+        0x2e_b8_86 // green
+    } else if outcome.starts_with("rolled back") || outcome.starts_with("interrupted") {
+        0x8e_44_ad // purple: a person must look
+    } else {
+        match severity.as_str().unwrap_or("") {
+            "critical" | "page" | "error" => 0xe0_1e_5a,
+            "warning" => 0xec_b2_2e,
+            _ => 0x36_c5_f0,
+        }
+    };
+    Value::from(colour)
+});
+
+/// The registry for Discord templates: the shared helpers, `text` and `colour`.
+pub fn templates() -> anyhow::Result<handlebars::Handlebars<'static>> {
+    let mut hb = super::templates_with_helpers();
+    hb.register_helper("text", Box::new(hb_text));
+    hb.register_helper("colour", Box::new(hb_colour));
+    hb.register_template_string("incident", INCIDENT_TEMPLATE)?;
+    Ok(hb)
+}
+
+/// The rendered template as serenity's builders, within Discord's limits.
+pub fn build(rendered: &str) -> anyhow::Result<(CreateEmbed, Vec<CreateActionRow>)> {
+    let v: Value = serde_json::from_str(rendered)
+        .map_err(|e| anyhow::anyhow!("the Discord template does not render JSON: {e}"))?;
+    let mut embed: serenity::model::channel::Embed = serde_json::from_value(v["embed"].clone())
+        .map_err(|e| anyhow::anyhow!("the Discord template does not render an embed: {e}"))?;
+    embed.title = embed.title.map(|t| cut(&t, 256));
+    embed.description = embed.description.map(|d| cut(&d, 4096));
+    if embed.fields.len() > 25 {
+        embed.fields.truncate(24);
+        embed.fields.push(serenity::model::channel::EmbedField::new("…", MORE, false));
+    }
+    for f in &mut embed.fields {
+        f.name = cut(&f.name, 256);
+        f.value = cut(&f.value, 1024);
+    }
+    #[derive(Deserialize)]
+    struct Button {
+        custom_id: String,
+        label: String,
+        style: String,
+    }
+    let buttons: Vec<Button> = serde_json::from_value(v["buttons"].clone())
+        .map_err(|e| anyhow::anyhow!("the Discord template's buttons: {e}"))?;
+    let mut rows = Vec::new();
+    for chunk in buttons.chunks(5).take(5) {
+        let row = chunk
+            .iter()
+            .map(|b| {
+                if b.custom_id.chars().count() > 100 {
+                    anyhow::bail!("button custom_id longer than 100 characters: {}", b.custom_id);
+                }
+                let style = match b.style.as_str() {
+                    "success" => ButtonStyle::Success,
+                    "danger" => ButtonStyle::Danger,
+                    "primary" => ButtonStyle::Primary,
+                    _ => ButtonStyle::Secondary,
+                };
+                Ok(CreateButton::new(b.custom_id.clone()).label(cut(&b.label, 80)).style(style))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        rows.push(CreateActionRow::Buttons(row));
+    }
+    Ok((CreateEmbed::from(embed), rows))
+}
+
+/// A button's `custom_id`: `action:incident:plan_hash`.
+fn parse_custom_id(v: &str) -> Option<(&str, i64, String)> {
+    let mut parts = v.splitn(3, ':');
+    let (action, incident, hash) = (parts.next()?, parts.next()?, parts.next()?);
+    let valid = hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit());
+    Some((action, incident.parse().ok()?, hash.to_string())).filter(|_| valid)
+}
+
+impl Discord {
+    pub fn new(cfg: &crate::config::DiscordConfig, timeout: Duration) -> Result<Discord, String> {
+        let mut api = reqwest::Url::parse(&cfg.api_url).map_err(|e| format!("discord.api_url: {e}"))?;
+        api.set_path("/api/v10/");
+        let key = &cfg.public_key;
+        if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err("discord.public_key: expected the application's public key, 64 hex characters".into());
+        }
+        let token = cfg.bot_token.resolve().map_err(|e| format!("discord.bot_token: {e}"))?;
+        let http = crate::telemetry::http_client_builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+        Ok(Discord {
+            api,
+            token,
+            application_id: cfg.application_id.clone(),
+            verifier: serenity::interactions_endpoint::Verifier::new(key),
+            default_channel: cfg.default_channel.clone(),
+            routes: cfg.routes.clone(),
+            http,
+            templates: templates().map_err(|e| format!("Discord templates: {e}"))?,
+        })
+    }
+
+    /// Checks the Ed25519 signature and that the timestamp is within 5 minutes of now.
+    pub fn verify(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<(), String> {
+        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        let sig = header("x-signature-ed25519").ok_or("missing X-Signature-Ed25519")?;
+        let ts = header("x-signature-timestamp").ok_or("missing X-Signature-Timestamp")?;
+        let t: i64 = ts.parse().map_err(|_| "X-Signature-Timestamp is not a number")?;
+        let now = chrono::Utc::now().timestamp();
+        if (now - t).abs() > 300 {
+            return Err(format!("request timestamp is {}s away from now (more than 5 minutes)", now - t));
+        }
+        self.verifier.verify(sig, ts, body).map_err(|()| "signature does not match".to_string())
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: &Value) -> Result<Value, Delivery> {
+        let url = self.api.join(path).map_err(|e| Delivery::Failed { error: e.to_string() })?;
+        let resp = self
+            .http
+            .request(method, url)
+            .header("authorization", format!("Bot {}", self.token.expose()))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| Delivery::Retry { after_ms: 0, error: format!("Discord unreachable: {}", e.without_url()) })?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let secs = v["retry_after"].as_f64().unwrap_or(1.0);
+            return Err(Delivery::Retry {
+                after_ms: ((secs * 1000.0).ceil() as i64).clamp(1, 3_600_000),
+                error: format!("{path}: rate limited"),
+            });
+        }
+        if status.is_server_error() {
+            return Err(Delivery::Retry { after_ms: 0, error: format!("{path}: HTTP {}", status.as_u16()) });
+        }
+        if !status.is_success() {
+            let msg = v["message"].as_str().map(str::to_string).unwrap_or_else(|| text.chars().take(200).collect());
+            return Err(Delivery::Failed { error: format!("{path}: HTTP {}: {msg}", status.as_u16()) });
+        }
+        Ok(v)
+    }
+
+    /// Members of each group for `user` with `roles`: `discord:role:R` entries count the
+    /// clicker in when they hold role R.
+    pub fn groups(responders: &crate::config::Responders, user: &str, roles: &[String]) -> Groups {
+        let mut g = responders.groups();
+        let me = Identity(format!("discord:{user}"));
+        for members in g.members.values_mut() {
+            let by_role =
+                members.iter().any(|m| m.0.strip_prefix("discord:role:").is_some_and(|r| roles.iter().any(|x| x == r)));
+            if by_role {
+                members.push(me.clone());
+            }
+        }
+        g
+    }
+
+    /// An ephemeral follow-up to the interaction whose token is `token`.
+    async fn followup(&self, token: &str, text: &str) {
+        let body =
+            serde_json::to_value(CreateInteractionResponseFollowup::new().content(cut(text, 2000)).ephemeral(true))
+                .expect("builders serialise");
+        if let Err(e) =
+            self.call(reqwest::Method::POST, &format!("webhooks/{}/{token}", self.application_id), &body).await
+        {
+            tracing::warn!(?e, "could not send an ephemeral reply on Discord");
+        }
+    }
+
+    /// Handles a verified interaction; the JSON to answer with now. The click itself is
+    /// handled after the answer (in a task), within Discord's 3-second limit for the answer.
+    pub fn interaction(
+        self: &Arc<Self>,
+        body: &[u8],
+        clicks: &Arc<Clicks>,
+        responders: &Arc<crate::config::Responders>,
+    ) -> Result<Value, String> {
+        use serenity::model::application::{ActionRowComponent, Interaction};
+        let interaction: Interaction =
+            serde_json::from_slice(body).map_err(|e| format!("not a Discord interaction: {e}"))?;
+        let ack = serde_json::to_value(CreateInteractionResponse::Acknowledge).expect("builders serialise");
+        match interaction {
+            Interaction::Ping(_) => {
+                Ok(serde_json::to_value(CreateInteractionResponse::Pong).expect("builders serialise"))
+            }
+            Interaction::Component(c) => {
+                let Some((action, incident, hash)) = parse_custom_id(&c.data.custom_id) else { return Ok(ack) };
+                let user = c.user.id.to_string();
+                let roles: Vec<String> =
+                    c.member.as_ref().map(|m| m.roles.iter().map(|r| r.to_string()).collect()).unwrap_or_default();
+                if action == "reject" {
+                    let input = CreateInputText::new(InputTextStyle::Paragraph, "Why?", "reason").max_length(2000);
+                    let modal = CreateModal::new(format!("reject:{incident}:{hash}"), "Reject the plan")
+                        .components(vec![CreateActionRow::InputText(input)]);
+                    return Ok(
+                        serde_json::to_value(CreateInteractionResponse::Modal(modal)).expect("builders serialise")
+                    );
+                }
+                let (me, clicks, responders, token, channel) =
+                    (self.clone(), clicks.clone(), responders.clone(), c.token.clone(), c.channel_id.to_string());
+                let action = action.to_string();
+                tokio::spawn(async move {
+                    let r = async {
+                        match action.as_str() {
+                            "approve" => {
+                                let groups = Discord::groups(&responders, &user, &roles);
+                                let who = Identity(format!("discord:{user}"));
+                                clicks
+                                    .decide(
+                                        incident,
+                                        &hash,
+                                        who,
+                                        Decision::Approve,
+                                        &format!("discord:{channel}"),
+                                        None,
+                                        &groups,
+                                    )
+                                    .await
+                            }
+                            "more" => clicks.more_evidence(incident).await.map(|()| None),
+                            _ => Ok(None),
+                        }
+                    };
+                    match r.await {
+                        Ok(Some(reply)) => me.followup(&token, &reply).await,
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "Discord click failed"),
+                    }
+                });
+                Ok(ack)
+            }
+            Interaction::Modal(m) => {
+                let Some(("reject", incident, hash)) = parse_custom_id(&m.data.custom_id) else { return Ok(ack) };
+                let reason = m
+                    .data
+                    .components
+                    .iter()
+                    .flat_map(|row| row.components.iter())
+                    .find_map(|c| match c {
+                        ActionRowComponent::InputText(t) if t.custom_id == "reason" => t.value.clone(),
+                        _ => None,
+                    })
+                    .map(|r| cut(&r, 2000));
+                let user = m.user.id.to_string();
+                let roles: Vec<String> =
+                    m.member.as_ref().map(|x| x.roles.iter().map(|r| r.to_string()).collect()).unwrap_or_default();
+                let (me, clicks, responders, token) =
+                    (self.clone(), clicks.clone(), responders.clone(), m.token.clone());
+                let channel = m.channel_id.to_string();
+                tokio::spawn(async move {
+                    let groups = Discord::groups(&responders, &user, &roles);
+                    let who = Identity(format!("discord:{user}"));
+                    match clicks
+                        .decide(incident, &hash, who, Decision::Reject, &format!("discord:{channel}"), reason, &groups)
+                        .await
+                    {
+                        Ok(Some(reply)) => me.followup(&token, &reply).await,
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "Discord rejection failed"),
+                    }
+                });
+                Ok(ack)
+            }
+            _ => Ok(ack),
+        }
+    }
+}
+
+#[async_trait]
+impl Platform for Discord {
+    fn name(&self) -> &'static str {
+        "discord"
+    }
+
+    fn channel_for(&self, labels: &Labels) -> String {
+        self.routes
+            .iter()
+            .find(|r| r.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            .map(|r| r.channel.clone())
+            .unwrap_or_else(|| self.default_channel.clone())
+    }
+
+    fn root(&self, view: &IncidentView, _channel: &str) -> anyhow::Result<String> {
+        let (embed, rows) = build(&self.templates.render("incident", &view.0)?)?;
+        // The same body serves the post and its edits; empty components remove the buttons.
+        Ok(serde_json::to_string(&CreateMessage::new().embed(embed).components(rows))?)
+    }
+
+    fn reply(&self, _channel: &str, text: &str) -> String {
+        json!({"content": cut(text, 2000), "allowed_mentions": {"parse": []}}).to_string()
+    }
+
+    async fn deliver(&self, row: &OutboxRow) -> Delivery {
+        let Ok(body) = serde_json::from_str::<Value>(&row.item.body) else {
+            return Delivery::Failed { error: "the queued body is not JSON".into() };
+        };
+        let channel = &row.item.channel;
+        let root = row.root.clone().unwrap_or_default();
+        let result = match row.item.op.as_str() {
+            "post" => self.call(reqwest::Method::POST, &format!("channels/{channel}/messages"), &body).await,
+            "update" => {
+                // EditMessage has the same fields; build it for the PATCH's shape.
+                let mut patch = serde_json::to_value(EditMessage::new()).expect("builders serialise");
+                for k in ["embeds", "components"] {
+                    patch[k] = body.get(k).cloned().unwrap_or(json!([]));
+                }
+                self.call(reqwest::Method::PATCH, &format!("channels/{channel}/messages/{root}"), &patch).await
+            }
+            "thread" => {
+                // A thread started on a message has the message's id.
+                let posted = self.call(reqwest::Method::POST, &format!("channels/{root}/messages"), &body).await;
+                match posted {
+                    Err(Delivery::Failed { error }) if error.contains("HTTP 404") => {
+                        let start = json!({"name": format!("Incident #{}", row.item.incident_id), "auto_archive_duration": 1440});
+                        match self
+                            .call(reqwest::Method::POST, &format!("channels/{channel}/messages/{root}/threads"), &start)
+                            .await
+                        {
+                            Ok(_) => {
+                                self.call(reqwest::Method::POST, &format!("channels/{root}/messages"), &body).await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    other => other,
+                }
+            }
+            other => return Delivery::Failed { error: format!("unknown op {other}") },
+        };
+        match result {
+            Ok(v) => Delivery::Sent { result: (row.item.op == "post").then(|| display(&v["id"])) },
+            Err(Delivery::Retry { after_ms: 0, error }) => {
+                Delivery::Retry { after_ms: super::outbox::backoff(row.attempts), error }
+            }
+            Err(other) => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_ids_are_strict() {
+        let h = "b".repeat(64);
+        assert_eq!(parse_custom_id(&format!("approve:3:{h}")), Some(("approve", 3, h.clone())));
+        assert_eq!(parse_custom_id("approve:3:short"), None);
+        assert!(format!("approve:{}:{h}", i64::MAX).len() <= 100, "fits Discord's 100 characters");
+    }
+
+    #[test]
+    fn oversized_embeds_are_cut() {
+        let evidence: Vec<Value> = (0..100).map(|i| json!({"text": format!("line {i} {}", "y".repeat(60))})).collect();
+        let view = json!({
+            "incident": {"id": 7, "title": "T".repeat(400), "state": "open", "severity": "critical"},
+            "services": "checkout", "onset": "2026-11-21T10:00:00Z",
+            "top": {"statement": "s".repeat(3000), "confidence": 75, "runbook": "r", "tier": 3, "evidence": evidence},
+            "plan": null, "no_plan": "none", "paused": null, "decision": null, "buttons": false, "resolved": false,
+        });
+        let (embed, rows) = build(&templates().unwrap().render("incident", &view).unwrap()).unwrap();
+        let v = serde_json::to_value(embed).unwrap();
+        assert!(v["title"].as_str().unwrap().chars().count() <= 256);
+        assert_eq!(v["color"], 0xe0_1e_5a, "critical is red");
+        for f in v["fields"].as_array().unwrap() {
+            assert!(f["value"].as_str().unwrap().chars().count() <= 1024, "{f}");
+        }
+        assert!(v["fields"][1]["value"].as_str().unwrap().ends_with(MORE));
+        assert!(rows.is_empty(), "no buttons when none apply");
+    }
+}
