@@ -67,42 +67,6 @@ async fn fake_slack(fake: Arc<Fake>) -> String {
     format!("http://{addr}/api")
 }
 
-/// The service the plan calls: counts restarts.
-async fn deploy_api(count: Arc<AtomicUsize>) -> String {
-    let app = axum::Router::new().route(
-        "/v1/services/{service}/restart",
-        axum::routing::post(move || {
-            count.fetch_add(1, Ordering::SeqCst);
-            async { axum::Json(json!({"status": "done"})) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr.to_string()
-}
-
-const RUNBOOK: &str = r#"
-id: restart-on-slack-test
-title: Restart the service
-description: A test runbook whose plan calls a local deploy API.
-tier: 2
-match:
-  alerts: ['alertname="SlackTest"']
-hypothesis: "{{service}} needs a restart."
-vars:
-  deploy_api: http://DEPLOY
-plan:
-  expected_impact: A rolling restart of {{service}}.
-  steps:
-    - id: restart
-      action:
-        http: {method: POST, url: "{{vars.deploy_api}}/v1/services/{{service}}/restart"}
-      irreversible: A restart cannot be undone.
-approval:
-  groups: [sre]
-"#;
-
 struct Setup {
     app: TestApp,
     fake: Arc<Fake>,
@@ -118,11 +82,10 @@ async fn setup(db: Db, extra: &str, throttle: usize, ws: Option<String>) -> Opti
     }
     let api = fake_slack(fake.clone()).await;
     let restarts = Arc::new(AtomicUsize::new(0));
-    let deploy = deploy_api(restarts.clone()).await;
+    let deploy = common::chat::deploy_api(restarts.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir(d.join("runbooks")).unwrap();
-    std::fs::write(d.join("runbooks/restart.yaml"), RUNBOOK.replace("DEPLOY", &deploy)).unwrap();
+    let runbooks = common::chat::runbooks(d, &deploy);
     for (f, v) in [("bot", "xoxb-test"), ("signing", SECRET), ("old", OLD_SECRET), ("app", "xapp-test")] {
         std::fs::write(d.join(f), v).unwrap();
     }
@@ -134,7 +97,7 @@ async fn setup(db: Db, extra: &str, throttle: usize, ws: Option<String>) -> Opti
          slack:\n  bot_token: {{file: {bot}}}\n  signing_secret: [{{file: {signing}}}, {{file: {old}}}]\n\
          \x20 api_url: {api}\n  default_channel: C0INCIDENT\n\
          \x20 routes: [{{labels: {{team: payments}}, channel: C0PAYMENTS}}]\n{extra}",
-        runbooks = d.join("runbooks").display(),
+        runbooks = runbooks.display(),
         bot = d.join("bot").display(),
         signing = d.join("signing").display(),
         old = d.join("old").display(),
@@ -161,8 +124,7 @@ fn payload(fixture: &str, user: &str, pairs: &[(&str, &str)]) -> String {
 
 impl Setup {
     async fn alert(&self) {
-        let body = json!({"alerts": [{"name": "SlackTest", "status": "firing", "labels": {"service": "checkout", "severity": "critical"}}]});
-        let (s, v) = self.app.post("/v1/alerts/generic", body.to_string(), &[]).await;
+        let (s, v) = self.app.post("/v1/alerts/generic", common::chat::alert("firing"), &[]).await;
         assert_eq!(s, 200, "{v}");
     }
 
@@ -208,7 +170,7 @@ async fn approve_once_refuse_strangers(db: Db) {
     let root = s.root().await;
     assert_eq!(root["channel"], "C0INCIDENT");
     let text = root.to_string();
-    assert!(text.contains("Incident #1: SlackTest on checkout"), "{root:#}");
+    assert!(text.contains("Incident #1: ChatTest on checkout"), "{root:#}");
     assert!(text.contains("severity *critical*") && text.contains("services checkout"), "{root:#}");
     assert!(text.contains("checkout needs a restart") && text.contains("1. POST http://"), "{root:#}");
     let value = button(&root, "approve");
@@ -262,8 +224,7 @@ async fn approve_once_refuse_strangers(db: Db) {
     assert_eq!(s.restarts.load(Ordering::SeqCst), 1, "executed exactly once");
 
     // The alert resolves: so do the incident and its message.
-    let body = json!({"alerts": [{"name": "SlackTest", "status": "resolved", "labels": {"service": "checkout", "severity": "critical"}}]});
-    assert_eq!(s.app.post("/v1/alerts/generic", body.to_string(), &[]).await.0, 200);
+    assert_eq!(s.app.post("/v1/alerts/generic", common::chat::alert("resolved"), &[]).await.0, 200);
     poll_until(20, || async {
         s.fake.calls("chat.update").into_iter().rev().find(|u| u.to_string().contains("incident resolved"))
     })

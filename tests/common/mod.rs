@@ -6,6 +6,7 @@
 //! printed reason.
 #![allow(dead_code)]
 
+pub mod chat;
 pub mod stack;
 
 use medic::config::Config;

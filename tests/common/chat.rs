@@ -1,0 +1,58 @@
+//! What the chat tests share: a deploy API the plan calls (counting calls), and a runbook
+//! whose plan calls it.
+#![allow(dead_code)]
+
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Serves `POST /v1/services/{service}/restart`, counting calls; returns `host:port`.
+pub async fn deploy_api(count: Arc<AtomicUsize>) -> String {
+    let app = axum::Router::new().route(
+        "/v1/services/{service}/restart",
+        axum::routing::post(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            async { axum::Json(json!({"status": "done"})) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr.to_string()
+}
+
+const RUNBOOK: &str = r#"
+id: restart-on-chat-test
+title: Restart the service
+description: A test runbook whose plan calls a local deploy API.
+tier: 2
+match:
+  alerts: ['alertname="ChatTest"']
+hypothesis: "{{service}} needs a restart."
+vars:
+  deploy_api: http://DEPLOY
+plan:
+  expected_impact: A rolling restart of {{service}}.
+  steps:
+    - id: restart
+      action:
+        http: {method: POST, url: "{{vars.deploy_api}}/v1/services/{{service}}/restart"}
+      irreversible: A restart cannot be undone.
+approval:
+  groups: [sre]
+"#;
+
+/// Writes `dir/runbooks/restart.yaml` calling `deploy` (`host:port`); returns the directory.
+pub fn runbooks(dir: &Path, deploy: &str) -> std::path::PathBuf {
+    let d = dir.join("runbooks");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("restart.yaml"), RUNBOOK.replace("DEPLOY", deploy)).unwrap();
+    d
+}
+
+/// The alert that matches the runbook, as a generic intake body.
+pub fn alert(status: &str) -> String {
+    json!({"alerts": [{"name": "ChatTest", "status": status, "labels": {"service": "checkout", "severity": "critical"}}]})
+        .to_string()
+}
