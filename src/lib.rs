@@ -52,7 +52,7 @@
 //!   (and the JSON views `audit export` shares); [`metrics`] is medic's own exposition.
 //! - [`config`] — the strict YAML config; secrets only by `{env: NAME}` / `{file: PATH}`.
 //! - [`chat`] — one shared view of an incident (`view_for`) rendered per platform from
-//!   `templates/<platform>/`; Slack behind the `Platform` trait, fed by a durable outbox
+//!   `templates/<platform>/`; Slack and Discord behind the `Platform` trait, fed by a durable outbox
 //!   (retries, `Retry-After`, merged updates) and answering clicks through `chat::clicks`, the
 //!   one place a click becomes a decision and an execution; the console adapter (`Chat`) serves
 //!   local use and the demo.

@@ -22,7 +22,7 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-const SECRETS: [(&str, &str); 11] = [
+const SECRETS: [(&str, &str); 12] = [
     ("MEDIC_DATABASE_URL_FROM_CONFIG", "sqlite://medic.db"),
     ("MEDIC_ALERTMANAGER_TOKEN", "a"),
     ("MEDIC_GRAFANA_TOKEN", "b"),
@@ -34,6 +34,7 @@ const SECRETS: [(&str, &str); 11] = [
     ("MEDIC_GITHUB_TOKEN", "h"),
     ("MEDIC_SLACK_BOT_TOKEN", "xoxb-i"),
     ("MEDIC_SLACK_SIGNING_SECRET", "j"),
+    ("MEDIC_DISCORD_BOT_TOKEN", "k"),
 ];
 
 #[test]

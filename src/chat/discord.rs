@@ -142,8 +142,10 @@ impl Discord {
         let mut api = reqwest::Url::parse(&cfg.api_url).map_err(|e| format!("discord.api_url: {e}"))?;
         api.set_path("/api/v10/");
         let key = &cfg.public_key;
-        if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err("discord.public_key: expected the application's public key, 64 hex characters".into());
+        // serenity's verifier panics on a key that is not a valid Ed25519 point: check first.
+        let bytes: Option<[u8; 32]> = hex::decode(key).ok().and_then(|b| b.try_into().ok());
+        if bytes.is_none_or(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).is_err()) {
+            return Err("discord.public_key: expected the application's public key (64 hex characters)".into());
         }
         let token = cfg.bot_token.resolve().map_err(|e| format!("discord.bot_token: {e}"))?;
         let http = crate::telemetry::http_client_builder().timeout(timeout).build().map_err(|e| e.to_string())?;
@@ -402,6 +404,25 @@ impl Platform for Discord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_public_key_is_an_error_not_a_panic() {
+        let cfg = |key: &str| crate::config::DiscordConfig {
+            bot_token: crate::config::SecretRef::Env("MEDIC_TEST_DISCORD_TOKEN_SET".into()),
+            application_id: "1".into(),
+            public_key: key.into(),
+            api_url: DEFAULT_API_URL.into(),
+            default_channel: "2".into(),
+            routes: vec![],
+        };
+        // SAFETY: tests in this module do not read the environment concurrently.
+        unsafe { std::env::set_var("MEDIC_TEST_DISCORD_TOKEN_SET", "t") };
+        let bad = "7d6c1a3bb0b1a8cb8d2e40d5c6e5f4b3a291807f6e5d4c3b2a1908f7e6d5c4b3";
+        assert!(Discord::new(&cfg(bad), Duration::from_secs(1)).err().unwrap().contains("public_key"));
+        assert!(Discord::new(&cfg("zz"), Duration::from_secs(1)).is_err());
+        let good = hex::encode(ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key().to_bytes());
+        assert!(Discord::new(&cfg(&good), Duration::from_secs(1)).is_ok());
+    }
 
     #[test]
     fn custom_ids_are_strict() {
