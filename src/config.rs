@@ -59,7 +59,7 @@ pub struct DiscordConfig {
     /// Where incidents go when no route matches (a channel id).
     pub default_channel: String,
     #[serde(default)]
-    pub routes: Vec<crate::chat::discord::Route>,
+    pub routes: Vec<crate::chat::Route>,
 }
 
 fn discord_api() -> String {
@@ -83,7 +83,7 @@ pub struct SlackConfig {
     pub default_channel: String,
     /// The first route whose labels the incident's first alert all carries picks the channel.
     #[serde(default)]
-    pub routes: Vec<crate::chat::slack::Route>,
+    pub routes: Vec<crate::chat::Route>,
     /// How long a user group's members (`slack:group:S…` in responders) are cached.
     #[serde(default = "one_minute", with = "humantime_serde")]
     pub usergroup_ttl: std::time::Duration,

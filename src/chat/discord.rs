@@ -29,20 +29,11 @@ use serenity::builder::{
     CreateInteractionResponseFollowup, CreateMessage, CreateModal, EditMessage,
 };
 use serenity::model::application::{ButtonStyle, InputTextStyle};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub const INCIDENT_TEMPLATE: &str = include_str!("../../templates/discord/incident.hbs");
 pub const DEFAULT_API_URL: &str = "https://discord.com";
-
-/// A channel for incidents whose alerts carry all of `labels`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    pub labels: BTreeMap<String, String>,
-    pub channel: String,
-}
 
 pub struct Discord {
     api: reqwest::Url,
@@ -50,7 +41,7 @@ pub struct Discord {
     application_id: String,
     verifier: serenity::interactions_endpoint::Verifier,
     default_channel: String,
-    routes: Vec<Route>,
+    routes: Vec<super::Route>,
     http: reqwest::Client,
     templates: handlebars::Handlebars<'static>,
 }
@@ -133,7 +124,7 @@ pub fn build(rendered: &str) -> anyhow::Result<(CreateEmbed, Vec<CreateActionRow
 fn parse_custom_id(v: &str) -> Option<(&str, i64, String)> {
     let mut parts = v.splitn(3, ':');
     let (action, incident, hash) = (parts.next()?, parts.next()?, parts.next()?);
-    let valid = hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit());
+    let valid = super::is_plan_hash(hash);
     Some((action, incident.parse().ok()?, hash.to_string())).filter(|_| valid)
 }
 
@@ -337,11 +328,7 @@ impl Platform for Discord {
     }
 
     fn channel_for(&self, labels: &Labels) -> String {
-        self.routes
-            .iter()
-            .find(|r| r.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
-            .map(|r| r.channel.clone())
-            .unwrap_or_else(|| self.default_channel.clone())
+        super::route(&self.routes, &self.default_channel, labels)
     }
 
     fn root(&self, view: &IncidentView, _channel: &str) -> anyhow::Result<String> {
@@ -393,10 +380,7 @@ impl Platform for Discord {
         };
         match result {
             Ok(v) => Delivery::Sent { result: (row.item.op == "post").then(|| display(&v["id"])) },
-            Err(Delivery::Retry { after_ms: 0, error }) => {
-                Delivery::Retry { after_ms: super::outbox::backoff(row.attempts), error }
-            }
-            Err(other) => other,
+            Err(failed) => super::outbox::with_backoff(failed, row.attempts),
         }
     }
 }

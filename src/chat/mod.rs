@@ -16,6 +16,29 @@ use crate::time::rfc3339;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+/// A channel for incidents whose first alert carries all of `labels` (Slack and Discord
+/// config).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub channel: String,
+}
+
+/// The channel of the first route whose labels all match, else `default`.
+pub fn route(routes: &[Route], default: &str, labels: &crate::alert::Labels) -> String {
+    routes
+        .iter()
+        .find(|r| r.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        .map(|r| r.channel.clone())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Whether a plan hash read from a button is well formed (64 hex characters).
+pub fn is_plan_hash(h: &str) -> bool {
+    h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit())
+}
+
 /// What a cut text ends with: the rest is in the incident's thread.
 pub const MORE: &str = "… see thread";
 

@@ -1,6 +1,6 @@
 //! The delivery worker shared by every platform: claims due deliveries from the store's outbox,
 //! hands each to its platform, and records the outcome. A 429 is retried after its
-//! `Retry-After`; an outage backs off (1 s, 2 s, 4 s … up to 5 min); nothing is dropped. Claims
+//! `Retry-After`; an outage backs off (1 s, 2 s, 4 s … up to about 4 min); nothing is dropped. Claims
 //! are leased, so several replicas deliver each message once.
 
 use super::Platform;
@@ -15,6 +15,15 @@ const LEASE: Millis = 30_000;
 /// Backoff after the `attempts`-th failed attempt of a delivery.
 pub fn backoff(attempts: i64) -> Millis {
     1000 * (1i64 << attempts.clamp(1, 9).saturating_sub(1)).min(300)
+}
+
+/// A failed delivery as the outbox records it: a retry with no delay of its own (an outage,
+/// not a 429) backs off by the attempts made.
+pub fn with_backoff(failed: Delivery, attempts: i64) -> Delivery {
+    match failed {
+        Delivery::Retry { after_ms: 0, error } => Delivery::Retry { after_ms: backoff(attempts), error },
+        other => other,
+    }
 }
 
 /// Delivers `platform`'s messages until `stop` resolves.

@@ -19,9 +19,8 @@ use crate::config::Secret;
 use crate::store::{Delivery, OutboxRow};
 use async_trait::async_trait;
 use handlebars::handlebars_helper;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,21 +28,13 @@ pub const INCIDENT_TEMPLATE: &str = include_str!("../../templates/slack/incident
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 const MAX_BLOCKS: usize = 50;
 
-/// A channel for incidents whose alerts carry all of `labels`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    pub labels: BTreeMap<String, String>,
-    pub channel: String,
-}
-
 pub struct Slack {
     api: reqwest::Url,
     token: Secret,
     signing: Vec<Secret>,
     pub app_token: Option<Secret>,
     default_channel: String,
-    routes: Vec<Route>,
+    routes: Vec<super::Route>,
     http: reqwest::Client,
     templates: handlebars::Handlebars<'static>,
     group_ttl: Duration,
@@ -306,7 +297,7 @@ impl Slack {
 /// A button value `incident:plan_hash`.
 fn parse_value(v: &str) -> Option<(i64, String)> {
     let (i, h) = v.split_once(':')?;
-    let valid = h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit());
+    let valid = super::is_plan_hash(h);
     Some((i.parse().ok()?, h.to_string())).filter(|_| valid)
 }
 
@@ -317,11 +308,7 @@ impl Platform for Slack {
     }
 
     fn channel_for(&self, labels: &Labels) -> String {
-        self.routes
-            .iter()
-            .find(|r| r.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
-            .map(|r| r.channel.clone())
-            .unwrap_or_else(|| self.default_channel.clone())
+        super::route(&self.routes, &self.default_channel, labels)
     }
 
     fn root(&self, view: &IncidentView, channel: &str) -> anyhow::Result<String> {
@@ -356,10 +343,7 @@ impl Platform for Slack {
         };
         match self.call(method, &body).await {
             Ok(v) => Delivery::Sent { result: (row.item.op == "post").then(|| display(&v["ts"])) },
-            Err(Delivery::Retry { after_ms: 0, error }) => {
-                Delivery::Retry { after_ms: super::outbox::backoff(row.attempts), error }
-            }
-            Err(other) => other,
+            Err(failed) => super::outbox::with_backoff(failed, row.attempts),
         }
     }
 }
