@@ -167,6 +167,8 @@ impl Discord {
 
     async fn call(&self, method: reqwest::Method, path: &str, body: &Value) -> Result<Value, Delivery> {
         let url = self.api.join(path).map_err(|e| Delivery::Failed { error: e.to_string() })?;
+        // An interaction token in a follow-up's path is a credential: errors do not show it.
+        let path = if path.starts_with("webhooks/") { "webhooks/(interaction)" } else { path };
         let resp = self
             .http
             .request(method, url)
