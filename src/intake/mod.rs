@@ -303,12 +303,13 @@ impl Intake {
             let mut incidents: Vec<i64> = res.incidents.iter().flatten().copied().collect();
             incidents.sort_unstable();
             incidents.dedup();
-            // A new alert opened or joined an incident: the responder looks (again).
+            // An alert opened, joined, re-fired in or resolved out of an incident: the responder
+            // looks again (an incident with nothing firing is left alone).
             let mut grown: Vec<i64> = res
                 .outcomes
                 .iter()
                 .zip(&res.incidents)
-                .filter_map(|(o, i)| if *o == Outcome::New { *i } else { None })
+                .filter_map(|(o, i)| if matches!(o, Outcome::New | Outcome::Updated) { *i } else { None })
                 .collect();
             grown.dedup();
             for id in grown {
