@@ -14,6 +14,8 @@
 //! When no runbook matches, the one hypothesis is "no runbook matches" (tier 5, human-led),
 //! still with all the evidence.
 
+pub mod logs;
+
 use crate::alert::{Alert, Change, ChangeKind};
 use crate::context::{Context, LogLine, Series};
 use crate::runbook::{Runbook, Unit};

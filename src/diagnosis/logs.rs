@@ -1,0 +1,163 @@
+//! An online log template miner in the manner of Drain (He et al., ICWS 2017), with one
+//! configuration for every log source: a line's variable parts are masked first (any token with
+//! a digit, hex ids, IPs, paths with numbers), then a fixed-depth tree keyed by the token count
+//! and the first tokens leads to a few candidate groups, and the line joins the most similar one
+//! (or starts a new group). A group's template keeps the tokens all its lines share and `<*>`
+//! where they differ. Lines are added one at a time, so it works on a stream.
+
+use std::collections::HashMap;
+
+/// The one configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Leading tokens that key the tree below the token count.
+    pub depth: usize,
+    /// A line joins a group when at least this share of its tokens equal the template's.
+    pub similarity: f64,
+    /// Groups per leaf before new lines share the most similar one anyway.
+    pub max_children: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { depth: 2, similarity: 0.85, max_children: 100 }
+    }
+}
+
+pub const WILDCARD: &str = "<*>";
+
+#[derive(Debug, Clone)]
+struct Group {
+    template: Vec<String>,
+    size: usize,
+}
+
+/// The miner: add lines, read groups and templates.
+#[derive(Debug, Default)]
+pub struct Miner {
+    config: Config,
+    groups: Vec<Group>,
+    /// (token count, first `depth` tokens, wildcards kept) → groups.
+    leaves: HashMap<(usize, Vec<String>), Vec<usize>>,
+}
+
+/// Splits and masks a line: tokens that carry a digit (ids, numbers, addresses, durations) are
+/// variables; so are long hex strings. Punctuation around a token is kept apart from it, so
+/// `(pool size 10)` masks to `(pool size <*>)`.
+pub fn tokens(line: &str) -> Vec<String> {
+    line.split_whitespace()
+        .map(|t| {
+            let core =
+                t.trim_matches(|c: char| matches!(c, ',' | ';' | '(' | ')' | '[' | ']' | '"' | '\'' | '.' | ':'));
+            let variable = core.chars().any(|c| c.is_ascii_digit())
+                || (core.len() >= 8 && core.chars().all(|c| c.is_ascii_hexdigit()));
+            if variable && !core.is_empty() { t.replacen(core, WILDCARD, 1) } else { t.to_string() }
+        })
+        .collect()
+}
+
+impl Miner {
+    pub fn new(config: Config) -> Miner {
+        Miner { config, ..Default::default() }
+    }
+
+    fn key(&self, toks: &[String]) -> (usize, Vec<String>) {
+        // A leading token that is a variable keys as the wildcard, so values do not split groups.
+        let head = toks
+            .iter()
+            .take(self.config.depth)
+            .map(|t| if t.contains(WILDCARD) { WILDCARD.to_string() } else { t.clone() })
+            .collect();
+        (toks.len(), head)
+    }
+
+    /// The share of positions where `template` and `toks` agree (a wildcard agrees with anything
+    /// masked), and the number of exact agreements (to break ties).
+    fn similarity(template: &[String], toks: &[String]) -> (f64, usize) {
+        let mut same = 0;
+        let mut exact = 0;
+        for (a, b) in template.iter().zip(toks) {
+            if a == b {
+                same += 1;
+                exact += 1;
+            } else if a == WILDCARD {
+                same += 1;
+            }
+        }
+        (same as f64 / template.len().max(1) as f64, exact)
+    }
+
+    /// Adds a line; returns its group's id.
+    pub fn add(&mut self, line: &str) -> usize {
+        let toks = tokens(line);
+        let key = self.key(&toks);
+        let candidates = self.leaves.get(&key).cloned().unwrap_or_default();
+        let best = candidates
+            .iter()
+            .map(|&g| (g, Self::similarity(&self.groups[g].template, &toks)))
+            .max_by(|a, b| a.1.0.total_cmp(&b.1.0).then(a.1.1.cmp(&b.1.1)));
+        let threshold = self.config.similarity;
+        let chosen = match best {
+            Some((g, (sim, _))) if sim >= threshold || candidates.len() >= self.config.max_children => Some(g),
+            _ => None,
+        };
+        match chosen {
+            Some(g) => {
+                let group = &mut self.groups[g];
+                for (t, new) in group.template.iter_mut().zip(&toks) {
+                    if t != new {
+                        *t = WILDCARD.to_string();
+                    }
+                }
+                group.size += 1;
+                g
+            }
+            None => {
+                self.groups.push(Group { template: toks, size: 1 });
+                let g = self.groups.len() - 1;
+                self.leaves.entry(key).or_default().push(g);
+                g
+            }
+        }
+    }
+
+    /// The template of group `g`, tokens joined by spaces.
+    pub fn template(&self, g: usize) -> String {
+        self.groups[g].template.join(" ")
+    }
+
+    pub fn size(&self, g: usize) -> usize {
+        self.groups[g].size
+    }
+
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_and_groups() {
+        assert_eq!(
+            tokens("ERROR pool exhausted: waited 5003ms (pool size 10)").join(" "),
+            "ERROR pool exhausted: waited <*> (pool size <*>)"
+        );
+        let mut m = Miner::new(Config::default());
+        let a = m.add("PacketResponder 1 for block blk_38865049064139660 terminating");
+        let b = m.add("PacketResponder 0 for block blk_-6952295868487656571 terminating");
+        let c = m.add("Receiving block blk_-1608999687919862906 src: /10.250.19.102:54106 dest: /10.250.19.102:50010");
+        let d = m.add("Verification succeeded for blk_-4980916519894289629");
+        assert_eq!(a, b);
+        assert!(c != a && d != a && c != d);
+        assert_eq!(m.template(a), "PacketResponder <*> for block <*> terminating");
+        let e = m.add("session opened for user alice by sshd service on the gateway");
+        let f = m.add("session opened for user bob by sshd service on the gateway");
+        let g = m.add("session closed for user bob by sshd service on the gateway");
+        assert_eq!(e, f, "a differing word in the same position merges");
+        assert_eq!(m.template(e), "session opened for user <*> by sshd service on the gateway");
+        assert_ne!(e, g, "the leading words key the tree");
+    }
+}
