@@ -6,8 +6,9 @@
 //! - **onset detection** on each series: the split that best separates a stable baseline from
 //!   what follows (a mean shift), walked back to where the series first left its baseline band;
 //! - **changes** of the incident's service that precede the onset;
-//! - **log templates**: lines masked (numbers, ids) and counted; a template first seen after the
-//!   change is "new since the change";
+//! - **log templates**: lines grouped by an online template miner ([`logs`], Drain-style, one
+//!   configuration for every source) and counted; a template first seen after the change is
+//!   "new since the change";
 //! - **pods** in bad states;
 //! - **runbook matching**: label matchers plus every evidence predicate of the runbook.
 //!
@@ -191,23 +192,6 @@ fn series_name(s: &Series) -> String {
     if labels.is_empty() { format!("{}{of}", s.query) } else { format!("{}{of} ({})", s.query, labels.join(", ")) }
 }
 
-/// Masks the variable parts of a log line: tokens with digits, hex ids, quoted values.
-pub fn log_template(line: &str) -> String {
-    line.split_whitespace()
-        .map(|t| {
-            let core = t.trim_matches(|c: char| !c.is_alphanumeric());
-            if core.chars().any(|c| c.is_ascii_digit())
-                || (core.len() >= 12 && core.chars().all(|c| c.is_ascii_hexdigit()))
-            {
-                "<*>"
-            } else {
-                t
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 struct LogPattern {
     template: String,
     count: usize,
@@ -215,18 +199,26 @@ struct LogPattern {
     example: String,
 }
 
+/// The lines grouped by the template miner ([`logs::Miner`]), most frequent first.
 fn log_patterns(lines: &[LogLine]) -> Vec<LogPattern> {
-    let mut by: BTreeMap<String, LogPattern> = BTreeMap::new();
+    let mut miner = logs::Miner::new(logs::Config::default());
+    let mut by: BTreeMap<usize, LogPattern> = BTreeMap::new();
     for l in lines {
-        let t = log_template(&l.line);
-        by.entry(t.clone())
+        let g = miner.add(&l.line);
+        by.entry(g)
             .and_modify(|p| {
                 p.count += 1;
                 p.first_at = p.first_at.min(l.at);
             })
-            .or_insert(LogPattern { template: t, count: 1, first_at: l.at, example: l.line.clone() });
+            .or_insert(LogPattern { template: String::new(), count: 1, first_at: l.at, example: l.line.clone() });
     }
-    let mut v: Vec<LogPattern> = by.into_values().collect();
+    let mut v: Vec<LogPattern> = by
+        .into_iter()
+        .map(|(g, mut p)| {
+            p.template = miner.template(g);
+            p
+        })
+        .collect();
     v.sort_by(|a, b| b.count.cmp(&a.count).then(a.first_at.cmp(&b.first_at)));
     v
 }
@@ -570,7 +562,7 @@ mod tests {
     #[test]
     fn log_templates_mask_variable_parts() {
         assert_eq!(
-            log_template("ERROR pool exhausted: waited 5003ms for conn id=4f9a2b3c4d5e6f70"),
+            logs::tokens("ERROR pool exhausted: waited 5003ms for conn id=4f9a2b3c4d5e6f70").join(" "),
             "ERROR pool exhausted: waited <*> for conn <*>"
         );
     }
