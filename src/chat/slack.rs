@@ -416,7 +416,7 @@ pub async fn socket_mode(
             _ = stop.changed() => return,
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(if failures == 0 { 100 } else { super::outbox::backoff(failures) as u64 })) => {}
+            _ = tokio::time::sleep(Duration::from_millis(if failures == 0 { 1000 } else { super::outbox::backoff(failures) as u64 })) => {}
             _ = stop.changed() => return,
         }
     }

@@ -37,8 +37,8 @@ struct Group {
 pub struct Miner {
     config: Config,
     groups: Vec<Group>,
-    /// (token count, first `depth` tokens, wildcards kept) → groups.
-    leaves: HashMap<(usize, Vec<String>), Vec<usize>>,
+    /// A hash of (token count, first `depth` tokens, variables as the wildcard) → groups.
+    leaves: HashMap<u64, Vec<usize>>,
 }
 
 /// Splits and masks a line: tokens that carry a digit (ids, numbers, addresses, durations) are
@@ -61,14 +61,15 @@ impl Miner {
         Miner { config, ..Default::default() }
     }
 
-    fn key(&self, toks: &[String]) -> (usize, Vec<String>) {
+    fn key(&self, toks: &[String]) -> u64 {
+        use std::hash::{Hash, Hasher};
         // A leading token that is a variable keys as the wildcard, so values do not split groups.
-        let head = toks
-            .iter()
-            .take(self.config.depth)
-            .map(|t| if t.contains(WILDCARD) { WILDCARD.to_string() } else { t.clone() })
-            .collect();
-        (toks.len(), head)
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        toks.len().hash(&mut h);
+        for t in toks.iter().take(self.config.depth) {
+            if t.contains(WILDCARD) { WILDCARD.hash(&mut h) } else { t.hash(&mut h) }
+        }
+        h.finish()
     }
 
     /// The share of positions where `template` and `toks` agree (a wildcard agrees with anything
@@ -91,7 +92,7 @@ impl Miner {
     pub fn add(&mut self, line: &str) -> usize {
         let toks = tokens(line);
         let key = self.key(&toks);
-        let candidates = self.leaves.get(&key).cloned().unwrap_or_default();
+        let candidates: &[usize] = self.leaves.get(&key).map(Vec::as_slice).unwrap_or_default();
         let best = candidates
             .iter()
             .map(|&g| (g, Self::similarity(&self.groups[g].template, &toks)))
