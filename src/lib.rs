@@ -32,6 +32,7 @@
 //! - [`diagnosis`] — pure: incident + context + runbooks → ranked hypotheses, each with
 //!   evidence items a person can check (metric onsets, preceding changes, new log patterns, pods)
 //!   and the reasons for its confidence. "No runbook matches" is a valid, tier-5 outcome.
+//!   `diagnosis::logs` is the online log template miner the log patterns come from.
 //! - [`plan`] — a runbook plan with the incident's values rendered strictly; immutable and
 //!   content-hashed (a changed plan is a new plan).
 //! - [`approval`] — pure rules for a click (group, distinct approvers, self-approval, expiry,
