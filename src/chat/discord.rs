@@ -157,11 +157,7 @@ impl Discord {
         let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         let sig = header("x-signature-ed25519").ok_or("missing X-Signature-Ed25519")?;
         let ts = header("x-signature-timestamp").ok_or("missing X-Signature-Timestamp")?;
-        let t: i64 = ts.parse().map_err(|_| "X-Signature-Timestamp is not a number")?;
-        let now = chrono::Utc::now().timestamp();
-        if (now - t).abs() > 300 {
-            return Err(format!("request timestamp is {}s away from now (more than 5 minutes)", now - t));
-        }
+        super::fresh(ts, "X-Signature-Timestamp")?;
         self.verifier.verify(sig, ts, body).map_err(|()| "signature does not match".to_string())
     }
 

@@ -34,6 +34,17 @@ pub fn route(routes: &[Route], default: &str, labels: &crate::alert::Labels) -> 
         .unwrap_or_else(|| default.to_string())
 }
 
+/// A signed request's timestamp (`header` names it in the error) is within 5 minutes of now:
+/// a captured request cannot be replayed later.
+pub fn fresh(ts: &str, header: &str) -> Result<(), String> {
+    let t: i64 = ts.parse().map_err(|_| format!("{header} is not a number"))?;
+    let now = chrono::Utc::now().timestamp();
+    if (now - t).abs() > 300 {
+        return Err(format!("request timestamp is {}s away from now (more than 5 minutes)", now - t));
+    }
+    Ok(())
+}
+
 /// Whether a plan hash read from a button is well formed (64 hex characters).
 pub fn is_plan_hash(h: &str) -> bool {
     h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit())
@@ -224,46 +235,45 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    async fn channel(&self, p: &dyn Platform, id: i64) -> anyhow::Result<String> {
+    /// The labels that route the incident: its first alert's.
+    async fn labels(&self, id: i64) -> anyhow::Result<crate::alert::Labels> {
         let alerts = self.store.incident(id).await?.map(|(_, a)| a).unwrap_or_default();
-        Ok(p.channel_for(&alerts.first().map(|a| a.alert.labels.clone()).unwrap_or_default()))
+        Ok(alerts.into_iter().next().map(|a| a.alert.labels).unwrap_or_default())
+    }
+
+    /// Queues `op` for the incident on every platform, in the channel its labels route to.
+    async fn queue(
+        &self,
+        id: i64,
+        op: &str,
+        body: impl Fn(&dyn Platform, &str) -> anyhow::Result<String>,
+    ) -> anyhow::Result<()> {
+        let labels = self.labels(id).await?;
+        for p in &self.platforms {
+            let channel = p.channel_for(&labels);
+            let item = crate::store::OutboxItem {
+                platform: p.name().into(),
+                incident_id: id,
+                op: op.into(),
+                body: body(p.as_ref(), &channel)?,
+                channel,
+                target: None,
+            };
+            self.store.outbox_push(&item, self.clock.now()).await?;
+        }
+        Ok(())
     }
 
     /// The incident's root message, posted the first time and updated after.
     pub async fn incident_changed(&self, id: i64) -> anyhow::Result<()> {
         let Some(view) = view_for(self.store.as_ref(), id).await? else { return Ok(()) };
-        for p in &self.platforms {
-            let channel = self.channel(p.as_ref(), id).await?;
-            let item = crate::store::OutboxItem {
-                platform: p.name().into(),
-                incident_id: id,
-                op: "post".into(),
-                channel: channel.clone(),
-                target: None,
-                body: p.root(&view, &channel)?,
-            };
-            self.store.outbox_push(&item, self.clock.now()).await?;
-        }
-        Ok(())
+        self.queue(id, "post", |p, channel| p.root(&view, channel)).await
     }
 
     /// A line in the incident's thread on every platform.
     pub async fn thread(&self, id: i64, text: &str) -> anyhow::Result<()> {
         let text = crate::redact::redact(text);
-        for p in &self.platforms {
-            let channel = self.channel(p.as_ref(), id).await?;
-            let body = p.reply(&channel, &text);
-            let item = crate::store::OutboxItem {
-                platform: p.name().into(),
-                incident_id: id,
-                op: "thread".into(),
-                channel,
-                target: None,
-                body,
-            };
-            self.store.outbox_push(&item, self.clock.now()).await?;
-        }
-        Ok(())
+        self.queue(id, "thread", |p, channel| Ok(p.reply(channel, &text))).await
     }
 }
 

@@ -106,11 +106,7 @@ impl Slack {
         let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         let sig = header("x-slack-signature").ok_or("missing X-Slack-Signature")?;
         let ts = header("x-slack-request-timestamp").ok_or("missing X-Slack-Request-Timestamp")?;
-        let t: i64 = ts.parse().map_err(|_| "X-Slack-Request-Timestamp is not a number")?;
-        let now = chrono::Utc::now().timestamp();
-        if (now - t).abs() > 300 {
-            return Err(format!("request timestamp is {}s away from now (more than 5 minutes)", now - t));
-        }
+        super::fresh(ts, "X-Slack-Request-Timestamp")?;
         let body = std::str::from_utf8(body).map_err(|_| "body is not UTF-8")?;
         let ok = self.signing.iter().any(|s| {
             let secret = slack_morphism::prelude::SlackSigningSecret::new(s.expose().to_string());
