@@ -843,6 +843,18 @@ impl Store for SqlStore {
     }
 
     async fn outbox_claim(&self, platform: &str, now: Millis, lease: Millis, limit: i64) -> Result<Vec<OutboxRow>> {
+        // The worker asks several times a second; the write lock (which intake commits wait
+        // for) is taken only when something is due.
+        let due = sqlx::query(
+            "SELECT id FROM chat_outbox WHERE platform = $1 AND state = 'pending' AND due_at <= $2 LIMIT 1",
+        )
+        .bind(platform.to_string())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
             "SELECT id, incident_id, op, channel, target, body, attempts FROM chat_outbox \
