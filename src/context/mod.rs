@@ -390,25 +390,21 @@ pub async fn gather(sources: &Sources, req: &Request) -> Context {
         .collect();
     let everyone: Vec<&String> = req.services.iter().chain(&dependencies).collect();
 
-    let mut queries = req.queries.clone();
+    // The runbooks' queries as given, then each golden signal for each service (the service
+    // goes with it, to label its series).
+    let step = prometheus::step_for(req.start, req.end);
+    let mut asks: Vec<(MetricQuery, Option<&String>)> = req.queries.iter().map(|q| (q.clone(), None)).collect();
     for s in &everyone {
         for g in &req.golden {
             let promql = crate::diagnosis::render(&g.promql, &serde_json::json!({"service": promql_quote(s)}));
-            let step = prometheus::step_for(req.start, req.end);
-            queries.push(MetricQuery { name: g.name.clone(), promql, start: req.start, end: req.end, step });
+            asks.push((MetricQuery { name: g.name.clone(), promql, start: req.start, end: req.end, step }, Some(*s)));
         }
     }
-    let golden_owner: Vec<Option<&String>> = req
-        .queries
-        .iter()
-        .map(|_| None)
-        .chain(everyone.iter().flat_map(|s| req.golden.iter().map(move |_| Some(*s))))
-        .collect();
 
     let metrics = async {
         match &sources.metrics {
             Some(m) => {
-                join_all(queries.iter().zip(&golden_owner).map(|(q, svc)| {
+                join_all(asks.iter().map(|(q, svc)| {
                     let what = match svc {
                         Some(s) => format!("{} of {s}", q.name),
                         None => q.name.clone(),
@@ -464,7 +460,7 @@ pub async fn gather(sources: &Sources, req: &Request) -> Context {
 
     // Golden-signal series carry the service they were asked for.
     let mut series = Vec::new();
-    for ((result, record), svc) in metrics.into_iter().zip(&golden_owner) {
+    for ((result, record), (_, svc)) in metrics.into_iter().zip(&asks) {
         let mut got = out.collect(vec![(result, record)]);
         if let Some(s) = svc {
             for x in &mut got {
