@@ -190,7 +190,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo { yes } => crate::demo::run(yes).await.map(|()| ExitCode::SUCCESS),
         Command::Replay { scenario, runbooks } => {
-            let runbooks = load_runbooks(&runbooks)?;
+            let runbooks = crate::runbook::load(&runbooks)?;
             let world = crate::scenario::Scenario::load(&scenario)
                 .and_then(|s| s.world().map_err(|e| format!("{}: {e}", scenario.display())))
                 .map_err(anyhow::Error::msg)?;
@@ -234,10 +234,6 @@ async fn set_paused(config: Option<&Path>, db: Option<&str>, pause: bool) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_runbooks(dir: &Path) -> Result<Vec<crate::runbook::Runbook>> {
-    crate::runbook::load_dir(dir).map_err(|errors| anyhow::anyhow!("invalid runbooks:\n  - {}", errors.join("\n  - ")))
-}
-
 /// `medic test`: every scenario, every expectation; exit 1 if any failed.
 async fn scenario_tests(paths: &[PathBuf], default_runbooks: &Path) -> Result<ExitCode> {
     let mut jobs: Vec<(PathBuf, PathBuf)> = Vec::new();
@@ -259,7 +255,7 @@ async fn scenario_tests(paths: &[PathBuf], default_runbooks: &Path) -> Result<Ex
     let mut cache: std::collections::BTreeMap<PathBuf, Vec<crate::runbook::Runbook>> = Default::default();
     for (file, dir) in jobs {
         if !cache.contains_key(&dir) {
-            cache.insert(dir.clone(), load_runbooks(&dir)?);
+            cache.insert(dir.clone(), crate::runbook::load(&dir)?);
         }
         let runbooks = &cache[&dir];
         let world = match crate::scenario::Scenario::load(&file)

@@ -77,8 +77,7 @@ pub async fn run(
     let (sources, golden) = crate::context::from_config(&config.context, received).await.map_err(anyhow::Error::msg)?;
     let topology = tokio::spawn(refresh_topology(sources.clone(), policy.topology.clone()));
     let runbooks = match &config.runbooks {
-        Some(dir) => crate::runbook::load_dir(dir)
-            .map_err(|errors| anyhow::anyhow!("invalid runbooks:\n  - {}", errors.join("\n  - ")))?,
+        Some(dir) => crate::runbook::load(dir)?,
         None => Vec::new(),
     };
     // Chat: the platforms, their delivery workers, and what a click does.

@@ -662,6 +662,11 @@ impl Runbook {
     }
 }
 
+/// [`load_dir`], with every problem in one error ("invalid runbooks: - …").
+pub fn load(dir: &Path) -> anyhow::Result<Vec<Runbook>> {
+    load_dir(dir).map_err(|errors| anyhow::anyhow!("invalid runbooks:\n  - {}", errors.join("\n  - ")))
+}
+
 /// Loads every `*.yaml` / `*.yml` file of `dir`, in name order. Errors name the file (and the
 /// line, for parse errors); all problems of all files are reported at once.
 pub fn load_dir(dir: &Path) -> Result<Vec<Runbook>, Vec<String>> {
