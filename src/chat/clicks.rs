@@ -126,10 +126,7 @@ impl Clicks {
 
     /// Every hypothesis' evidence and what could not be seen, for the thread.
     pub async fn more_evidence(&self, incident_id: i64) -> anyhow::Result<()> {
-        let records = self.store.audit_for_incident(incident_id).await?;
-        let Some(r) = records.iter().rev().find(|r| r.kind == "diagnosed") else { return Ok(()) };
-        let data: serde_json::Value = serde_json::from_str(&r.data)?;
-        let d: crate::diagnosis::Diagnosis = serde_json::from_value(data["diagnosis"].clone())?;
+        let Some((_, d)) = super::latest_diagnosis(self.store.as_ref(), incident_id).await? else { return Ok(()) };
         let mut text = String::new();
         for (i, h) in d.hypotheses.iter().enumerate() {
             text.push_str(&format!("{}. {} ({:.0}%)\n", i + 1, h.statement, h.confidence * 100.0));

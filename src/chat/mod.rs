@@ -104,15 +104,21 @@ pub fn templates_with_helpers() -> handlebars::Handlebars<'static> {
 #[derive(Debug, Clone)]
 pub struct IncidentView(pub Value);
 
+/// The incident's latest `diagnosed` audit record (its data) and the diagnosis in it.
+pub async fn latest_diagnosis(store: &dyn crate::store::Store, id: i64) -> anyhow::Result<Option<(Value, Diagnosis)>> {
+    let records = store.audit_for_incident(id).await?;
+    let Some(record) = records.iter().rev().find(|r| r.kind == "diagnosed") else { return Ok(None) };
+    let data: Value = serde_json::from_str(&record.data)?;
+    let diagnosis: Diagnosis = serde_json::from_value(data["diagnosis"].clone())?;
+    Ok(Some((data, diagnosis)))
+}
+
 /// The incident's view as the store has it now: the incident, its latest diagnosis, its latest
 /// plan with its approvals and execution, and the kill switch. `None` before the first
 /// diagnosis (there is nothing to show yet).
 pub async fn view_for(store: &dyn crate::store::Store, id: i64) -> anyhow::Result<Option<IncidentView>> {
     let Some((incident, alerts)) = store.incident(id).await? else { return Ok(None) };
-    let records = store.audit_for_incident(id).await?;
-    let Some(record) = records.iter().rev().find(|r| r.kind == "diagnosed") else { return Ok(None) };
-    let data: Value = serde_json::from_str(&record.data)?;
-    let diagnosis: Diagnosis = serde_json::from_value(data["diagnosis"].clone())?;
+    let Some((data, diagnosis)) = latest_diagnosis(store, id).await? else { return Ok(None) };
     let status = store.plan_status(id).await?;
     let plan_error = data["plan"]["error"].as_str().map(str::to_string);
     let plan: Option<Result<ProposedPlan, String>> = match (&status, plan_error) {
