@@ -121,7 +121,7 @@ impl Clicks {
             Outcome::AlreadyClaimed => "already executed".to_string(),
         };
         self.notifier.thread(incident_id, &last).await?;
-        self.notifier.incident_changed(incident_id).await
+        self.notifier.incident_changed(incident_id).await.map(drop)
     }
 
     /// Every hypothesis' evidence and what could not be seen, for the thread.

@@ -270,10 +270,12 @@ impl Notifier {
         Ok(())
     }
 
-    /// The incident's root message, posted the first time and updated after.
-    pub async fn incident_changed(&self, id: i64) -> anyhow::Result<()> {
-        let Some(view) = view_for(self.store.as_ref(), id).await? else { return Ok(()) };
-        self.queue(id, "post", |p, channel| p.root(&view, channel)).await
+    /// The incident's root message, posted the first time and updated after; false when there
+    /// is nothing to show yet (no diagnosis).
+    pub async fn incident_changed(&self, id: i64) -> anyhow::Result<bool> {
+        let Some(view) = view_for(self.store.as_ref(), id).await? else { return Ok(false) };
+        self.queue(id, "post", |p, channel| p.root(&view, channel)).await?;
+        Ok(true)
     }
 
     /// A line in the incident's thread on every platform.
@@ -308,13 +310,12 @@ pub async fn watch_resolved(
         let mut newest = since;
         for i in list.iter().filter(|i| i.resolved_at.is_some_and(|t| t > since)) {
             newest = newest.max(i.resolved_at.unwrap_or(since));
-            // Only incidents chat has shown (they have a diagnosis).
-            if !matches!(view_for(notifier.store.as_ref(), i.id).await, Ok(Some(_))) {
-                continue;
-            }
+            // Only incidents chat has shown (they have a diagnosis) get the resolved line.
             let r = async {
-                notifier.incident_changed(i.id).await?;
-                notifier.thread(i.id, &format!("incident #{} resolved", i.id)).await
+                if notifier.incident_changed(i.id).await? {
+                    notifier.thread(i.id, &format!("incident #{} resolved", i.id)).await?;
+                }
+                Ok::<(), anyhow::Error>(())
             };
             if let Err(e) = r.await {
                 tracing::warn!(incident = i.id, error = %format!("{e:#}"), "could not queue the resolved update");
