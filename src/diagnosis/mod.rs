@@ -15,6 +15,7 @@
 //! When no runbook matches, the one hypothesis is "no runbook matches" (tier 5, human-led),
 //! still with all the evidence.
 
+pub mod anomaly;
 pub mod logs;
 
 use crate::alert::{Alert, Change, ChangeKind};
