@@ -76,7 +76,7 @@ fn internal(e: anyhow::Error) -> Response {
 
 /// `GET /v1/incidents?state=open|resolving|resolved&limit=50&before=ID`, newest first.
 pub async fn list(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let mut f = IncidentFilter { state: None, before: None, limit: 50 };
+    let mut f = IncidentFilter { limit: 50, ..Default::default() };
     for (k, v) in &q {
         match k.as_str() {
             "state" => match IncidentState::parse(v) {

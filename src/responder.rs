@@ -10,11 +10,12 @@ use crate::alert::Alert;
 use crate::approval::Identity;
 use crate::audit::{AuditEntry, Kind};
 use crate::context::{self, Cache, Context, Golden, MetricQuery, Request, Sources};
-use crate::diagnosis::{self, Diagnosis};
+use crate::diagnosis::{self, Diagnosis, Past};
+use crate::incident::{Incident, IncidentState};
 use crate::metrics::Metrics;
 use crate::plan::{self, ProposedPlan};
 use crate::runbook::Runbook;
-use crate::store::Store;
+use crate::store::{IncidentFilter, Store};
 use crate::time::{Clock, Millis};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
@@ -84,9 +85,11 @@ pub fn conclude(
     golden: &[Golden],
     ctx: &Context,
     incident: (i64, &str),
+    history: &[Past],
 ) -> (Diagnosis, Option<Result<ProposedPlan, String>>) {
     let (incident_id, title) = incident;
-    let d = diagnosis::diagnose(&diagnosis::Input { incident_id, title, alerts, context: ctx, runbooks, golden });
+    let d =
+        diagnosis::diagnose(&diagnosis::Input { incident_id, title, alerts, context: ctx, runbooks, golden, history });
     let plan = d.top().runbook.as_ref().map(|id| {
         let rb = runbooks.iter().find(|r| &r.id == id).expect("the hypothesis names a loaded runbook");
         let alert = alerts.iter().find(|a| rb.matches_labels(std::iter::once(&a.labels))).unwrap_or(&alerts[0]);
@@ -94,6 +97,55 @@ pub fn conclude(
         plan::build(rb, &diagnosis::template_context(alert, incident, change, &rb.vars), incident_id)
     });
     (d, plan)
+}
+
+/// Resolved incidents of `incident`'s group (its signature), newest first, at most three, each
+/// with what resolved it, read from the audit log.
+pub async fn history(store: &dyn Store, incident: &Incident) -> anyhow::Result<Vec<Past>> {
+    let filter = IncidentFilter {
+        state: Some(IncidentState::Resolved),
+        before: Some(incident.id),
+        group_key: Some(incident.group_key.clone()),
+        limit: 3,
+    };
+    let mut out = Vec::new();
+    for p in store.incidents(&filter).await? {
+        let audit = store.audit_for_incident(p.id).await?;
+        let last = |k: Kind| {
+            audit.iter().rev().find(|r| r.kind == k.as_str()).map(|r| {
+                let data: serde_json::Value = serde_json::from_str(&r.data).unwrap_or_default();
+                data
+            })
+        };
+        let approved = last(Kind::PlanApproved);
+        let runbook = approved.as_ref().and_then(|d| d["runbook"].as_str()).map(str::to_string);
+        let finished = last(Kind::ExecutionFinished).is_some_and(|d| d["result"] == "succeeded");
+        let outcome = match (&runbook, approved.as_ref()) {
+            (Some(rb), Some(d)) => {
+                let by: Vec<&str> =
+                    d["approvers"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+                let ran = if finished {
+                    "ran and was verified"
+                } else if last(Kind::StepRolledBack).is_some() || last(Kind::Escalated).is_some() {
+                    "failed and was rolled back or escalated"
+                } else {
+                    "did not finish"
+                };
+                format!("the plan of {rb}, approved by {}, {ran}", by.join(", "))
+            }
+            _ => "resolved without a plan from medic".into(),
+        };
+        out.push(Past {
+            incident_id: p.id,
+            title: p.title,
+            opened_at: p.opened_at,
+            resolved_at: p.resolved_at,
+            runbook,
+            verified: finished,
+            outcome,
+        });
+    }
+    Ok(out)
 }
 
 /// Milliseconds with two decimals, for the audit.
@@ -234,7 +286,8 @@ impl Responder {
         let (ctx, cached) = self.cache.gather(id, &self.sources, &req).await;
         let gather = started.elapsed();
         let started = Instant::now();
-        let (d, plan) = conclude(&alerts, &self.runbooks, &self.golden, &ctx, inc);
+        let past = history(self.store.as_ref(), &incident).await?;
+        let (d, plan) = conclude(&alerts, &self.runbooks, &self.golden, &ctx, inc, &past);
         let diagnose = started.elapsed();
         if !cached {
             for q in &ctx.queries {

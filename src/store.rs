@@ -80,6 +80,8 @@ pub struct IncidentFilter {
     pub state: Option<IncidentState>,
     /// Only incidents with an id below this (pagination, newest first).
     pub before: Option<i64>,
+    /// Only incidents of this group (the same signature).
+    pub group_key: Option<String>,
     pub limit: i64,
 }
 
@@ -740,12 +742,14 @@ impl Store for SqlStore {
 
     async fn incidents(&self, f: &IncidentFilter) -> Result<Vec<Incident>> {
         let sql = format!(
-            "SELECT {INCIDENT_COLS} FROM incidents WHERE ($1 = '' OR state = $1) AND id < $2 ORDER BY id DESC LIMIT $3"
+            "SELECT {INCIDENT_COLS} FROM incidents WHERE ($1 = '' OR state = $1) AND id < $2 \
+             AND ($4 = '' OR group_key = $4) ORDER BY id DESC LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(f.state.map(|s| s.as_str()).unwrap_or("").to_string())
             .bind(f.before.unwrap_or(i64::MAX))
             .bind(f.limit.clamp(1, 1000))
+            .bind(f.group_key.clone().unwrap_or_default())
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(incident_from).collect()

@@ -303,20 +303,20 @@ async fn gather_widens_to_dependencies_and_records_every_call() {
     let started = std::time::Instant::now();
     let ctx = gather(&sources, &req).await;
     assert!(started.elapsed() < Duration::from_secs(3), "slow calls are cut at their timeout");
-    assert_eq!(ctx.dependencies, ["payments"], "direct callees only");
+    assert_eq!(ctx.dependencies, ["payments", "postgres"], "nearest first, two hops down too");
     let asked: Vec<String> = prom_seen.lock().unwrap().iter().map(|(pq, _)| decode(pq)).collect();
     assert!(asked.iter().any(|q| q.contains(r#"errors{service="payments"}"#)), "{asked:?}");
-    assert!(!asked.iter().any(|q| q.contains("postgres")), "two hops away is not asked");
+    assert!(asked.iter().any(|q| q.contains(r#"errors{service="postgres"}"#)), "two hops down is asked");
     let errors: Vec<_> = ctx.series.iter().filter(|s| s.query == "errors").collect();
-    assert_eq!(errors.len(), 2);
+    assert_eq!(errors.len(), 3);
     assert_eq!(errors[0].labels["service"], "checkout", "a golden series names its service");
     let names: Vec<&str> = ctx.other_alerts.iter().map(|a| a.name()).collect();
     assert_eq!(names.len(), 2, "search's alert is not about checkout or its dependencies: {names:?}");
     assert_eq!(ctx.silences.len(), 1, "bob's silence names payments");
     assert_eq!(ctx.unavailable, ["metrics: prometheus timed out after 2s"]);
-    // Every call is recorded: topology, 2 services × 2 golden queries, alerts, silences.
-    assert_eq!(ctx.queries.len(), 1 + 4 + 2, "{:?}", ctx.queries);
-    assert_eq!(ctx.queries.iter().filter(|q| q.error.is_some()).count(), 2);
+    // Every call is recorded: topology, 3 services × 2 golden queries, alerts, silences.
+    assert_eq!(ctx.queries.len(), 1 + 6 + 2, "{:?}", ctx.queries);
+    assert_eq!(ctx.queries.iter().filter(|q| q.error.is_some()).count(), 3);
     assert!(ctx.queries.iter().any(|q| q.what == "errors of payments" && q.error.is_none()));
 
     // One budget for everything: a budget shorter than the timeout cuts the slow calls.
@@ -330,8 +330,8 @@ async fn gather_widens_to_dependencies_and_records_every_call() {
     let (_, cached) = cache.gather(7, &sources, &req).await;
     assert!(!cached);
     let (again, cached) = cache.gather(7, &sources, &req).await;
-    assert!(cached && again.series.len() == 2);
-    assert_eq!(prom_seen.lock().unwrap().len(), before + 4, "asked once");
+    assert!(cached && again.series.len() == 3);
+    assert_eq!(prom_seen.lock().unwrap().len(), before + 6, "asked once");
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ fn the_whole_loop_in_order() {
         "Incident #1: HighErrorRate on checkout",
         "Top hypothesis (",
         "runbook rollback-bad-deploy",
-        "[metric] error_ratio of checkout rose from 0.4%",
+        "[metric] error_ratio of checkout climbed steadily from 0.4% to 14.8% over 23 min",
         "[change] deploy of checkout v2.14.0 by alice",
         "[log] log pattern new since the change",
         "Plan ",

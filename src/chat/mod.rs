@@ -303,8 +303,8 @@ pub async fn watch_resolved(
         }
         let filter = crate::store::IncidentFilter {
             state: Some(crate::incident::IncidentState::Resolved),
-            before: None,
             limit: 200,
+            ..Default::default()
         };
         let Ok(list) = notifier.store.incidents(&filter).await else { continue };
         let mut newest = since;

@@ -8,8 +8,8 @@
 //! received on `/v1/changes`) — and [`recorded::Recorded`] implements them all from a scenario
 //! file, for tests, `medic test`, replays and the demo.
 //!
-//! [`gather`] asks the topology first (the incident's services' dependencies widen the
-//! question), then every other source and every service at once; each call has its own timeout
+//! [`gather`] asks the topology first (what the incident's services depend on, directly or
+//! through others, widens the question), then every other source and every service at once; each call has its own timeout
 //! and all of them share one overall budget. A source that fails or is slow becomes a line in
 //! [`Context::unavailable`] ("metrics: prometheus timed out after 5s"), never a missing
 //! diagnosis; every call is recorded with its duration in [`Context::queries`] (the audit's
@@ -276,7 +276,8 @@ pub struct Context {
     pub changes: Vec<Change>,
     pub pods: Vec<Pod>,
     pub topology: Vec<Edge>,
-    /// The incident's services' direct dependencies (callees) in the topology.
+    /// What the incident's services depend on in the topology, directly or not, nearest first
+    /// (at most [`DOWNSTREAM_LIMIT`]).
     pub dependencies: Vec<String>,
     /// Active alerts on the incident's services and their dependencies (the incident's own
     /// alerts among them; the diagnosis leaves those out).
@@ -365,6 +366,28 @@ pub fn promql_quote(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// Most services below the incident's that are gathered (nearest first).
+pub const DOWNSTREAM_LIMIT: usize = 10;
+
+/// The services `services` depend on, directly or through others, nearest first (breadth
+/// first), at most [`DOWNSTREAM_LIMIT`]: a cascade's origin is often two hops down.
+pub fn downstream(edges: &[Edge], services: &[String]) -> Vec<String> {
+    let mut seen: BTreeSet<&str> = services.iter().map(String::as_str).collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut frontier: Vec<&str> = services.iter().map(String::as_str).collect();
+    while !frontier.is_empty() && out.len() < DOWNSTREAM_LIMIT {
+        let mut next = Vec::new();
+        for e in edges.iter().filter(|e| frontier.contains(&e.from.as_str())) {
+            if out.len() < DOWNSTREAM_LIMIT && seen.insert(e.to.as_str()) {
+                out.push(e.to.clone());
+                next.push(e.to.as_str());
+            }
+        }
+        frontier = next;
+    }
+    out
+}
+
 /// Asks every source at once, and every service of each at once; each answer or failure lands
 /// in the returned context.
 pub async fn gather(sources: &Sources, req: &Request) -> Context {
@@ -380,14 +403,7 @@ pub async fn gather(sources: &Sources, req: &Request) -> Context {
     let mut edges = out.collect(topology);
     edges.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
     edges.dedup();
-    let own: BTreeSet<&str> = req.services.iter().map(String::as_str).collect();
-    let dependencies: Vec<String> = edges
-        .iter()
-        .filter(|e| own.contains(e.from.as_str()) && !own.contains(e.to.as_str()))
-        .map(|e| e.to.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let dependencies = downstream(&edges, &req.services);
     let everyone: Vec<&String> = req.services.iter().chain(&dependencies).collect();
 
     // The runbooks' queries as given, then each golden signal for each service (the service

@@ -421,7 +421,8 @@ pub fn explain(f: &Finding, name: &str, unit: Unit) -> String {
         (Shape::Step, false) => ("fell", "below"),
     };
     let sigmas = if f.sigmas.is_finite() {
-        format!("{:.1} robust σ {side} the prior {}", f.sigmas, duration(f.baseline))
+        let decimals = if f.sigmas >= 100.0 { 0 } else { 1 };
+        format!("{:.decimals$} robust σ {side} the prior {}", f.sigmas, duration(f.baseline))
     } else {
         format!("from a flat prior {}", duration(f.baseline))
     };

@@ -1,19 +1,26 @@
-//! Diagnosis v1: from an incident's alerts, its context and the runbooks to ranked hypotheses.
-//! Pure code: no IO, no clock; everything it says is backed by an evidence item a person can
-//! check, and every point of confidence has a written reason.
+//! Diagnosis: from an incident's alerts, its context, the runbooks and similar past incidents to
+//! ranked hypotheses. Pure code: no IO, no clock; everything it says is backed by an evidence
+//! item a person can check, and every point of confidence has a written reason with its weight.
 //!
 //! Methods, all explainable:
-//! - **onset detection** on each series: the split that best separates a stable baseline from
-//!   what follows (a mean shift), walked back to where the series first left its baseline band;
-//! - **changes** of the incident's service that precede the onset;
+//! - **anomalies and change points** on each series ([`anomaly::analyse`]): where it left its
+//!   baseline, which way, how far in robust σ, and its shape (step, steady climb, spike), with a
+//!   daily pattern taken out when the window shows one;
+//! - **changes** of the service, and of everything downstream of it, that precede the onset;
 //! - **log templates**: lines grouped by an online template miner ([`logs`], Drain-style, one
 //!   configuration for every source) and counted; a template first seen after the change is
 //!   "new since the change";
 //! - **pods** in bad states;
-//! - **runbook matching**: label matchers plus every evidence predicate of the runbook.
+//! - **topology ranking**: an anomalous service none of whose own dependencies is anomalous is a
+//!   better root-cause candidate than its callers; the furthest downstream such service becomes a
+//!   hypothesis of its own, and runbook hypotheses about its callers lose confidence;
+//! - **runbook matching**: label matchers plus every evidence predicate of the runbook;
+//! - **history**: past incidents of the same signature, and whether a runbook's plan resolved
+//!   them.
 //!
-//! When no runbook matches, the one hypothesis is "no runbook matches" (tier 5, human-led),
-//! still with all the evidence.
+//! Confidence is log-odds: a prior plus a weight per reason, through the logistic function, and
+//! never above 95%. When nothing matches, the one hypothesis is "no runbook matches" (tier 5,
+//! human-led), still with all the evidence.
 
 pub mod anomaly;
 pub mod logs;
@@ -22,9 +29,10 @@ use crate::alert::{Alert, Change, ChangeKind};
 use crate::context::{Context, LogLine, Series};
 use crate::runbook::{Runbook, Unit};
 use crate::time::{Millis, from_millis};
+use anomaly::Finding;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,6 +46,8 @@ pub enum EvidenceKind {
     Silence,
     /// A source that could not answer: what the diagnosis could not see.
     Unavailable,
+    /// A past incident like this one, and what resolved it.
+    History,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +82,9 @@ pub struct Hypothesis {
     /// 0–1.
     pub confidence: f64,
     pub runbook: Option<String>,
+    /// The service the hypothesis blames.
+    #[serde(default)]
+    pub service: Option<String>,
     pub tier: u8,
     pub evidence: Vec<Evidence>,
     /// What the confidence is made of.
@@ -92,69 +105,6 @@ impl Diagnosis {
     pub fn top(&self) -> &Hypothesis {
         &self.hypotheses[0]
     }
-}
-
-/// Where a series left its baseline, and how far it went.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Onset {
-    pub at: Millis,
-    pub before: f64,
-    pub peak: f64,
-    pub peak_at: Millis,
-}
-
-/// Finds the onset of the largest sustained shift in `points`, if there is a clear one.
-pub fn onset(points: &[(Millis, f64)]) -> Option<Onset> {
-    let n = points.len();
-    if n < 8 {
-        return None;
-    }
-    let v: Vec<f64> = points.iter().map(|p| p.1).collect();
-    let mut prefix = vec![0.0; n + 1];
-    for i in 0..n {
-        prefix[i + 1] = prefix[i] + v[i];
-    }
-    let mean = |a: usize, b: usize| (prefix[b] - prefix[a]) / (b - a) as f64;
-    // The split maximising the weighted mean difference (a t-statistic without the variance).
-    let (k, _) = (3..=n - 3)
-        .map(|k| (k, (mean(k, n) - mean(0, k)).abs() * ((k * (n - k)) as f64 / n as f64).sqrt()))
-        .max_by(|a, b| a.1.total_cmp(&b.1))?;
-    // The baseline from the first half of the segment before the split (robust: median and
-    // MAD), so the first part of a slow rise does not widen the band it is measured against.
-    let head = &v[..(k / 2).max(3)];
-    let before = median(head);
-    let sd = 1.4826 * median(&head.iter().map(|x| (x - before).abs()).collect::<Vec<_>>());
-    let after = mean(k, n);
-    let band = (3.0 * sd).max(0.05 * before.abs()).max(1e-9);
-    if (after - before).abs() < (4.0 * sd).max(0.10 * before.abs()).max(1e-9) {
-        return None;
-    }
-    let up = after > before;
-    let outside = |x: f64| if up { x > before + band } else { x < before - band };
-    // Walk back from the split to where the series first left the band for good.
-    let mut start = k;
-    while start > 0 && outside(v[start - 1]) {
-        start -= 1;
-    }
-    while start < n && !outside(v[start]) {
-        start += 1;
-    }
-    if start >= n {
-        return None;
-    }
-    let (peak_i, peak) = v[start..]
-        .iter()
-        .enumerate()
-        .map(|(i, x)| (start + i, *x))
-        .max_by(|a, b| if up { a.1.total_cmp(&b.1) } else { b.1.total_cmp(&a.1) })?;
-    Some(Onset { at: points[start].0, before, peak, peak_at: points[peak_i].0 })
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len().is_multiple_of(2) { (v[m - 1] + v[m]) / 2.0 } else { v[m] }
 }
 
 fn hhmm(t: Millis) -> String {
@@ -263,13 +213,198 @@ pub struct Input<'a> {
     pub runbooks: &'a [Runbook],
     /// The golden-signal queries gathered (for their units).
     pub golden: &'a [crate::context::Golden],
+    /// Resolved incidents like this one, newest first.
+    pub history: &'a [Past],
+}
+
+/// A resolved incident of the same signature (group key), and what resolved it; the responder
+/// reads these from the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Past {
+    pub incident_id: i64,
+    pub title: String,
+    pub opened_at: Millis,
+    pub resolved_at: Option<Millis>,
+    /// The runbook whose plan ran, if one did.
+    pub runbook: Option<String>,
+    /// True when that plan finished and was verified.
+    pub verified: bool,
+    /// For people: "the plan of rollback-bad-deploy, approved by slack:U1, ran and was verified".
+    pub outcome: String,
+}
+
+/// Log-odds with their reasons: every reason moves the confidence by a stated weight, so the
+/// rank can be read off the reasons (weights in the README, "Diagnosis").
+struct Odds {
+    logit: f64,
+    reasons: Vec<String>,
+}
+
+impl Odds {
+    fn new(prior: f64, why: impl AsRef<str>) -> Odds {
+        Odds { logit: prior, reasons: vec![format!("{} (prior {:.0}%)", why.as_ref(), 100.0 * logistic(prior))] }
+    }
+
+    fn add(&mut self, weight: f64, why: impl AsRef<str>) {
+        self.logit += weight;
+        self.reasons.push(format!("{} ({weight:+.1})", why.as_ref()));
+    }
+
+    /// Never certain: medic's evidence is always partial.
+    fn confidence(&self) -> f64 {
+        logistic(self.logit).min(0.95)
+    }
+}
+
+fn logistic(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// One series that left its baseline, with the service it belongs to.
+struct Anomaly<'a> {
+    query: &'a str,
+    service: String,
+    finding: Finding,
+    evidence: Evidence,
+}
+
+/// The services around the incident, as the topology and the series show them.
+struct Neighbourhood<'a> {
+    /// Hops downstream from the incident's service (0 for itself), and the service before it.
+    depth: BTreeMap<String, (usize, Option<String>)>,
+    /// Services with at least one series gathered.
+    observed: BTreeSet<String>,
+    anomalies: Vec<Anomaly<'a>>,
+    edges: &'a [crate::context::Edge],
+}
+
+impl Neighbourhood<'_> {
+    fn anomalous(&self, s: &str) -> bool {
+        self.anomalies.iter().any(|a| a.service == s)
+    }
+
+    fn first_onset(&self, s: &str) -> Option<Millis> {
+        self.anomalies.iter().filter(|a| a.service == s).map(|a| a.finding.onset).min()
+    }
+
+    fn callees<'s>(&'s self, s: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.edges.iter().filter(move |e| e.from == s).map(|e| e.to.as_str())
+    }
+
+    /// The observed dependencies of `s` that show no anomaly.
+    fn healthy_callees<'s>(&'s self, s: &'s str) -> Vec<&'s str> {
+        self.callees(s).filter(|c| self.observed.contains(*c) && !self.anomalous(c)).collect()
+    }
+
+    /// Topology ranking: the anomalous services none of whose dependencies is anomalous, the
+    /// furthest downstream first, then the earliest to change.
+    fn origins(&self) -> Vec<&str> {
+        let mut v: Vec<(&str, usize, Millis)> = self
+            .depth
+            .iter()
+            .filter(|(s, _)| self.anomalous(s) && !self.callees(s).any(|c| self.anomalous(c)))
+            .map(|(s, (d, _))| (s.as_str(), *d, self.first_onset(s).unwrap_or(Millis::MAX)))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+        v.into_iter().map(|(s, _, _)| s).collect()
+    }
+
+    /// "checkout → payments → ledger": the way from the incident's service down to `s`.
+    fn path_to(&self, s: &str) -> String {
+        let mut way = vec![s.to_string()];
+        while let Some((_, Some(prev))) = self.depth.get(way.last().expect("never empty")) {
+            way.push(prev.clone());
+        }
+        way.reverse();
+        way.join(" → ")
+    }
+}
+
+fn neighbourhood<'a>(
+    service: Option<&str>,
+    ctx: &'a Context,
+    units: &BTreeMap<&str, Unit>,
+    series_owner: impl Fn(&Series) -> Option<String>,
+) -> Neighbourhood<'a> {
+    let mut depth: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
+    if let Some(s) = service {
+        depth.insert(s.to_string(), (0, None));
+        let mut frontier = vec![s.to_string()];
+        while let Some(next) = (!frontier.is_empty()).then(|| std::mem::take(&mut frontier)) {
+            for from in next {
+                let d = depth[&from].0 + 1;
+                for e in ctx.topology.iter().filter(|e| e.from == from) {
+                    if !depth.contains_key(&e.to) {
+                        depth.insert(e.to.clone(), (d, Some(from.clone())));
+                        frontier.push(e.to.clone());
+                    }
+                }
+            }
+        }
+    }
+    let observed = ctx.series.iter().filter_map(&series_owner).collect();
+    let anomalies = ctx
+        .series
+        .iter()
+        .filter_map(|s| {
+            let finding = anomaly::analyse(&s.points)?;
+            let unit = units.get(s.query.as_str()).copied().unwrap_or_default();
+            Some(Anomaly {
+                query: s.query.as_str(),
+                service: series_owner(s)?,
+                evidence: Evidence {
+                    kind: EvidenceKind::Metric,
+                    text: anomaly::explain(&finding, &series_name(s), unit),
+                    at: Some(finding.onset),
+                    spark: Some(sparkline(&s.points, 20)),
+                },
+                finding,
+            })
+        })
+        .collect();
+    Neighbourhood { depth, observed, anomalies, edges: &ctx.topology }
+}
+
+fn change_evidence(c: &Change, onset: Millis, service: Option<&str>) -> Evidence {
+    let role = if service.is_some_and(|s| s != c.service) { " (downstream)" } else { "" };
+    Evidence {
+        kind: EvidenceKind::Change,
+        text: format!(
+            "{} of {}{role}{}{} at {}, {} before the onset: {}",
+            c.kind.as_str(),
+            c.service,
+            c.version.as_ref().map(|v| format!(" {v}")).unwrap_or_default(),
+            c.author.as_ref().map(|a| format!(" by {a}")).unwrap_or_default(),
+            hhmm(c.at),
+            minutes(onset - c.at),
+            c.summary
+        ),
+        at: Some(c.at),
+        spark: None,
+    }
+}
+
+fn history_evidence(p: &Past) -> Evidence {
+    let took = p.resolved_at.map(|r| format!(", resolved after {}", minutes(r - p.opened_at))).unwrap_or_default();
+    Evidence {
+        kind: EvidenceKind::History,
+        text: format!(
+            "similar incident #{} \"{}\" on {}{took}: {}",
+            p.incident_id,
+            p.title,
+            from_millis(p.opened_at).format("%Y-%m-%d %H:%M UTC"),
+            p.outcome
+        ),
+        at: Some(p.opened_at),
+        spark: None,
+    }
 }
 
 pub fn diagnose(input: &Input) -> Diagnosis {
     let alerts = input.alerts;
     let ctx = input.context;
     let service = alerts.iter().find_map(|a| a.labels.get("service").cloned());
-    // The onset: the earliest metric onset, else the earliest alert start.
+    let main = service.as_deref();
     let alert_start = alerts.iter().map(|a| a.starts_at).min().unwrap_or(ctx.end);
     let units: BTreeMap<&str, Unit> = input
         .golden
@@ -277,56 +412,22 @@ pub fn diagnose(input: &Input) -> Diagnosis {
         .map(|g| (g.name.as_str(), g.unit))
         .chain(input.runbooks.iter().flat_map(|r| r.context.iter().map(|q| (q.name.as_str(), q.unit))))
         .collect();
-    let onsets: Vec<(&Series, Onset)> = ctx.series.iter().filter_map(|s| onset(&s.points).map(|o| (s, o))).collect();
-    let onset_at = onsets.iter().map(|(_, o)| o.at).min().unwrap_or(alert_start).min(alert_start);
+    // A series without a service label is a runbook's own query about the incident's service.
+    let hood = neighbourhood(main, ctx, &units, |s| s.labels.get("service").cloned().or_else(|| service.clone()));
+    // The onset: the earliest metric onset, else the earliest alert start.
+    let onset_at = hood.anomalies.iter().map(|a| a.finding.onset).min().unwrap_or(alert_start).min(alert_start);
+    let origins = hood.origins();
+    let origin = origins.first().copied();
 
-    let mut metric_ev = Vec::new();
-    for (s, o) in &onsets {
-        let unit = units.get(s.query.as_str()).copied().unwrap_or_default();
-        let verb = if o.peak > o.before { "rose" } else { "fell" };
-        metric_ev.push((
-            s.query.clone(),
-            Evidence {
-                kind: EvidenceKind::Metric,
-                text: format!(
-                    "{} {verb} from {} to {} over {}, starting {}",
-                    series_name(s),
-                    format_value(o.before, unit),
-                    format_value(o.peak, unit),
-                    minutes(o.peak_at - o.at),
-                    hhmm(o.at)
-                ),
-                at: Some(o.at),
-                spark: Some(sparkline(&s.points, 20)),
-            },
-        ));
-    }
-    let preceding: Vec<&Change> = ctx
-        .changes
-        .iter()
-        .filter(|c| service.as_deref() == Some(c.service.as_str()) && c.at <= onset_at + 120_000)
-        .collect();
-    let latest_change = preceding.iter().max_by_key(|c| c.at).copied();
-    let change_ev: Vec<Evidence> = preceding
-        .iter()
-        .map(|c| Evidence {
-            kind: EvidenceKind::Change,
-            text: format!(
-                "{} of {}{}{} at {}, {} before the onset: {}",
-                c.kind.as_str(),
-                c.service,
-                c.version.as_ref().map(|v| format!(" {v}")).unwrap_or_default(),
-                c.author.as_ref().map(|a| format!(" by {a}")).unwrap_or_default(),
-                hhmm(c.at),
-                minutes(onset_at - c.at),
-                c.summary
-            ),
-            at: Some(c.at),
-            spark: None,
-        })
-        .collect();
-    let service_logs: Vec<LogLine> =
-        ctx.logs.iter().filter(|l| service.as_deref().is_none_or(|s| s == l.service)).cloned().collect();
+    // Changes of the service and of everything downstream of it, before the onset.
+    let preceding: Vec<&Change> =
+        ctx.changes.iter().filter(|c| hood.depth.contains_key(&c.service) && c.at <= onset_at + 120_000).collect();
+    let own_changes: Vec<&Change> = preceding.iter().copied().filter(|c| main == Some(c.service.as_str())).collect();
+    let latest_change = own_changes.iter().max_by_key(|c| c.at).copied();
+    let change_ev =
+        |cs: &[&Change]| -> Vec<Evidence> { cs.iter().map(|c| change_evidence(c, onset_at, main)).collect() };
+
+    let service_logs: Vec<LogLine> = ctx.logs.iter().filter(|l| main.is_none_or(|s| s == l.service)).cloned().collect();
     // Patterns worth a responder's eye: new since the change, or error-like; new ones first.
     let error_like =
         regex::Regex::new(r"(?i)error|exception|fail|panic|fatal|timeout|timed out|refused|exhausted|killed|denied")
@@ -393,10 +494,10 @@ pub fn diagnose(input: &Input) -> Diagnosis {
         .collect();
     // What else the stack says: other alerts on these services or their dependencies, silences,
     // and the sources that could not answer.
-    let mut context_ev: Vec<Evidence> = ctx
-        .other_alerts
+    let other_alerts: Vec<&crate::context::ActiveAlert> =
+        ctx.other_alerts.iter().filter(|o| !alerts.iter().any(|a| a.fingerprint == o.fingerprint)).collect();
+    let mut context_ev: Vec<Evidence> = other_alerts
         .iter()
-        .filter(|o| !alerts.iter().any(|a| a.fingerprint == o.fingerprint))
         .map(|a| {
             let svc = a.labels.get("service").map(String::as_str).unwrap_or("?");
             let role = if ctx.dependencies.iter().any(|d| d == svc) { " (a dependency)" } else { "" };
@@ -433,19 +534,41 @@ pub fn diagnose(input: &Input) -> Diagnosis {
         at: None,
         spark: None,
     }));
+    let metric_of = |s: &str| -> Vec<Evidence> {
+        hood.anomalies.iter().filter(|a| a.service == s).map(|a| a.evidence.clone()).collect()
+    };
+    // "ledger (2 series steady)": what "its dependencies look healthy" rests on.
+    let healthy_ev = |s: &str| -> Option<Evidence> {
+        let healthy = hood.healthy_callees(s);
+        (!healthy.is_empty()).then(|| Evidence {
+            kind: EvidenceKind::Metric,
+            text: format!(
+                "the dependencies of {s} look healthy: no series of {} left its baseline",
+                healthy
+                    .iter()
+                    .map(|c| {
+                        let n = ctx.series.iter().filter(|x| x.labels.get("service").is_some_and(|v| v == c)).count();
+                        format!("{c} ({n})")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            at: None,
+            spark: None,
+        })
+    };
+    let downstream_origin = origin.filter(|o| Some(*o) != main);
 
     let mut hypotheses = Vec::new();
     for rb in input.runbooks {
         let Some(alert) = alerts.iter().find(|a| rb.matches_labels(std::iter::once(&a.labels))) else { continue };
-        let mut reasons = vec![format!("alert {} matches {}", alert.name(), rb.id)];
-        let mut confidence: f64 = 0.3;
-        let mut evidence = Vec::new();
+        let mut odds = Odds::new(-0.8, format!("alert {} matches {}", alert.name(), rb.id));
         let mut holds_all = true;
         for e in &rb.matches.evidence {
             let held = if let Some(d) = e.deploy_within {
-                preceding.iter().any(|c| c.kind == ChangeKind::Deploy && onset_at - c.at <= d.as_millis() as Millis)
+                own_changes.iter().any(|c| c.kind == ChangeKind::Deploy && onset_at - c.at <= d.as_millis() as Millis)
             } else if let Some(d) = e.change_within {
-                preceding.iter().any(|c| onset_at - c.at <= d.as_millis() as Millis)
+                own_changes.iter().any(|c| onset_at - c.at <= d.as_millis() as Millis)
             } else if let Some(states) = &e.pod_state {
                 ctx.pods.iter().any(|p| states.iter().any(|s| p.reason.as_deref() == Some(s) || &p.phase == s))
             } else if let Some(pat) = &e.log_pattern {
@@ -463,57 +586,149 @@ pub fn diagnose(input: &Input) -> Diagnosis {
                 holds_all = false;
                 break;
             }
-            confidence += 0.15;
-            reasons.push(format!("evidence predicate holds: {}", serde_json::to_string(e).unwrap_or_default()));
+            odds.add(0.6, format!("evidence predicate holds: {}", serde_json::to_string(e).unwrap_or_default()));
         }
         if !holds_all {
             continue;
         }
         let own_queries: Vec<&str> = rb.context.iter().map(|q| q.name.as_str()).collect();
-        let own_metric: Vec<Evidence> =
-            metric_ev.iter().filter(|(q, _)| own_queries.contains(&q.as_str())).map(|(_, e)| e.clone()).collect();
-        if !own_metric.is_empty() {
-            confidence += 0.15;
-            reasons.push("its context queries show the onset".into());
+        let (own, golden): (Vec<&Anomaly>, Vec<&Anomaly>) = hood
+            .anomalies
+            .iter()
+            .filter(|a| main == Some(a.service.as_str()))
+            .partition(|a| own_queries.contains(&a.query));
+        if !own.is_empty() {
+            odds.add(0.6, "its context queries show the onset");
         }
-        if latest_change.is_some_and(|c| onset_at - c.at <= 3_600_000) {
-            confidence += 0.1;
-            reasons.push("a change of the service preceded the onset by less than an hour".into());
+        if let Some(c) = latest_change.filter(|c| onset_at - c.at <= 3_600_000) {
+            odds.add(
+                1.0,
+                format!("a {} of {} preceded the onset by {}", c.kind.as_str(), c.service, minutes(onset_at - c.at)),
+            );
         }
         if log_ev.iter().any(|(new, _)| *new) {
-            confidence += 0.05;
-            reasons.push("a log pattern appeared after the change".into());
+            odds.add(0.4, "a log pattern appeared after the change");
         }
-        evidence.extend(own_metric);
-        evidence.extend(change_ev.iter().cloned());
+        if let (Some(m), None) = (main, downstream_origin)
+            && hood.anomalous(m)
+            && !hood.healthy_callees(m).is_empty()
+        {
+            odds.add(0.5, format!("{m}'s own dependencies look healthy, so the anomaly starts in {m}"));
+        }
+        if let Some(o) = downstream_origin {
+            odds.add(
+                -1.5,
+                format!(
+                    "{o}, downstream of {}, is anomalous with healthy dependencies: the cause is more likely there",
+                    main.unwrap_or("the service")
+                ),
+            );
+        }
+        let past: Vec<&Past> =
+            input.history.iter().filter(|p| p.runbook.as_deref() == Some(rb.id.as_str())).take(2).collect();
+        for p in &past {
+            if p.verified {
+                odds.add(0.5, format!("incident #{} was resolved by this runbook's plan", p.incident_id));
+            } else {
+                odds.add(-0.5, format!("this runbook's plan did not resolve incident #{}", p.incident_id));
+            }
+        }
+        let mut evidence: Vec<Evidence> = own.iter().chain(&golden).map(|a| a.evidence.clone()).collect();
+        evidence.extend(main.and_then(healthy_ev));
+        evidence.extend(change_ev(&preceding));
         evidence.extend(log_ev.iter().map(|(_, e)| e.clone()));
         evidence.extend(pod_ev.iter().cloned());
+        evidence.extend(past.iter().map(|p| history_evidence(p)));
         evidence.extend(alert_ev.iter().cloned());
         evidence.extend(context_ev.iter().cloned());
         let tctx = template_context(alert, (input.incident_id, input.title), latest_change, &rb.vars);
         hypotheses.push(Hypothesis {
             statement: render(&rb.hypothesis, &tctx).trim().to_string(),
-            confidence: confidence.min(0.95),
+            confidence: odds.confidence(),
             runbook: Some(rb.id.clone()),
+            service: service.clone(),
             tier: rb.tier,
             evidence,
-            reasons,
+            reasons: odds.reasons,
+        });
+    }
+
+    // Topology ranking: an anomaly downstream whose own dependencies are healthy.
+    if let (Some(m), Some(o)) = (main, downstream_origin) {
+        let path = hood.path_to(o);
+        let mut odds =
+            Odds::new(0.0, format!("{o} is anomalous downstream of {m} ({path}) and nothing it depends on is"));
+        let (o_at, m_at) = (hood.first_onset(o), hood.first_onset(m));
+        match (o_at, m_at) {
+            (Some(a), Some(b)) if a <= b + 60_000 => {
+                odds.add(0.5, format!("{o} left its baseline at {}, no later than {m} ({})", hhmm(a), hhmm(b)))
+            }
+            (Some(a), Some(b)) => {
+                odds.add(-0.5, format!("{o} left its baseline at {}, after {m} ({})", hhmm(a), hhmm(b)))
+            }
+            (Some(_), None) => odds.add(0.3, format!("{m}'s own series show no change; its alert may be the symptom")),
+            _ => {}
+        }
+        let o_changes: Vec<&Change> = preceding.iter().copied().filter(|c| c.service == o).collect();
+        if let Some(c) = o_changes.iter().max_by_key(|c| c.at).filter(|c| o_at.is_some_and(|a| a - c.at <= 3_600_000)) {
+            odds.add(
+                1.0,
+                format!(
+                    "a {} of {o} preceded its anomaly by {}",
+                    c.kind.as_str(),
+                    minutes(o_at.unwrap_or(onset_at) - c.at)
+                ),
+            );
+        }
+        if other_alerts.iter().any(|a| a.labels.get("service").is_some_and(|s| s == o)) {
+            odds.add(0.4, format!("Alertmanager has alerts firing on {o}"));
+        }
+        let mut evidence = metric_of(o);
+        evidence.extend(healthy_ev(o));
+        let between: Vec<String> = path.split(" → ").map(str::to_string).filter(|s| s != o).collect();
+        for s in between.iter().rev() {
+            evidence.extend(metric_of(s));
+        }
+        evidence.extend(change_ev(&o_changes));
+        evidence.extend(alert_ev.iter().cloned());
+        evidence.extend(context_ev.iter().cloned());
+        let first = o_at.is_some_and(|a| m_at.is_none_or(|b| a <= b + 60_000));
+        let (when, likely) = if first { ("first", "") } else { ("too", "likely ") };
+        hypotheses.push(Hypothesis {
+            statement: format!(
+                "The cause is likely in {o}, which {m} depends on ({path}): {o} went wrong {when} and everything it depends on looks healthy, so {m}'s alert is {likely}a symptom."
+            ),
+            confidence: odds.confidence(),
+            runbook: None,
+            service: Some(o.to_string()),
+            tier: 5,
+            evidence,
+            reasons: odds.reasons,
         });
     }
     hypotheses.sort_by(|a, b| {
         b.confidence.total_cmp(&a.confidence).then(a.tier.cmp(&b.tier)).then(a.runbook.cmp(&b.runbook))
     });
     if hypotheses.is_empty() {
-        let mut evidence: Vec<Evidence> = metric_ev.into_iter().map(|(_, e)| e).collect();
-        evidence.extend(change_ev);
+        let mut evidence: Vec<Evidence> = hood.anomalies.iter().map(|a| a.evidence.clone()).collect();
+        evidence.extend(main.and_then(healthy_ev));
+        evidence.extend(change_ev(&preceding));
         evidence.extend(log_ev.into_iter().map(|(_, e)| e));
         evidence.extend(pod_ev);
+        evidence.extend(input.history.iter().take(3).map(history_evidence));
         evidence.extend(alert_ev);
         evidence.extend(context_ev);
+        let statement = match main {
+            Some(m) if origin == Some(m) && !hood.healthy_callees(m).is_empty() => format!(
+                "No runbook matches this incident. The anomaly starts in {m} itself (its dependencies look healthy); the evidence below is for a person to judge."
+            ),
+            _ => "No runbook matches this incident; the evidence below is for a person to judge.".into(),
+        };
         hypotheses.push(Hypothesis {
-            statement: "No runbook matches this incident; the evidence below is for a person to judge.".into(),
+            statement,
             confidence: 0.0,
             runbook: None,
+            service: service.clone(),
             tier: 5,
             evidence,
             reasons: vec!["no runbook's matchers and evidence predicates all hold".into()],
@@ -538,26 +753,13 @@ mod tests {
     }
 
     #[test]
-    fn finds_a_step_and_the_start_of_a_ramp() {
-        let mut step = vec![0.31; 30];
-        step.extend(vec![0.97; 20]);
-        let o = onset(&pts(&step)).unwrap();
-        assert_eq!(o.at, 30 * 60_000);
-        assert!((o.before - 0.31).abs() < 1e-9 && o.peak == 0.97, "{o:?}");
-
+    fn a_ramp_is_dated_from_where_it_starts_not_its_middle() {
         let mut ramp = vec![0.31; 30];
         ramp.extend((1..=30).map(|i| 0.31 + 0.02 * i as f64));
-        let o = onset(&pts(&ramp)).unwrap();
-        assert!(o.at <= 32 * 60_000, "onset at the start of the rise, not its middle: {}", o.at / 60_000);
-        assert_eq!(o.peak_at, 59 * 60_000);
-    }
-
-    #[test]
-    fn no_onset_in_noise_or_flat_series() {
-        assert_eq!(onset(&pts(&[1.0; 40])), None);
-        let noise: Vec<f64> = (0..60).map(|i| 100.0 + ((i * 7919) % 13) as f64 - 6.0).collect();
-        assert_eq!(onset(&pts(&noise)), None);
-        assert_eq!(onset(&pts(&[1.0, 5.0, 9.0])), None, "too short to judge");
+        let f = anomaly::analyse(&pts(&ramp)).unwrap();
+        assert!(f.onset <= 32 * 60_000, "onset at the start of the rise, not its middle: {}", f.onset / 60_000);
+        assert_eq!(f.peak_at, 59 * 60_000);
+        assert_eq!(f.shape, anomaly::Shape::Ramp);
     }
 
     #[test]
@@ -568,20 +770,135 @@ mod tests {
         );
     }
 
-    #[test]
-    fn evidence_is_redacted() {
+    fn alert(name: &str, service: &str, starts_at: Millis) -> Alert {
         let labels: crate::alert::Labels =
-            [("alertname".to_string(), "A".to_string()), ("service".to_string(), "s".to_string())].into();
-        let alert = Alert {
+            [("alertname".to_string(), name.to_string()), ("service".to_string(), service.to_string())].into();
+        Alert {
             source: crate::alert::Source::Generic,
-            fingerprint: "f".into(),
+            fingerprint: format!("{name}/{service}"),
             status: crate::alert::AlertStatus::Firing,
             labels,
             annotations: Default::default(),
-            starts_at: 600_000,
+            starts_at,
             ends_at: None,
             links: Default::default(),
+        }
+    }
+
+    /// An error ratio with a little noise, stepping from 0.5% to `to` at minute `at` (never if
+    /// `None`), over an hour at one point a minute.
+    fn error_ratio(service: &str, at: Option<usize>, to: f64) -> Series {
+        let points = (0..60)
+            .map(|i| {
+                let base = if at.is_some_and(|a| i >= a) { to } else { 0.005 };
+                (i as Millis * 60_000, base + 0.0005 * ((i * 7) % 5) as f64)
+            })
+            .collect();
+        Series { query: "error_ratio".into(), labels: [("service".to_string(), service.to_string())].into(), points }
+    }
+
+    fn edge(from: &str, to: &str) -> crate::context::Edge {
+        crate::context::Edge { from: from.into(), to: to.into() }
+    }
+
+    #[test]
+    fn in_a_cascade_the_leaf_with_healthy_dependencies_is_the_suspect() {
+        // frontend → checkout → payments → ledger. payments breaks at minute 30, checkout at 31,
+        // frontend at 32; ledger stays healthy. The alert fires on frontend.
+        let ctx = Context {
+            end: 60 * 60_000,
+            series: vec![
+                error_ratio("frontend", Some(32), 0.20),
+                error_ratio("checkout", Some(31), 0.25),
+                error_ratio("payments", Some(30), 0.40),
+                error_ratio("ledger", None, 0.0),
+            ],
+            topology: vec![edge("frontend", "checkout"), edge("checkout", "payments"), edge("payments", "ledger")],
+            changes: vec![Change {
+                id: "d1".into(),
+                kind: ChangeKind::Deploy,
+                service: "payments".into(),
+                summary: "Deploy v7.1.0".into(),
+                version: Some("v7.1.0".into()),
+                author: Some("erin".into()),
+                url: None,
+                labels: Default::default(),
+                at: 24 * 60_000,
+            }],
+            ..Default::default()
         };
+        let alerts = [alert("HighErrorRate", "frontend", 34 * 60_000)];
+        let d = diagnose(&Input {
+            incident_id: 1,
+            title: "t",
+            alerts: &alerts,
+            context: &ctx,
+            runbooks: &[],
+            golden: &[],
+            history: &[],
+        });
+        let top = d.top();
+        assert_eq!(top.service.as_deref(), Some("payments"), "{top:#?}");
+        assert!(top.statement.contains("frontend → checkout → payments"), "{}", top.statement);
+        assert!(top.confidence > 0.8, "deploy before its onset, first to change: {top:#?}");
+        let text: Vec<&str> = top.evidence.iter().map(|e| e.text.as_str()).collect();
+        assert!(text[0].starts_with("error_ratio of payments rose from 0.006 to 0.402 at 00:30 UTC"), "{text:#?}");
+        assert_eq!(text[1], "the dependencies of payments look healthy: no series of ledger (1) left its baseline");
+        assert!(text.iter().any(|t| t.starts_with("deploy of payments (downstream) v7.1.0 by erin")), "{text:#?}");
+        assert_eq!(d.onset, 30 * 60_000);
+
+        // If the leaf is healthy, the service itself is where the anomaly starts.
+        let mut healthy = ctx.clone();
+        healthy.series[2] = error_ratio("payments", None, 0.0);
+        healthy.series[1] = error_ratio("checkout", None, 0.0);
+        let d = diagnose(&Input {
+            incident_id: 1,
+            title: "t",
+            alerts: &alerts,
+            context: &healthy,
+            runbooks: &[],
+            golden: &[],
+            history: &[],
+        });
+        assert_eq!(d.top().service.as_deref(), Some("frontend"));
+        assert!(d.top().statement.contains("starts in frontend itself"), "{}", d.top().statement);
+    }
+
+    #[test]
+    fn similar_past_incidents_are_evidence() {
+        let past = Past {
+            incident_id: 7,
+            title: "HighErrorRate on checkout".into(),
+            opened_at: 0,
+            resolved_at: Some(23 * 60_000),
+            runbook: Some("rollback-bad-deploy".into()),
+            verified: true,
+            outcome: "the plan of rollback-bad-deploy, approved by slack:U1, ran and was verified".into(),
+        };
+        let e = history_evidence(&past);
+        assert_eq!(e.kind, EvidenceKind::History);
+        assert_eq!(
+            e.text,
+            "similar incident #7 \"HighErrorRate on checkout\" on 1970-01-01 00:00 UTC, resolved after 23 min: \
+             the plan of rollback-bad-deploy, approved by slack:U1, ran and was verified"
+        );
+    }
+
+    #[test]
+    fn confidence_is_log_odds_with_stated_weights() {
+        let mut o = Odds::new(0.0, "prior");
+        o.add(1.0, "a deploy");
+        o.add(-0.5, "a doubt");
+        assert!((o.confidence() - logistic(0.5)).abs() < 1e-12);
+        assert_eq!(o.reasons, ["prior (prior 50%)", "a deploy (+1.0)", "a doubt (-0.5)"]);
+        let mut sure = Odds::new(5.0, "p");
+        sure.add(5.0, "q");
+        assert_eq!(sure.confidence(), 0.95, "never certain");
+    }
+
+    #[test]
+    fn evidence_is_redacted() {
+        let alert = alert("A", "s", 600_000);
         let ctx = Context {
             logs: vec![LogLine {
                 at: 700_000,
@@ -597,6 +914,7 @@ mod tests {
             context: &ctx,
             runbooks: &[],
             golden: &[],
+            history: &[],
         });
         let text: String = d.top().evidence.iter().map(|e| e.text.clone()).collect();
         assert!(text.contains("ERROR connect failed") && !text.contains("hunter2"), "{text}");

@@ -148,6 +148,9 @@ pub struct Expect {
     pub runbook: Option<String>,
     #[serde(default)]
     pub plan_steps: Option<Vec<String>>,
+    /// The service the top hypothesis blames (topology ranking).
+    #[serde(default)]
+    pub suspect: Option<String>,
     /// `passed` or `failed` (the post-check, and so whether the plan is rolled back).
     #[serde(default)]
     pub verification: Option<String>,

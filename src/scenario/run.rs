@@ -27,7 +27,7 @@ pub async fn run(world: &World, runbooks: &[Runbook]) -> Outcome {
 pub async fn run_with(world: &World, runbooks: &[Runbook], sources: &Sources, incident: (i64, &str)) -> Outcome {
     let request = responder::request(&world.alerts, runbooks, &[], world.now, incident, Default::default());
     let ctx = context::gather(sources, &request).await;
-    let (diagnosis, plan) = responder::conclude(&world.alerts, runbooks, &[], &ctx, incident);
+    let (diagnosis, plan) = responder::conclude(&world.alerts, runbooks, &[], &ctx, incident, &[]);
     Outcome { diagnosis, plan }
 }
 
@@ -99,6 +99,10 @@ pub async fn check(world: &World, outcome: &Outcome) -> Vec<Verdict> {
     if let Some(want) = &world.expect.runbook {
         let got = top.runbook.clone().unwrap_or_else(|| "none".into());
         out.push(Verdict { what: "runbook".into(), ok: &got == want, detail: format!("expected {want}, got {got}") });
+    }
+    if let Some(want) = &world.expect.suspect {
+        let got = top.service.clone().unwrap_or_else(|| "none".into());
+        out.push(Verdict { what: "suspect".into(), ok: &got == want, detail: format!("expected {want}, got {got}") });
     }
     if let Some(want) = &world.expect.plan_steps {
         let got: Vec<String> = match &outcome.plan {
