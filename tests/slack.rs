@@ -230,6 +230,24 @@ async fn approve_once_refuse_strangers(db: Db) {
     })
     .await
     .unwrap_or_else(|| panic!("no update saying resolved: {:#?}", s.fake.calls("chat.update").last()));
+
+    // It fires again: the new incident's diagnosis recalls the first and what resolved it.
+    assert_eq!(s.app.post("/v1/alerts/generic", common::chat::alert("firing"), &[]).await.0, 200);
+    let recalled = poll_until(20, || async {
+        let audit = s.app.store.audit_page(0, 1_000_000).await.unwrap();
+        audit
+            .into_iter()
+            .rev()
+            .find(|r| r.kind == "diagnosed" && r.incident_id != Some(1) && r.data.contains("similar incident #1"))
+    })
+    .await
+    .expect("a diagnosis of the second incident that recalls the first");
+    assert!(
+        recalled.data.contains("the plan of restart-on-chat-test, approved by slack:U0ALLOWED, ran and was verified"),
+        "{}",
+        recalled.data
+    );
+    assert!(recalled.data.contains("incident #1 was resolved by this runbook's plan (+0.5)"), "{}", recalled.data);
     s.app.stop().await.unwrap();
 }
 

@@ -113,7 +113,11 @@ fn hhmm(t: Millis) -> String {
 
 fn minutes(ms: Millis) -> String {
     let m = (ms as f64 / 60_000.0).round() as i64;
-    if m.abs() >= 120 { format!("{} h", m / 60) } else { format!("{m} min") }
+    match m {
+        0 => "under a minute".into(),
+        m if m.abs() >= 120 => format!("{} h", m / 60),
+        m => format!("{m} min"),
+    }
 }
 
 pub fn format_value(x: f64, unit: Unit) -> String {
@@ -146,12 +150,25 @@ fn series_name(s: &Series) -> String {
 struct LogPattern {
     template: String,
     count: usize,
+    /// Lines before the split time (the onset).
+    before: usize,
     first_at: Millis,
     example: String,
 }
 
-/// The lines grouped by the template miner ([`logs::Miner`]), most frequent first.
-fn log_patterns(lines: &[LogLine]) -> Vec<LogPattern> {
+impl LogPattern {
+    /// Lines per minute before and after `split`, when the rate after is at least three times
+    /// the rate before and at least five lines: "rate jumped".
+    fn jump(&self, start: Millis, split: Millis, end: Millis) -> Option<(f64, f64)> {
+        let per_min = |n: usize, ms: Millis| n as f64 * 60_000.0 / ms.max(60_000) as f64;
+        let (before, after) = (per_min(self.before, split - start), per_min(self.count - self.before, end - split));
+        (self.before > 0 && self.count - self.before >= 5 && after >= 3.0 * before).then_some((before, after))
+    }
+}
+
+/// The lines grouped by the template miner ([`logs::Miner`]), most frequent first; `split`
+/// divides each count into before and after.
+fn log_patterns(lines: &[LogLine], split: Millis) -> Vec<LogPattern> {
     let mut miner = logs::Miner::new(logs::Config::default());
     let mut by: BTreeMap<usize, LogPattern> = BTreeMap::new();
     for l in lines {
@@ -159,9 +176,16 @@ fn log_patterns(lines: &[LogLine]) -> Vec<LogPattern> {
         by.entry(g)
             .and_modify(|p| {
                 p.count += 1;
+                p.before += usize::from(l.at < split);
                 p.first_at = p.first_at.min(l.at);
             })
-            .or_insert(LogPattern { template: String::new(), count: 1, first_at: l.at, example: l.line.clone() });
+            .or_insert(LogPattern {
+                template: String::new(),
+                count: 1,
+                before: usize::from(l.at < split),
+                first_at: l.at,
+                example: l.line.clone(),
+            });
     }
     let mut v: Vec<LogPattern> = by
         .into_iter()
@@ -428,20 +452,28 @@ pub fn diagnose(input: &Input) -> Diagnosis {
         |cs: &[&Change]| -> Vec<Evidence> { cs.iter().map(|c| change_evidence(c, onset_at, main)).collect() };
 
     let service_logs: Vec<LogLine> = ctx.logs.iter().filter(|l| main.is_none_or(|s| s == l.service)).cloned().collect();
-    // Patterns worth a responder's eye: new since the change, or error-like; new ones first.
+    // Patterns worth a responder's eye: new since the change, rate jumped at the onset, or
+    // error-like; in that order.
     let error_like =
         regex::Regex::new(r"(?i)error|exception|fail|panic|fatal|timeout|timed out|refused|exhausted|killed|denied")
             .expect("a valid regex");
     let is_new = |p: &LogPattern| latest_change.is_some_and(|c| p.first_at >= c.at);
-    let mut patterns: Vec<LogPattern> =
-        log_patterns(&service_logs).into_iter().filter(|p| is_new(p) || error_like.is_match(&p.template)).collect();
-    patterns.sort_by_key(|p| !is_new(p));
+    let jump = |p: &LogPattern| p.jump(ctx.start, onset_at, ctx.end.max(onset_at + 60_000));
+    let mut patterns: Vec<LogPattern> = log_patterns(&service_logs, onset_at)
+        .into_iter()
+        .filter(|p| is_new(p) || jump(p).is_some() || error_like.is_match(&p.template))
+        .collect();
+    patterns.sort_by_key(|p| (!is_new(p), jump(p).is_none()));
     let log_ev: Vec<(bool, Evidence)> = patterns
         .iter()
         .take(3)
         .map(|p| {
             let new = is_new(p);
-            let since = if new { "new since the change" } else { "seen" };
+            let since = match jump(p) {
+                _ if new => "new since the change".to_string(),
+                Some((a, b)) => format!("whose rate jumped from {a:.1}/min to {b:.1}/min at the onset"),
+                None => "seen".to_string(),
+            };
             (
                 new,
                 Evidence {
@@ -862,6 +894,47 @@ mod tests {
         });
         assert_eq!(d.top().service.as_deref(), Some("frontend"));
         assert!(d.top().statement.contains("starts in frontend itself"), "{}", d.top().statement);
+    }
+
+    #[test]
+    fn a_log_pattern_whose_rate_jumped_at_the_onset_is_evidence() {
+        // One retry every 5 minutes is normal; from the onset at minute 30, three a minute.
+        let mut logs: Vec<LogLine> = (0..6)
+            .map(|i| LogLine {
+                at: i * 300_000,
+                service: "api".into(),
+                line: format!("WARN retrying call id={i} attempt 2"),
+            })
+            .collect();
+        logs.extend((0..90).map(|i| LogLine {
+            at: 30 * 60_000 + i * 20_000,
+            service: "api".into(),
+            line: format!("WARN retrying call id={} attempt 2", 100 + i),
+        }));
+        logs.extend((0..60).map(|i| LogLine { at: i * 60_000, service: "api".into(), line: "INFO served".into() }));
+        let ctx = Context {
+            start: 0,
+            end: 60 * 60_000,
+            series: vec![error_ratio("api", Some(30), 0.2)],
+            logs,
+            ..Default::default()
+        };
+        let d = diagnose(&Input {
+            incident_id: 1,
+            title: "t",
+            alerts: &[alert("HighErrorRate", "api", 32 * 60_000)],
+            context: &ctx,
+            runbooks: &[],
+            golden: &[],
+            history: &[],
+        });
+        let logs: Vec<&str> =
+            d.top().evidence.iter().filter(|e| e.kind == EvidenceKind::Log).map(|e| e.text.as_str()).collect();
+        assert_eq!(
+            logs,
+            ["log pattern whose rate jumped from 0.2/min to 3.0/min at the onset, 96× from 00:00 UTC: \
+              \"WARN retrying call <*> attempt <*>\" (e.g. \"WARN retrying call id=0 attempt 2\")"]
+        );
     }
 
     #[test]
