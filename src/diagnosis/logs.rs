@@ -5,6 +5,7 @@
 //! (or starts a new group). A group's template keeps the tokens all its lines share and `<*>`
 //! where they differ. Lines are added one at a time, so it works on a stream.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The one configuration.
@@ -29,7 +30,14 @@ pub const WILDCARD: &str = "<*>";
 #[derive(Debug, Clone)]
 struct Group {
     template: Vec<String>,
+    /// Each template token's hash, so matching compares integers.
+    ids: Vec<u64>,
     size: usize,
+}
+
+/// FNV-1a: tokens are short, and this is several times faster than SipHash on them.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }
 
 /// The miner: add lines, read groups and templates.
@@ -44,14 +52,15 @@ pub struct Miner {
 /// Splits and masks a line: tokens that carry a digit (ids, numbers, addresses, durations) are
 /// variables; so are long hex strings. Punctuation around a token is kept apart from it, so
 /// `(pool size 10)` masks to `(pool size <*>)`.
-pub fn tokens(line: &str) -> Vec<String> {
+/// Words borrow from the line; only masked tokens are new strings.
+pub fn tokens(line: &str) -> Vec<Cow<'_, str>> {
     line.split_whitespace()
         .map(|t| {
             let core =
                 t.trim_matches(|c: char| matches!(c, ',' | ';' | '(' | ')' | '[' | ']' | '"' | '\'' | '.' | ':'));
-            let variable = core.chars().any(|c| c.is_ascii_digit())
-                || (core.len() >= 8 && core.chars().all(|c| c.is_ascii_hexdigit()));
-            if variable && !core.is_empty() { t.replacen(core, WILDCARD, 1) } else { t.to_string() }
+            let b = core.as_bytes();
+            let variable = b.iter().any(u8::is_ascii_digit) || (b.len() >= 8 && b.iter().all(u8::is_ascii_hexdigit));
+            if variable && !core.is_empty() { Cow::Owned(t.replacen(core, WILDCARD, 1)) } else { Cow::Borrowed(t) }
         })
         .collect()
 }
@@ -61,27 +70,28 @@ impl Miner {
         Miner { config, ..Default::default() }
     }
 
-    fn key(&self, toks: &[String]) -> u64 {
-        use std::hash::{Hash, Hasher};
+    fn key(&self, toks: &[Cow<str>], ids: &[u64]) -> u64 {
         // A leading token that is a variable keys as the wildcard, so values do not split groups.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        toks.len().hash(&mut h);
-        for t in toks.iter().take(self.config.depth) {
-            if t.contains(WILDCARD) { WILDCARD.hash(&mut h) } else { t.hash(&mut h) }
+        let wildcard = fnv(WILDCARD);
+        let mut h = toks.len() as u64;
+        for (t, id) in toks.iter().zip(ids).take(self.config.depth) {
+            let id = if t.contains(WILDCARD) { wildcard } else { *id };
+            h = (h.rotate_left(5) ^ id).wrapping_mul(0x9e3779b97f4a7c15);
         }
-        h.finish()
+        h
     }
 
     /// The share of positions where `template` and `toks` agree (a wildcard agrees with anything
     /// masked), and the number of exact agreements (to break ties).
-    fn similarity(template: &[String], toks: &[String]) -> (f64, usize) {
+    fn similarity(template: &[u64], ids: &[u64]) -> (f64, usize) {
+        let wildcard = fnv(WILDCARD);
         let mut same = 0;
         let mut exact = 0;
-        for (a, b) in template.iter().zip(toks) {
+        for (a, b) in template.iter().zip(ids) {
             if a == b {
                 same += 1;
                 exact += 1;
-            } else if a == WILDCARD {
+            } else if *a == wildcard {
                 same += 1;
             }
         }
@@ -91,11 +101,12 @@ impl Miner {
     /// Adds a line; returns its group's id.
     pub fn add(&mut self, line: &str) -> usize {
         let toks = tokens(line);
-        let key = self.key(&toks);
+        let ids: Vec<u64> = toks.iter().map(|t| fnv(t)).collect();
+        let key = self.key(&toks, &ids);
         let candidates: &[usize] = self.leaves.get(&key).map(Vec::as_slice).unwrap_or_default();
         let best = candidates
             .iter()
-            .map(|&g| (g, Self::similarity(&self.groups[g].template, &toks)))
+            .map(|&g| (g, Self::similarity(&self.groups[g].ids, &ids)))
             .max_by(|a, b| a.1.0.total_cmp(&b.1.0).then(a.1.1.cmp(&b.1.1)));
         let threshold = self.config.similarity;
         let chosen = match best {
@@ -105,16 +116,18 @@ impl Miner {
         match chosen {
             Some(g) => {
                 let group = &mut self.groups[g];
-                for (t, new) in group.template.iter_mut().zip(&toks) {
-                    if t != new {
+                let wildcard = fnv(WILDCARD);
+                for ((t, id), new) in group.template.iter_mut().zip(group.ids.iter_mut()).zip(&ids) {
+                    if id != new && *id != wildcard {
                         *t = WILDCARD.to_string();
+                        *id = wildcard;
                     }
                 }
                 group.size += 1;
                 g
             }
             None => {
-                self.groups.push(Group { template: toks, size: 1 });
+                self.groups.push(Group { template: toks.into_iter().map(Cow::into_owned).collect(), ids, size: 1 });
                 let g = self.groups.len() - 1;
                 self.leaves.entry(key).or_default().push(g);
                 g
