@@ -22,6 +22,7 @@ fn the_whole_loop_in_order() {
         "Top hypothesis (",
         "runbook rollback-bad-deploy",
         "[metric] error_ratio of checkout climbed steadily from 0.4% to 14.8% over 23 min",
+        "[metric] the dependencies of checkout look healthy: no series of payments (1) or postgres (1) left its baseline",
         "[change] deploy of checkout v2.14.0 by alice",
         "[log] log pattern new since the change",
         "Plan ",

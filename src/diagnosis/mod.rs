@@ -574,17 +574,17 @@ pub fn diagnose(input: &Input) -> Diagnosis {
         let healthy = hood.healthy_callees(s);
         (!healthy.is_empty()).then(|| Evidence {
             kind: EvidenceKind::Metric,
-            text: format!(
-                "the dependencies of {s} look healthy: no series of {} left its baseline",
-                healthy
+            text: format!("the dependencies of {s} look healthy: no series of {} left its baseline", {
+                let mut names: Vec<String> = healthy
                     .iter()
                     .map(|c| {
                         let n = ctx.series.iter().filter(|x| x.labels.get("service").is_some_and(|v| v == c)).count();
                         format!("{c} ({n})")
                     })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+                    .collect();
+                let last = names.pop().unwrap_or_default();
+                if names.is_empty() { last } else { format!("{} or {last}", names.join(", ")) }
+            }),
             at: None,
             spark: None,
         })
