@@ -26,13 +26,17 @@
 //!   parallel fan-out with per-call timeouts under one budget (failures become "unavailable"
 //!   evidence, every call is recorded with its duration), a per-incident cache, and the
 //!   recorded backend that serves a [`scenario`] (promtool series notation) for tests and replays.
-//! - [`responder`] — what `serve` does when an incident opens or grows: gather, diagnose,
-//!   propose the plan, audit the diagnosis. Intake triggers it after the commit; it never
-//!   delays an acknowledgement.
-//! - [`diagnosis`] — pure: incident + context + runbooks → ranked hypotheses, each with
-//!   evidence items a person can check (metric onsets, preceding changes, new log patterns, pods)
-//!   and the reasons for its confidence. "No runbook matches" is a valid, tier-5 outcome.
-//!   `diagnosis::logs` is the online log template miner the log patterns come from.
+//! - [`responder`] — what `serve` does when an incident opens or grows: gather, read similar
+//!   past incidents from the store, diagnose, propose the plan, audit the diagnosis. Intake
+//!   triggers it after the commit; it never delays an acknowledgement.
+//! - [`diagnosis`] — pure: incident + context + runbooks + history → ranked hypotheses, each
+//!   with evidence items a person can check (metric findings in robust σ, preceding changes, new
+//!   or jumped log patterns, pods, healthy or anomalous dependencies, similar past incidents)
+//!   and the weighted reasons for its confidence (log-odds). Topology ranking puts an anomalous
+//!   service with healthy dependencies above its callers. "No runbook matches" is a valid,
+//!   tier-5 outcome. `diagnosis::anomaly` is the streaming detector and the window analysis
+//!   (scored on NAB by `examples/bench_nab.rs`); `diagnosis::logs` is the online log template
+//!   miner (scored on Loghub by `examples/bench_loghub.rs`).
 //! - [`plan`] — a runbook plan with the incident's values rendered strictly; immutable and
 //!   content-hashed (a changed plan is a new plan).
 //! - [`approval`] — pure rules for a click (group, distinct approvers, self-approval, expiry,
