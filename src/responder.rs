@@ -283,10 +283,12 @@ impl Responder {
         let inc = (id, incident.title.as_str());
         let started = Instant::now();
         let req = request(&alerts, &self.runbooks, &self.golden, now, inc, self.window);
-        let (ctx, cached) = self.cache.gather(id, &self.sources, &req).await;
+        // Similar past incidents are read from the store while the sources answer.
+        let ((ctx, cached), past) =
+            tokio::join!(self.cache.gather(id, &self.sources, &req), history(self.store.as_ref(), &incident));
+        let past = past?;
         let gather = started.elapsed();
         let started = Instant::now();
-        let past = history(self.store.as_ref(), &incident).await?;
         let (d, plan) = conclude(&alerts, &self.runbooks, &self.golden, &ctx, inc, &past);
         let diagnose = started.elapsed();
         if !cached {

@@ -68,6 +68,10 @@ impl Default for Config {
 
 const SHORT_MAX: usize = 64;
 
+/// A new extreme must also be this far from what was expected to count by itself, so a noise
+/// record soon after warm-up is not an alarm.
+const NEW_EXTREME_SIGMAS: f64 = 2.0;
+
 /// What the detector says about one point.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Score {
@@ -149,7 +153,7 @@ impl Detector {
         let short_mean = self.recent_sum / c.short.min(self.n + 1) as f64;
         let warm = self.n >= c.warm_up;
         let out_of_range = warm
-            && z.abs() >= 2.0
+            && z.abs() >= NEW_EXTREME_SIGMAS
             && (x > self.hi + c.range_tolerance * range || x < self.lo - c.range_tolerance * range);
         // How unusual the recent surprise is, in standard deviations of the usual surprise; a
         // value beyond everything seen so far counts as unusual by itself.
