@@ -3,7 +3,9 @@
 //! a digit, hex ids, IPs, paths with numbers), then a fixed-depth tree keyed by the token count
 //! and the first tokens leads to a few candidate groups, and the line joins the most similar one
 //! (or starts a new group). A group's template keeps the tokens all its lines share and `<*>`
-//! where they differ. Lines are added one at a time, so it works on a stream.
+//! where they differ. Lines are added one at a time, so it works on a stream. Tokens are
+//! scanned as bytes without allocating and matched by their FNV-1a hashes; strings are built only
+//! for a new group's template.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -35,11 +37,6 @@ struct Group {
     size: usize,
 }
 
-/// FNV-1a: tokens are short, and this is several times faster than SipHash on them.
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
-}
-
 /// The miner: add lines, read groups and templates.
 #[derive(Debug, Default)]
 pub struct Miner {
@@ -49,20 +46,66 @@ pub struct Miner {
     leaves: HashMap<u64, Vec<usize>>,
 }
 
-/// Splits and masks a line: tokens that carry a digit (ids, numbers, addresses, durations) are
-/// variables; so are long hex strings. Punctuation around a token is kept apart from it, so
-/// `(pool size 10)` masks to `(pool size <*>)`.
-/// Words borrow from the line; only masked tokens are new strings.
-pub fn tokens(line: &str) -> Vec<Cow<'_, str>> {
-    line.split_whitespace()
-        .map(|t| {
-            let core =
-                t.trim_matches(|c: char| matches!(c, ',' | ';' | '(' | ')' | '[' | ']' | '"' | '\'' | '.' | ':'));
-            let b = core.as_bytes();
-            let variable = b.iter().any(u8::is_ascii_digit) || (b.len() >= 8 && b.iter().all(u8::is_ascii_hexdigit));
-            if variable && !core.is_empty() { Cow::Owned(t.replacen(core, WILDCARD, 1)) } else { Cow::Borrowed(t) }
-        })
-        .collect()
+/// One token of a line: its text, where its core (without surrounding punctuation) lies, whether
+/// that core is a variable, and the hash of the masked token. Nothing is allocated.
+struct Tok<'a> {
+    raw: &'a str,
+    core: (usize, usize),
+    variable: bool,
+    id: u64,
+}
+
+impl Tok<'_> {
+    /// The masked token: `(pool`, `<*>)`.
+    fn text(&self) -> Cow<'_, str> {
+        if self.variable {
+            Cow::Owned(format!("{}{WILDCARD}{}", &self.raw[..self.core.0], &self.raw[self.core.1..]))
+        } else {
+            Cow::Borrowed(self.raw)
+        }
+    }
+}
+
+fn punctuation(b: u8) -> bool {
+    matches!(b, b',' | b';' | b'(' | b')' | b'[' | b']' | b'"' | b'\'' | b'.' | b':')
+}
+
+/// FNV-1a over more bytes.
+fn fnv_extend(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+}
+
+const FNV_START: u64 = 0xcbf29ce484222325;
+
+/// FNV-1a: tokens are short, and this is several times faster than SipHash on them.
+fn fnv(s: &str) -> u64 {
+    fnv_extend(FNV_START, s.as_bytes())
+}
+
+/// Splits a line at ASCII whitespace and masks each token: a token whose core carries a digit (ids,
+/// numbers, addresses, durations) is a variable; so is a long hex string. Punctuation around
+/// the core is kept, so `(pool size 10)` masks to `(pool size <*>)`. (All the punctuation is
+/// ASCII, so scanning bytes never splits a character.)
+fn scan(line: &str) -> impl Iterator<Item = Tok<'_>> {
+    line.split_ascii_whitespace().map(|raw| {
+        let b = raw.as_bytes();
+        let start = b.iter().position(|c| !punctuation(*c)).unwrap_or(b.len());
+        let end = b.iter().rposition(|c| !punctuation(*c)).map_or(start, |i| i + 1);
+        let core = &b[start..end];
+        let variable = !core.is_empty()
+            && (core.iter().any(u8::is_ascii_digit) || (core.len() >= 8 && core.iter().all(u8::is_ascii_hexdigit)));
+        let id = if variable {
+            fnv_extend(fnv_extend(fnv_extend(FNV_START, &b[..start]), WILDCARD.as_bytes()), &b[end..])
+        } else {
+            fnv_extend(FNV_START, b)
+        };
+        Tok { raw, core: (start, end), variable, id }
+    })
+}
+
+/// The masked tokens of a line (see [`scan`]).
+pub fn tokens(line: &str) -> Vec<String> {
+    scan(line).map(|t| t.text().into_owned()).collect()
 }
 
 impl Miner {
@@ -70,12 +113,12 @@ impl Miner {
         Miner { config, ..Default::default() }
     }
 
-    fn key(&self, toks: &[Cow<str>], ids: &[u64]) -> u64 {
+    fn key(&self, toks: &[Tok]) -> u64 {
         // A leading token that is a variable keys as the wildcard, so values do not split groups.
         let wildcard = fnv(WILDCARD);
         let mut h = toks.len() as u64;
-        for (t, id) in toks.iter().zip(ids).take(self.config.depth) {
-            let id = if t.contains(WILDCARD) { wildcard } else { *id };
+        for t in toks.iter().take(self.config.depth) {
+            let id = if t.variable { wildcard } else { t.id };
             h = (h.rotate_left(5) ^ id).wrapping_mul(0x9e3779b97f4a7c15);
         }
         h
@@ -100,9 +143,9 @@ impl Miner {
 
     /// Adds a line; returns its group's id.
     pub fn add(&mut self, line: &str) -> usize {
-        let toks = tokens(line);
-        let ids: Vec<u64> = toks.iter().map(|t| fnv(t)).collect();
-        let key = self.key(&toks, &ids);
+        let toks: Vec<Tok> = scan(line).collect();
+        let ids: Vec<u64> = toks.iter().map(|t| t.id).collect();
+        let key = self.key(&toks);
         let candidates: &[usize] = self.leaves.get(&key).map(Vec::as_slice).unwrap_or_default();
         let best = candidates
             .iter()
@@ -127,7 +170,11 @@ impl Miner {
                 g
             }
             None => {
-                self.groups.push(Group { template: toks.into_iter().map(Cow::into_owned).collect(), ids, size: 1 });
+                self.groups.push(Group {
+                    template: toks.iter().map(|t| t.text().into_owned()).collect(),
+                    ids,
+                    size: 1,
+                });
                 let g = self.groups.len() - 1;
                 self.leaves.entry(key).or_default().push(g);
                 g
@@ -173,5 +220,9 @@ mod tests {
         assert_eq!(e, f, "a differing word in the same position merges");
         assert_eq!(m.template(e), "session opened for user <*> by sshd service on the gateway");
         assert_ne!(e, g, "the leading words key the tree");
+        // Text beyond ASCII passes through whole, and its numbers are still masked.
+        assert_eq!(tokens("Fehler beim Öffnen: «datei-7» nach 30s").join(" "), "Fehler beim Öffnen: <*> nach <*>");
+        let h = m.add("Fehler beim Öffnen: «datei-7» nach 30s");
+        assert_eq!(m.template(h), "Fehler beim Öffnen: <*> nach <*>");
     }
 }
