@@ -112,10 +112,11 @@ pub async fn history(store: &dyn Store, incident: &Incident) -> anyhow::Result<V
     for p in store.incidents(&filter).await? {
         let audit = store.audit_for_incident(p.id).await?;
         let last = |k: Kind| {
-            audit.iter().rev().find(|r| r.kind == k.as_str()).map(|r| {
-                let data: serde_json::Value = serde_json::from_str(&r.data).unwrap_or_default();
-                data
-            })
+            audit
+                .iter()
+                .rev()
+                .find(|r| r.kind == k.as_str())
+                .map(|r| serde_json::from_str::<serde_json::Value>(&r.data).unwrap_or_default())
         };
         let approved = last(Kind::PlanApproved);
         let runbook = approved.as_ref().and_then(|d| d["runbook"].as_str()).map(str::to_string);
