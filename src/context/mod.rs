@@ -10,9 +10,9 @@
 //!
 //! [`gather`] asks the topology first (what the incident's services depend on, directly or
 //! through others, widens the question), then every other source and every service at once;
-//! each call has its own timeout and all of them share one overall budget. A source that fails or is slow becomes a line in
-//! [`Context::unavailable`] ("metrics: prometheus timed out after 5s"), never a missing
-//! diagnosis; every call is recorded with its duration in [`Context::queries`] (the audit's
+//! each call has its own timeout and all of them share one overall budget. A source that fails
+//! or is slow becomes a line in [`Context::unavailable`] ("metrics: prometheus timed out after
+//! 5s"), never a missing diagnosis; every call is recorded with its duration in [`Context::queries`] (the audit's
 //! `diagnosed` record and `/metrics` show them). [`Cache`] keeps one incident's context for a
 //! short while, so a burst of alerts joining an incident does not query everything again.
 
