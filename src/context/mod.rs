@@ -12,9 +12,10 @@
 //! through others, widens the question), then every other source and every service at once;
 //! each call has its own timeout and all of them share one overall budget. A source that fails
 //! or is slow becomes a line in [`Context::unavailable`] ("metrics: prometheus timed out after
-//! 5s"), never a missing diagnosis; every call is recorded with its duration in [`Context::queries`] (the audit's
-//! `diagnosed` record and `/metrics` show them). [`Cache`] keeps one incident's context for a
-//! short while, so a burst of alerts joining an incident does not query everything again.
+//! 5s"), never a missing diagnosis; every call is recorded with its duration in
+//! [`Context::queries`] (the audit's `diagnosed` record and `/metrics` show them). [`Cache`]
+//! keeps one incident's context for a short while, so a burst of alerts joining an incident does
+//! not query everything again.
 
 pub mod alertmanager;
 pub mod github;
