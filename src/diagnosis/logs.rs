@@ -70,17 +70,21 @@ fn punctuation(b: u8) -> bool {
     matches!(b, b',' | b';' | b'(' | b')' | b'[' | b']' | b'"' | b'\'' | b'.' | b':')
 }
 
-/// FNV-1a over more bytes.
-fn fnv_extend(h: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+/// FNV-1a over more bytes: tokens are short, and this is several times faster than SipHash on
+/// them. (A loop rather than a fold, so the wildcard's hash is a constant.)
+const fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        h = (h ^ bytes[i] as u64).wrapping_mul(0x100000001b3);
+        i += 1;
+    }
+    h
 }
 
 const FNV_START: u64 = 0xcbf29ce484222325;
 
-/// FNV-1a: tokens are short, and this is several times faster than SipHash on them.
-fn fnv(s: &str) -> u64 {
-    fnv_extend(FNV_START, s.as_bytes())
-}
+/// The hash of the bare wildcard token.
+const WILDCARD_ID: u64 = fnv_extend(FNV_START, WILDCARD.as_bytes());
 
 /// Splits a line at ASCII whitespace and masks each token: a token whose core carries a digit (ids,
 /// numbers, addresses, durations) is a variable; so is a long hex string. Punctuation around
@@ -115,10 +119,9 @@ impl Miner {
 
     fn key(&self, toks: &[Tok]) -> u64 {
         // A leading token that is a variable keys as the wildcard, so values do not split groups.
-        let wildcard = fnv(WILDCARD);
         let mut h = toks.len() as u64;
         for t in toks.iter().take(self.config.depth) {
-            let id = if t.variable { wildcard } else { t.id };
+            let id = if t.variable { WILDCARD_ID } else { t.id };
             h = (h.rotate_left(5) ^ id).wrapping_mul(0x9e3779b97f4a7c15);
         }
         h
@@ -127,14 +130,13 @@ impl Miner {
     /// The share of positions where `template` and `toks` agree (a wildcard agrees with anything
     /// masked), and the number of exact agreements (to break ties).
     fn similarity(template: &[u64], ids: &[u64]) -> (f64, usize) {
-        let wildcard = fnv(WILDCARD);
         let mut same = 0;
         let mut exact = 0;
         for (a, b) in template.iter().zip(ids) {
             if a == b {
                 same += 1;
                 exact += 1;
-            } else if *a == wildcard {
+            } else if *a == WILDCARD_ID {
                 same += 1;
             }
         }
@@ -159,11 +161,10 @@ impl Miner {
         match chosen {
             Some(g) => {
                 let group = &mut self.groups[g];
-                let wildcard = fnv(WILDCARD);
                 for ((t, id), new) in group.template.iter_mut().zip(group.ids.iter_mut()).zip(&ids) {
-                    if id != new && *id != wildcard {
+                    if id != new && *id != WILDCARD_ID {
                         *t = WILDCARD.to_string();
-                        *id = wildcard;
+                        *id = WILDCARD_ID;
                     }
                 }
                 group.size += 1;
