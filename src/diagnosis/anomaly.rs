@@ -285,14 +285,6 @@ pub fn analyse(points: &[(Millis, f64)]) -> Option<Finding> {
         (mid, 1.4826 * median(&head.iter().map(|x| (x - mid).abs()).collect::<Vec<_>>()))
     };
     let shift = change_point(&v);
-    // Whole-window robust statistics, for a spike too short to move a mean.
-    let (centre, spread) = baseline_of(&v);
-    let (spike_i, spike_z) = v
-        .iter()
-        .enumerate()
-        .map(|(i, x)| (i, (x - centre) / spread.max(1e-12)))
-        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))?;
-
     // The step: its baseline from the first half of the segment before the split, so the start
     // of a slow rise does not widen the band it is measured against.
     let step_found = shift.and_then(|k| {
@@ -315,8 +307,18 @@ pub fn analyse(points: &[(Millis, f64)]) -> Option<Finding> {
     });
     let (start, before, sd, up, band) = match step_found {
         Some(s) => s,
-        // No lasting shift: a spike, if one point stands far out of the whole window.
-        None if spike_z.abs() >= 8.0 => {
+        // No lasting shift: a spike, if one point stands far out of the whole window (robust
+        // statistics of the whole window, as a spike too short to move a mean barely moves them).
+        None => {
+            let (centre, spread) = baseline_of(&v);
+            let (spike_i, spike_z) = v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (i, (x - centre) / spread.max(1e-12)))
+                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))?;
+            if spike_z.abs() < 8.0 {
+                return None;
+            }
             let up = spike_z > 0.0;
             let band = 3.0 * spread;
             let mut start = spike_i;
@@ -325,7 +327,6 @@ pub fn analyse(points: &[(Millis, f64)]) -> Option<Finding> {
             }
             (start, centre, spread, up, band)
         }
-        None => return None,
     };
     let further = |a: &(usize, f64), b: &(usize, f64)| if up { a.1.total_cmp(&b.1) } else { b.1.total_cmp(&a.1) };
     let (peak_i, peak) = v[start..].iter().copied().enumerate().map(|(i, x)| (start + i, x)).max_by(further)?;
