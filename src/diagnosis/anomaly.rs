@@ -403,13 +403,10 @@ pub fn median(xs: &[f64]) -> f64 {
     if v.len().is_multiple_of(2) { (v[m - 1] + v[m]) / 2.0 } else { v[m] }
 }
 
+/// The diagnosis' minutes and hours, plus days for the long baselines of a seasonal window.
 fn duration(ms: Millis) -> String {
     let m = (ms as f64 / 60_000.0).round() as i64;
-    match m {
-        m if m >= 48 * 60 => format!("{} days", m / (24 * 60)),
-        m if m >= 120 => format!("{} h", m / 60),
-        m => format!("{m} min"),
-    }
+    if m >= 48 * 60 { format!("{} days", m / (24 * 60)) } else { super::minutes(ms) }
 }
 
 /// One line for people: "p99 latency of api rose from 120 ms to 870 ms at 14:23 UTC, 9.4 robust
