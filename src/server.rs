@@ -83,25 +83,13 @@ pub async fn run(
     // Chat: the platforms, their delivery workers, and what a click does.
     let (stop_chat, chat_stopped) = tokio::sync::watch::channel(false);
     let mut chat_tasks = Vec::new();
-    let mut platforms: Vec<Arc<dyn crate::chat::Platform>> = Vec::new();
-    let slack = match &config.slack {
-        Some(cfg) => {
-            Some(Arc::new(crate::chat::slack::Slack::new(cfg, config.context.timeout).map_err(anyhow::Error::msg)?))
-        }
-        None => None,
-    };
-    if let Some(s) = &slack {
-        platforms.push(s.clone());
-    }
-    let discord = match &config.discord {
-        Some(cfg) => {
-            Some(Arc::new(crate::chat::discord::Discord::new(cfg, config.context.timeout).map_err(anyhow::Error::msg)?))
-        }
-        None => None,
-    };
-    if let Some(d) = &discord {
-        platforms.push(d.clone());
-    }
+    let timeout = config.context.timeout;
+    let slack = config.slack.as_ref().map(|c| crate::chat::slack::Slack::new(c, timeout).map(Arc::new));
+    let slack = slack.transpose().map_err(anyhow::Error::msg)?;
+    let discord = config.discord.as_ref().map(|c| crate::chat::discord::Discord::new(c, timeout).map(Arc::new));
+    let discord = discord.transpose().map_err(anyhow::Error::msg)?;
+    let platforms: Vec<Arc<dyn crate::chat::Platform>> =
+        slack.iter().map(|s| s.clone() as _).chain(discord.iter().map(|d| d.clone() as _)).collect();
     let notifier =
         Arc::new(crate::chat::Notifier { store: store.clone(), platforms: platforms.clone(), clock: clock.clone() });
     for p in &platforms {
