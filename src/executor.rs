@@ -4,9 +4,12 @@
 //! and humans are escalated to. Every transition is recorded in the store with its audit entry
 //! before the next one starts, and everything recorded is redacted first.
 //!
-//! A plan is claimed once (the execution row is keyed by the plan hash). At start,
-//! [`Executor::recover`] marks this owner's executions that were still running — a crash
-//! mid-plan — as interrupted and escalates them; they are never silently re-run.
+//! A plan is claimed once (the execution row is keyed by the plan hash) and held by a lease:
+//! the executor renews its heartbeat every [`LEASE`]/4 while it runs. At start, [`recover`]
+//! marks this owner's executions that were still running — a crash mid-plan — as interrupted
+//! and escalates them; every replica then sweeps for executions of other owners whose lease
+//! has lapsed (their replica is gone, perhaps for good, under another name). They are never
+//! silently re-run.
 
 use crate::approval::ApprovedPlan;
 use crate::audit::{AuditEntry, Kind};
@@ -81,22 +84,45 @@ pub struct Executor {
     /// This process's name in the executions table (stable across restarts).
     pub owner: String,
     pub sleep: Arc<dyn Sleep>,
-    /// Called with the incident id after each recorded step event (chat shows the progress).
-    pub on_progress: Option<Arc<dyn Fn(i64) + Send + Sync>>,
+    /// Called after each recorded step event (chat shows the progress).
+    pub on_progress: Option<Progress>,
     http: reqwest::Client,
 }
 
 const MAX_OUTPUT: usize = 16 * 1024;
 
-/// At start, before anything runs: `owner`'s executions still marked running were cut off by a
-/// crash. They are marked interrupted and escalated — never re-run.
-pub async fn recover(store: &dyn Store, owner: &str, now: crate::time::Millis) -> anyhow::Result<Vec<String>> {
-    let hashes = store.interrupt_running(owner, now).await?;
-    for h in &hashes {
-        tracing::warn!(plan = %h, owner, "plan interrupted by a restart; escalated, not re-run");
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    Ok(hashes)
 }
+
+/// How long an execution's heartbeat stays good: past it, its replica is taken to be gone.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+/// Marks orphaned executions interrupted and escalates them — never re-runs them — and returns
+/// their plan hashes and incidents. `at_start`: this owner's executions still marked running
+/// were cut off by its own crash, and are taken too; otherwise only other owners' executions
+/// whose lease lapsed.
+pub async fn recover(
+    store: &dyn Store,
+    owner: &str,
+    at_start: bool,
+    now: crate::time::Millis,
+) -> anyhow::Result<Vec<(String, i64)>> {
+    let stale_before = now - LEASE.as_millis() as crate::time::Millis;
+    let orphans = store.interrupt_running(owner, at_start, stale_before, now).await?;
+    for (plan, incident) in &orphans {
+        tracing::warn!(%plan, incident, owner, "plan interrupted (medic stopped while it ran); escalated, not re-run");
+    }
+    Ok(orphans)
+}
+
+/// Called with each recorded step event, in order, before the next step starts (chat shows the
+/// progress and the step's result as it ends).
+pub type Progress = Arc<dyn Fn(AuditEntry) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// This replica's executor owner: the configured one, else the host name.
 pub fn owner(configured: Option<&str>) -> String {
@@ -133,11 +159,6 @@ impl Executor {
         }
     }
 
-    /// Marks executions interrupted by a crash and escalates them; returns their plan hashes.
-    pub async fn recover(&self) -> anyhow::Result<Vec<String>> {
-        recover(self.store.as_ref(), &self.owner, self.clock.now()).await
-    }
-
     async fn event(
         &self,
         approved: &ApprovedPlan,
@@ -150,9 +171,9 @@ impl Executor {
         let p = approved.plan();
         let entry =
             AuditEntry { at: self.clock.now(), kind, incident_id: Some(p.incident_id), actor: "medic".into(), data };
-        self.store.execution_event(&p.hash, step as i64, state, entry).await?;
+        self.store.execution_event(&p.hash, step as i64, state, entry.clone()).await?;
         if let Some(f) = &self.on_progress {
-            f(p.incident_id);
+            f(entry).await;
         }
         Ok(())
     }
@@ -161,6 +182,7 @@ impl Executor {
         if !self.store.claim_execution(&approved, &self.owner, self.clock.now()).await? {
             return Ok(Outcome::AlreadyClaimed);
         }
+        let _lease = self.hold_lease(&approved.plan().hash);
         let steps = approved.plan().steps.clone();
         let mut done: Vec<&PlanStep> = Vec::new();
         for (i, step) in steps.iter().enumerate() {
@@ -213,6 +235,19 @@ impl Executor {
         )
         .await?;
         Ok(Outcome::Succeeded)
+    }
+
+    /// Renews the execution's heartbeat until the returned guard is dropped.
+    fn hold_lease(&self, hash: &str) -> AbortOnDrop {
+        let (store, clock, hash) = (self.store.clone(), self.clock.clone(), hash.to_string());
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 4).await;
+                if let Err(e) = store.execution_heartbeat(&hash, clock.now()).await {
+                    tracing::warn!(plan = %hash, error = %format!("{e:#}"), "could not renew the execution's lease");
+                }
+            }
+        }))
     }
 
     /// Precondition, action, post-check. `Err((action_ran, reason))` on failure.
@@ -313,7 +348,12 @@ impl Executor {
         }
         match a {
             PlanAction::Http { method, url, headers, body, expect_status, timeout_secs } => {
-                let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL {url}: {e}"))?;
+                let parsed = reqwest::Url::parse(url).map_err(|e| redact(&format!("invalid URL {url}: {e}")))?;
+                // The URL called is exactly the one approved: plans hold normalised URLs
+                // (`render::url`), so one that normalises differently was not built by medic.
+                if parsed.as_str() != url {
+                    return Err(redact(&format!("{url} is not in normal form (it would call {parsed})")));
+                }
                 let host = parsed.host_str().unwrap_or_default();
                 let with_port = parsed.port().map(|p| format!("{host}:{p}")).unwrap_or_else(|| host.to_string());
                 if !self.limits.allowed_hosts.iter().any(|h| h == host || *h == with_port) {
@@ -335,18 +375,21 @@ impl Executor {
                 }
                 let resp = req.send().await.map_err(|e| redact(&format!("{}: {e}", a.summary())))?;
                 let status = resp.status().as_u16();
-                let text: String = resp.text().await.unwrap_or_default().chars().take(MAX_OUTPUT).collect();
+                let text = crate::redact::redact_cut(&resp.text().await.unwrap_or_default(), MAX_OUTPUT);
                 let ok = if expect_status.is_empty() {
                     (200..300).contains(&status)
                 } else {
                     expect_status.contains(&status)
                 };
-                let summary = redact(&format!("HTTP {status}: {}", text.trim()));
+                let summary = format!("HTTP {status}: {}", text.trim());
                 if ok { Ok(summary) } else { Err(format!("unexpected {summary}")) }
             }
             PlanAction::Script { argv, timeout_secs } => {
                 let dir = self.limits.scripts_dir.as_ref().ok_or("no scripts directory is configured")?;
                 let name = argv.first().ok_or("empty argv")?;
+                if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+                    return Err(format!("{name:?} is not a script name in the scripts directory"));
+                }
                 let path = dir.join(name);
                 let mut cmd = tokio::process::Command::new(&path);
                 cmd.args(&argv[1..]).kill_on_drop(true).stdin(std::process::Stdio::null());
@@ -358,7 +401,8 @@ impl Executor {
                 };
                 let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
                 text.push_str(&String::from_utf8_lossy(&out.stderr));
-                let text = redact(&text.chars().take(MAX_OUTPUT).collect::<String>());
+                // Redacted before the cut: a cut could leave a secret the patterns no longer see.
+                let text = crate::redact::redact_cut(&text, MAX_OUTPUT);
                 if out.status.success() {
                     Ok(text.trim().to_string())
                 } else {

@@ -106,6 +106,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod redact;
+pub mod render;
 pub mod responder;
 pub mod runbook;
 pub mod scenario;

@@ -96,7 +96,7 @@ impl Metrics {
     }
 
     /// The exposition text; `open` and `resolving` are read from the store by the caller.
-    pub fn render(&self, open: i64, resolving: i64) -> String {
+    pub fn render(&self, open: i64, resolving: i64, chat: &[crate::store::OutboxHealth]) -> String {
         let mut out = String::new();
         out.push_str("# HELP medic_intake_requests_total Intake requests by source and result.\n# TYPE medic_intake_requests_total counter\n");
         for ((s, r), n) in self.requests.lock().unwrap().iter() {
@@ -111,6 +111,13 @@ impl Metrics {
             out,
             "medic_incidents{{state=\"open\"}} {open}\nmedic_incidents{{state=\"resolving\"}} {resolving}"
         );
+        out.push_str("# HELP medic_chat_deliveries Chat deliveries waiting (pending), waiting after a failed attempt (failing: an outage or refused credentials), and refused for good in the last 24 h (failed).\n# TYPE medic_chat_deliveries gauge\n");
+        for h in chat {
+            for (state, n) in [("pending", h.pending), ("failing", h.failing), ("failed", h.failed)] {
+                let _ =
+                    writeln!(out, "medic_chat_deliveries{{platform=\"{}\",state=\"{state}\"}} {n}", label(&h.platform));
+            }
+        }
         out.push_str("# HELP medic_http_request_duration_seconds HTTP request latency by route and status.\n# TYPE medic_http_request_duration_seconds histogram\n");
         for ((route, status), h) in self.latency.lock().unwrap().iter() {
             h.render(
@@ -153,7 +160,7 @@ mod tests {
         m.intake_request("alertmanager", "stored");
         m.alerts("alertmanager", &[("new", 1), ("stale", 0)]);
         m.observe_request("/v1/alerts/alertmanager", 200, Duration::from_millis(3));
-        let text = m.render(2, 1);
+        let text = m.render(2, 1, &[]);
         assert!(text.contains("medic_intake_requests_total{source=\"alertmanager\",result=\"stored\"} 1"));
         assert!(text.contains("medic_incidents{state=\"open\"} 2"));
         assert!(text.contains("route=\"/v1/alerts/alertmanager\",status=\"200\",le=\"0.005\"} 1"));

@@ -3,6 +3,7 @@
 //! plan is immutable once proposed: its content hash covers everything an approver sees, so
 //! anything that changes makes a new plan that needs its own approval.
 
+use crate::render;
 use crate::runbook::{Action, Autonomy, Check, HttpMethod, Runbook};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -99,17 +100,19 @@ impl PlanCheck {
     }
 }
 
+/// Renders each template for where its text goes (see [`crate::render`]): queries, URLs and
+/// arguments escape or refuse the incident's values; errors name the template.
 struct Renderer<'a> {
-    hb: handlebars::Handlebars<'static>,
     ctx: &'a Value,
 }
 
 impl Renderer<'_> {
     fn text(&self, at: &str, template: &str) -> Result<String, String> {
-        self.hb.render_template(template, self.ctx).map_err(|e| {
-            let reason = e.reason().to_string();
-            format!("{at}: {reason}")
-        })
+        render::text(template, self.ctx, true).map_err(|e| format!("{at}: {e}"))
+    }
+
+    fn query(&self, at: &str, template: &str) -> Result<String, String> {
+        render::query(template, self.ctx, true).map_err(|e| format!("{at}: {e}"))
     }
 
     fn json(&self, at: &str, v: &Value) -> Result<Value, String> {
@@ -130,8 +133,8 @@ impl Renderer<'_> {
     fn check(&self, rb: &Runbook, at: &str, c: &Check) -> Result<PlanCheck, String> {
         let named = rb.context.iter().find(|q| q.name == c.query);
         let promql = match named.and_then(|q| q.promql.as_ref()) {
-            Some(t) => self.text(&format!("{at}.query ({})", c.query), t)?,
-            None => self.text(&format!("{at}.query"), &c.query)?,
+            Some(t) => self.query(&format!("{at}.query ({})", c.query), t)?,
+            None => self.query(&format!("{at}.query"), &c.query)?,
         };
         Ok(PlanCheck {
             query_name: named.map(|q| q.name.clone()),
@@ -151,7 +154,7 @@ impl Renderer<'_> {
                 .collect::<Result<_, String>>()?;
             return Ok(PlanAction::Http {
                 method: h.method,
-                url: self.text(&format!("{at}.url"), &h.url)?,
+                url: render::url(&h.url, self.ctx).map_err(|e| format!("{at}.url: {e}"))?,
                 headers,
                 body: h.body.as_ref().map(|b| self.json(&format!("{at}.body"), b)).transpose()?,
                 expect_status: h.expect_status.clone(),
@@ -163,7 +166,7 @@ impl Renderer<'_> {
                 .argv
                 .iter()
                 .enumerate()
-                .map(|(i, x)| self.text(&format!("{at}.argv[{i}]"), x))
+                .map(|(i, x)| render::arg(x, self.ctx).map_err(|e| format!("{at}.argv[{i}]: {e}")))
                 .collect::<Result<_, _>>()?;
             return Ok(PlanAction::Script { argv, timeout_secs: s.timeout.as_secs() });
         }
@@ -192,7 +195,7 @@ pub fn build(rb: &Runbook, ctx: &Value, incident_id: i64) -> Result<ProposedPlan
     let Some(plan) = &rb.plan else {
         return Err(format!("runbook {} is tier {} and has no plan: people lead", rb.id, rb.tier));
     };
-    let r = Renderer { hb: handlebars(true), ctx };
+    let r = Renderer { ctx };
     let mut steps = Vec::new();
     for (i, s) in plan.steps.iter().enumerate() {
         let at = format!("plan.steps[{i}] ({})", s.id);
@@ -293,8 +296,26 @@ plan:
 
     #[test]
     fn a_missing_value_names_the_template() {
-        let e = build(&runbook(), &json!({"service": "checkout", "vars": {"api": "x"}}), 7).unwrap_err();
+        let e = build(&runbook(), &json!({"service": "checkout", "vars": {"api": "http://x"}}), 7).unwrap_err();
         assert!(e.starts_with("plan.steps[0] (roll-back).action.body.v:"), "{e}");
         assert!(e.contains("change.version"), "{e}");
+    }
+
+    #[test]
+    fn hostile_values_cannot_rewrite_the_check_or_the_url() {
+        let mut ctx = ctx();
+        ctx["service"] = json!(r#"../../admin/drop-all?x="} * 0 or vector(0) #"#);
+        let p = build(&runbook(), &ctx, 7).unwrap();
+        let PlanAction::Http { url, .. } = &p.steps[0].action else { panic!() };
+        assert_eq!(
+            url,
+            "http://deploy/..%2F..%2Fadmin%2Fdrop-all%3Fx%3D%22%7D%20%2A%200%20or%20vector%280%29%20%23/rollback?a=1&b=2"
+        );
+        assert!(p.steps[0].action.summary().ends_with(url.as_str()), "approval shows the URL called");
+        let check = p.steps[0].post_check.as_ref().unwrap();
+        assert_eq!(check.promql, r#"rate(errors{service="../../admin/drop-all?x=\"} * 0 or vector(0) #"}[5m])"#);
+        ctx["service"] = json!("..");
+        let e = build(&runbook(), &ctx, 7).unwrap_err();
+        assert!(e.starts_with("plan.steps[0] (roll-back).action.url:") && e.contains("dot segment"), "{e}");
     }
 }

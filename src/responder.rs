@@ -57,13 +57,17 @@ pub fn request(
     let mut queries = Vec::new();
     if let Some(first) = alerts.first() {
         let tctx = diagnosis::template_context(first, incident, None, &Default::default());
-        for q in runbooks.iter().flat_map(|r| &r.context) {
+        for (r, q) in runbooks.iter().flat_map(|r| r.context.iter().map(move |q| (r, q))) {
             if let Some(promql) = &q.promql
                 && !queries.iter().any(|m: &MetricQuery| m.name == q.name)
             {
-                let promql = diagnosis::render(promql, &tctx);
-                let step = context::prometheus::step_for(start, now);
-                queries.push(MetricQuery { name: q.name.clone(), promql, start, end: now, step });
+                match crate::render::query(promql, &tctx, false) {
+                    Ok(promql) => {
+                        let step = context::prometheus::step_for(start, now);
+                        queries.push(MetricQuery { name: q.name.clone(), promql, start, end: now, step });
+                    }
+                    Err(e) => tracing::warn!(runbook = %r.id, query = %q.name, error = %e, "context query not run"),
+                }
             }
         }
     }

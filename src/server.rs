@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::responder::Triggers;
 use crate::store::Store;
-use crate::time::Clock;
+use crate::time::{Clock, Millis};
 use anyhow::{Context, Result};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -29,6 +29,7 @@ pub struct App {
     pub intake: Intake,
     pub metrics: Arc<Metrics>,
     pub chat: ChatApp,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// What the chat routes need.
@@ -68,9 +69,12 @@ pub async fn run(
     if let Some(problem) = config.open_sources_problem(addr) {
         anyhow::bail!("{problem}");
     }
-    // Plans cut off by a crash of this replica are marked interrupted and escalated first.
+    // Plans cut off by a crash of this replica (or whose replica's lease lapsed) are marked
+    // interrupted and escalated first; chat shows them once it is up.
     let owner = crate::executor::owner(config.executor.owner.as_deref());
-    crate::executor::recover(store.as_ref(), &owner, clock.now()).await.context("recovering interrupted plans")?;
+    let interrupted = crate::executor::recover(store.as_ref(), &owner, true, clock.now())
+        .await
+        .context("recovering interrupted plans")?;
     let metrics = Arc::new(Metrics::default());
     let policy = Arc::new(config.incidents.clone());
     let received = Arc::new(crate::store::StoredChanges(store.clone()));
@@ -114,13 +118,14 @@ pub async fn run(
     );
     if !platforms.is_empty() {
         let n = notifier.clone();
-        executor.on_progress = Some(Arc::new(move |id| {
+        executor.on_progress = Some(Arc::new(move |entry| {
             let n = n.clone();
-            tokio::spawn(async move {
-                if let Err(e) = n.incident_changed(id).await {
+            Box::pin(async move {
+                if let Err(e) = n.progress(&entry).await {
+                    let id = entry.incident_id;
                     tracing::warn!(incident = id, error = %format!("{e:#}"), "could not queue a progress update");
                 }
-            });
+            })
         }));
         chat_tasks.push(tokio::spawn(crate::chat::watch_resolved(
             notifier.clone(),
@@ -129,6 +134,14 @@ pub async fn run(
         )));
     }
     let executor = Arc::new(executor);
+    notifier.interrupted(&interrupted).await;
+    chat_tasks.push(tokio::spawn(sweep_orphans(
+        store.clone(),
+        notifier.clone(),
+        executor.owner.clone(),
+        clock.clone(),
+        chat_stopped.clone(),
+    )));
     let clicks = Arc::new(crate::chat::clicks::Clicks {
         store: store.clone(),
         notifier: notifier.clone(),
@@ -158,9 +171,9 @@ pub async fn run(
         metrics.clone(),
     );
     let (pipeline, writer) = Pipeline::start(store.clone(), policy, clock.clone(), metrics.clone(), TICK);
-    let intake =
-        Intake::new(&config.intake, pipeline, metrics.clone(), clock, triggers.clone()).map_err(anyhow::Error::msg)?;
-    let app = Arc::new(App { store: store.clone(), intake, metrics, chat });
+    let intake = Intake::new(&config.intake, pipeline, metrics.clone(), clock.clone(), triggers.clone())
+        .map_err(anyhow::Error::msg)?;
+    let app = Arc::new(App { store: store.clone(), intake, metrics, chat, clock });
     tracing::info!(%addr, store = store.backend(), "medic listening");
     axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await.context("server failed")?;
     tracing::info!("stopped accepting; draining the writer and the responder");
@@ -174,6 +187,28 @@ pub async fn run(
     }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Every replica looks for executions whose replica is gone (their lease lapsed), marks them
+/// interrupted, escalates, and shows it in chat. Idempotent across replicas: the store marks
+/// each one once, under the write lock.
+async fn sweep_orphans(
+    store: Arc<dyn Store>,
+    notifier: Arc<crate::chat::Notifier>,
+    owner: String,
+    clock: Arc<dyn Clock>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(crate::executor::LEASE / 4) => {}
+            _ = stop.changed() => return,
+        }
+        match crate::executor::recover(store.as_ref(), &owner, false, clock.now()).await {
+            Ok(orphans) => notifier.interrupted(&orphans).await,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not look for orphaned executions"),
+        }
+    }
 }
 
 /// How often the dependency graph used for grouping is read again.
@@ -272,9 +307,19 @@ async fn track_latency(State(app): State<Arc<App>>, req: Request, next: Next) ->
     resp
 }
 
+/// Deliveries refused for good within this window show in `/readyz` and `/metrics`.
+const CHAT_FAILED_WINDOW: Millis = 24 * 3600 * 1000;
+
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     match app.store.ready().await {
-        Ok(()) => Json(json!({"ready": true, "store": app.store.backend()})).into_response(),
+        Ok(()) => {
+            // A chat outage does not make the replica unready (intake must go on), but it shows.
+            let chat = app.store.outbox_health(app.clock.now() - CHAT_FAILED_WINDOW).await.unwrap_or_default();
+            let degraded: Vec<&str> =
+                chat.iter().filter(|h| h.failing > 0 || h.failed > 0).map(|h| h.platform.as_str()).collect();
+            Json(json!({"ready": true, "store": app.store.backend(), "chat": chat, "degraded": degraded}))
+                .into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "not ready");
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "store": app.store.backend(), "reason": "store unreachable or migrations not applied"})))
@@ -285,7 +330,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let (open, resolving) = app.store.unresolved_counts().await.unwrap_or((-1, -1));
-    ([("content-type", "text/plain; version=0.0.4")], app.metrics.render(open, resolving)).into_response()
+    let chat = app.store.outbox_health(app.clock.now() - CHAT_FAILED_WINDOW).await.unwrap_or_default();
+    ([("content-type", "text/plain; version=0.0.4")], app.metrics.render(open, resolving, &chat)).into_response()
 }
 
 fn refuse(status: StatusCode, error: &str, message: String) -> Response {

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 /// What one committed batch did, in the order the alerts and changes were given.
@@ -63,6 +63,18 @@ pub enum Delivery {
     Retry { after_ms: Millis, error: String },
     /// The platform refused it for good (invalid request); kept for inspection.
     Failed { error: String },
+}
+
+/// How a platform's deliveries stand (see [`Store::outbox_health`]).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct OutboxHealth {
+    pub platform: String,
+    pub pending: i64,
+    /// Pending after at least one failed attempt (an outage, a rate limit, refused credentials).
+    pub failing: i64,
+    /// Refused for good, since the time asked about.
+    pub failed: i64,
+    pub last_error: Option<String>,
 }
 
 /// An incident's latest plan as chat shows it.
@@ -120,9 +132,19 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_execution(&self, plan: &ApprovedPlan, owner: &str, now: Millis) -> Result<bool>;
     /// Records the execution's progress (`state`, `step`) and its audit entry, together.
     async fn execution_event(&self, hash: &str, step: i64, state: ExecState, entry: AuditEntry) -> Result<()>;
-    /// Marks `owner`'s running executions interrupted (a crash happened mid-plan) and audits
-    /// an escalation for each; returns their plan hashes. Nothing is re-run.
-    async fn interrupt_running(&self, owner: &str, now: Millis) -> Result<Vec<String>>;
+    /// Renews the lease of a running execution.
+    async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()>;
+    /// Marks running executions interrupted and audits an escalation for each; returns their
+    /// plan hashes and incidents. Nothing is re-run. Marked are the executions of other owners
+    /// whose lease has lapsed (last heartbeat before `stale_before`: their replica is gone),
+    /// and, with `own`, every one of `owner`'s (at start: this replica crashed mid-plan).
+    async fn interrupt_running(
+        &self,
+        owner: &str,
+        own: bool,
+        stale_before: Millis,
+        now: Millis,
+    ) -> Result<Vec<(String, i64)>>;
     /// The kill switch: `paused` stops all automation until resumed; `by` is audited as the actor.
     async fn set_paused(&self, by: &Identity, paused: bool, now: Millis) -> Result<()>;
     /// Who paused automation and when, if it is paused.
@@ -139,6 +161,9 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_claim(&self, platform: &str, now: Millis, lease: Millis, limit: i64) -> Result<Vec<OutboxRow>>;
     /// Records how a claimed delivery went.
     async fn outbox_finish(&self, id: i64, outcome: &Delivery, now: Millis) -> Result<()>;
+    /// Per platform: deliveries waiting, those waiting after a failed attempt, those refused
+    /// for good since `since`, and the newest error. A chat outage shows here.
+    async fn outbox_health(&self, since: Millis) -> Result<Vec<OutboxHealth>>;
     /// The incident's latest plan with its approvers and its execution, if it has a plan.
     async fn plan_status(&self, incident_id: i64) -> Result<Option<PlanStatus>>;
     /// Appends audit entries that go with no other state change (a diagnosis).
@@ -957,6 +982,57 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn outbox_health(&self, since: Millis) -> Result<Vec<OutboxHealth>> {
+        let rows = sqlx::query(
+            "SELECT platform, state, CAST(CASE WHEN last_error IS NULL THEN 0 ELSE 1 END AS BIGINT) AS erred, \
+             COUNT(*) AS n, MAX(id) AS newest \
+             FROM chat_outbox WHERE state = 'pending' OR (state = 'failed' AND sent_at >= $1) \
+             GROUP BY platform, state, erred",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<OutboxHealth> = Vec::new();
+        let mut newest_error: BTreeMap<String, i64> = BTreeMap::new();
+        for r in rows {
+            let (platform, state): (String, String) = (r.try_get("platform")?, r.try_get("state")?);
+            let (erred, n, newest): (i64, i64, i64) = (r.try_get("erred")?, r.try_get("n")?, r.try_get("newest")?);
+            let erred = erred == 1;
+            let i = match out.iter().position(|h| h.platform == platform) {
+                Some(i) => i,
+                None => {
+                    out.push(OutboxHealth { platform: platform.clone(), ..Default::default() });
+                    out.len() - 1
+                }
+            };
+            let h = &mut out[i];
+            match state.as_str() {
+                "pending" => {
+                    h.pending += n;
+                    if erred {
+                        h.failing += n;
+                    }
+                }
+                _ => h.failed += n,
+            }
+            if erred {
+                let e = newest_error.entry(platform).or_insert(newest);
+                *e = (*e).max(newest);
+            }
+        }
+        for h in &mut out {
+            if let Some(id) = newest_error.get(&h.platform) {
+                h.last_error = sqlx::query("SELECT last_error FROM chat_outbox WHERE id = $1")
+                    .bind(*id)
+                    .fetch_one(&self.pool)
+                    .await?
+                    .try_get("last_error")?;
+            }
+        }
+        out.sort_by(|a, b| a.platform.cmp(&b.platform));
+        Ok(out)
+    }
+
     async fn plan_status(&self, incident_id: i64) -> Result<Option<PlanStatus>> {
         let mut tx = self.pool.begin().await?;
         let hash = Self::text_for(
@@ -1054,7 +1130,7 @@ impl Store for SqlStore {
             actor: requested_by.0.clone(),
             data: serde_json::json!({
                 "plan": plan.hash, "runbook": plan.runbook, "tier": plan.tier,
-                "steps": plan.steps.iter().map(|s| format!("{}: {}", s.id, s.action.summary())).collect::<Vec<_>>(),
+                "steps": plan.steps.iter().map(|s| crate::redact::redact(&format!("{}: {}", s.id, s.action.summary()))).collect::<Vec<_>>(),
                 "expires_at": crate::time::rfc3339(expires_at),
             }),
         });
@@ -1172,8 +1248,8 @@ impl Store for SqlStore {
         let p = approved.plan();
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO executions (plan_hash, incident_id, state, step, owner, started_at) VALUES ($1, $2, 'running', 0, $3, $4) \
-             ON CONFLICT (plan_hash) DO NOTHING",
+            "INSERT INTO executions (plan_hash, incident_id, state, step, owner, started_at, heartbeat_at) \
+             VALUES ($1, $2, 'running', 0, $3, $4, $4) ON CONFLICT (plan_hash) DO NOTHING",
         )
         .bind(p.hash.clone())
         .bind(p.incident_id)
@@ -1209,36 +1285,68 @@ impl Store for SqlStore {
     async fn execution_event(&self, hash: &str, step: i64, state: ExecState, entry: AuditEntry) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let finished = (state != ExecState::Running).then_some(entry.at);
-        sqlx::query("UPDATE executions SET state = $1, step = $2, finished_at = $3 WHERE plan_hash = $4")
-            .bind(state.as_str())
-            .bind(step)
-            .bind(finished)
-            .bind(hash.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE executions SET state = $1, step = $2, finished_at = $3, heartbeat_at = $4 WHERE plan_hash = $5",
+        )
+        .bind(state.as_str())
+        .bind(step)
+        .bind(finished)
+        .bind(entry.at)
+        .bind(hash.to_string())
+        .execute(&mut *tx)
+        .await?;
         self.append_audit(&mut tx, vec![entry]).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn interrupt_running(&self, owner: &str, now: Millis) -> Result<Vec<String>> {
+    async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()> {
+        // No write lock: one row, and only while it runs; an ended execution keeps its state.
+        sqlx::query("UPDATE executions SET heartbeat_at = $1 WHERE plan_hash = $2 AND state = 'running'")
+            .bind(now)
+            .bind(hash.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn interrupt_running(
+        &self,
+        owner: &str,
+        own: bool,
+        stale_before: Millis,
+        now: Millis,
+    ) -> Result<Vec<(String, i64)>> {
+        // Looked for first without the write lock: every replica asks every few seconds.
+        let orphans = "SELECT plan_hash, incident_id, step, owner FROM executions WHERE state = 'running' \
+             AND ((owner = $1 AND $2 = 1) OR (owner <> $1 AND COALESCE(heartbeat_at, started_at) < $3))";
+        let any = sqlx::query(orphans)
+            .bind(owner.to_string())
+            .bind(own as i64)
+            .bind(stale_before)
+            .fetch_optional(&self.pool)
+            .await?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
-        let rows =
-            sqlx::query("SELECT plan_hash, incident_id, step FROM executions WHERE state = 'running' AND owner = $1")
-                .bind(owner.to_string())
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows = sqlx::query(orphans)
+            .bind(owner.to_string())
+            .bind(own as i64)
+            .bind(stale_before)
+            .fetch_all(&mut *tx)
+            .await?;
         let mut hashes = Vec::new();
         let mut entries = Vec::new();
         for r in &rows {
-            let (hash, incident, step): (String, i64, i64) =
-                (r.try_get("plan_hash")?, r.try_get("incident_id")?, r.try_get("step")?);
+            let (hash, incident, step, ran_by): (String, i64, i64, String) =
+                (r.try_get("plan_hash")?, r.try_get("incident_id")?, r.try_get("step")?, r.try_get("owner")?);
             sqlx::query("UPDATE executions SET state = 'interrupted', finished_at = $1 WHERE plan_hash = $2")
                 .bind(now)
                 .bind(hash.clone())
                 .execute(&mut *tx)
                 .await?;
-            let data = serde_json::json!({"plan": hash, "step": step,
+            let data = serde_json::json!({"plan": hash, "step": step, "owner": ran_by,
                 "reason": "medic stopped while this plan ran; it is not re-run: a person must check the state of each step"});
             entries.push(AuditEntry {
                 at: now,
@@ -1254,7 +1362,7 @@ impl Store for SqlStore {
                 actor: "medic".into(),
                 data,
             });
-            hashes.push(hash);
+            hashes.push((hash, incident));
         }
         self.append_audit(&mut tx, entries).await?;
         tx.commit().await?;

@@ -5,12 +5,18 @@ use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(format: LogFormat, level: Option<&str>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.unwrap_or("info")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter(level)).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// `RUST_LOG`, else `level`, else info; whatever they say, handlebars logs at warn at most:
+/// at debug it prints every template parameter, label and annotation values included.
+pub fn filter(level: Option<&str>) -> EnvFilter {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.unwrap_or("info")));
+    filter.add_directive("handlebars=warn".parse().expect("a valid directive"))
 }
 
 /// Makes ring the process' rustls provider. Idempotent; called by `main` and by every TLS

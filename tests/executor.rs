@@ -226,8 +226,9 @@ async fn crash_mid_plan_is_interrupted_not_rerun(db: Db) {
     s.store.execution_event(&plan.plan().hash, 0, medic::store::ExecState::Running, entry).await.unwrap();
     // The restarted process recovers: the plan is interrupted and escalated, never re-run.
     let ex = executor(&s, limits(&s));
-    assert_eq!(ex.recover().await.unwrap(), [plan.plan().hash.clone()]);
-    assert!(ex.recover().await.unwrap().is_empty(), "recovery is idempotent");
+    let recover = || medic::executor::recover(s.store.as_ref(), &ex.owner, true, s.clock.now());
+    assert_eq!(recover().await.unwrap(), [(plan.plan().hash.clone(), 1)]);
+    assert!(recover().await.unwrap().is_empty(), "recovery is idempotent");
     assert_eq!(ex.execute(plan).await.unwrap(), Outcome::AlreadyClaimed);
     assert!(s.calls.lock().unwrap().is_empty());
     let k = kinds(&s).await;
@@ -235,6 +236,33 @@ async fn crash_mid_plan_is_interrupted_not_rerun(db: Db) {
         k.ends_with(&["execution_started", "step_succeeded", "execution_interrupted", "escalated"].map(String::from)),
         "{k:?}"
     );
+}
+
+async fn an_execution_whose_replica_is_gone_is_interrupted_by_another(db: Db) {
+    let Some(s) = setup(db, "0.004x30").await else { return };
+    let plan = approved(&s, &s.api).await;
+    let hash = plan.plan().hash.clone();
+    let lease = medic::executor::LEASE.as_millis() as Millis;
+    // A replica named after its pod claims the plan and dies for good: its name never returns.
+    let t0 = s.clock.now();
+    assert!(s.store.claim_execution(&plan, "medic-7f9c-pod", t0).await.unwrap());
+    let sweep = |at: Millis| medic::executor::recover(s.store.as_ref(), "medic-other-pod", false, at);
+    assert!(sweep(t0 + lease - 1000).await.unwrap().is_empty(), "a live lease is left alone");
+    // A heartbeat renews it.
+    s.store.execution_heartbeat(&hash, t0 + lease - 1000).await.unwrap();
+    assert!(sweep(t0 + lease + 1000).await.unwrap().is_empty(), "a renewed lease is left alone");
+    // Its own sweep never takes its own running plans (only its restart does).
+    let own = medic::executor::recover(s.store.as_ref(), "medic-7f9c-pod", false, t0 + 3 * lease);
+    assert!(own.await.unwrap().is_empty());
+    // Past the lease, another replica marks it interrupted and escalates, once.
+    assert_eq!(sweep(t0 + 3 * lease).await.unwrap(), [(hash.clone(), 1)]);
+    assert!(sweep(t0 + 4 * lease).await.unwrap().is_empty());
+    let status = s.store.plan_status(1).await.unwrap().unwrap();
+    assert_eq!(status.execution.map(|e| e.0).as_deref(), Some("interrupted"));
+    let k = kinds(&s).await;
+    assert!(k.ends_with(&["execution_interrupted", "escalated"].map(String::from)), "{k:?}");
+    assert_eq!(executor(&s, limits(&s)).execute(plan).await.unwrap(), Outcome::AlreadyClaimed, "never re-run");
+    assert!(s.calls.lock().unwrap().is_empty());
 }
 
 async fn script_output_is_redacted(db: Db) {
@@ -288,5 +316,6 @@ both_stores!(
     failed_post_check_rolls_back,
     allow_list_is_enforced,
     crash_mid_plan_is_interrupted_not_rerun,
+    an_execution_whose_replica_is_gone_is_interrupted_by_another,
     script_output_is_redacted,
 );

@@ -106,15 +106,10 @@ impl Clicks {
         Ok(reply)
     }
 
+    /// Runs the plan; each step's result reaches the thread as the step ends (the executor's
+    /// progress callback), and the outcome after the last.
     async fn execute(&self, incident_id: i64, approved: crate::approval::ApprovedPlan) -> anyhow::Result<()> {
-        let seen = self.store.audit_for_incident(incident_id).await?.last().map(|r| r.seq).unwrap_or(0);
         let outcome = self.executor.execute(approved).await?;
-        for r in self.store.audit_for_incident(incident_id).await?.into_iter().filter(|r| r.seq > seen) {
-            if matches!(r.kind.as_str(), "step_succeeded" | "step_failed" | "step_rolled_back" | "escalated") {
-                let line = format!("{}: {}", r.kind.replace('_', " "), crate::audit::summarise(&r.data));
-                self.notifier.thread(incident_id, &line).await?;
-            }
-        }
         let last = match outcome {
             Outcome::Succeeded => "verified: every step and post-check passed".to_string(),
             Outcome::RolledBack { step, reason } => format!("rolled back after {step}: {reason}"),

@@ -25,7 +25,7 @@ use handlebars::handlebars_helper;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use serenity::builder::{
-    CreateActionRow, CreateButton, CreateEmbed, CreateInputText, CreateInteractionResponse,
+    CreateActionRow, CreateAllowedMentions, CreateButton, CreateEmbed, CreateInputText, CreateInteractionResponse,
     CreateInteractionResponseFollowup, CreateMessage, CreateModal, EditMessage,
 };
 use serenity::model::application::{ButtonStyle, InputTextStyle};
@@ -186,6 +186,14 @@ impl Discord {
         if status.is_server_error() {
             return Err(Delivery::Retry { after_ms: 0, error: format!("{path}: HTTP {}", status.as_u16()) });
         }
+        if matches!(status.as_u16(), 401 | 403) {
+            // The bot token or its permissions are refused: an outage of ours until a person
+            // fixes it, never a reason to drop the message.
+            return Err(Delivery::Retry {
+                after_ms: 0,
+                error: format!("{path}: HTTP {} (credentials or permissions refused)", status.as_u16()),
+            });
+        }
         if !status.is_success() {
             let msg = v["message"].as_str().map(str::to_string).unwrap_or_else(|| text.chars().take(200).collect());
             return Err(Delivery::Failed { error: format!("{path}: HTTP {}: {msg}", status.as_u16()) });
@@ -210,9 +218,13 @@ impl Discord {
 
     /// An ephemeral follow-up to the interaction whose token is `token`.
     async fn followup(&self, token: &str, text: &str) {
-        let body =
-            serde_json::to_value(CreateInteractionResponseFollowup::new().content(cut(text, 2000)).ephemeral(true))
-                .expect("builders serialise");
+        let body = serde_json::to_value(
+            CreateInteractionResponseFollowup::new()
+                .content(cut(text, 2000))
+                .allowed_mentions(CreateAllowedMentions::new())
+                .ephemeral(true),
+        )
+        .expect("builders serialise");
         if let Err(e) =
             self.call(reqwest::Method::POST, &format!("webhooks/{}/{token}", self.application_id), &body).await
         {
@@ -332,7 +344,10 @@ impl Platform for Discord {
     fn root(&self, view: &IncidentView, _channel: &str) -> anyhow::Result<String> {
         let (embed, rows) = build(&self.templates.render("incident", &view.0)?)?;
         // The same body serves the post and its edits; empty components remove the buttons.
-        Ok(serde_json::to_string(&CreateMessage::new().embed(embed).components(rows))?)
+        // No text of an incident may ping anyone: mentions are parsed nowhere.
+        Ok(serde_json::to_string(
+            &CreateMessage::new().embed(embed).components(rows).allowed_mentions(CreateAllowedMentions::new()),
+        )?)
     }
 
     fn reply(&self, _channel: &str, text: &str) -> String {
@@ -353,6 +368,7 @@ impl Platform for Discord {
                 for k in ["embeds", "components"] {
                     patch[k] = body.get(k).cloned().unwrap_or(json!([]));
                 }
+                patch["allowed_mentions"] = json!({"parse": []});
                 self.call(reqwest::Method::PATCH, &format!("channels/{channel}/messages/{root}"), &patch).await
             }
             "thread" => {

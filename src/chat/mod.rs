@@ -37,12 +37,18 @@ pub fn route(routes: &[Route], default: &str, labels: &crate::alert::Labels) -> 
 /// A signed request's timestamp (`header` names it in the error) is within 5 minutes of now:
 /// a captured request cannot be replayed later.
 pub fn fresh(ts: &str, header: &str) -> Result<(), String> {
+    fresh_at(ts, header, chrono::Utc::now().timestamp())
+}
+
+/// [`fresh`] at `now` (Unix seconds). The distance is computed with checked arithmetic: a
+/// timestamp near `i64::MIN` must not wrap around into "fresh".
+fn fresh_at(ts: &str, header: &str, now: i64) -> Result<(), String> {
     let t: i64 = ts.parse().map_err(|_| format!("{header} is not a number"))?;
-    let now = chrono::Utc::now().timestamp();
-    if (now - t).abs() > 300 {
-        return Err(format!("request timestamp is {}s away from now (more than 5 minutes)", now - t));
+    match now.checked_sub(t).and_then(i64::checked_abs) {
+        Some(d) if d <= 300 => Ok(()),
+        Some(_) => Err(format!("request timestamp is {}s away from now (more than 5 minutes)", now - t)),
+        None => Err(format!("{header} is out of range")),
     }
-    Ok(())
 }
 
 /// Whether a plan hash read from a button is well formed (64 hex characters).
@@ -141,7 +147,9 @@ pub async fn view_for(store: &dyn crate::store::Store, id: i64) -> anyhow::Resul
             Some(("running", k)) => (Some(format!("executing step {} of {n_steps}", (k + 1).min(n_steps))), None),
             Some(("succeeded", _)) => (None, Some("verified: every step and post-check passed".to_string())),
             Some(("rolled_back", k)) => (None, Some(format!("rolled back after step {} of {n_steps}", k + 1))),
-            Some(("interrupted", _)) => (None, Some("interrupted by a restart; escalated to a person".to_string())),
+            Some(("interrupted", _)) => {
+                (None, Some("interrupted: medic stopped while it ran; escalated to a person".to_string()))
+            }
             Some((other, _)) => (None, Some(other.replace('_', " "))),
             None => (None, None),
         };
@@ -197,7 +205,7 @@ impl IncidentView {
             Some(Err(e)) => e.clone(),
             _ => "no runbook matches; people lead".into(),
         };
-        IncidentView(json!({
+        let mut view = json!({
             "incident": {"id": incident.id, "title": incident.title, "state": incident.state.as_str(),
                          "severity": incident.severity},
             "service": diagnosis.service,
@@ -213,7 +221,11 @@ impl IncidentView {
             "plan": plan_view,
             "no_plan": no_plan,
             "paused": paused.map(|(by, at)| json!({"by": by, "since": rfc3339(*at)})),
-        }))
+        });
+        // Everything shown passes redaction, the plan's text included (its step URLs, its
+        // expected impact, the confirm dialog): the plan itself keeps what it must call.
+        crate::redact::redact_json(&mut view);
+        IncidentView(view)
     }
 }
 
@@ -276,6 +288,40 @@ impl Notifier {
         let Some(view) = view_for(self.store.as_ref(), id).await? else { return Ok(false) };
         self.queue(id, "post", |p, channel| p.root(&view, channel)).await?;
         Ok(true)
+    }
+
+    /// An execution's step event, as it is recorded: a thread line for a step's result or an
+    /// escalation, then the root message's progress.
+    pub async fn progress(&self, entry: &crate::audit::AuditEntry) -> anyhow::Result<()> {
+        let Some(id) = entry.incident_id else { return Ok(()) };
+        let kind = entry.kind.as_str();
+        if matches!(kind, "step_succeeded" | "step_failed" | "step_rolled_back" | "escalated") {
+            self.thread(
+                id,
+                &format!("{}: {}", kind.replace('_', " "), crate::audit::summarise(&entry.data.to_string())),
+            )
+            .await?;
+        }
+        self.incident_changed(id).await.map(drop)
+    }
+
+    /// Executions marked interrupted (`(plan hash, incident)`): each message shows it, and its
+    /// thread says what a person must do. Failures are logged; the audit already holds them.
+    pub async fn interrupted(&self, plans: &[(String, i64)]) {
+        for (plan, id) in plans {
+            let text = format!(
+                "plan {} was interrupted: medic stopped while it ran. It is not re-run; escalated to a person, \
+                 who must check the state of each step (see the audit log).",
+                &plan[..plan.len().min(12)]
+            );
+            let r = async {
+                self.thread(*id, &text).await?;
+                self.incident_changed(*id).await
+            };
+            if let Err(e) = r.await {
+                tracing::warn!(incident = id, error = %format!("{e:#}"), "could not show an interrupted plan in chat");
+            }
+        }
     }
 
     /// A line in the incident's thread on every platform.
@@ -348,4 +394,23 @@ pub fn templates(dir: &std::path::Path) -> anyhow::Result<handlebars::Handlebars
         }
     }
     Ok(hb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fresh_at;
+
+    #[test]
+    fn freshness_cannot_be_fooled_by_overflow() {
+        let now = 1_764_000_000;
+        assert!(fresh_at(&now.to_string(), "ts", now).is_ok());
+        assert!(fresh_at(&(now - 300).to_string(), "ts", now).is_ok());
+        assert!(fresh_at(&(now - 301).to_string(), "ts", now).is_err());
+        assert!(fresh_at(&(now + 301).to_string(), "ts", now).is_err());
+        // `now - ts` wraps to i64::MIN, whose wrapping `abs()` is negative: it passed as fresh.
+        let e = fresh_at(&(i64::MIN + now).to_string(), "X-Slack-Request-Timestamp", now).unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+        assert!(fresh_at(&i64::MIN.to_string(), "ts", now).is_err());
+        assert!(fresh_at(&i64::MAX.to_string(), "ts", now).is_err());
+    }
 }

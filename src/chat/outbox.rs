@@ -1,6 +1,8 @@
 //! The delivery worker shared by every platform: claims due deliveries from the store's outbox,
 //! hands each to its platform, and records the outcome. A 429 is retried after its
-//! `Retry-After`; an outage backs off (1 s, 2 s, 4 s … up to about 4 min); nothing is dropped. Claims
+//! `Retry-After`; an outage — including refused credentials — backs off (1 s, 2 s, 4 s … up to
+//! about 4 min); nothing is dropped, and a root message is never given up. `/readyz` and
+//! `/metrics` show what is waiting and the newest error ([`crate::store::Store::outbox_health`]). Claims
 //! are leased, so several replicas deliver each message once.
 
 use super::Platform;
@@ -11,6 +13,9 @@ use std::time::Duration;
 
 /// How long a claimed delivery is reserved for this replica.
 const LEASE: Millis = 30_000;
+
+/// Attempts after which a delivery still retrying is logged as an error, not a delay.
+const FAILING_AFTER: i64 = 3;
 
 /// Backoff after the `attempts`-th failed attempt of a delivery.
 pub fn backoff(attempts: i64) -> Millis {
@@ -43,10 +48,21 @@ pub async fn run(
         };
         let idle = rows.is_empty();
         for row in rows {
-            let outcome = platform.deliver(&row).await;
+            let outcome = match platform.deliver(&row).await {
+                // An incident's root message is never given up: its updates and thread wait on
+                // it, and people must learn of the incident once the platform takes it.
+                Delivery::Failed { error } if row.item.op == "post" => {
+                    Delivery::Retry { after_ms: backoff(row.attempts), error }
+                }
+                other => other,
+            };
             match &outcome {
                 Delivery::Sent { .. } => {}
-                Delivery::Retry { after_ms, error } => tracing::info!(
+                Delivery::Retry { after_ms, error } if row.attempts >= FAILING_AFTER => tracing::error!(
+                    platform = platform.name(), incident = row.item.incident_id, op = %row.item.op,
+                    attempts = row.attempts, retry_in_ms = after_ms, %error, "chat delivery failing; retrying"
+                ),
+                Delivery::Retry { after_ms, error } => tracing::warn!(
                     platform = platform.name(), incident = row.item.incident_id, op = %row.item.op,
                     retry_in_ms = after_ms, %error, "chat delivery delayed"
                 ),

@@ -43,9 +43,14 @@ pub struct Slack {
 
 use super::{MORE, cut, display};
 
+/// Text for Slack: `&`, `<` and `>` escaped, so `<!channel>`, `<@U…>` and `<url|label>` in a
+/// label, a log line or a reason are shown, never acted on or turned into a disguised link.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 handlebars_helper!(hb_text: |v: Json, max: u64| {
-    let escaped = display(v).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-    Value::String(serde_json::to_string(&cut(&escaped, max as usize)).expect("a string serialises"))
+    Value::String(serde_json::to_string(&cut(&escape(&display(v)), max as usize)).expect("a string serialises"))
 });
 /// The registry for Slack templates: strict, no HTML escaping, the JSON-safe helpers.
 pub fn templates() -> anyhow::Result<handlebars::Handlebars<'static>> {
@@ -154,6 +159,12 @@ impl Slack {
                 Some("internal_error" | "fatal_error" | "service_unavailable" | "request_timeout") => {
                     Delivery::Retry { after_ms: 0, error }
                 }
+                // The app's token or its installation is refused: an outage of ours until a
+                // person fixes it, never a reason to drop the message.
+                Some(
+                    "invalid_auth" | "not_authed" | "account_inactive" | "token_revoked" | "token_expired"
+                    | "no_permission" | "missing_scope" | "not_in_channel" | "channel_not_found" | "ekm_access_denied",
+                ) => Delivery::Retry { after_ms: 0, error: format!("{error} (credentials or installation refused)") },
                 _ => Delivery::Failed { error },
             })
         }
@@ -161,7 +172,7 @@ impl Slack {
 
     /// A private message to `user` in `channel` (sent at once: it answers a click).
     pub async fn ephemeral(&self, channel: &str, user: &str, text: &str) {
-        let body = json!({"channel": channel, "user": user, "text": cut(text, 3000)});
+        let body = json!({"channel": channel, "user": user, "text": cut(&escape(text), 3000)});
         if let Err(e) = self.call("chat.postEphemeral", &body).await {
             tracing::warn!(?e, "could not send an ephemeral reply");
         }
@@ -318,7 +329,7 @@ impl Platform for Slack {
     }
 
     fn reply(&self, channel: &str, text: &str) -> String {
-        json!({"channel": channel, "text": cut(text, 3000)}).to_string()
+        json!({"channel": channel, "text": cut(&escape(text), 3000)}).to_string()
     }
 
     async fn deliver(&self, row: &OutboxRow) -> Delivery {

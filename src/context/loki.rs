@@ -38,11 +38,6 @@ struct Stream {
     values: Vec<(String, String)>,
 }
 
-/// A label value quoted for a LogQL string.
-fn logql_quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
 impl Loki {
     /// `template` is LogQL with `{{service}}`; `None` uses [`DEFAULT_TEMPLATE`].
     pub fn new(
@@ -59,21 +54,8 @@ impl Loki {
 
     /// The LogQL run for `service`.
     pub fn query_for(&self, service: &str) -> Result<String, String> {
-        crate::plan::handlebars(true)
-            .render_template(&self.template, &serde_json::json!({"service": logql_quote(service)}))
-            .map_err(|e| format!("Loki query template: {}", e.reason()))
-    }
-
-    fn cut(&self, mut line: String) -> String {
-        if line.len() > self.max_line_bytes {
-            let mut end = self.max_line_bytes;
-            while !line.is_char_boundary(end) {
-                end -= 1;
-            }
-            line.truncate(end);
-            line.push('…');
-        }
-        line
+        crate::render::query(&self.template, &serde_json::json!({"service": service}), true)
+            .map_err(|e| format!("Loki query template: {e}"))
     }
 }
 
@@ -103,7 +85,12 @@ impl Logs for Loki {
             .flat_map(|s| s.values)
             .filter_map(|(t, line)| {
                 let at = (t.parse::<i128>().ok()? / 1_000_000) as Millis;
-                Some(LogLine { at, service: service.to_string(), line: self.cut(line) })
+                // Redacted before the cut: a cut could leave a secret the patterns no longer see.
+                Some(LogLine {
+                    at,
+                    service: service.to_string(),
+                    line: crate::redact::redact_cut(&line, self.max_line_bytes),
+                })
             })
             .collect();
         lines.sort_by_key(|l| l.at);

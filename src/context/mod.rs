@@ -362,11 +362,6 @@ pub async fn from_config(
     Ok((s, golden))
 }
 
-/// A value quoted for a PromQL string literal.
-pub fn promql_quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
 /// Most services below the incident's that are gathered (nearest first).
 pub const DOWNSTREAM_LIMIT: usize = 10;
 
@@ -413,8 +408,13 @@ pub async fn gather(sources: &Sources, req: &Request) -> Context {
     let mut asks: Vec<(MetricQuery, Option<&String>)> = req.queries.iter().map(|q| (q.clone(), None)).collect();
     for s in &everyone {
         for g in &req.golden {
-            let promql = crate::diagnosis::render(&g.promql, &serde_json::json!({"service": promql_quote(s)}));
-            asks.push((MetricQuery { name: g.name.clone(), promql, start: req.start, end: req.end, step }, Some(*s)));
+            match crate::render::query(&g.promql, &serde_json::json!({"service": s}), false) {
+                Ok(promql) => asks.push((
+                    MetricQuery { name: g.name.clone(), promql, start: req.start, end: req.end, step },
+                    Some(*s),
+                )),
+                Err(e) => tracing::warn!(signal = %g.name, error = %e, "golden signal not queried"),
+            }
         }
     }
 

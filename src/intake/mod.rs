@@ -22,6 +22,7 @@ use crate::config::{AuthConfig, AuthScheme, IntakeConfig, Secret};
 use crate::incident::Outcome;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Submission};
+use crate::redact;
 use crate::time::{Clock, Millis};
 use axum::Json;
 use axum::body::Body;
@@ -69,15 +70,32 @@ impl Route {
         }
     }
 
-    /// Parses a body that passed the gate.
+    /// Parses a body that passed the gate. What is kept is redacted here, before anything is
+    /// stored, audited, exported or shown (fingerprints were computed from the sender's values).
     fn parse(self, body: &[u8], now: Millis) -> Result<Parsed, IntakeError> {
-        match self {
+        let mut parsed = match self {
             Route::Alertmanager => alertmanager::parse(body),
             Route::Grafana => grafana::parse(body),
             Route::Generic => generic::parse(body, now),
             Route::Pagerduty => pagerduty::parse(body),
             Route::Changes => changes::parse(body, now),
+        }?;
+        if let Parsed::Store(sub) = &mut parsed {
+            for a in &mut sub.alerts {
+                for map in [&mut a.labels, &mut a.annotations, &mut a.links] {
+                    redact::redact_map(map);
+                }
+            }
+            for c in &mut sub.changes {
+                redact::redact_map(&mut c.labels);
+                for text in
+                    [Some(&mut c.summary), c.url.as_mut(), c.author.as_mut(), c.version.as_mut()].into_iter().flatten()
+                {
+                    *text = redact::redact(text);
+                }
+            }
         }
+        Ok(parsed)
     }
 
     /// Header carrying the HMAC signature, and how to read the signatures out of it.
