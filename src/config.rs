@@ -21,6 +21,9 @@ pub struct Config {
     /// Address the HTTP server binds.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Connection limits and timeouts of the HTTP server.
+    #[serde(default)]
+    pub http: crate::serve::Config,
     #[serde(default)]
     pub database: DatabaseConfig,
     #[serde(default)]
@@ -296,6 +299,11 @@ pub struct ExecutorConfig {
     /// interrupted plan is found (default: the host name).
     #[serde(default)]
     pub owner: Option<String>,
+    /// How long a running execution's heartbeat holds it (default 60s, renewed every quarter
+    /// of it): past it, its replica is taken to be gone, and any replica marks the execution
+    /// interrupted and escalates it.
+    #[serde(default, with = "humantime_serde")]
+    pub lease: Option<std::time::Duration>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -306,6 +314,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: default_listen(),
+            http: Default::default(),
             database: DatabaseConfig::default(),
             intake: IntakeConfig::default(),
             incidents: Policy::default(),
@@ -716,6 +725,7 @@ impl Config {
         {
             out.push(format!("runbooks: {} is not a directory", d.display()));
         }
+        out.extend(self.http.problems());
         out.extend(self.open_sources_problem(self.listen));
         out
     }

@@ -5,7 +5,8 @@
 //! before the next one starts, and everything recorded is redacted first.
 //!
 //! A plan is claimed once (the execution row is keyed by the plan hash) and held by a lease:
-//! the executor renews its heartbeat every [`LEASE`]/4 while it runs. At start, [`recover`]
+//! the executor renews its heartbeat every quarter of the lease ([`LEASE`] by default) while it
+//! runs. At start, [`recover`]
 //! marks this owner's executions that were still running — a crash mid-plan — as interrupted
 //! and escalates them; every replica then sweeps for executions of other owners whose lease
 //! has lapsed (their replica is gone, perhaps for good, under another name). They are never
@@ -83,6 +84,8 @@ pub struct Executor {
     pub limits: Limits,
     /// This process's name in the executions table (stable across restarts).
     pub owner: String,
+    /// How long a heartbeat holds an execution; renewed every quarter of it.
+    pub lease: Duration,
     pub sleep: Arc<dyn Sleep>,
     /// Called after each recorded step event (chat shows the progress).
     pub on_progress: Option<Progress>,
@@ -99,7 +102,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// How long an execution's heartbeat stays good: past it, its replica is taken to be gone.
+/// How long an execution's heartbeat stays good by default: past it, its replica is taken to
+/// be gone (`executor.lease`).
 pub const LEASE: Duration = Duration::from_secs(60);
 
 /// Marks orphaned executions interrupted and escalates them — never re-runs them — and returns
@@ -110,9 +114,10 @@ pub async fn recover(
     store: &dyn Store,
     owner: &str,
     at_start: bool,
+    lease: Duration,
     now: crate::time::Millis,
 ) -> anyhow::Result<Vec<(String, i64)>> {
-    let stale_before = now - LEASE.as_millis() as crate::time::Millis;
+    let stale_before = now - lease.as_millis() as crate::time::Millis;
     let orphans = store.interrupt_running(owner, at_start, stale_before, now).await?;
     for (plan, incident) in &orphans {
         tracing::warn!(%plan, incident, owner, "plan interrupted (medic stopped while it ran); escalated, not re-run");
@@ -153,6 +158,7 @@ impl Executor {
             clock,
             limits,
             owner: owner.into(),
+            lease: LEASE,
             sleep: Arc::new(RealSleep),
             on_progress: None,
             http,
@@ -239,10 +245,10 @@ impl Executor {
 
     /// Renews the execution's heartbeat until the returned guard is dropped.
     fn hold_lease(&self, hash: &str) -> AbortOnDrop {
-        let (store, clock, hash) = (self.store.clone(), self.clock.clone(), hash.to_string());
+        let (store, clock, hash, every) = (self.store.clone(), self.clock.clone(), hash.to_string(), self.lease / 4);
         AbortOnDrop(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(LEASE / 4).await;
+                tokio::time::sleep(every).await;
                 if let Err(e) = store.execution_heartbeat(&hash, clock.now()).await {
                     tracing::warn!(plan = %hash, error = %format!("{e:#}"), "could not renew the execution's lease");
                 }

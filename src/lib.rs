@@ -110,6 +110,7 @@ pub mod render;
 pub mod responder;
 pub mod runbook;
 pub mod scenario;
+pub mod serve;
 pub mod server;
 pub mod store;
 pub mod telemetry;

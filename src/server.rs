@@ -72,7 +72,8 @@ pub async fn run(
     // Plans cut off by a crash of this replica (or whose replica's lease lapsed) are marked
     // interrupted and escalated first; chat shows them once it is up.
     let owner = crate::executor::owner(config.executor.owner.as_deref());
-    let interrupted = crate::executor::recover(store.as_ref(), &owner, true, clock.now())
+    let lease = config.executor.lease.unwrap_or(crate::executor::LEASE);
+    let interrupted = crate::executor::recover(store.as_ref(), &owner, true, lease, clock.now())
         .await
         .context("recovering interrupted plans")?;
     let metrics = Arc::new(Metrics::default());
@@ -116,6 +117,7 @@ pub async fn run(
         },
         owner,
     );
+    executor.lease = lease;
     if !platforms.is_empty() {
         let n = notifier.clone();
         executor.on_progress = Some(Arc::new(move |entry| {
@@ -139,6 +141,7 @@ pub async fn run(
         store.clone(),
         notifier.clone(),
         executor.owner.clone(),
+        lease,
         clock.clone(),
         chat_stopped.clone(),
     )));
@@ -175,7 +178,7 @@ pub async fn run(
         .map_err(anyhow::Error::msg)?;
     let app = Arc::new(App { store: store.clone(), intake, metrics, chat, clock });
     tracing::info!(%addr, store = store.backend(), "medic listening");
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await.context("server failed")?;
+    crate::serve::serve(listener, router(app), &config.http, shutdown).await.context("server failed")?;
     tracing::info!("stopped accepting; draining the writer and the responder");
     writer.await.context("writer task panicked")?;
     triggers.close();
@@ -196,15 +199,16 @@ async fn sweep_orphans(
     store: Arc<dyn Store>,
     notifier: Arc<crate::chat::Notifier>,
     owner: String,
+    lease: Duration,
     clock: Arc<dyn Clock>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(crate::executor::LEASE / 4) => {}
+            _ = tokio::time::sleep(lease / 4) => {}
             _ = stop.changed() => return,
         }
-        match crate::executor::recover(store.as_ref(), &owner, false, clock.now()).await {
+        match crate::executor::recover(store.as_ref(), &owner, false, lease, clock.now()).await {
             Ok(orphans) => notifier.interrupted(&orphans).await,
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not look for orphaned executions"),
         }

@@ -157,6 +157,13 @@ fn custom_id(root: &Value, prefix: &str) -> String {
         .to_string()
 }
 
+/// Whether a message body sets `allowed_mentions` so that nothing in it pings anyone.
+fn mentions_none(body: &Value) -> bool {
+    let m = &body["allowed_mentions"];
+    let empty = |k: &str| m[k].is_null() || m[k] == json!([]);
+    m["parse"] == json!([]) && empty("users") && empty("roles")
+}
+
 async fn role_approves_once_others_refused(db: Db) {
     let Some(s) = setup(db, 0).await else { return };
     // PING → PONG, signed; unsigned and stale requests are refused.
@@ -177,6 +184,7 @@ async fn role_approves_once_others_refused(db: Db) {
     assert!(approve.len() <= 100);
     let posts = s.fake.calls("POST", "channels/1193522112795029544/messages").len();
     assert_eq!(posts, 1, "one root message");
+    assert!(mentions_none(&root), "no text of an incident pings anyone: {root:#}");
 
     // A member without the role: an ephemeral refusal, nothing runs.
     let (status, v) =
@@ -187,6 +195,7 @@ async fn role_approves_once_others_refused(db: Db) {
             .await
             .expect("an ephemeral follow-up");
     assert_eq!(follow["flags"], 64, "ephemeral: {follow}");
+    assert!(mentions_none(&follow), "{follow}");
     assert!(follow["content"].as_str().unwrap().contains("sre"), "{follow}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(s.restarts.load(Ordering::SeqCst), 0);
@@ -208,6 +217,7 @@ async fn role_approves_once_others_refused(db: Db) {
     .await
     .unwrap_or_else(|| panic!("no edit saying verified: {:#?}", s.fake.calls("PATCH", "")));
     assert_eq!(edited["components"], json!([]), "buttons removed: {edited:#}");
+    assert!(mentions_none(&edited), "{edited:#}");
     assert_eq!(edited["embeds"][0]["color"], 0x2e_b8_86, "green once verified");
     assert!(!s.fake.threads.lock().unwrap().is_empty(), "a thread was started on the message");
     let thread_lines: Vec<String> = s

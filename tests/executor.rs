@@ -226,7 +226,7 @@ async fn crash_mid_plan_is_interrupted_not_rerun(db: Db) {
     s.store.execution_event(&plan.plan().hash, 0, medic::store::ExecState::Running, entry).await.unwrap();
     // The restarted process recovers: the plan is interrupted and escalated, never re-run.
     let ex = executor(&s, limits(&s));
-    let recover = || medic::executor::recover(s.store.as_ref(), &ex.owner, true, s.clock.now());
+    let recover = || medic::executor::recover(s.store.as_ref(), &ex.owner, true, ex.lease, s.clock.now());
     assert_eq!(recover().await.unwrap(), [(plan.plan().hash.clone(), 1)]);
     assert!(recover().await.unwrap().is_empty(), "recovery is idempotent");
     assert_eq!(ex.execute(plan).await.unwrap(), Outcome::AlreadyClaimed);
@@ -246,13 +246,14 @@ async fn an_execution_whose_replica_is_gone_is_interrupted_by_another(db: Db) {
     // A replica named after its pod claims the plan and dies for good: its name never returns.
     let t0 = s.clock.now();
     assert!(s.store.claim_execution(&plan, "medic-7f9c-pod", t0).await.unwrap());
-    let sweep = |at: Millis| medic::executor::recover(s.store.as_ref(), "medic-other-pod", false, at);
+    let lease_d = medic::executor::LEASE;
+    let sweep = |at: Millis| medic::executor::recover(s.store.as_ref(), "medic-other-pod", false, lease_d, at);
     assert!(sweep(t0 + lease - 1000).await.unwrap().is_empty(), "a live lease is left alone");
     // A heartbeat renews it.
     s.store.execution_heartbeat(&hash, t0 + lease - 1000).await.unwrap();
     assert!(sweep(t0 + lease + 1000).await.unwrap().is_empty(), "a renewed lease is left alone");
     // Its own sweep never takes its own running plans (only its restart does).
-    let own = medic::executor::recover(s.store.as_ref(), "medic-7f9c-pod", false, t0 + 3 * lease);
+    let own = medic::executor::recover(s.store.as_ref(), "medic-7f9c-pod", false, lease_d, t0 + 3 * lease);
     assert!(own.await.unwrap().is_empty());
     // Past the lease, another replica marks it interrupted and escalates, once.
     assert_eq!(sweep(t0 + 3 * lease).await.unwrap(), [(hash.clone(), 1)]);

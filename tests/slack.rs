@@ -24,6 +24,8 @@ struct Fake {
     calls: Mutex<Vec<(String, Value, Instant)>>,
     /// 429s still to answer on chat.postMessage.
     throttle: AtomicUsize,
+    /// `invalid_auth` answers still to give on chat.postMessage (a revoked or mistyped token).
+    refuse_auth: AtomicUsize,
     /// Socket Mode: the WebSocket URL apps.connections.open hands out.
     ws_url: Mutex<String>,
 }
@@ -51,6 +53,10 @@ async fn fake_slack(fake: Arc<Fake>) -> String {
                 if method == "chat.postMessage" && f.throttle.load(Ordering::SeqCst) > 0 {
                     f.throttle.fetch_sub(1, Ordering::SeqCst);
                     return (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], axum::Json(json!({"ok": false, "error": "ratelimited"}))).into_response();
+                }
+                if method == "chat.postMessage" && f.refuse_auth.load(Ordering::SeqCst) > 0 {
+                    f.refuse_auth.fetch_sub(1, Ordering::SeqCst);
+                    return axum::Json(json!({"ok": false, "error": "invalid_auth"})).into_response();
                 }
                 let answer = match method.as_str() {
                     "chat.postMessage" => json!({"ok": true, "channel": v["channel"], "ts": format!("1700000000.{:06}", f.calls.lock().unwrap().len())}),
@@ -93,7 +99,7 @@ async fn setup(db: Db, extra: &str, throttle: usize, ws: Option<String>) -> Opti
         "runbooks: {runbooks}\n\
          incidents: {{resolve_grace: 1s}}\n\
          responders:\n  groups:\n    sre: [slack:U0ALLOWED, slack:group:S0ONCALL]\n\
-         executor:\n  http_allowed_hosts: ['{deploy}']\n\
+         executor:\n  http_allowed_hosts: ['{deploy}']\n  lease: 2s\n\
          slack:\n  bot_token: {{file: {bot}}}\n  signing_secret: [{{file: {signing}}}, {{file: {old}}}]\n\
          \x20 api_url: {api}\n  default_channel: C0INCIDENT\n\
          \x20 routes: [{{labels: {{team: payments}}, channel: C0PAYMENTS}}]\n{extra}",
@@ -270,7 +276,10 @@ async fn user_group_member_rejects_with_a_reason(db: Db) {
     let submit = payload(
         "view_submission.json",
         "U0GROUPIE",
-        &[("PRIVATE_METADATA", &meta), ("REASON", "the deploy is being rolled back by hand")],
+        &[
+            ("PRIVATE_METADATA", &meta),
+            ("REASON", "the deploy is being rolled back by hand <!channel> <https://evil.example/login|Click>"),
+        ],
     );
     assert_eq!(s.click(&submit, SECRET, None).await, 200);
     let said = poll_until(10, || async {
@@ -281,7 +290,12 @@ async fn user_group_member_rejects_with_a_reason(db: Db) {
     })
     .await
     .expect("the rejection in the thread");
-    assert!(said["text"].as_str().unwrap().contains("rolled back by hand"));
+    let said = said["text"].as_str().unwrap();
+    assert!(said.contains("rolled back by hand"), "{said}");
+    assert!(
+        said.contains("&lt;!channel&gt; &lt;https://evil.example/login|Click&gt;") && !said.contains('<'),
+        "chat text is shown, never a mention or a disguised link: {said}"
+    );
     assert!(s.fake.calls("usergroups.users.list").iter().any(|c| c["usergroup"] == "S0ONCALL"));
     assert_eq!(s.restarts.load(Ordering::SeqCst), 0);
     s.app.stop().await.unwrap();
@@ -313,7 +327,149 @@ async fn rate_limited_then_delivered(db: Db) {
     s.app.stop().await.unwrap();
 }
 
-both_stores!(approve_once_refuse_strangers, user_group_member_rejects_with_a_reason, rate_limited_then_delivered);
+/// A label that tries to ping the channel and disguise a link reaches the thread escaped
+/// through "More evidence" (issue 12, item 3).
+async fn more_evidence_escapes_hostile_labels(db: Db) {
+    let Some(s) = setup(db, "", 0, None).await else { return };
+    let hostile = "<!channel> <https://evil.example/login|Click>";
+    let body = json!({"alerts": [{"name": "ChatTest", "status": "firing",
+        "labels": {"service": hostile, "severity": "critical"}}]});
+    assert_eq!(s.app.post("/v1/alerts/generic", body.to_string(), &[]).await.0, 200);
+    let root = s.root().await;
+    assert!(!root.to_string().contains("<!channel>"), "{root:#}");
+    let value = button(&root, "more_evidence");
+    let more = payload("block_actions.json", "U0ALLOWED", &[("ACTION_ID", "more_evidence"), ("BUTTON_VALUE", &value)]);
+    assert_eq!(s.click(&more, SECRET, None).await, 200);
+    let thread = poll_until(10, || async {
+        s.fake.calls("chat.postMessage").into_iter().find(|c| c["thread_ts"].is_string() && c["text"].is_string())
+    })
+    .await
+    .expect("the evidence in the thread");
+    let text = thread["text"].as_str().unwrap();
+    assert!(text.contains("&lt;!channel&gt;"), "{text}");
+    assert!(!text.contains("<!channel>") && !text.contains("<https://"), "{text}");
+    s.app.stop().await.unwrap();
+}
+
+/// Slack refuses the token (`invalid_auth`): the root message is not dropped but retried with
+/// backoff, `/readyz` and `/metrics` show the failing deliveries meanwhile, and the message is
+/// posted once Slack takes the token again (issue 12, item 7).
+async fn refused_credentials_are_an_outage_not_a_drop(db: Db) {
+    let Some(s) = setup(db, "", 0, None).await else { return };
+    s.fake.refuse_auth.store(3, Ordering::SeqCst);
+    s.alert().await;
+    let ready = poll_until(10, || async {
+        let (_, v) = s.app.get("/readyz").await;
+        (v["chat"][0]["failing"].as_i64() >= Some(1)).then_some(v)
+    })
+    .await
+    .expect("/readyz shows the failing delivery");
+    assert_eq!(ready["ready"], true, "a chat outage does not take intake out of the load balancer: {ready}");
+    assert_eq!(ready["degraded"], json!(["slack"]), "{ready}");
+    assert!(ready["chat"][0]["last_error"].as_str().unwrap().contains("invalid_auth"), "{ready}");
+    let (_, metrics) = s.app.get("/metrics").await;
+    assert!(
+        metrics.as_str().unwrap().contains("medic_chat_deliveries{platform=\"slack\",state=\"failing\"} 1"),
+        "{metrics}"
+    );
+    let posts = poll_until(20, || async {
+        let posts: Vec<Value> =
+            s.fake.calls("chat.postMessage").into_iter().filter(|c| c["blocks"].is_array()).collect();
+        (posts.len() == 4).then_some(posts)
+    })
+    .await
+    .expect("the root message posted after three refusals");
+    assert!(posts.iter().all(|p| p["blocks"] == posts[0]["blocks"]), "the same message, retried");
+    let (_, v) = s.app.get("/readyz").await;
+    assert!(v["chat"].as_array().unwrap().iter().all(|p| p["failing"] == 0), "{v}");
+    assert_eq!(v["degraded"], json!([]), "{v}");
+    s.app.stop().await.unwrap();
+}
+
+/// A plan whose replica died for good mid-run (another pod name, its lease lapsed) is marked
+/// interrupted by this replica, and chat shows it: the message and a thread line saying a
+/// person must take over (issue 12, item 8). Nothing is re-run.
+async fn an_orphaned_plan_is_shown_interrupted(db: Db) {
+    let Some(s) = setup(db, "", 0, None).await else { return };
+    s.alert().await;
+    s.root().await;
+    let stored = s.app.store.plan_status(1).await.unwrap().expect("a proposed plan").plan;
+    let click = medic::approval::Click {
+        who: medic::approval::Identity("slack:U0ALLOWED".into()),
+        decision: medic::approval::Decision::Approve,
+        via: "slack".into(),
+        at: chrono::Utc::now().timestamp_millis(),
+        reason: None,
+    };
+    let groups = medic::approval::Groups {
+        members: [("sre".to_string(), vec![click.who.clone()])].into(),
+        default_approvers: vec![],
+    };
+    let approved = s.app.store.decide(&stored.plan.hash, &click, &groups, None).await.unwrap().1.expect("approved");
+    // Claimed 10 s ago by a pod that is gone; its heartbeat stopped then (the lease is 2 s).
+    let then = chrono::Utc::now().timestamp_millis() - 10_000;
+    assert!(s.app.store.claim_execution(&approved, "medic-5d8f-gone", then).await.unwrap());
+    let line = poll_until(10, || async {
+        s.fake
+            .calls("chat.postMessage")
+            .into_iter()
+            .find(|c| c["text"].as_str().is_some_and(|t| t.contains("was interrupted")))
+    })
+    .await
+    .expect("a thread line about the interrupted plan");
+    assert!(line["thread_ts"].is_string() && line["text"].as_str().unwrap().contains("not re-run"), "{line}");
+    poll_until(10, || async {
+        s.fake.calls("chat.update").into_iter().rev().find(|u| u.to_string().contains("interrupted"))
+    })
+    .await
+    .expect("the message says the plan was interrupted");
+    let status = s.app.store.plan_status(1).await.unwrap().unwrap();
+    assert_eq!(status.execution.map(|e| e.0).as_deref(), Some("interrupted"));
+    assert_eq!(s.restarts.load(Ordering::SeqCst), 0, "never re-run");
+    s.app.stop().await.unwrap();
+}
+
+/// Each step's result reaches the thread when the step ends, while later steps still run
+/// (issue 12, item 8).
+async fn step_results_reach_the_thread_as_each_step_ends(db: Db) {
+    let Some(s) = setup(db, "", 0, None).await else { return };
+    let body = json!({"alerts": [{"name": "ChatTestSlow", "status": "firing", "labels": {"service": "checkout"}}]});
+    assert_eq!(s.app.post("/v1/alerts/generic", body.to_string(), &[]).await.0, 200);
+    let value = button(&s.root().await, "approve");
+    let ok = payload("block_actions.json", "U0ALLOWED", &[("ACTION_ID", "approve"), ("BUTTON_VALUE", &value)]);
+    assert_eq!(s.click(&ok, SECRET, None).await, 200);
+    let thread = |s: &Setup| -> Vec<String> {
+        s.fake
+            .calls("chat.postMessage")
+            .iter()
+            .filter(|c| c["thread_ts"].is_string())
+            .filter_map(|c| c["text"].as_str().map(str::to_string))
+            .collect()
+    };
+    let first = poll_until(10, || async { thread(&s).into_iter().find(|t| t.contains("step succeeded")) })
+        .await
+        .expect("the first step's result");
+    assert!(first.contains("restart"), "{first}");
+    assert!(
+        !thread(&s).iter().any(|t| t.contains("verified")),
+        "the first step is shown while the second (a 3 s wait) still runs: {:?}",
+        thread(&s)
+    );
+    poll_until(10, || async { thread(&s).into_iter().find(|t| t.contains("verified")) })
+        .await
+        .expect("the outcome after the last step");
+    s.app.stop().await.unwrap();
+}
+
+both_stores!(
+    an_orphaned_plan_is_shown_interrupted,
+    step_results_reach_the_thread_as_each_step_ends,
+    approve_once_refuse_strangers,
+    user_group_member_rejects_with_a_reason,
+    rate_limited_then_delivered,
+    more_evidence_escapes_hostile_labels,
+    refused_credentials_are_an_outage_not_a_drop,
+);
 
 /// Socket Mode: apps.connections.open hands out a ws:// URL on this test's server, which sends
 /// an interactive envelope with a click and expects its acknowledgement.
