@@ -37,14 +37,16 @@
 //!   tier-5 outcome. `diagnosis::anomaly` is the streaming detector and the window analysis
 //!   (scored on NAB by `examples/bench_nab.rs`); `diagnosis::logs` is the online log template
 //!   miner (scored on Loghub by `examples/bench_loghub.rs`).
-//! - [`plan`] — a runbook plan with the incident's values rendered strictly; immutable and
+//! - [`plan`] — a runbook plan with the incident's values rendered strictly through [`render`]
+//!   (queries, URLs and arguments escaped for where each value lands); immutable and
 //!   content-hashed (a changed plan is a new plan).
 //! - [`approval`] — pure rules for a click (group, distinct approvers, self-approval, expiry,
 //!   open incident, current plan, guardrails), each refusal worded for the clicker; the store
 //!   applies an accepted click exactly once. Only this module builds an `ApprovedPlan`.
 //! - [`executor`] — runs an `ApprovedPlan` only: per step precondition → action → post-check,
-//!   rollback of the steps done when one fails, escalation; claimed once, and a crash mid-plan
-//!   is marked interrupted at start, never re-run. [`redact`] scrubs everything it records.
+//!   rollback of the steps done when one fails, escalation; claimed once and held by a lease
+//!   it renews; a crash mid-plan is marked interrupted at start, an orphan whose lease lapsed by
+//!   any replica, and never re-run. [`redact`] scrubs everything it records.
 //! - [`guardrails`] — pure assessment at the moment of a click: blocks (paused, attempt budget
 //!   spent) refuse the approval; warnings (change freeze, deploy in progress) are shown.
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
@@ -53,7 +55,8 @@
 //!   `verify` finds the first altered, removed or reordered record; `export` writes an
 //!   incident's timeline as JSON and Markdown.
 //! - [`server`] — axum: intake routes, `/healthz`, `/readyz`, `/metrics`; graceful shutdown
-//!   through a `shutdown` future passed in by the caller. [`api`] is the read-only incident API
+//!   through a `shutdown` future passed in by the caller. [`serve`] is its accept loop
+//!   (connection cap, header and request timeouts, accept errors never stop it). [`api`] is the read-only incident API
 //!   (and the JSON views `audit export` shares); [`metrics`] is medic's own exposition.
 //! - [`config`] — the strict YAML config; secrets only by `{env: NAME}` / `{file: PATH}`.
 //! - [`chat`] — one shared view of an incident (`view_for`) rendered per platform from
@@ -83,8 +86,12 @@
 //!   delivery changes nothing and writes nothing.
 //! - **Secrets never print.** [`config::Secret`] has no `Display`, redacts its `Debug`, and is
 //!   compared in constant time; database URLs are shown with their password masked.
-//! - **Nothing secret is shown or recorded:** evidence and everything the executor records
-//!   pass [`redact`].
+//! - **Nothing secret is shown or recorded:** intake redacts labels, annotations and links
+//!   before they are stored; evidence, everything chat shows and everything the executor
+//!   records pass [`redact`], before any cut.
+//! - **A value is data.** Label values and other incident values reach PromQL/LogQL, URLs and
+//!   script arguments only through [`render`], escaped for their position or refused; text
+//!   sent to Slack is escaped and Discord messages mention no one.
 //! - **Only [`intake`] knows payload formats; only [`chat`] adapters know platform formats;
 //!   only [`store`] knows SQL.**
 
