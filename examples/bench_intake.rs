@@ -22,6 +22,10 @@ struct Args {
     postgres_url: String,
 }
 
+const USAGE: &str = "usage: cargo run --release --example bench_intake -- [--store sqlite|postgres|both] \
+[--seconds 10] [--alerts-per-payload 10] [--concurrency 16] [--postgres-url URL]
+Build the server first (cargo build --release): the benchmark runs target/release/medic.";
+
 fn args() -> Args {
     let mut a = Args {
         stores: vec!["sqlite".into(), "postgres".into()],
@@ -43,7 +47,14 @@ fn args() -> Args {
             "--alerts-per-payload" => a.per_payload = val().parse().expect("--alerts-per-payload N"),
             "--concurrency" => a.concurrency = val().parse().expect("--concurrency N"),
             "--postgres-url" => a.postgres_url = val(),
-            other => panic!("unknown flag {other}"),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("unknown flag {other}\n{USAGE}");
+                std::process::exit(2);
+            }
         }
     }
     a

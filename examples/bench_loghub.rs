@@ -8,6 +8,9 @@
 //! GA: a line is correct when the set of lines in its group is exactly the set of lines that
 //! share its ground-truth EventId. PA: its group's template equals the ground truth's.
 
+#[path = "common/data.rs"]
+mod data;
+
 use medic::diagnosis::logs::{Config, Miner};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -69,6 +72,7 @@ fn main() {
         .position(|a| a == "--data")
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "../shared/datasets/loghub-2k".into());
+    data::or_exit(&data, "", "the Loghub 2k samples (one directory per system)");
     let mut config = Config::default();
     let flag = |n: &str| {
         args.iter().position(|a| a == n).and_then(|i| args.get(i + 1)).map(|v| v.parse::<f64>().expect("a number"))

@@ -16,6 +16,9 @@
 //! profile, found exactly by sweeping every distinct anomaly score. The score is normalised so a
 //! detector that never fires scores 0 and one that fires at every window's left edge scores 100.
 
+#[path = "common/data.rs"]
+mod data;
+
 use chrono::NaiveDateTime;
 use medic::diagnosis::anomaly::{Config, Detector};
 use std::collections::BTreeMap;
@@ -203,6 +206,7 @@ fn main() {
     let data = arg("--data", "../shared/datasets/nab");
     let results = arg("--results", "target/nab-results");
     let seasonal = arg("--seasonal", "yes") == "yes";
+    data::or_exit(&data, "profiles.json", "NAB (data/ and labels/combined_windows.json, profiles.json)");
     let profiles_text = std::fs::read_to_string(format!("{data}/profiles.json")).expect("profiles.json");
     let profiles: BTreeMap<String, serde_json::Value> = serde_json::from_str(&profiles_text).expect("profiles");
     let files = load(&data);

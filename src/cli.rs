@@ -131,6 +131,21 @@ async fn open_store(config: &Config, overridden: Option<&str>) -> Result<Arc<dyn
     store::open(&url, config.database.max_connections).await
 }
 
+/// How long the commands that act on an existing store wait for it.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The store `serve` uses, for a command that changes or vouches for it: it must exist (never
+/// created here), and the command says on stderr which one it is.
+async fn existing_store(config: &Config, overridden: Option<&str>) -> Result<Arc<dyn Store>> {
+    let url = config.database_url(overridden).map_err(anyhow::Error::msg).context("database.url")?;
+    let shown = match store::sqlite_path(&url) {
+        Some(p) => std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p).display().to_string(),
+        None => mask_url(&url),
+    };
+    eprintln!("store: {shown}");
+    store::open_existing(&url, config.database.max_connections, CONNECT_TIMEOUT).await
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     let db = cli.database_url.as_deref();
     match cli.command {
@@ -202,15 +217,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pause { config } => set_paused(config.as_deref(), db, true).await,
         Command::Resume { config } => set_paused(config.as_deref(), db, false).await,
         Command::Audit { command: AuditCommand::Verify { config, expect_head } } => {
-            let cfg = load(config.as_deref())?;
-            let store = open_store(&cfg, db).await.map_err(|e| e.context("audit verify could not run"))?;
+            // Exit 2 when it cannot run (no store, unreachable, unreadable), as documented.
+            let opened = async { existing_store(&load(config.as_deref())?, db).await };
+            let store = match opened.await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: audit verify could not run: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let code = verify(store.as_ref(), expect_head.as_deref()).await;
             store.close().await;
-            code
+            code.or_else(|e| {
+                eprintln!("error: audit verify could not run: {e:#}");
+                Ok(ExitCode::from(2))
+            })
         }
         Command::Audit { command: AuditCommand::Export { incident, config, out } } => {
             let cfg = load(config.as_deref())?;
-            let store = open_store(&cfg, db).await?;
+            let store = existing_store(&cfg, db).await?;
             let paths = export(store.as_ref(), incident, &out).await;
             store.close().await;
             for p in paths? {
@@ -224,13 +249,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 /// `medic pause` / `medic resume`, as the console user.
 async fn set_paused(config: Option<&Path>, db: Option<&str>, pause: bool) -> Result<ExitCode> {
     let cfg = load(config)?;
-    let store = open_store(&cfg, db).await?;
-    let who =
-        crate::approval::Identity(format!("console:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into())));
+    let store = existing_store(&cfg, db).await?;
+    let who = crate::chat::console::identity();
     let r = store.set_paused(&who, pause, crate::time::Clock::now(&SystemClock)).await;
     store.close().await;
     r?;
-    println!("{} by {who}", if pause { "automation paused" } else { "automation resumed" });
+    println!(
+        "{} by {who} (the OS user); every replica on this store sees it at its next click",
+        if pause { "automation paused" } else { "automation resumed" }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -317,6 +344,12 @@ pub async fn verify(store: &dyn Store, expect_head: Option<&str>) -> Result<Exit
         }
     }
     let (seq, hash) = v.head();
+    if v.checked == 0 {
+        println!(
+            "FAILED: the audit log is empty: there is nothing to vouch for (is this the store `medic serve` uses?)"
+        );
+        return Ok(ExitCode::from(1));
+    }
     if let Some(expected) = expect_head
         && expected != format!("{seq}:{hash}")
     {

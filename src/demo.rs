@@ -5,7 +5,7 @@
 //! recorded world to its "after" state so the post-check can verify the fix. Nothing to sign up
 //! for, no network.
 
-use crate::approval::{Click, Decision, Groups, Identity, Verdict};
+use crate::approval::{Click, Groups, Identity, Verdict};
 use crate::chat::{Chat, IncidentView, console::Console};
 use crate::config::Config;
 use crate::context::{Sources, recorded::Recorded};
@@ -158,7 +158,7 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
         return finish(store, stop, server, id).await;
     };
     // Approval: the console user, in the runbook's first approver group.
-    let user = Identity(format!("console:{}", std::env::var("USER").unwrap_or_else(|_| "you".into())));
+    let user = crate::chat::console::identity();
     let groups = Groups {
         members: plan.approval.groups.iter().map(|g| (g.clone(), vec![user.clone()])).collect(),
         default_approvers: Vec::new(),
@@ -178,8 +178,11 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
     for w in &assessment.warnings {
         chat.thread(id, &format!("warning: {w}")).await?;
     }
-    let decision = chat.ask(&plan.hash).await?.unwrap_or(Decision::Reject);
-    let click = Click { who: user.clone(), decision, via: "console".into(), at: SystemClock.now(), reason: None };
+    let Some((decision, reason)) = chat.ask(&plan.hash, &crate::chat::more_evidence(&outcome.diagnosis)).await? else {
+        chat.thread(id, "no answer: the plan stays proposed; nothing runs").await?;
+        return finish(store, stop, server, id).await;
+    };
+    let click = Click { who: user.clone(), decision, via: "console".into(), at: SystemClock.now(), reason };
     let (verdict, approved) = store.decide(&plan.hash, &click, &groups, assessment.refusal()).await?;
     match (&verdict, approved) {
         (Verdict::Approved { approvers }, Some(approved)) => {
@@ -217,7 +220,10 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
             let state = store.incident(id).await?.map(|(i, _)| i.state.as_str()).unwrap_or("?");
             chat.thread(id, &format!("alert resolved; incident #{id} is {state}")).await?;
         }
-        (Verdict::Rejected, _) => chat.thread(id, "plan rejected; nothing runs").await?,
+        (Verdict::Rejected, _) => {
+            let why = click.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            chat.thread(id, &format!("plan rejected by {user}{why}; nothing runs")).await?
+        }
         (other, _) => chat.thread(id, &format!("not approved: {other:?}")).await?,
     }
     finish(store, stop, server, id).await

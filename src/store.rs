@@ -249,14 +249,50 @@ impl Backend {
 
 /// Opens the store at `url`, creating the SQLite file if needed, and applies migrations.
 pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>> {
+    open_with(url, max_connections, true, std::time::Duration::from_secs(30)).await
+}
+
+/// The file of a SQLite URL (`sqlite://PATH`, `sqlite:PATH`); `None` for PostgreSQL and
+/// in-memory databases.
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| std::path::PathBuf::from(path))
+}
+
+/// Opens a store that must already exist, for the commands that change or vouch for one
+/// (`pause`, `resume`, `audit`): a SQLite file that is not there is an error naming it, never
+/// a new empty store, and an unreachable server fails within `timeout`.
+pub async fn open_existing(url: &str, max_connections: u32, timeout: std::time::Duration) -> Result<Arc<dyn Store>> {
+    if let Some(path) = sqlite_path(url)
+        && !path.is_file()
+    {
+        let full = std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path);
+        bail!(
+            "no store at {}: only `medic serve` and `medic demo` create one. Run this where the server runs, \
+             or name its store with --database-url or --config",
+            full.display()
+        );
+    }
+    open_with(url, max_connections, false, timeout).await
+}
+
+async fn open_with(
+    url: &str,
+    max_connections: u32,
+    create: bool,
+    timeout: std::time::Duration,
+) -> Result<Arc<dyn Store>> {
     sqlx::any::install_default_drivers();
     let backend = Backend::of_url(url)?;
     let masked = crate::config::mask_url(url);
     let mut url = url.to_string();
-    let mut options = AnyPoolOptions::new().max_connections(max_connections.max(2));
+    let mut options = AnyPoolOptions::new().max_connections(max_connections.max(2)).acquire_timeout(timeout);
     if backend == Backend::Sqlite {
         if !url.contains("mode=") {
-            url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+            let mode = if create { "mode=rwc" } else { "mode=rw" };
+            url.push_str(if url.contains('?') { "&" } else { "?" });
+            url.push_str(mode);
         }
         options = options.after_connect(|conn, _| {
             Box::pin(async move {

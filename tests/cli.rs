@@ -110,8 +110,9 @@ async fn serve_on_defaults_then_audit_verify_and_export() {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .current_dir(dir.path())
         .env_remove("MEDIC_DATABASE_URL")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -138,6 +139,10 @@ async fn serve_on_defaults_then_audit_verify_and_export() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(status.expect("medic exits on SIGTERM").success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("medic listening"), "{log}");
+    assert!(!log.contains('\x1b'), "no colour codes when stderr is not a terminal: {log:?}");
     assert!(dir.path().join("medic.db").exists(), "the embedded default store is medic.db in the working directory");
 
     // The audit commands find medic.db by default too.
@@ -161,9 +166,14 @@ async fn serve_on_defaults_then_audit_verify_and_export() {
 async fn pause_and_resume(db: Db) {
     let Some(tdb) = fresh_db(db).await else { return };
     let dir = tempfile::tempdir().unwrap();
+    // The store exists, as `serve` made it; an empty audit log vouches for nothing.
+    let store = medic::store::open(&tdb.url, 2).await.unwrap();
+    let o = medic(&["audit", "verify", "--database-url", &tdb.url], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("FAILED: the audit log is empty"), "{}", text(&o));
     let o = medic(&["pause", "--database-url", &tdb.url], dir.path(), &[("USER", "carol")]);
     assert!(o.status.success() && text(&o).contains("automation paused by console:carol"), "{}", text(&o));
-    let store = medic::store::open(&tdb.url, 2).await.unwrap();
+    assert!(text(&o).contains("store: "), "it says which store it paused: {}", text(&o));
     assert_eq!(store.paused().await.unwrap().map(|p| p.0), Some("console:carol".to_string()));
     let o = medic(&["resume", "--database-url", &tdb.url], dir.path(), &[("USER", "carol")]);
     assert!(o.status.success(), "{}", text(&o));
@@ -194,7 +204,7 @@ async fn audit_verify_with_url_override(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let o = medic(&["audit", "verify", "--database-url", &tdb.url], dir.path(), &[]);
     assert!(o.status.success(), "{}", text(&o));
-    let head = text(&o).trim().rsplit(' ').next().unwrap().to_string();
+    let head = String::from_utf8_lossy(&o.stdout).trim().rsplit(' ').next().unwrap().to_string();
     assert!(head.starts_with("4:"), "{head}");
     let o = medic(&["audit", "verify", "--expect-head", &head], dir.path(), &[("MEDIC_DATABASE_URL", &tdb.url)]);
     assert!(o.status.success(), "{}", text(&o));
@@ -209,3 +219,31 @@ async fn audit_verify_with_url_override(db: Db) {
 }
 
 both_stores!(audit_verify_with_url_override, pause_and_resume);
+
+/// `pause`, `resume` and `audit` run where there is no store: each says so and fails, and none
+/// creates one (only `serve` and `demo` may); `audit verify` exits 2, "could not run".
+#[test]
+fn commands_never_create_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["pause"][..], &["resume"], &["audit", "export", "--incident", "1"]] {
+        let o = medic(args, dir.path(), &[("USER", "carol")]);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("no store at ") && text(&o).contains("medic.db"), "{args:?}: {}", text(&o));
+    }
+    let o = medic(&["audit", "verify"], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("audit verify could not run: no store at"), "{}", text(&o));
+    assert!(!dir.path().join("medic.db").exists(), "no store was created");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was written");
+}
+
+/// An unreachable PostgreSQL: a line saying what it tries, then exit 2 within seconds.
+#[test]
+fn audit_verify_fails_fast_on_an_unreachable_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let o = medic(&["audit", "verify", "--database-url", "postgres://medic@127.0.0.1:9/medic"], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("store: postgres://medic@127.0.0.1:9/medic"), "{}", text(&o));
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+}

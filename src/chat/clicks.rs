@@ -122,20 +122,6 @@ impl Clicks {
     /// Every hypothesis' evidence and what could not be seen, for the thread.
     pub async fn more_evidence(&self, incident_id: i64) -> anyhow::Result<()> {
         let Some((_, d)) = super::latest_diagnosis(self.store.as_ref(), incident_id).await? else { return Ok(()) };
-        let mut text = String::new();
-        for (i, h) in d.hypotheses.iter().enumerate() {
-            text.push_str(&format!("{}. {} ({:.0}%)\n", i + 1, h.statement, h.confidence * 100.0));
-            for e in &h.evidence {
-                text.push_str(&format!(
-                    "   • {}{}\n",
-                    e.text,
-                    e.spark.as_ref().map(|s| format!("  {s}")).unwrap_or_default()
-                ));
-            }
-            for reason in &h.reasons {
-                text.push_str(&format!("   why: {reason}\n"));
-            }
-        }
-        self.notifier.thread(incident_id, &text).await
+        self.notifier.thread(incident_id, &super::more_evidence(&d)).await
     }
 }

@@ -229,6 +229,23 @@ impl IncidentView {
     }
 }
 
+/// Every hypothesis with all its evidence and the reasons for its confidence: what "More
+/// evidence" shows, on every platform and at the console prompt.
+pub fn more_evidence(d: &Diagnosis) -> String {
+    let mut text = String::new();
+    for (i, h) in d.hypotheses.iter().enumerate() {
+        text.push_str(&format!("{}. {} ({:.0}%)\n", i + 1, h.statement, h.confidence * 100.0));
+        for e in &h.evidence {
+            let spark = e.spark.as_ref().map(|s| format!("  {s}")).unwrap_or_default();
+            text.push_str(&format!("   • {}{spark}\n", e.text));
+        }
+        for reason in &h.reasons {
+            text.push_str(&format!("   why: {reason}\n"));
+        }
+    }
+    text
+}
+
 /// A chat platform that shows incidents through the outbox (Slack; Discord next). It turns the
 /// shared view into its wire format and delivers what the outbox hands it.
 #[async_trait]
@@ -378,9 +395,10 @@ pub trait Chat: Send + Sync {
     async fn show_incident(&self, view: &IncidentView) -> anyhow::Result<()>;
     /// A line in the incident's thread: progress, results.
     async fn thread(&self, incident_id: i64, text: &str) -> anyhow::Result<()>;
-    /// Waits for a person's decision on the plan shown (console); platforms with buttons
-    /// deliver clicks through their own endpoint instead and return `None` here.
-    async fn ask(&self, plan_hash: &str) -> anyhow::Result<Option<Decision>>;
+    /// Waits for a person's decision on the plan shown, and the reason of a rejection
+    /// (console); `more_evidence` is shown when asked for. Platforms with buttons deliver
+    /// clicks through their own endpoint instead and return `None` here.
+    async fn ask(&self, plan_hash: &str, more_evidence: &str) -> anyhow::Result<Option<(Decision, Option<String>)>>;
 }
 
 /// Loads the templates of one platform from `dir`, strict mode, no HTML escaping.
