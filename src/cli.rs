@@ -14,62 +14,79 @@ use std::sync::Arc;
 #[derive(Parser)]
 #[command(name = "medic", version, about = "ChatOps incident response with a human in the loop")]
 pub struct Cli {
-    /// Store URL (sqlite://PATH or postgres://…); overrides the config file for every command.
-    #[arg(long, global = true, env = "MEDIC_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which store a command acts on (the one `medic serve` uses).
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Config file; its `database.url` names the store [default: sqlite://medic.db in this directory]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Store URL (sqlite://PATH or postgres://…); overrides the config's `database.url`
+    #[arg(long, env = "MEDIC_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the bot: intake webhooks, correlation, the incident API.
     Serve {
-        /// Config file; without one, embedded defaults (SQLite medic.db, loopback, no auth).
+        /// Config file; without one, embedded defaults (SQLite medic.db, loopback, no auth)
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Address to listen on; overrides `listen` in the config.
+        /// Address to listen on; overrides `listen` in the config
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Store URL (sqlite://PATH or postgres://…); overrides the config's `database.url`
+        #[arg(long, env = "MEDIC_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Validate a config file and the runbooks; exits non-zero with every problem found.
     Check {
+        /// The config file to validate
         #[arg(long)]
         config: PathBuf,
-        /// Runbooks directory to validate (default: ./runbooks when it exists).
+        /// Runbooks directory to validate [default: ./runbooks when it exists]
         #[arg(long)]
         runbooks: Option<PathBuf>,
+        /// Store URL to check instead of the config's `database.url`
+        #[arg(long, env = "MEDIC_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// The whole loop locally on a bundled scenario: no accounts, no services.
     Demo {
-        /// Answer Approve without asking (scripts, CI).
+        /// Answer Approve without asking (scripts, CI)
         #[arg(long)]
         yes: bool,
     },
     /// Diagnose a recorded scenario and print the diagnosis and plan, executing nothing.
     Replay {
+        /// The scenario file (YAML: alerts, series in promtool notation, logs, changes)
         scenario: PathBuf,
-        /// Runbooks directory (default: ./runbooks).
+        /// Runbooks directory
         #[arg(long, default_value = "runbooks")]
         runbooks: PathBuf,
     },
     /// Run scenario tests: each PATH is a scenario file or a runbooks directory (its tests/ are run).
     Test {
+        /// Scenario files, or runbooks directories whose tests/ scenarios are run
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Runbooks for scenario files given directly (default: ./runbooks).
+        /// Runbooks for scenario files given directly
         #[arg(long, default_value = "runbooks")]
         runbooks: PathBuf,
     },
     /// The kill switch: stop all automation (approvals are refused) until `medic resume`.
     Pause {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Undo `medic pause`.
     Resume {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Verify or export the audit log.
     Audit {
@@ -82,19 +99,20 @@ enum Command {
 enum AuditCommand {
     /// Check the hash chain; exit 0 if intact, 1 at the first bad record, 2 if it cannot run.
     Verify {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Fail unless the chain's head is this `SEQ:HASH` (as printed by an earlier verify).
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Fail unless the chain's head is this `SEQ:HASH` (as printed by an earlier verify)
         #[arg(long)]
         expect_head: Option<String>,
     },
     /// Write an incident's timeline as JSON and Markdown for the postmortem.
     Export {
+        /// The incident's id (as in `GET /v1/incidents`)
         #[arg(long)]
         incident: i64,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Directory to write incident-ID.json and incident-ID.md into.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Directory to write incident-ID.json and incident-ID.md into
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
@@ -136,8 +154,9 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The store `serve` uses, for a command that changes or vouches for it: it must exist (never
 /// created here), and the command says on stderr which one it is.
-async fn existing_store(config: &Config, overridden: Option<&str>) -> Result<Arc<dyn Store>> {
-    let url = config.database_url(overridden).map_err(anyhow::Error::msg).context("database.url")?;
+async fn existing_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
+    let config = load(args.config.as_deref())?;
+    let url = config.database_url(args.database_url.as_deref()).map_err(anyhow::Error::msg).context("database.url")?;
     let shown = match store::sqlite_path(&url) {
         Some(p) => std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p).display().to_string(),
         None => mask_url(&url),
@@ -147,9 +166,9 @@ async fn existing_store(config: &Config, overridden: Option<&str>) -> Result<Arc
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let db = cli.database_url.as_deref();
     match cli.command {
-        Command::Serve { config, listen } => {
+        Command::Serve { config, listen, database_url } => {
+            let db = database_url.as_deref();
             let mut cfg = load(config.as_deref())?;
             if let Some(l) = listen {
                 cfg.listen = l;
@@ -170,17 +189,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             store.close().await;
             result.map(|()| ExitCode::SUCCESS)
         }
-        Command::Check { config, runbooks } => {
-            let cfg = Config::load(&config)?;
-            let url = cfg.database_url(db).map_err(anyhow::Error::msg)?;
-            store::Backend::of_url(&url)?;
-            let enabled = cfg.intake.sources().iter().filter(|(_, s)| s.enabled).count();
-            println!(
-                "{}: OK (listen {}, store {}, {enabled} intake sources enabled)",
-                config.display(),
-                cfg.listen,
-                mask_url(&url)
-            );
+        Command::Check { config, runbooks, database_url } => {
+            // Every problem in one run: the config's, then the runbooks', whatever failed first.
+            let mut problems: Vec<String> = Vec::new();
+            let cfg = match Config::load(&config) {
+                Ok(cfg) => Some(cfg),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    None
+                }
+            };
+            if let Some(cfg) = &cfg {
+                let url = cfg.database_url(database_url.as_deref()).map_err(anyhow::Error::msg);
+                match url.and_then(|u| store::Backend::of_url(&u).map(|_| u)) {
+                    Ok(url) => {
+                        let enabled = cfg.intake.sources().iter().filter(|(_, s)| s.enabled).count();
+                        println!(
+                            "{}: OK (listen {}, store {}, {enabled} intake sources enabled)",
+                            config.display(),
+                            cfg.listen,
+                            mask_url(&url)
+                        );
+                    }
+                    Err(e) => problems.push(format!("{}: {e:#}", config.display())),
+                }
+            }
             let dir = runbooks.or_else(|| Some(PathBuf::from("runbooks")).filter(|d| d.is_dir()));
             if let Some(dir) = dir {
                 match crate::runbook::load_dir(&dir) {
@@ -188,20 +221,30 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         let missing: Vec<String> = list
                             .iter()
                             .flat_map(|rb| rb.approval.groups.iter().map(move |g| (rb, g)))
-                            .filter(|(_, g)| !cfg.responders.groups.contains_key(*g))
+                            .filter(|(_, g)| cfg.as_ref().is_some_and(|c| !c.responders.groups.contains_key(*g)))
                             .map(|(rb, g)| {
                                 format!("{}: approval.groups names {g:?}, which is not in responders.groups", rb.id)
                             })
                             .collect();
-                        if !missing.is_empty() {
-                            bail!("runbooks name unknown responder groups:\n  - {}", missing.join("\n  - "));
+                        if missing.is_empty() {
+                            println!("{}: OK ({} runbooks)", dir.display(), list.len());
+                        } else {
+                            problems.push(format!(
+                                "runbooks name unknown responder groups:\n  - {}",
+                                missing.join("\n  - ")
+                            ));
                         }
-                        println!("{}: OK ({} runbooks)", dir.display(), list.len());
                     }
-                    Err(errors) => bail!("invalid runbooks:\n  - {}", errors.join("\n  - ")),
+                    Err(errors) => problems.push(format!("invalid runbooks:\n  - {}", errors.join("\n  - "))),
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            if problems.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            Ok(ExitCode::from(1))
         }
         Command::Demo { yes } => crate::demo::run(yes).await.map(|()| ExitCode::SUCCESS),
         Command::Replay { scenario, runbooks } => {
@@ -214,11 +257,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { paths, runbooks } => scenario_tests(&paths, &runbooks).await,
-        Command::Pause { config } => set_paused(config.as_deref(), db, true).await,
-        Command::Resume { config } => set_paused(config.as_deref(), db, false).await,
-        Command::Audit { command: AuditCommand::Verify { config, expect_head } } => {
+        Command::Pause { store } => set_paused(&store, true).await,
+        Command::Resume { store } => set_paused(&store, false).await,
+        Command::Audit { command: AuditCommand::Verify { store, expect_head } } => {
             // Exit 2 when it cannot run (no store, unreachable, unreadable), as documented.
-            let opened = async { existing_store(&load(config.as_deref())?, db).await };
+            let opened = existing_store(&store);
             let store = match opened.await {
                 Ok(s) => s,
                 Err(e) => {
@@ -233,9 +276,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::from(2))
             })
         }
-        Command::Audit { command: AuditCommand::Export { incident, config, out } } => {
-            let cfg = load(config.as_deref())?;
-            let store = existing_store(&cfg, db).await?;
+        Command::Audit { command: AuditCommand::Export { incident, store, out } } => {
+            let store = existing_store(&store).await?;
             let paths = export(store.as_ref(), incident, &out).await;
             store.close().await;
             for p in paths? {
@@ -247,9 +289,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// `medic pause` / `medic resume`, as the console user.
-async fn set_paused(config: Option<&Path>, db: Option<&str>, pause: bool) -> Result<ExitCode> {
-    let cfg = load(config)?;
-    let store = existing_store(&cfg, db).await?;
+async fn set_paused(args: &StoreArgs, pause: bool) -> Result<ExitCode> {
+    let store = existing_store(args).await?;
     let who = crate::chat::console::identity();
     let r = store.set_paused(&who, pause, crate::time::Clock::now(&SystemClock)).await;
     store.close().await;

@@ -634,6 +634,79 @@ pub enum ConfigError {
     Invalid { path: String, problems: Vec<String> },
 }
 
+/// After the first parse error `first` (with its line and column): each unknown key is taken
+/// out of the document and the rest parsed again, so that every unknown key is reported in one
+/// run. Returns the problems (the first one first) and the config, if the rest parses.
+fn unknown_keys(text: &str, first: String) -> (Vec<String>, Option<Config>) {
+    static UNKNOWN: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"unknown field `([^`]+)`").expect("a valid pattern"));
+    let mut problems = vec![first.clone()];
+    let Ok(mut tree) = serde_norway::from_str::<serde_norway::Value>(text) else { return (problems, None) };
+    for round in 0..64 {
+        let err = match serde_path_to_error::deserialize::<_, Config>(tree.clone()) {
+            Ok(config) => return (problems, Some(config)),
+            Err(e) => e,
+        };
+        let message = err.inner().to_string();
+        let Some(key) = UNKNOWN.captures(&message).map(|c| c[1].to_string()) else {
+            if round > 0 {
+                problems.push(format!("{}: {message}", err.path()));
+            }
+            return (problems, None);
+        };
+        let mut at: Vec<String> = err
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        if at.last() == Some(&key) {
+            at.pop();
+        }
+        if round > 0 || !first.contains(&format!("unknown field `{key}`")) {
+            let mut full = at.clone();
+            full.push(key.clone());
+            let location = locate(text, &full).map(|(l, c)| format!(" at line {l} column {c}")).unwrap_or_default();
+            let parent = if at.is_empty() { String::new() } else { format!("{}: ", at.join(".")) };
+            problems.push(format!("{parent}{message}{location}"));
+        }
+        let mut node = &mut tree;
+        for k in &at {
+            match node.get_mut(k.as_str()) {
+                Some(n) => node = n,
+                None => return (problems, None),
+            }
+        }
+        if node.as_mapping_mut().and_then(|m| m.remove(key.as_str())).is_none() {
+            return (problems, None);
+        }
+    }
+    (problems, None)
+}
+
+/// The line and column (1-based) of the block-style key at `path` in `text`, if it can be found.
+fn locate(text: &str, path: &[String]) -> Option<(usize, usize)> {
+    let mut from = 0;
+    let mut indent: Option<usize> = None;
+    let mut found = None;
+    for key in path {
+        let (i, col) = text.lines().enumerate().skip(from).find_map(|(i, line)| {
+            let trimmed = line.trim_start();
+            let col = line.len() - trimmed.len();
+            let bare = trimmed.strip_prefix("- ").unwrap_or(trimmed);
+            let deeper = indent.is_none_or(|d| col > d);
+            (deeper && bare.strip_prefix(key.as_str()).is_some_and(|r| r.trim_start().starts_with(':')))
+                .then_some((i, col))
+        })?;
+        from = i + 1;
+        indent = Some(col);
+        found = Some((i + 1, col + 1));
+    }
+    found
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
@@ -643,15 +716,32 @@ impl Config {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// Parses and validates `text`, reporting every problem in one run: each unknown key
+    /// (with its line and column), then, once the rest parses, every invalid value.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
-        let config: Config = if text.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_norway::from_str(text)
-                .map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })?
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let first = match serde_norway::from_str::<Config>(text) {
+            Ok(config) => {
+                let problems = config.problems();
+                return if problems.is_empty() {
+                    Ok(config)
+                } else {
+                    Err(ConfigError::Invalid { path: path.to_string(), problems })
+                };
+            }
+            Err(e) => e.to_string(),
         };
-        let problems = config.problems();
-        if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { path: path.to_string(), problems }) }
+        let (mut problems, config) = unknown_keys(text, first.clone());
+        match config {
+            Some(c) => problems.extend(c.problems()),
+            None if problems.len() == 1 => {
+                return Err(ConfigError::Parse { path: path.to_string(), message: first });
+            }
+            None => {}
+        }
+        Err(ConfigError::Invalid { path: path.to_string(), problems })
     }
 
     /// Everything wrong with a syntactically valid config: values out of range, secrets that do
@@ -827,6 +917,21 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("unknown field `grace`"), "{msg}");
         assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_one_run() {
+        let text = "incidents:\n  group_windw: 1h\nexecutor:\n  dry_rn: true\nbogus: 1\n\
+                    database: {url: {env: MEDIC_TEST_SURELY_UNSET_VAR}}\n";
+        let msg = Config::parse(text, "m.yaml").unwrap_err().to_string();
+        assert!(msg.contains("unknown field `group_windw`") && msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("executor: unknown field `dry_rn`") && msg.contains("line 4 column 3"), "{msg}");
+        assert!(msg.contains("unknown field `bogus`") && msg.contains("line 5 column 1"), "{msg}");
+        assert!(msg.contains("MEDIC_TEST_SURELY_UNSET_VAR is not set"), "and the invalid values: {msg}");
+        assert!(
+            msg.find("group_windw").unwrap() < msg.find("MEDIC_TEST_SURELY_UNSET_VAR").unwrap(),
+            "unknown keys first: {msg}"
+        );
     }
 
     #[test]

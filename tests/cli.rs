@@ -247,3 +247,58 @@ fn audit_verify_fails_fast_on_an_unreachable_server() {
     assert!(text(&o).contains("store: postgres://medic@127.0.0.1:9/medic"), "{}", text(&o));
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
 }
+
+/// Every option and argument of every command says what it is for; commands that use no store
+/// do not offer `--database-url`.
+#[test]
+fn every_option_has_help_and_none_is_ignored() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" && arg.get_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let cli = medic::cli::Cli::command();
+    let mut missing = Vec::new();
+    walk(&cli, "medic", &mut missing);
+    assert!(missing.is_empty(), "without help text: {missing:?}");
+    for name in ["demo", "replay", "test"] {
+        let sub = cli.find_subcommand(name).unwrap();
+        assert!(
+            sub.get_arguments().all(|a| a.get_id() != "database_url"),
+            "{name} lists --database-url and ignores it"
+        );
+    }
+}
+
+/// `medic check` reports every problem in one run: each unknown key, each invalid value, and the
+/// runbooks' problems too, not only the first.
+#[test]
+fn check_reports_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.yaml"),
+        "incidents:\n  group_windw: 1h\nexecutor:\n  dry_rn: true\ndatabase: {url: {env: MEDIC_UNSET_FOR_TEST}}\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("rb")).unwrap();
+    std::fs::write(dir.path().join("rb/bad.yaml"), "id: x\n").unwrap();
+    let o = medic(&["check", "--config", "m.yaml", "--runbooks", "rb"], dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    for needle in [
+        "unknown field `group_windw`",
+        "line 2 column 3",
+        "executor: unknown field `dry_rn`",
+        "line 4 column 3",
+        "MEDIC_UNSET_FOR_TEST is not set",
+        "bad.yaml: missing field `title`",
+    ] {
+        assert!(text(&o).contains(needle), "{needle} missing from:\n{}", text(&o));
+    }
+}
