@@ -45,20 +45,20 @@ pub fn alert_json(r: &AlertRow) -> Value {
     })
 }
 
+/// One audit record as the API and the export show it.
+pub fn record_json(r: &AuditRecord) -> Value {
+    json!({
+        "seq": r.seq,
+        "at": rfc3339(r.at),
+        "kind": r.kind,
+        "actor": r.actor,
+        "data": serde_json::from_str::<Value>(&r.data).unwrap_or(Value::String(r.data.clone())),
+        "hash": r.hash,
+    })
+}
+
 pub fn timeline_json(records: &[AuditRecord]) -> Vec<Value> {
-    records
-        .iter()
-        .map(|r| {
-            json!({
-                "seq": r.seq,
-                "at": rfc3339(r.at),
-                "kind": r.kind,
-                "actor": r.actor,
-                "data": serde_json::from_str::<Value>(&r.data).unwrap_or(Value::String(r.data.clone())),
-                "hash": r.hash,
-            })
-        })
-        .collect()
+    records.iter().map(record_json).collect()
 }
 
 fn bad_request(msg: String) -> Response {
@@ -100,22 +100,74 @@ pub async fn list(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, S
     }
 }
 
-/// `GET /v1/incidents/{id}`: the incident, its alerts, its timeline and its latest diagnosis.
-pub async fn detail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+/// A page of an incident's alerts or timeline: at most `limit` items after the cursor.
+struct Page {
+    limit: usize,
+    after: Option<String>,
+}
+
+/// Reads `{name}_limit` (1 to 1000, default `default`) and `{name}_after` (a cursor).
+fn page(q: &HashMap<String, String>, name: &str, default: usize) -> Result<Page, Response> {
+    let limit = match q.get(&format!("{name}_limit")) {
+        None => default,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => return Err(bad_request(format!("{name}_limit: expected a number from 1 to 1000, got {v:?}"))),
+        },
+    };
+    Ok(Page { limit, after: q.get(&format!("{name}_after")).cloned() })
+}
+
+/// `GET /v1/incidents/{id}?alerts_limit=100&alerts_after=KEY&timeline_limit=500&timeline_after=SEQ`:
+/// the incident, a page of its alerts (ordered by key) and of its timeline (by sequence), each
+/// with the cursor of the next page (`alerts_next`, `timeline_next`; null on the last), and its
+/// latest diagnosis. A storm's incident answers in pages, not in one response of megabytes.
+pub async fn detail(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let Ok(id) = id.parse::<i64>() else { return bad_request(format!("incident id: expected a number, got {id:?}")) };
+    if let Some(k) =
+        q.keys().find(|k| !matches!(k.as_str(), "alerts_limit" | "alerts_after" | "timeline_limit" | "timeline_after"))
+    {
+        return bad_request(format!(
+            "unknown query parameter {k:?}; expected alerts_limit, alerts_after, timeline_limit or timeline_after"
+        ));
+    }
+    let (alerts_page, timeline_page) = match (page(&q, "alerts", 100), page(&q, "timeline", 500)) {
+        (Ok(a), Ok(t)) => (a, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let after_seq = match timeline_page.after.as_deref().map(str::parse::<i64>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return bad_request("timeline_after: expected a sequence number".to_string()),
+    };
     let found = match app.store.incident(id).await {
         Ok(x) => x,
         Err(e) => return internal(e),
     };
-    let Some((inc, alerts)) = found else {
+    let Some((inc, mut alerts)) = found else {
         return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no incident {id}")})))
             .into_response();
     };
     match app.store.audit_for_incident(id).await {
         Ok(records) => {
             let mut v = incident_json(&inc);
-            v["alerts"] = json!(alerts.iter().map(alert_json).collect::<Vec<_>>());
-            v["timeline"] = json!(timeline_json(&records));
+            alerts.sort_by_key(|r| r.alert.key());
+            let start =
+                alerts_page.after.as_ref().map(|k| alerts.partition_point(|r| r.alert.key() <= *k)).unwrap_or(0);
+            let shown = &alerts[start..(start + alerts_page.limit).min(alerts.len())];
+            v["alerts"] = json!(shown.iter().map(alert_json).collect::<Vec<_>>());
+            v["alerts_total"] = json!(alerts.len());
+            v["alerts_next"] =
+                json!((start + shown.len() < alerts.len()).then(|| shown.last().map(|r| r.alert.key())).flatten());
+            let later: Vec<&AuditRecord> =
+                records.iter().filter(|r| r.seq > after_seq).take(timeline_page.limit).collect();
+            let more = records.iter().filter(|r| r.seq > after_seq).count() > later.len();
+            v["timeline"] = json!(later.iter().map(|r| record_json(r)).collect::<Vec<_>>());
+            v["timeline_next"] = json!(more.then(|| later.last().map(|r| r.seq.to_string())).flatten());
             // The latest diagnosis, as recorded (the responder writes one per investigation).
             v["diagnosis"] = records
                 .iter()

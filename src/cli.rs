@@ -408,16 +408,25 @@ pub async fn export(store: &dyn Store, id: i64, dir: &Path) -> Result<Vec<PathBu
     let Some((inc, alerts)) = store.incident(id).await? else { bail!("no incident {id}") };
     let records = store.audit_for_incident(id).await?;
     let summary = crate::api::incident_json(&inc);
-    let json = serde_json::json!({
-        "incident": summary,
-        "alerts": alerts.iter().map(crate::api::alert_json).collect::<Vec<_>>(),
-        "timeline": crate::api::timeline_json(&records),
-    });
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let json_path = dir.join(format!("incident-{id}.json"));
     let md_path = dir.join(format!("incident-{id}.md"));
-    std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    // Written item by item: a storm's incident is not built as one value in memory first.
+    let write_json = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&json_path)?);
+        write!(out, "{{\"incident\": {summary},\n\"alerts\": [")?;
+        for (i, a) in alerts.iter().enumerate() {
+            write!(out, "{}\n  {}", if i == 0 { "" } else { "," }, crate::api::alert_json(a))?;
+        }
+        write!(out, "\n],\n\"timeline\": [")?;
+        for (i, r) in records.iter().enumerate() {
+            write!(out, "{}\n  {}", if i == 0 { "" } else { "," }, crate::api::record_json(r))?;
+        }
+        writeln!(out, "\n]}}")?;
+        out.flush()
+    };
+    write_json().with_context(|| format!("cannot write {}", json_path.display()))?;
     std::fs::write(&md_path, audit::timeline_markdown(&summary, &records))
         .with_context(|| format!("cannot write {}", md_path.display()))?;
     Ok(vec![json_path, md_path])

@@ -37,6 +37,55 @@ async fn health_readiness_metrics(db: Db) {
     app.stop().await.unwrap();
 }
 
+/// A storm's incident answers in pages: 250 alerts come 100 at a time with a cursor, the
+/// timeline likewise, and following the cursors yields every alert once (issue 13).
+async fn incident_detail_is_paginated(db: Db) {
+    let Some(app) = TestApp::spawn(db, Config::default()).await else { return };
+    let alerts: Vec<_> = (0..250)
+        .map(|i| json!({"name": format!("Disk{i:03}"), "status": "firing", "labels": {"service": "db"}}))
+        .collect();
+    let (s, v) = app.post("/v1/alerts/generic", json!({"alerts": alerts}).to_string(), &[]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, first) = app.get("/v1/incidents/1").await;
+    assert_eq!(first["alerts"].as_array().unwrap().len(), 100, "100 alerts by default");
+    assert_eq!(first["alerts_total"], 250);
+    let mut seen: Vec<String> = Vec::new();
+    let mut url = "/v1/incidents/1?alerts_limit=70&timeline_limit=50".to_string();
+    loop {
+        let (s, page) = app.get(&url).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        assert!(page["timeline"].as_array().unwrap().len() <= 50);
+        seen.extend(page["alerts"].as_array().unwrap().iter().map(|a| a["key"].as_str().unwrap().to_string()));
+        match page["alerts_next"].as_str() {
+            Some(next) => {
+                url = format!(
+                    "/v1/incidents/1?alerts_limit=70&timeline_limit=50&alerts_after={}",
+                    url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+                )
+            }
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (250, 250), "every alert once");
+    // The timeline: alert_received (250 alerts in one record or more) and incident_opened, paged.
+    let (_, t) = app.get("/v1/incidents/1?timeline_limit=1").await;
+    assert_eq!(t["timeline"].as_array().unwrap().len(), 1);
+    let next = t["timeline_next"].as_str().expect("a next page").to_string();
+    let (_, t2) = app.get(&format!("/v1/incidents/1?timeline_limit=1&timeline_after={next}")).await;
+    assert!(t2["timeline"][0]["seq"].as_i64() > t["timeline"][0]["seq"].as_i64());
+    for (q, needle) in
+        [("alerts_limit=0", "alerts_limit: expected a number from 1 to 1000"), ("page=2", "unknown query parameter")]
+    {
+        let (s, v) = app.get(&format!("/v1/incidents/1?{q}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}");
+        assert!(v["message"].as_str().unwrap().contains(needle), "{q}: {v}");
+    }
+    app.stop().await.unwrap();
+}
+
 async fn incident_api_errors_and_filters(db: Db) {
     let cfg = Config::parse("incidents: {resolve_grace: 0s}", "t").unwrap();
     let Some(app) = TestApp::spawn(db, cfg).await else { return };
@@ -150,6 +199,7 @@ async fn topology_groups_a_dependency_with_its_caller(db: Db) {
 }
 
 both_stores!(
+    incident_detail_is_paginated,
     health_readiness_metrics,
     incident_api_errors_and_filters,
     graceful_shutdown_under_load,

@@ -198,6 +198,41 @@ fn log_patterns(lines: &[LogLine], split: Millis) -> Vec<LogPattern> {
     v
 }
 
+/// Most lines of one kind a diagnosis carries (alerts of the incident, other firing alerts):
+/// a storm of 10,000 alerts must not make every recorded diagnosis 10,000 lines long.
+pub const EVIDENCE_CAP: usize = 10;
+
+/// `items` with identical lines merged (`×N`), at most [`EVIDENCE_CAP`] of them (the earliest
+/// first, as given), and one line counting the rest.
+fn capped(items: impl Iterator<Item = Evidence>, what: &str) -> Vec<Evidence> {
+    let mut kept: Vec<(Evidence, usize)> = Vec::new();
+    let mut rest = 0usize;
+    let mut kinds = None;
+    for e in items {
+        kinds.get_or_insert(e.kind);
+        if let Some((_, n)) = kept.iter_mut().find(|(k, _)| k.text == e.text) {
+            *n += 1;
+        } else if kept.len() < EVIDENCE_CAP {
+            kept.push((e, 1));
+        } else {
+            rest += 1;
+        }
+    }
+    let mut out: Vec<Evidence> = kept
+        .into_iter()
+        .map(|(mut e, n)| {
+            if n > 1 {
+                e.text.push_str(&format!(" (×{n})"));
+            }
+            e
+        })
+        .collect();
+    if let (Some(kind), true) = (kinds, rest > 0) {
+        out.push(Evidence { kind, text: format!("… and {rest} more {what}"), at: None, spark: None });
+    }
+    out
+}
+
 /// The values templates see: the incident's main labels, the correlated change, the runbook's
 /// vars. (The plan builder uses the same context.)
 pub fn template_context(
@@ -510,9 +545,8 @@ pub fn diagnose(input: &Input) -> Diagnosis {
             spark: None,
         })
         .collect();
-    let alert_ev: Vec<Evidence> = alerts
-        .iter()
-        .map(|a| Evidence {
+    let alert_ev: Vec<Evidence> = capped(
+        alerts.iter().map(|a| Evidence {
             kind: EvidenceKind::Alert,
             text: format!(
                 "alert {}{} firing since {}",
@@ -522,15 +556,15 @@ pub fn diagnose(input: &Input) -> Diagnosis {
             ),
             at: Some(a.starts_at),
             spark: None,
-        })
-        .collect();
+        }),
+        "alerts of this incident",
+    );
     // What else the stack says: other alerts on these services or their dependencies, silences,
     // and the sources that could not answer.
     let other_alerts: Vec<&crate::context::ActiveAlert> =
         ctx.other_alerts.iter().filter(|o| !alerts.iter().any(|a| a.fingerprint == o.fingerprint)).collect();
-    let mut context_ev: Vec<Evidence> = other_alerts
-        .iter()
-        .map(|a| {
+    let mut context_ev: Vec<Evidence> = capped(
+        other_alerts.iter().map(|a| {
             let svc = a.labels.get("service").map(String::as_str).unwrap_or("?");
             let role = if ctx.dependencies.iter().any(|d| d == svc) { " (a dependency)" } else { "" };
             Evidence {
@@ -545,8 +579,9 @@ pub fn diagnose(input: &Input) -> Diagnosis {
                 at: Some(a.starts_at),
                 spark: None,
             }
-        })
-        .collect();
+        }),
+        "other firing alerts",
+    );
     context_ev.extend(ctx.silences.iter().map(|s| Evidence {
         kind: EvidenceKind::Silence,
         text: format!(
@@ -967,6 +1002,18 @@ mod tests {
         let mut sure = Odds::new(5.0, "p");
         sure.add(5.0, "q");
         assert_eq!(sure.confidence(), 0.95, "never certain");
+    }
+
+    #[test]
+    fn evidence_lists_are_capped() {
+        let ev = |t: String| Evidence { kind: EvidenceKind::Alert, text: t, at: None, spark: None };
+        let many = (0..500).map(|i| ev(format!("alert A{i} firing since 10:00")));
+        let same = (0..40).map(|_| ev("alert Disk (critical) firing since 10:00".into()));
+        let out = capped(same.chain(many), "alerts of this incident");
+        assert_eq!(out.len(), EVIDENCE_CAP + 1);
+        assert_eq!(out[0].text, "alert Disk (critical) firing since 10:00 (×40)");
+        assert_eq!(out[EVIDENCE_CAP].text, "… and 491 more alerts of this incident");
+        assert!(capped(std::iter::empty(), "x").is_empty());
     }
 
     #[test]
