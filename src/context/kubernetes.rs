@@ -4,7 +4,7 @@
 //!
 //! A service's pods and ReplicaSets are found by a label selector template (default
 //! `app.kubernetes.io/name={{service}}`). In-cluster config, a kubeconfig file, or an API URL
-//! (tests) — see `deploy/kubernetes-rbac.yaml` for the read-only Role / ClusterRole.
+//! (tests) — see `deploy/kubernetes/` for the namespace, the ServiceAccount and the read-only Role / ClusterRole.
 
 use super::{Changes, Pod, Pods};
 use crate::alert::{Change, ChangeKind};

@@ -1,0 +1,57 @@
+//! The Kubernetes manifests in deploy/kubernetes do what their instructions say: the namespace
+//! and ServiceAccount they bind exist in medic.yaml; the namespaced file takes its namespace
+//! from `kubectl apply -n` (no namespace of its own to conflict with it); the cluster file is
+//! cluster-wide only; and every permission is read-only.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::Path;
+
+fn docs(file: &str) -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_norway::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).collect()
+}
+
+fn kinds(docs: &[Value]) -> Vec<&str> {
+    docs.iter().map(|d| d["kind"].as_str().unwrap()).collect()
+}
+
+fn read_only(rules: &Value) {
+    for rule in rules.as_array().unwrap() {
+        for verb in rule["verbs"].as_array().unwrap() {
+            assert!(matches!(verb.as_str(), Some("get" | "list" | "watch")), "a write verb: {rule}");
+        }
+    }
+}
+
+#[test]
+fn manifests_are_consistent_and_read_only() {
+    let base = docs("medic.yaml");
+    assert_eq!(kinds(&base), ["Namespace", "ServiceAccount"]);
+    assert_eq!(base[0]["metadata"]["name"], "medic");
+    assert_eq!(
+        (base[1]["metadata"]["name"].as_str(), base[1]["metadata"]["namespace"].as_str()),
+        (Some("medic"), Some("medic"))
+    );
+
+    let ns = docs("read-namespace.yaml");
+    assert_eq!(kinds(&ns), ["Role", "RoleBinding"]);
+    for d in &ns {
+        assert!(d["metadata"]["namespace"].is_null(), "`kubectl apply -n X` decides the namespace: {d}");
+    }
+    let cluster = docs("read-cluster.yaml");
+    assert_eq!(kinds(&cluster), ["ClusterRole", "ClusterRoleBinding"]);
+    assert_eq!(ns[0]["rules"], cluster[0]["rules"], "the same permissions either way");
+    read_only(&ns[0]["rules"]);
+    read_only(&cluster[0]["rules"]);
+    for binding in [&ns[1], &cluster[1]] {
+        assert_eq!(binding["roleRef"]["name"], "medic-read");
+        let subject = &binding["subjects"][0];
+        assert_eq!(
+            (subject["kind"].as_str(), subject["name"].as_str(), subject["namespace"].as_str()),
+            (Some("ServiceAccount"), Some("medic"), Some("medic")),
+            "binds the ServiceAccount of medic.yaml"
+        );
+    }
+}
