@@ -3,6 +3,8 @@
 //! from `kubectl apply -n` (no namespace of its own to conflict with it); the cluster file is
 //! cluster-wide only; and every permission is read-only.
 
+mod common;
+
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -54,4 +56,33 @@ fn manifests_are_consistent_and_read_only() {
             "binds the ServiceAccount of medic.yaml"
         );
     }
+}
+
+/// The Alertmanager receiver the README shows is a configuration Alertmanager accepts, and it
+/// points at medic's route with a bearer token.
+#[test]
+fn the_alertmanager_example_passes_amtool() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alertmanager.yml");
+    let out = match std::process::Command::new("amtool").arg("check-config").arg(&file).output() {
+        Ok(o) => o,
+        Err(e) => {
+            common::unavailable(&format!("amtool (Debian package prometheus-alertmanager) cannot run: {e}"));
+            return;
+        }
+    };
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("SUCCESS"), "{text}");
+    let cfg: Value = serde_norway::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let hook = &cfg["receivers"][0]["webhook_configs"][0];
+    assert!(hook["url"].as_str().unwrap().ends_with("/v1/alerts/alertmanager"));
+    assert_eq!(hook["send_resolved"], true);
+    assert_eq!(hook["http_config"]["authorization"]["type"], "Bearer");
+    let grafana: Value = serde_norway::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grafana-contact-point.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let settings = &grafana["contactPoints"][0]["receivers"][0]["settings"];
+    assert!(settings["url"].as_str().unwrap().ends_with("/v1/alerts/grafana"));
+    assert_eq!(settings["authorization_scheme"], "Bearer");
 }
