@@ -107,12 +107,12 @@ struct Page {
 }
 
 /// Reads `{name}_limit` (1 to 1000, default `default`) and `{name}_after` (a cursor).
-fn page(q: &HashMap<String, String>, name: &str, default: usize) -> Result<Page, Response> {
+fn page(q: &HashMap<String, String>, name: &str, default: usize) -> Result<Page, String> {
     let limit = match q.get(&format!("{name}_limit")) {
         None => default,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=1000).contains(&n) => n,
-            _ => return Err(bad_request(format!("{name}_limit: expected a number from 1 to 1000, got {v:?}"))),
+            _ => return Err(format!("{name}_limit: expected a number from 1 to 1000, got {v:?}")),
         },
     };
     Ok(Page { limit, after: q.get(&format!("{name}_after")).cloned() })
@@ -137,7 +137,7 @@ pub async fn detail(
     }
     let (alerts_page, timeline_page) = match (page(&q, "alerts", 100), page(&q, "timeline", 500)) {
         (Ok(a), Ok(t)) => (a, t),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(e), _) | (_, Err(e)) => return bad_request(e),
     };
     let after_seq = match timeline_page.after.as_deref().map(str::parse::<i64>) {
         None => 0,
