@@ -253,6 +253,10 @@ pub fn summarise(data: &str) -> String {
     if let Some(p) = v.get("plan").and_then(|x| x.as_str()) {
         parts.push(format!("plan: {}", &p[..12.min(p.len())]));
     }
+    // A diagnosis names the plan it proposed: `{"hash", "runbook"}`.
+    if let Some(rb) = v.get("plan").and_then(|p| p.get("runbook")).and_then(text) {
+        parts.push(format!("plan of {rb}"));
+    }
     if let Some(a) = v.get("approvers").and_then(|x| x.as_array()) {
         parts.push(format!("approvers: {}", a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")));
     }

@@ -1,17 +1,17 @@
 //! `medic demo`: the whole loop, locally, on a bundled scenario (a service whose connection pool
-//! leaks after a deploy). A fresh SQLite store in a temporary directory; medic's real server on
-//! a loopback port, fed over HTTP as Alertmanager and CI would; the recorded context backend;
-//! the console chat adapter; and a small deploy API served locally, whose rollback switches the
-//! recorded world to its "after" state so the post-check can verify the fix. Nothing to sign up
-//! for, no network.
+//! leaks after a deploy). It runs `serve`'s own pipeline — the server, the responder, the
+//! notifier and outbox, the click path and the executor — with three differences only: the
+//! recorded context backend as its sources, the console as its chat platform (clicks typed at
+//! the terminal), and a small deploy API served locally, whose rollback switches the recorded
+//! world to its "after" state so the post-check can verify the fix. A fresh SQLite store in a
+//! temporary directory; fed over HTTP as Alertmanager and CI would. No accounts, no network.
 
-use crate::approval::{Click, Groups, Identity, Verdict};
-use crate::chat::{Chat, IncidentView, console::Console};
+use crate::chat::console::Console;
 use crate::config::Config;
 use crate::context::{Sources, recorded::Recorded};
-use crate::executor::{Executor, Limits, Outcome};
 use crate::runbook::Runbook;
 use crate::scenario::Scenario;
+use crate::server::Parts;
 use crate::time::{Clock, SystemClock, rfc3339};
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
@@ -73,34 +73,60 @@ fn alertmanager_payload(alerts: &[crate::alert::Alert], resolved_at: Option<i64>
 }
 
 async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
-    let chat = Console::new(auto_approve, Box::new(std::io::stdout()))?;
-    let mut config = Config::default();
-    config.incidents.resolve_grace = Duration::from_secs(2);
-    let url = format!("sqlite://{}", dir.join("medic.db").display());
-    let store = crate::store::open(&url, 4).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server_store = store.clone();
-    let server = tokio::spawn(async move {
-        crate::server::run(listener, &config, server_store, Arc::new(SystemClock), async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-
-    // The world, anchored at this moment.
+    let console = Arc::new(Console::new(auto_approve, Box::new(std::io::stdout()))?);
+    // The world, anchored at this moment, and the deploy API its rollback reaches.
     let mut scenario: Scenario = serde_norway::from_str(SCENARIO).context("bundled scenario")?;
     scenario.now = rfc3339(SystemClock.now());
     let world = scenario.world().map_err(anyhow::Error::msg)?;
     let recorded = Arc::new(Recorded::new(world.clone()));
     let api = deploy_api(recorded.clone()).await?;
-    let mut runbooks: Vec<Runbook> = RUNBOOKS.iter().map(|t| serde_norway::from_str(t)).collect::<Result<_, _>>()?;
-    for rb in &mut runbooks {
+
+    // `serve`'s own configuration: the shipped runbooks (pointed at the local deploy API), the
+    // console user in every approver group, the deploy API on the executor's allow-list.
+    let runbooks_dir = dir.join("runbooks");
+    std::fs::create_dir_all(&runbooks_dir)?;
+    let user = crate::chat::console::identity();
+    let mut config = Config::default();
+    for text in RUNBOOKS {
+        let mut rb: Runbook = serde_norway::from_str(text)?;
         if rb.vars.contains_key("deploy_api") {
             rb.vars.insert("deploy_api".into(), format!("http://{api}"));
         }
+        for g in &rb.approval.groups {
+            config.responders.groups.insert(g.clone(), vec![user.0.clone()]);
+        }
+        std::fs::write(runbooks_dir.join(format!("{}.yaml", rb.id)), serde_norway::to_string(&rb)?)?;
     }
+    config.runbooks = Some(runbooks_dir);
+    config.incidents.resolve_grace = Duration::from_secs(2);
+    config.executor.http_allowed_hosts = vec![api.clone()];
+    config.executor.owner = Some("medic-demo".into());
+    let url = format!("sqlite://{}", dir.join("medic.db").display());
+    let store = crate::store::open(&url, 4).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (clicks_tx, clicks_rx) = tokio::sync::oneshot::channel();
+    let parts = Parts {
+        sources: Some((Sources::all(recorded.clone(), Duration::from_secs(5)), Vec::new())),
+        platforms: vec![console.clone()],
+        clicks: Some(clicks_tx),
+    };
+    let server_store = store.clone();
+    let server = tokio::spawn(async move {
+        crate::server::run_with(
+            listener,
+            &config,
+            server_store,
+            Arc::new(SystemClock),
+            async {
+                let _ = stopped.await;
+            },
+            parts,
+        )
+        .await
+    });
+    let clicks = clicks_rx.await.context("the server started")?;
 
     println!("medic demo — {}\n  store {url} (temporary) · medic {base} · deploy API http://{api}\n", world.name);
     let http = crate::telemetry::http_client_builder().build()?;
@@ -132,101 +158,78 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
     let r = post("/v1/alerts/alertmanager", alertmanager_payload(&world.alerts, None)).await?;
     let id = r["incidents"][0].as_i64().context("the alert opened an incident")?;
     println!("Alertmanager sent {} alert(s) → incident #{id}\n", world.alerts.len());
-    let (incident, _) = store.incident(id).await?.context("the incident exists")?;
 
-    // Context, diagnosis and plan.
-    let sources = Sources::all(recorded.clone(), Duration::from_secs(5));
-    let outcome = crate::scenario::run::run_with(&world, &runbooks, &sources, (id, &incident.title)).await;
-    let requested_by = Identity("medic".into());
-    let mut expires = None;
-    if let Some(Ok(plan)) = &outcome.plan {
-        store.propose(plan, &requested_by, SystemClock.now()).await?;
-        expires = store.plan(&plan.hash).await?.map(|p| p.expires_at);
-    }
-    let paused = store.paused().await?;
-    chat.show_incident(&IncidentView::new(
-        &incident,
-        &outcome.diagnosis,
-        outcome.plan.as_ref(),
-        expires,
-        paused.as_ref(),
-    ))
-    .await?;
-
-    let Some(Ok(plan)) = &outcome.plan else {
+    // The responder investigates, proposes the plan and posts the message, as in production.
+    let diagnosed = wait(20, || crate::chat::latest_diagnosis(store.as_ref(), id)).await?;
+    let Some((_, diagnosis)) = diagnosed else { bail!("no diagnosis of incident #{id} within 20 s") };
+    drained(store.as_ref()).await?;
+    let Some(status) = store.plan_status(id).await? else {
         println!("\nNo plan to approve.");
         return finish(store, stop, server, id).await;
     };
-    // Approval: the console user, in the runbook's first approver group.
-    let user = crate::chat::console::identity();
-    let groups = Groups {
-        members: plan.approval.groups.iter().map(|g| (g.clone(), vec![user.clone()])).collect(),
-        default_approvers: Vec::new(),
+    let hash = status.plan.plan.hash.clone();
+    // The terminal's click goes through the click path Slack and Discord use.
+    let groups = {
+        let mut g = crate::approval::Groups::default();
+        for group in &status.plan.plan.approval.groups {
+            g.members.insert(group.clone(), vec![user.clone()]);
+        }
+        g
     };
-    // Guardrails, as they stand at the moment of the click.
-    let budget = runbooks.iter().find(|r| r.id == plan.runbook).and_then(|r| r.attempt_budget);
-    let assessment = crate::store::guardrails_now(
-        store.as_ref(),
-        &crate::guardrails::GuardrailConfig::default(),
-        id,
-        outcome.diagnosis.service.as_deref(),
-        &world.changes,
-        budget,
-        SystemClock.now(),
-    )
-    .await?;
-    for w in &assessment.warnings {
-        chat.thread(id, &format!("warning: {w}")).await?;
-    }
-    let Some((decision, reason)) = chat.ask(&plan.hash, &crate::chat::more_evidence(&outcome.diagnosis)).await? else {
-        chat.thread(id, "no answer: the plan stays proposed; nothing runs").await?;
+    let Some((decision, reason)) = console.ask(&hash, &crate::chat::more_evidence(&diagnosis)).await? else {
+        println!("no answer: the plan stays proposed; nothing runs");
         return finish(store, stop, server, id).await;
     };
-    let click = Click { who: user.clone(), decision, via: "console".into(), at: SystemClock.now(), reason };
-    let (verdict, approved) = store.decide(&plan.hash, &click, &groups, assessment.refusal()).await?;
-    match (&verdict, approved) {
-        (Verdict::Approved { approvers }, Some(approved)) => {
-            let names: Vec<String> = approvers.iter().map(|a| a.0.clone()).collect();
-            chat.thread(id, &format!("plan {} approved by {}", &plan.hash[..12], names.join(", "))).await?;
-            let executor = Executor::new(
-                store.clone(),
-                recorded.clone(),
-                Arc::new(SystemClock),
-                Limits { allowed_hosts: vec![api.clone()], ..Default::default() },
-                "medic-demo",
-            );
-            let outcome = executor.execute(approved).await?;
-            for r in store.audit_for_incident(id).await? {
-                if matches!(r.kind.as_str(), "step_succeeded" | "step_failed" | "step_rolled_back") {
-                    chat.thread(id, &format!("{}: {}", r.kind.replace('_', " "), crate::audit::summarise(&r.data)))
-                        .await?;
-                }
-            }
-            match outcome {
-                Outcome::Succeeded => chat.thread(id, "verified: every post-check passed").await?,
-                Outcome::RolledBack { step, reason } => {
-                    chat.thread(id, &format!("rolled back after {step}: {reason}")).await?
-                }
-                Outcome::AlreadyClaimed => chat.thread(id, "already executed").await?,
-            }
-            // The fix holds: Alertmanager resolves the alert, and the incident resolves.
-            post("/v1/alerts/alertmanager", alertmanager_payload(&world.alerts, Some(SystemClock.now()))).await?;
-            for _ in 0..50 {
-                if store.incident(id).await?.is_some_and(|(i, _)| i.state == crate::incident::IncidentState::Resolved) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            let state = store.incident(id).await?.map(|(i, _)| i.state.as_str()).unwrap_or("?");
-            chat.thread(id, &format!("alert resolved; incident #{id} is {state}")).await?;
-        }
-        (Verdict::Rejected, _) => {
-            let why = click.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-            chat.thread(id, &format!("plan rejected by {user}{why}; nothing runs")).await?
-        }
-        (other, _) => chat.thread(id, &format!("not approved: {other:?}")).await?,
+    if let Some(refusal) = clicks.decide(id, &hash, user.clone(), decision, "console", reason, &groups).await? {
+        println!("{refusal}");
+    }
+    // The executor runs in the background, as after a Slack click; wait for its outcome.
+    let ran = wait(60, || async {
+        let s = store.plan_status(id).await?;
+        Ok(s.and_then(|s| s.execution).filter(|(state, _)| state != "running").map(|_| ()))
+    })
+    .await?;
+    if ran.is_some() {
+        // The fix holds: Alertmanager resolves the alert, and the incident resolves.
+        post("/v1/alerts/alertmanager", alertmanager_payload(&world.alerts, Some(SystemClock.now()))).await?;
+        let resolved = wait(15, || async {
+            let state = store.incident(id).await?.map(|(i, _)| i.state);
+            Ok((state == Some(crate::incident::IncidentState::Resolved)).then_some(()))
+        })
+        .await?;
+        drained(store.as_ref()).await?;
+        let state = if resolved.is_some() { "resolved" } else { "not resolved yet" };
+        println!("  #{id} ↳ alert resolved; incident #{id} is {state}");
     }
     finish(store, stop, server, id).await
+}
+
+/// Polls `f` every 100 ms until it gives something, for at most `secs`.
+async fn wait<T, F, Fut>(secs: u64, mut f: F) -> Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(Some(v));
+        }
+        if std::time::Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the console has shown everything queued for it.
+async fn drained(store: &dyn crate::store::Store) -> Result<()> {
+    wait(10, || async {
+        let health = store.outbox_health(0).await?;
+        Ok(health.iter().all(|h| h.platform != "console" || h.pending == 0).then_some(()))
+    })
+    .await?;
+    Ok(())
 }
 
 async fn finish(

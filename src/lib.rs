@@ -60,11 +60,13 @@
 //!   (and the JSON views `audit export` shares); [`metrics`] is medic's own exposition.
 //! - [`config`] — the strict YAML config; secrets only by `{env: NAME}` / `{file: PATH}`.
 //! - [`chat`] — one shared view of an incident (`view_for`) rendered per platform from
-//!   `templates/<platform>/`; Slack and Discord behind the `Platform` trait, fed by a durable outbox
-//!   (retries, `Retry-After`, merged updates) and answering clicks through `chat::clicks`, the
-//!   one place a click becomes a decision and an execution; the console adapter (`Chat`) serves
-//!   local use and the demo.
-//! - [`cli`] and [`demo`] — the `medic` command line; `main.rs` only calls [`cli::main`].
+//!   `templates/<platform>/`; Slack, Discord and the console behind the `Platform` trait, fed by
+//!   a durable outbox (retries, `Retry-After`, merged updates) and answering clicks through
+//!   `chat::clicks`, the one place a click becomes a decision and an execution (the console's
+//!   clicks are typed at the terminal).
+//! - [`cli`] and [`demo`] — the `medic` command line; `main.rs` only calls [`cli::main`]. The
+//!   demo runs `serve`'s pipeline ([`server::run_with`]) with the recorded context backend and
+//!   the console as its chat platform: no second pipeline.
 //!
 //! # Invariants
 //!

@@ -65,6 +65,31 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    run_with(listener, config, store, clock, shutdown, Parts::default()).await
+}
+
+/// What a caller supplies beside the config: `medic demo` runs this same server with the
+/// recorded context backend and the console as a chat platform, and clicks from the terminal.
+#[derive(Default)]
+pub struct Parts {
+    /// Context sources and golden signals instead of those the config names.
+    pub sources: Option<(crate::context::Sources, Vec<crate::context::Golden>)>,
+    /// Chat platforms besides Slack and Discord (the console).
+    pub platforms: Vec<Arc<dyn crate::chat::Platform>>,
+    /// Receives the click handler once it is built, for a platform whose clicks do not come
+    /// over HTTP (the terminal).
+    pub clicks: Option<tokio::sync::oneshot::Sender<Arc<crate::chat::clicks::Clicks>>>,
+}
+
+/// [`run`], with `parts`.
+pub async fn run_with(
+    listener: TcpListener,
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    parts: Parts,
+) -> Result<()> {
     let addr = listener.local_addr()?;
     if let Some(problem) = config.open_sources_problem(addr) {
         anyhow::bail!("{problem}");
@@ -79,7 +104,10 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let policy = Arc::new(config.incidents.clone());
     let received = Arc::new(crate::store::StoredChanges(store.clone()));
-    let (sources, golden) = crate::context::from_config(&config.context, received).await.map_err(anyhow::Error::msg)?;
+    let (sources, golden) = match parts.sources {
+        Some(given) => given,
+        None => crate::context::from_config(&config.context, received).await.map_err(anyhow::Error::msg)?,
+    };
     let topology = tokio::spawn(refresh_topology(sources.clone(), policy.topology.clone()));
     let runbooks = match &config.runbooks {
         Some(dir) => crate::runbook::load(dir)?,
@@ -93,8 +121,12 @@ pub async fn run(
     let slack = slack.transpose().map_err(anyhow::Error::msg)?;
     let discord = config.discord.as_ref().map(|c| crate::chat::discord::Discord::new(c, timeout).map(Arc::new));
     let discord = discord.transpose().map_err(anyhow::Error::msg)?;
-    let platforms: Vec<Arc<dyn crate::chat::Platform>> =
-        slack.iter().map(|s| s.clone() as _).chain(discord.iter().map(|d| d.clone() as _)).collect();
+    let platforms: Vec<Arc<dyn crate::chat::Platform>> = slack
+        .iter()
+        .map(|s| s.clone() as _)
+        .chain(discord.iter().map(|d| d.clone() as _))
+        .chain(parts.platforms)
+        .collect();
     let notifier =
         Arc::new(crate::chat::Notifier { store: store.clone(), platforms: platforms.clone(), clock: clock.clone() });
     for p in &platforms {
@@ -153,6 +185,9 @@ pub async fn run(
         guardrails: config.guardrails.clone(),
         clock: clock.clone(),
     });
+    if let Some(tx) = parts.clicks {
+        let _ = tx.send(clicks.clone());
+    }
     let responders = Arc::new(config.responders.clone());
     if let Some(slack) = slack.as_ref().filter(|s| s.app_token.is_some()) {
         chat_tasks.push(tokio::spawn(crate::chat::slack::socket_mode(

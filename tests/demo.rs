@@ -5,9 +5,8 @@
 use std::process::Command;
 use std::time::Instant;
 
-#[test]
-fn the_whole_loop_in_order() {
-    let started = Instant::now();
+/// `medic demo --yes` as `demo-user`; its stdout and stderr, after checking it exited 0.
+fn demo() -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_medic"))
         .args(["demo", "--yes"])
         .current_dir(std::env::temp_dir())
@@ -16,6 +15,13 @@ fn the_whole_loop_in_order() {
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{out}");
+    out
+}
+
+#[test]
+fn the_whole_loop_in_order() {
+    let started = Instant::now();
+    let out = demo();
     let mut at = 0;
     for needle in [
         "Incident #1: HighErrorRate on checkout",
@@ -41,6 +47,26 @@ fn the_whole_loop_in_order() {
         }
     }
     assert!(started.elapsed().as_secs() < 60, "the demo runs in under a minute");
+}
+
+/// The demo runs `serve`'s own pipeline: the diagnosis the audit records is the one the console
+/// showed, and the plan approved came from that hypothesis' runbook (issue 14).
+#[test]
+fn the_audit_says_what_the_console_showed() {
+    let out = demo();
+    let shown = regex::Regex::new(r"Top hypothesis \((\d+)% · runbook ([a-z0-9-]+) ").unwrap();
+    let c = shown.captures(&out).unwrap_or_else(|| panic!("no top hypothesis in\n{out}"));
+    let (confidence, runbook) = (c[1].to_string(), c[2].to_string());
+    assert_eq!(runbook, "rollback-bad-deploy");
+    let diagnosed = out.lines().find(|l| l.contains("| diagnosed | medic |")).expect("a diagnosed record");
+    assert!(
+        diagnosed.contains(&format!("({confidence}%); plan of {runbook} |")),
+        "the audit's diagnosis is the one shown ({confidence}%, {runbook}): {diagnosed}"
+    );
+    let proposed = out.lines().find(|l| l.contains("| plan_proposed | medic |")).expect("a proposed plan");
+    assert!(proposed.contains(&format!("runbook: {runbook};")), "{proposed}");
+    let approved = out.lines().find(|l| l.contains("| plan_approved |")).expect("an approved plan");
+    assert!(approved.contains(&format!("runbook: {runbook};")), "{approved}");
 }
 
 #[test]

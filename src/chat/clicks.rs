@@ -111,7 +111,7 @@ impl Clicks {
     async fn execute(&self, incident_id: i64, approved: crate::approval::ApprovedPlan) -> anyhow::Result<()> {
         let outcome = self.executor.execute(approved).await?;
         let last = match outcome {
-            Outcome::Succeeded => "verified: every step and post-check passed".to_string(),
+            Outcome::Succeeded => "verified: every post-check passed".to_string(),
             Outcome::RolledBack { step, reason } => format!("rolled back after {step}: {reason}"),
             Outcome::AlreadyClaimed => "already executed".to_string(),
         };

@@ -1,8 +1,11 @@
-//! The console adapter: incident messages on the terminal, decisions typed at a prompt (or
-//! given by `--yes`). Used by `medic demo` and for local use.
+//! The console adapter: a chat platform whose channel is the terminal. Incident messages come
+//! through the outbox like Slack's and Discord's (the first in full, each update as the lines
+//! that changed, thread lines as `#id ↳ text`); its "clicks" are typed at a prompt (or given
+//! by `--yes`) and go through the same click path. Used by `medic demo`.
 
-use super::{Chat, IncidentView};
+use super::{IncidentView, Platform};
 use crate::approval::Decision;
+use crate::store::{Delivery, OutboxRow};
 use async_trait::async_trait;
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
@@ -14,6 +17,8 @@ pub struct Console {
     out: Mutex<Box<dyn Write + Send>>,
     /// Where answers are read from: the terminal, or a test's script.
     input: Arc<Mutex<Box<dyn BufRead + Send>>>,
+    /// The last text shown of each incident's message: an update shows what changed.
+    shown: Mutex<std::collections::HashMap<i64, String>>,
 }
 
 /// The console templates, compiled into the binary so the console works from anywhere.
@@ -65,7 +70,13 @@ impl Console {
     ) -> anyhow::Result<Console> {
         let mut templates = crate::plan::handlebars(true);
         templates.register_template_string("incident", INCIDENT_TEMPLATE)?;
-        Ok(Console { templates, auto_approve, out: Mutex::new(out), input: Arc::new(Mutex::new(input)) })
+        Ok(Console {
+            templates,
+            auto_approve,
+            out: Mutex::new(out),
+            input: Arc::new(Mutex::new(input)),
+            shown: Mutex::new(Default::default()),
+        })
     }
 
     pub fn render(&self, view: &IncidentView) -> anyhow::Result<String> {
@@ -91,29 +102,75 @@ impl Console {
     }
 }
 
+/// The console's channel: the terminal.
+const TERMINAL: &str = "terminal";
+
 #[async_trait]
-impl Chat for Console {
-    fn name(&self) -> &str {
+impl Platform for Console {
+    fn name(&self) -> &'static str {
         "console"
     }
 
-    async fn show_incident(&self, view: &IncidentView) -> anyhow::Result<()> {
-        self.write(&self.render(view)?)
+    fn channel_for(&self, _labels: &crate::alert::Labels) -> String {
+        TERMINAL.into()
     }
 
-    async fn thread(&self, incident_id: i64, text: &str) -> anyhow::Result<()> {
-        self.write(&format!("  #{incident_id} ↳ {text}\n"))
+    fn root(&self, view: &IncidentView, _channel: &str) -> anyhow::Result<String> {
+        self.render(view)
     }
 
-    async fn ask(&self, plan_hash: &str, more_evidence: &str) -> anyhow::Result<Option<(Decision, Option<String>)>> {
+    fn reply(&self, _channel: &str, text: &str) -> String {
+        text.to_string()
+    }
+
+    async fn deliver(&self, row: &OutboxRow) -> Delivery {
+        let id = row.item.incident_id;
+        let body = &row.item.body;
+        let text = match row.item.op.as_str() {
+            "post" => body.clone(),
+            "update" => {
+                let before = self.shown.lock().expect("console lock").get(&id).cloned().unwrap_or_default();
+                let new: Vec<&str> =
+                    body.lines().filter(|l| !l.trim().is_empty() && !before.lines().any(|b| b == *l)).collect();
+                if new.is_empty() { String::new() } else { format!("  #{id} updated:\n{}\n", new.join("\n")) }
+            }
+            "thread" => body.lines().map(|l| format!("  #{id} ↳ {l}\n")).collect(),
+            other => return Delivery::Failed { error: format!("unknown op {other}") },
+        };
+        if matches!(row.item.op.as_str(), "post" | "update") {
+            self.shown.lock().expect("console lock").insert(id, body.clone());
+        }
+        match self.write(&text) {
+            Ok(()) => Delivery::Sent { result: (row.item.op == "post").then(|| format!("console-{id}")) },
+            Err(e) => Delivery::Retry { after_ms: 0, error: format!("cannot write to the terminal: {e}") },
+        }
+    }
+}
+
+impl Console {
+    /// Asks at the prompt for a decision on the plan shown, and why when it is rejected;
+    /// `more_evidence` is shown on `m`. `None` at end of input: nothing is decided.
+    pub async fn ask(
+        &self,
+        plan_hash: &str,
+        more_evidence: &str,
+    ) -> anyhow::Result<Option<(Decision, Option<String>)>> {
         let short = &plan_hash[..12.min(plan_hash.len())];
         let prompt = format!("\nApprove plan {short}? [a]pprove / [r]eject / [m]ore evidence: ");
         if self.auto_approve {
             self.write(&format!("{prompt}a (--yes)\n"))?;
             return Ok(Some((Decision::Approve, None)));
         }
+        self.ask_at_the_prompt(&prompt, more_evidence).await
+    }
+
+    async fn ask_at_the_prompt(
+        &self,
+        prompt: &str,
+        more_evidence: &str,
+    ) -> anyhow::Result<Option<(Decision, Option<String>)>> {
         loop {
-            self.write(&prompt)?;
+            self.write(prompt)?;
             // End of input decides nothing: the plan stays proposed.
             let Some(line) = self.read_line().await? else { return Ok(None) };
             match answer(&line) {
@@ -144,6 +201,7 @@ mod tests {
             "service": "checkout", "onset": "2026-11-21T14:37:00.000Z",
             "top": {"statement": "s", "confidence": 75, "runbook": "none", "tier": 5, "evidence": []},
             "unavailable": ["metrics: prometheus timed out after 5s"], "plan": null, "no_plan": "no runbook matches", "paused": paused,
+            "decision": null, "buttons": false,
         }))
     }
 

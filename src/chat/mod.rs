@@ -1,5 +1,5 @@
-//! Chat: where incidents are shown and decided. Each platform is one adapter behind [`Chat`];
-//! only adapters know platform formats. Messages are rendered from `templates/<platform>/`
+//! Chat: where incidents are shown and decided. Each platform (Slack, Discord, the console) is
+//! one adapter behind [`Platform`], fed by the outbox; only adapters know platform formats. Messages are rendered from `templates/<platform>/`
 //! (handlebars), from one [`IncidentView`] that every adapter shares.
 
 pub mod clicks;
@@ -8,7 +8,6 @@ pub mod discord;
 pub mod outbox;
 pub mod slack;
 
-use crate::approval::Decision;
 use crate::diagnosis::Diagnosis;
 use crate::incident::Incident;
 use crate::plan::ProposedPlan;
@@ -386,19 +385,6 @@ pub async fn watch_resolved(
         }
         since = newest;
     }
-}
-
-#[async_trait]
-pub trait Chat: Send + Sync {
-    fn name(&self) -> &str;
-    /// Shows (or updates) the incident's root message.
-    async fn show_incident(&self, view: &IncidentView) -> anyhow::Result<()>;
-    /// A line in the incident's thread: progress, results.
-    async fn thread(&self, incident_id: i64, text: &str) -> anyhow::Result<()>;
-    /// Waits for a person's decision on the plan shown, and the reason of a rejection
-    /// (console); `more_evidence` is shown when asked for. Platforms with buttons deliver
-    /// clicks through their own endpoint instead and return `None` here.
-    async fn ask(&self, plan_hash: &str, more_evidence: &str) -> anyhow::Result<Option<(Decision, Option<String>)>>;
 }
 
 /// Loads the templates of one platform from `dir`, strict mode, no HTML escaping.
