@@ -10,7 +10,7 @@
 
 use crate::plan::ProposedPlan;
 use crate::time::{Millis, rfc3339};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Who clicked: `platform:id`, e.g. `console:alice`, `slack:U024BE7LH`.
@@ -226,6 +226,27 @@ impl ApprovedPlan {
 /// The approved plan, for the store to hand to the executor once the transition committed.
 pub(crate) fn approved(plan: ProposedPlan, approvers: Vec<Identity>, at: Millis) -> ApprovedPlan {
     ApprovedPlan { plan, approvers, approved_at: at }
+}
+
+/// Who may approve: groups of identities (`platform:id`, e.g. `slack:U024BE7LH`,
+/// `console:alice`), named by runbooks' `approval.groups`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Responders {
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Groups that may approve plans of runbooks that name none.
+    #[serde(default)]
+    pub default_approvers: Vec<String>,
+}
+
+impl Responders {
+    pub fn groups(&self) -> crate::approval::Groups {
+        Groups {
+            members: self.groups.iter().map(|(g, m)| (g.clone(), m.iter().cloned().map(Identity).collect())).collect(),
+            default_approvers: self.default_approvers.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,10 +20,35 @@ use crate::redact::redact;
 use crate::runbook::{Condition, HttpMethod};
 use crate::store::{ExecState, Store};
 use crate::time::Clock;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The `executor` section of the config. Where plans' actions may reach.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Hosts (`host` or `host:port`) that `http` actions may call.
+    #[serde(default)]
+    pub http_allowed_hosts: Vec<String>,
+    /// The only directory `script` actions run from.
+    #[serde(default)]
+    pub scripts_dir: Option<PathBuf>,
+    /// Propose and "execute" plans as a log only.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// This replica's name in the executions table; keep it stable across restarts so an
+    /// interrupted plan is found (default: the host name).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// How long a running execution's heartbeat holds it (default 60s, renewed every quarter
+    /// of it): past it, its replica is taken to be gone, and any replica marks the execution
+    /// interrupted and escalates it.
+    #[serde(default, with = "humantime_serde")]
+    pub lease: Option<std::time::Duration>,
+}
 
 /// Where actions may reach, and how.
 #[derive(Clone, Default)]
@@ -36,7 +61,13 @@ pub struct Limits {
     pub dry_run: bool,
     /// Scenario tests: an action switches this recorded world to its "after" state instead of
     /// reaching anything.
-    pub simulate: Option<Arc<crate::context::recorded::Recorded>>,
+    pub simulate: Option<Arc<dyn Simulate>>,
+}
+
+/// A recorded world an action switches to its "after" state (scenario tests), instead of
+/// reaching anything.
+pub trait Simulate: Send + Sync {
+    fn act(&self, at: crate::time::Millis);
 }
 
 /// How the executor waits: for real, or (scenario tests) by moving a manual clock.

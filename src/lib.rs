@@ -24,8 +24,10 @@
 //! - [`context`] — what the observability stack says, one small trait per kind of source and one
 //!   module per backend (Prometheus, Loki, Alertmanager, Kubernetes, GitHub, topology), a
 //!   parallel fan-out with per-call timeouts under one budget (failures become "unavailable"
-//!   evidence, every call is recorded with its duration), a per-incident cache, and the
-//!   recorded backend that serves a [`scenario`] (promtool series notation) for tests and replays.
+//!   evidence, every call is recorded with its duration) and a per-incident cache. Its config
+//!   section is `context::Config`. [`scenario`] holds the format of recorded incidents
+//!   (promtool series notation) and the recorded backend that serves one through the same traits,
+//!   for `medic test`, `medic replay` and the demo.
 //! - [`responder`] — what `serve` does when an incident opens or grows: gather, read similar
 //!   past incidents from the store, diagnose, propose the plan, audit the diagnosis. Intake
 //!   triggers it after the commit; it never delays an acknowledgement.
@@ -58,14 +60,18 @@
 //!   through a `shutdown` future passed in by the caller. [`serve`] is its accept loop
 //!   (connection cap, header and request timeouts, accept errors never stop it). [`api`] is the read-only incident API
 //!   (and the JSON views `audit export` shares); [`metrics`] is medic's own exposition.
-//! - [`config`] — the strict YAML config; secrets only by `{env: NAME}` / `{file: PATH}`.
+//! - [`config`] — composes and validates the strict YAML config; each section's type lives
+//!   beside the code it configures (`context::Config`, `intake::Config`, `executor::Config`,
+//!   `chat::slack::Config`, `chat::discord::Config`, `serve::Config`, `telemetry::Config`,
+//!   `approval::Responders`). [`secret`] is the ground floor every module takes secrets from:
+//!   only by `{env: NAME}` / `{file: PATH}`, never printed.
 //! - [`chat`] — one shared view of an incident (`view_for`) rendered per platform from
 //!   `templates/<platform>/`; Slack, Discord and the console behind the `Platform` trait, fed by
 //!   a durable outbox (retries, `Retry-After`, merged updates) and answering clicks through
 //!   `chat::clicks`, the one place a click becomes a decision and an execution (the console's
 //!   clicks are typed at the terminal).
-//! - [`cli`] and [`demo`] — the `medic` command line; `main.rs` only calls [`cli::main`]. The
-//!   demo runs `serve`'s pipeline ([`server::run_with`]) with the recorded context backend and
+//! - [`cli`] — the `medic` command line; `main.rs` only calls [`cli::main`]. [`cli::demo`]
+//!   runs `serve`'s pipeline ([`server::run_with`]) with the recorded context backend and
 //!   the console as its chat platform: no second pipeline.
 //!
 //! # Invariants
@@ -86,7 +92,7 @@
 //!   crash.
 //! - **Every state change is audited in the same transaction** that makes it; a duplicate
 //!   delivery changes nothing and writes nothing.
-//! - **Secrets never print.** [`config::Secret`] has no `Display`, redacts its `Debug`, and is
+//! - **Secrets never print.** [`secret::Secret`] has no `Display`, redacts its `Debug`, and is
 //!   compared in constant time; database URLs are shown with their password masked.
 //! - **Nothing secret is shown or recorded:** intake redacts labels, annotations and links
 //!   before they are stored; evidence, everything chat shows and everything the executor
@@ -105,7 +111,6 @@ pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod context;
-pub mod demo;
 pub mod diagnosis;
 pub mod executor;
 pub mod guardrails;
@@ -119,6 +124,7 @@ pub mod render;
 pub mod responder;
 pub mod runbook;
 pub mod scenario;
+pub mod secret;
 pub mod serve;
 pub mod server;
 pub mod store;

@@ -96,7 +96,8 @@ impl Metrics {
     }
 
     /// The exposition text; `open` and `resolving` are read from the store by the caller.
-    pub fn render(&self, open: i64, resolving: i64, chat: &[crate::store::OutboxHealth]) -> String {
+    /// `chat`: (platform, state, deliveries) for the `medic_chat_deliveries` gauge.
+    pub fn render(&self, open: i64, resolving: i64, chat: &[(&str, &str, i64)]) -> String {
         let mut out = String::new();
         out.push_str("# HELP medic_intake_requests_total Intake requests by source and result.\n# TYPE medic_intake_requests_total counter\n");
         for ((s, r), n) in self.requests.lock().unwrap().iter() {
@@ -112,11 +113,8 @@ impl Metrics {
             "medic_incidents{{state=\"open\"}} {open}\nmedic_incidents{{state=\"resolving\"}} {resolving}"
         );
         out.push_str("# HELP medic_chat_deliveries Chat deliveries waiting (pending), waiting after a failed attempt (failing: an outage or refused credentials), and refused for good in the last 24 h (failed).\n# TYPE medic_chat_deliveries gauge\n");
-        for h in chat {
-            for (state, n) in [("pending", h.pending), ("failing", h.failing), ("failed", h.failed)] {
-                let _ =
-                    writeln!(out, "medic_chat_deliveries{{platform=\"{}\",state=\"{state}\"}} {n}", label(&h.platform));
-            }
+        for (platform, state, n) in chat {
+            let _ = writeln!(out, "medic_chat_deliveries{{platform=\"{}\",state=\"{state}\"}} {n}", label(platform));
         }
         out.push_str("# HELP medic_http_request_duration_seconds HTTP request latency by route and status.\n# TYPE medic_http_request_duration_seconds histogram\n");
         for ((route, status), h) in self.latency.lock().unwrap().iter() {

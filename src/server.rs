@@ -37,7 +37,7 @@ pub struct ChatApp {
     pub slack: Option<Arc<crate::chat::slack::Slack>>,
     pub discord: Option<Arc<crate::chat::discord::Discord>>,
     pub clicks: Arc<crate::chat::clicks::Clicks>,
-    pub responders: Arc<crate::config::Responders>,
+    pub responders: Arc<crate::approval::Responders>,
     pub max_body: usize,
 }
 
@@ -370,7 +370,14 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let (open, resolving) = app.store.unresolved_counts().await.unwrap_or((-1, -1));
     let chat = app.store.outbox_health(app.clock.now() - CHAT_FAILED_WINDOW).await.unwrap_or_default();
-    ([("content-type", "text/plain; version=0.0.4")], app.metrics.render(open, resolving, &chat)).into_response()
+    let gauges: Vec<(&str, &str, i64)> = chat
+        .iter()
+        .flat_map(|h| {
+            [("pending", h.pending), ("failing", h.failing), ("failed", h.failed)]
+                .map(|(state, n)| (h.platform.as_str(), state, n))
+        })
+        .collect();
+    ([("content-type", "text/plain; version=0.0.4")], app.metrics.render(open, resolving, &gauges)).into_response()
 }
 
 fn refuse(status: StatusCode, error: &str, message: String) -> Response {

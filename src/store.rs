@@ -233,7 +233,7 @@ impl Backend {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Backend::Postgres)
         } else {
-            bail!("unsupported database URL {}: expected sqlite://PATH or postgres://…", crate::config::mask_url(url))
+            bail!("unsupported database URL {}: expected sqlite://PATH or postgres://…", crate::secret::mask_url(url))
         }
     }
 
@@ -285,7 +285,7 @@ async fn open_with(
 ) -> Result<Arc<dyn Store>> {
     sqlx::any::install_default_drivers();
     let backend = Backend::of_url(url)?;
-    let masked = crate::config::mask_url(url);
+    let masked = crate::secret::mask_url(url);
     let mut url = url.to_string();
     let mut options = AnyPoolOptions::new().max_connections(max_connections.max(2)).acquire_timeout(timeout);
     if backend == Backend::Sqlite {

@@ -1,7 +1,7 @@
 //! One tracing subscriber for the process: text for people, JSON for log pipelines.
-//! Fields are key/value pairs; secrets are never recorded (see `config::Secret`).
+//! Fields are key/value pairs; secrets are never recorded (see `secret::Secret`).
 
-use crate::config::LogFormat;
+use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(format: LogFormat, level: Option<&str>) {
@@ -32,4 +32,23 @@ pub fn install_crypto() {
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     install_crypto();
     reqwest::Client::builder()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+/// The `log` section of the config.
+pub struct Config {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `medic=debug,info`; `RUST_LOG` overrides it.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }

@@ -4,7 +4,6 @@
 //! `gather` over them: topology widening the question, one budget, every call recorded.
 
 use axum::http::{HeaderMap, StatusCode, Uri};
-use medic::config::Secret;
 use medic::context::alertmanager::Alertmanager;
 use medic::context::github::{GitHub, Repo};
 use medic::context::http::Auth;
@@ -12,6 +11,7 @@ use medic::context::kubernetes::{Kubernetes, KubernetesConfig};
 use medic::context::prometheus::Prometheus;
 use medic::context::topology::{FileTopology, ServiceGraph, ServiceGraphKind};
 use medic::context::{Alerts, Cache, Changes, Golden, Pods, Request, Sources, Topology, gather};
+use medic::secret::Secret;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

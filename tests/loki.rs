@@ -2,10 +2,10 @@
 //! time order with the tenant header, the query medic sends, caps on lines and line length,
 //! and Loki's plain-text errors.
 
-use medic::config::Secret;
 use medic::context::Logs;
 use medic::context::http::Auth;
 use medic::context::loki::Loki;
+use medic::secret::Secret;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,9 +2,9 @@
 //! auth and tenant headers, Prometheus' error JSON, refused credentials, a huge response
 //! (bounded), and a slow server (timed out, and an "unavailable" line through `gather`).
 
-use medic::config::Secret;
 use medic::context::prometheus::{Auth, Prometheus};
 use medic::context::{MetricQuery, Metrics, Request, Sources, gather};
+use medic::secret::Secret;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;

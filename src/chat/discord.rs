@@ -18,7 +18,7 @@ use super::clicks::Clicks;
 use super::{IncidentView, MORE, Platform, cut, display};
 use crate::alert::Labels;
 use crate::approval::{Decision, Groups, Identity};
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::store::{Delivery, OutboxRow};
 use async_trait::async_trait;
 use handlebars::handlebars_helper;
@@ -31,6 +31,26 @@ use serenity::builder::{
 use serenity::model::application::{ButtonStyle, InputTextStyle};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The `discord` section of the config: the bot, the application whose interactions medic verifies, where incidents go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub bot_token: crate::secret::SecretRef,
+    pub application_id: String,
+    /// The application's public key (hex), for the Ed25519 signatures. Not a secret.
+    pub public_key: String,
+    #[serde(default = "discord_api")]
+    pub api_url: String,
+    /// Where incidents go when no route matches (a channel id).
+    pub default_channel: String,
+    #[serde(default)]
+    pub routes: Vec<crate::chat::Route>,
+}
+
+fn discord_api() -> String {
+    DEFAULT_API_URL.into()
+}
 
 pub const INCIDENT_TEMPLATE: &str = include_str!("../../templates/discord/incident.hbs");
 pub const DEFAULT_API_URL: &str = "https://discord.com";
@@ -129,7 +149,7 @@ fn parse_custom_id(v: &str) -> Option<(&str, i64, String)> {
 }
 
 impl Discord {
-    pub fn new(cfg: &crate::config::DiscordConfig, timeout: Duration) -> Result<Discord, String> {
+    pub fn new(cfg: &Config, timeout: Duration) -> Result<Discord, String> {
         let mut api = reqwest::Url::parse(&cfg.api_url).map_err(|e| format!("discord.api_url: {e}"))?;
         api.set_path("/api/v10/");
         let key = &cfg.public_key;
@@ -203,7 +223,7 @@ impl Discord {
 
     /// Members of each group for `user` with `roles`: `discord:role:R` entries count the
     /// clicker in when they hold role R.
-    pub fn groups(responders: &crate::config::Responders, user: &str, roles: &[String]) -> Groups {
+    pub fn groups(responders: &crate::approval::Responders, user: &str, roles: &[String]) -> Groups {
         let mut g = responders.groups();
         let me = Identity(format!("discord:{user}"));
         for members in g.members.values_mut() {
@@ -238,7 +258,7 @@ impl Discord {
         self: &Arc<Self>,
         body: &[u8],
         clicks: &Arc<Clicks>,
-        responders: &Arc<crate::config::Responders>,
+        responders: &Arc<crate::approval::Responders>,
     ) -> Result<Value, String> {
         use serenity::model::application::{ActionRowComponent, Interaction};
         let interaction: Interaction =
@@ -405,8 +425,8 @@ mod tests {
 
     #[test]
     fn an_invalid_public_key_is_an_error_not_a_panic() {
-        let cfg = |key: &str| crate::config::DiscordConfig {
-            bot_token: crate::config::SecretRef::Env("MEDIC_TEST_DISCORD_TOKEN_SET".into()),
+        let cfg = |key: &str| Config {
+            bot_token: crate::secret::SecretRef::Env("MEDIC_TEST_DISCORD_TOKEN_SET".into()),
             application_id: "1".into(),
             public_key: key.into(),
             api_url: DEFAULT_API_URL.into(),

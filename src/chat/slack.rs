@@ -15,10 +15,11 @@ use super::clicks::Clicks;
 use super::{IncidentView, Platform};
 use crate::alert::Labels;
 use crate::approval::{Decision, Groups, Identity};
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::store::{Delivery, OutboxRow};
 use async_trait::async_trait;
 use handlebars::handlebars_helper;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,37 @@ pub struct Slack {
 }
 
 use super::{MORE, cut, display};
+
+/// The `slack` section of the config: the bot's token, the signing secrets of its requests, where incidents go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The bot token (`xoxb-…`).
+    pub bot_token: crate::secret::SecretRef,
+    /// One or two (while rotating) signing secrets.
+    pub signing_secret: Vec<crate::secret::SecretRef>,
+    /// An app-level token (`xapp-…`) turns on Socket Mode (no inbound HTTP needed).
+    #[serde(default)]
+    pub app_token: Option<crate::secret::SecretRef>,
+    #[serde(default = "slack_api")]
+    pub api_url: String,
+    /// Where incidents go when no route matches (a channel id, `C…`).
+    pub default_channel: String,
+    /// The first route whose labels the incident's first alert all carries picks the channel.
+    #[serde(default)]
+    pub routes: Vec<crate::chat::Route>,
+    /// How long a user group's members (`slack:group:S…` in responders) are cached.
+    #[serde(default = "one_minute", with = "humantime_serde")]
+    pub usergroup_ttl: std::time::Duration,
+}
+
+fn slack_api() -> String {
+    DEFAULT_API_URL.into()
+}
+
+fn one_minute() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
 
 /// Text for Slack: `&`, `<` and `>` escaped, so `<!channel>`, `<@U…>` and `<url|label>` in a
 /// label, a log line or a reason are shown, never acted on or turned into a disguised link.
@@ -77,7 +109,7 @@ pub fn checked_blocks(mut blocks: Vec<Value>) -> anyhow::Result<Vec<Value>> {
 }
 
 impl Slack {
-    pub fn new(cfg: &crate::config::SlackConfig, timeout: Duration) -> Result<Slack, String> {
+    pub fn new(cfg: &Config, timeout: Duration) -> Result<Slack, String> {
         let mut api = reqwest::Url::parse(&cfg.api_url).map_err(|e| format!("slack.api_url: {e}"))?;
         if !api.path().ends_with('/') {
             api.set_path(&format!("{}/", api.path()));
@@ -180,7 +212,7 @@ impl Slack {
 
     /// Members (`slack:U…`) of each group, with `slack:group:S…` entries expanded through
     /// `usergroups.users.list` (cached for `slack.usergroup_ttl`).
-    pub async fn groups(&self, responders: &crate::config::Responders) -> Groups {
+    pub async fn groups(&self, responders: &crate::approval::Responders) -> Groups {
         let mut g = responders.groups();
         for members in g.members.values_mut() {
             let mut extra = Vec::new();
@@ -237,7 +269,7 @@ impl Slack {
         &self,
         payload: &Value,
         clicks: &Arc<Clicks>,
-        responders: &crate::config::Responders,
+        responders: &crate::approval::Responders,
     ) -> anyhow::Result<()> {
         use slack_morphism::prelude::SlackInteractionEvent;
         let event: SlackInteractionEvent = serde_json::from_value(payload.clone())
@@ -361,7 +393,7 @@ impl Platform for Slack {
 pub async fn socket_mode(
     slack: Arc<Slack>,
     clicks: Arc<Clicks>,
-    responders: Arc<crate::config::Responders>,
+    responders: Arc<crate::approval::Responders>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use futures_util::{SinkExt, StreamExt};

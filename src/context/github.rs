@@ -71,7 +71,7 @@ impl GitHub {
     /// GitHub Enterprise Server.
     pub fn new(
         base: &str,
-        token: Option<crate::config::Secret>,
+        token: Option<crate::secret::Secret>,
         repos: Vec<Repo>,
         timeout: Duration,
     ) -> Result<Self, String> {

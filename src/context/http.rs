@@ -1,7 +1,7 @@
 //! What the HTTP-based context backends share: auth, extra headers (tenants), a timeout, and
 //! bounded reads of the response body.
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use std::time::Duration;
 
 /// Whether an `x-ratelimit-remaining` header says the quota is spent (GitHub answers 403 then).

@@ -5,7 +5,7 @@
 //! [`prometheus`] (metrics, and topology from service-graph metrics), [`loki`] (logs),
 //! [`alertmanager`] (other active alerts, silences), [`kubernetes`] (pods, rollout history),
 //! [`github`] (deployments and releases), [`topology`] (a dependency file), the store (changes
-//! received on `/v1/changes`) — and [`recorded::Recorded`] implements them all from a scenario
+//! received on `/v1/changes`) — and `scenario::recorded::Recorded` implements them all from a scenario
 //! file, for tests, `medic test`, replays and the demo.
 //!
 //! [`gather`] asks the topology first (what the incident's services depend on, directly or
@@ -18,13 +18,15 @@
 //! not query everything again.
 
 pub mod alertmanager;
+pub mod config;
 pub mod github;
 pub mod http;
 pub mod kubernetes;
 pub mod loki;
 pub mod prometheus;
-pub mod recorded;
 pub mod topology;
+
+pub use config::Config;
 
 use crate::alert::{Change, Labels};
 use crate::time::Millis;
@@ -318,10 +320,7 @@ async fn bounded<T>(
 }
 
 /// The sources and golden signals a config names, plus the changes medic received itself.
-pub async fn from_config(
-    cfg: &crate::config::ContextConfig,
-    received: Arc<dyn Changes>,
-) -> Result<(Sources, Vec<Golden>), String> {
+pub async fn from_config(cfg: &Config, received: Arc<dyn Changes>) -> Result<(Sources, Vec<Golden>), String> {
     let t = cfg.timeout;
     let mut s = Sources { timeout: t, budget: cfg.budget, changes: vec![received], ..Default::default() };
     let mut golden = Vec::new();

@@ -14,20 +14,22 @@
 
 pub mod alertmanager;
 pub mod changes;
+pub mod config;
 pub mod generic;
 pub mod grafana;
 pub mod pagerduty;
 
-use crate::config::{AuthConfig, AuthScheme, IntakeConfig, Secret};
 use crate::incident::Outcome;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Submission};
 use crate::redact;
+use crate::secret::Secret;
 use crate::time::{Clock, Millis};
 use axum::Json;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+pub use config::{AuthConfig, AuthScheme, Config};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -249,7 +251,7 @@ pub struct Intake {
 
 impl Intake {
     pub fn new(
-        cfg: &IntakeConfig,
+        cfg: &Config,
         pipeline: Pipeline,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,

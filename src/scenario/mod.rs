@@ -1,7 +1,7 @@
 //! Scenarios: one YAML file describing a world — alerts, metric series (in promtool's expanding
 //! notation), log lines, changes, pods, topology — plus what the world looks like after the
 //! plan's action, and the outcome expected of medic. The recorded context backend serves it
-//! (`context::recorded`); `medic test` and `medic replay` run it.
+//! (`scenario::recorded`); `medic test` and `medic replay` run it.
 //!
 //! Times are relative to `now` (`-30m`, `+2m`, `0`) or absolute RFC 3339.
 //!
@@ -28,6 +28,7 @@
 //!   verification: passed
 //! ```
 
+pub mod recorded;
 pub mod run;
 pub mod series;
 

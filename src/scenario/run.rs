@@ -3,7 +3,8 @@
 //! `medic replay` prints the result; `medic test` compares it with the scenario's `expect`.
 
 use super::World;
-use crate::context::{self, Sources, recorded::Recorded};
+use super::recorded::Recorded;
+use crate::context::{self, Sources};
 use crate::diagnosis::Diagnosis;
 use crate::plan::ProposedPlan;
 use crate::responder;

@@ -2,9 +2,9 @@
 //! backends. [`Recorded::act`] switches it to the scenario's `after` world from a given moment,
 //! so a post-check that runs after an action sees the effect of that action (or its absence).
 
-use super::{Changes, Edge, LogLine, Logs, MetricQuery, Metrics, Pod, Pods, Series, Topology};
+use super::World;
 use crate::alert::Change;
-use crate::scenario::World;
+use crate::context::{Changes, Edge, LogLine, Logs, MetricQuery, Metrics, Pod, Pods, Series, Topology};
 use crate::time::Millis;
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -130,6 +130,12 @@ impl Topology for Recorded {
 
     async fn edges(&self) -> Result<Vec<Edge>, String> {
         Ok(self.world.topology.clone())
+    }
+}
+
+impl crate::executor::Simulate for Recorded {
+    fn act(&self, at: Millis) {
+        Recorded::act(self, at);
     }
 }
 

@@ -8,9 +8,10 @@
 
 use crate::chat::console::Console;
 use crate::config::Config;
-use crate::context::{Sources, recorded::Recorded};
+use crate::context::Sources;
 use crate::runbook::Runbook;
 use crate::scenario::Scenario;
+use crate::scenario::recorded::Recorded;
 use crate::server::Parts;
 use crate::time::{Clock, SystemClock, rfc3339};
 use anyhow::{Context as _, Result, bail};
@@ -18,15 +19,15 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-const SCENARIO: &str = include_str!("../examples/demo/scenario.yaml");
+const SCENARIO: &str = include_str!("../../examples/demo/scenario.yaml");
 const RUNBOOKS: [&str; 7] = [
-    include_str!("../runbooks/rollback-bad-deploy.yaml"),
-    include_str!("../runbooks/restart-crashlooping.yaml"),
-    include_str!("../runbooks/scale-out-saturation.yaml"),
-    include_str!("../runbooks/disk-cleanup.yaml"),
-    include_str!("../runbooks/stuck-queue-consumer.yaml"),
-    include_str!("../runbooks/idle-fleet-scale-to-zero.yaml"),
-    include_str!("../runbooks/human-led-data-loss-risk.yaml"),
+    include_str!("../../runbooks/rollback-bad-deploy.yaml"),
+    include_str!("../../runbooks/restart-crashlooping.yaml"),
+    include_str!("../../runbooks/scale-out-saturation.yaml"),
+    include_str!("../../runbooks/disk-cleanup.yaml"),
+    include_str!("../../runbooks/stuck-queue-consumer.yaml"),
+    include_str!("../../runbooks/idle-fleet-scale-to-zero.yaml"),
+    include_str!("../../runbooks/human-led-data-loss-risk.yaml"),
 ];
 
 pub async fn run(auto_approve: bool) -> Result<()> {
@@ -241,12 +242,12 @@ async fn finish(
     let _ = stop.send(());
     server.await.context("server task")??;
     let out = std::env::temp_dir().join(format!("medic-demo-{}-export", std::process::id()));
-    let files = crate::cli::export(store.as_ref(), id, &out).await?;
+    let files = super::export(store.as_ref(), id, &out).await?;
     println!("\nAudit trail of incident #{id} (medic audit export --incident {id}):\n");
     print!("{}", std::fs::read_to_string(&files[1])?);
     let _ = std::fs::remove_dir_all(&out);
     print!("\nmedic audit verify: ");
-    crate::cli::verify(store.as_ref(), None).await?;
+    super::verify(store.as_ref(), None).await?;
     store.close().await;
     Ok(())
 }

@@ -1,4 +1,7 @@
-//! The `medic` command line. Each command parses its arguments here and calls into the library.
+//! The `medic` command line. Each command parses its arguments here and calls into the library;
+//! `demo` is the one command with a module of its own.
+
+pub mod demo;
 
 use crate::audit::{self, Verifier};
 use crate::config::{Config, mask_url};
@@ -246,7 +249,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::from(1))
         }
-        Command::Demo { yes } => crate::demo::run(yes).await.map(|()| ExitCode::SUCCESS),
+        Command::Demo { yes } => demo::run(yes).await.map(|()| ExitCode::SUCCESS),
         Command::Replay { scenario, runbooks } => {
             let runbooks = crate::runbook::load(&runbooks)?;
             let world = crate::scenario::Scenario::load(&scenario)
