@@ -36,9 +36,12 @@
 //!   or jumped log patterns, pods, healthy or anomalous dependencies, similar past incidents)
 //!   and the weighted reasons for its confidence (log-odds). Topology ranking puts an anomalous
 //!   service with healthy dependencies above its callers. "No runbook matches" is a valid,
-//!   tier-5 outcome. `diagnosis::anomaly` is the streaming detector and the window analysis
-//!   (scored on NAB by `examples/bench_nab.rs`); `diagnosis::logs` is the online log template
-//!   miner (scored on Loghub by `examples/bench_loghub.rs`).
+//!   tier-5 outcome. One file per method over shared `Facts`: `topology` (series anomalies and
+//!   the downstream-cause hypothesis), `changes`, `patterns` (log evidence), `situation` (pods,
+//!   alerts, silences, what could not be seen), `history`, `signatures` (runbook hypotheses);
+//!   `diagnose` composes and ranks them. `diagnosis::anomaly` is the streaming detector and the
+//!   window analysis (scored on NAB by `examples/bench_nab.rs`); `diagnosis::logs` is the online
+//!   log template miner (scored on Loghub by `examples/bench_loghub.rs`).
 //! - [`plan`] — a runbook plan with the incident's values rendered strictly through [`render`]
 //!   (queries, URLs and arguments escaped for where each value lands); immutable and
 //!   content-hashed (a changed plan is a new plan).

@@ -23,16 +23,21 @@
 //! human-led), still with all the evidence.
 
 pub mod anomaly;
+mod changes;
+mod history;
 pub mod logs;
+mod patterns;
+mod signatures;
+mod situation;
+mod topology;
 
-use crate::alert::{Alert, Change, ChangeKind};
+use crate::alert::{Alert, Change};
 use crate::context::{Context, LogLine, Series};
 use crate::runbook::{Runbook, Unit};
 use crate::time::{Millis, from_millis};
-use anomaly::Finding;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -145,57 +150,6 @@ fn series_name(s: &Series) -> String {
         s.labels.iter().filter(|(k, _)| *k != "service" && *k != "__name__").map(|(k, v)| format!("{k}={v}")).collect();
     let of = s.labels.get("service").map(|svc| format!(" of {svc}")).unwrap_or_default();
     if labels.is_empty() { format!("{}{of}", s.query) } else { format!("{}{of} ({})", s.query, labels.join(", ")) }
-}
-
-struct LogPattern {
-    template: String,
-    count: usize,
-    /// Lines before the split time (the onset).
-    before: usize,
-    first_at: Millis,
-    example: String,
-}
-
-impl LogPattern {
-    /// Lines per minute before and after `split`, when the rate after is at least three times
-    /// the rate before and at least five lines: "rate jumped".
-    fn jump(&self, start: Millis, split: Millis, end: Millis) -> Option<(f64, f64)> {
-        let per_min = |n: usize, ms: Millis| n as f64 * 60_000.0 / ms.max(60_000) as f64;
-        let (before, after) = (per_min(self.before, split - start), per_min(self.count - self.before, end - split));
-        (self.before > 0 && self.count - self.before >= 5 && after >= 3.0 * before).then_some((before, after))
-    }
-}
-
-/// The lines grouped by the template miner ([`logs::Miner`]), most frequent first; `split`
-/// divides each count into before and after.
-fn log_patterns(lines: &[LogLine], split: Millis) -> Vec<LogPattern> {
-    let mut miner = logs::Miner::new(logs::Config::default());
-    let mut by: BTreeMap<usize, LogPattern> = BTreeMap::new();
-    for l in lines {
-        let g = miner.add(&l.line);
-        by.entry(g)
-            .and_modify(|p| {
-                p.count += 1;
-                p.before += usize::from(l.at < split);
-                p.first_at = p.first_at.min(l.at);
-            })
-            .or_insert(LogPattern {
-                template: String::new(),
-                count: 1,
-                before: usize::from(l.at < split),
-                first_at: l.at,
-                example: l.line.clone(),
-            });
-    }
-    let mut v: Vec<LogPattern> = by
-        .into_iter()
-        .map(|(g, mut p)| {
-            p.template = miner.template(g);
-            p
-        })
-        .collect();
-    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.first_at.cmp(&b.first_at)));
-    v
 }
 
 /// Most lines of one kind a diagnosis carries (alerts of the incident, other firing alerts):
@@ -319,487 +273,126 @@ fn logistic(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// One series that left its baseline, with the service it belongs to.
-struct Anomaly<'a> {
-    query: &'a str,
-    service: String,
-    finding: Finding,
-    evidence: Evidence,
-}
-
-/// The services around the incident, as the topology and the series show them.
-struct Neighbourhood<'a> {
-    /// Hops downstream from the incident's service (0 for itself), and the service before it.
-    depth: BTreeMap<String, (usize, Option<String>)>,
-    /// Services with at least one series gathered.
-    observed: BTreeSet<String>,
-    anomalies: Vec<Anomaly<'a>>,
-    edges: &'a [crate::context::Edge],
-}
-
-impl Neighbourhood<'_> {
-    fn anomalous(&self, s: &str) -> bool {
-        self.anomalies.iter().any(|a| a.service == s)
-    }
-
-    fn first_onset(&self, s: &str) -> Option<Millis> {
-        self.anomalies.iter().filter(|a| a.service == s).map(|a| a.finding.onset).min()
-    }
-
-    fn callees<'s>(&'s self, s: &'s str) -> impl Iterator<Item = &'s str> + 's {
-        self.edges.iter().filter(move |e| e.from == s).map(|e| e.to.as_str())
-    }
-
-    /// The observed dependencies of `s` that show no anomaly.
-    fn healthy_callees<'s>(&'s self, s: &'s str) -> Vec<&'s str> {
-        self.callees(s).filter(|c| self.observed.contains(*c) && !self.anomalous(c)).collect()
-    }
-
-    /// Topology ranking: the anomalous services none of whose dependencies is anomalous, the
-    /// furthest downstream first, then the earliest to change.
-    fn origins(&self) -> Vec<&str> {
-        let mut v: Vec<(&str, usize, Millis)> = self
-            .depth
-            .iter()
-            .filter(|(s, _)| self.anomalous(s) && !self.callees(s).any(|c| self.anomalous(c)))
-            .map(|(s, (d, _))| (s.as_str(), *d, self.first_onset(s).unwrap_or(Millis::MAX)))
-            .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
-        v.into_iter().map(|(s, _, _)| s).collect()
-    }
-
-    /// "checkout → payments → ledger": the way from the incident's service down to `s`.
-    fn path_to(&self, s: &str) -> String {
-        let mut way = vec![s.to_string()];
-        while let Some((_, Some(prev))) = self.depth.get(way.last().expect("never empty")) {
-            way.push(prev.clone());
-        }
-        way.reverse();
-        way.join(" → ")
-    }
-}
-
-fn neighbourhood<'a>(
-    service: Option<&str>,
+/// What the methods share, worked out once per diagnosis: the incident's service and onset,
+/// the neighbourhood (topology and anomalies), the preceding changes, and the evidence lists
+/// every hypothesis carries (log patterns, pods, alerts, what else the stack says).
+pub(super) struct Facts<'a> {
     ctx: &'a Context,
-    units: &BTreeMap<&str, Unit>,
-    series_owner: impl Fn(&Series) -> Option<String>,
-) -> Neighbourhood<'a> {
-    let mut depth: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
-    if let Some(s) = service {
-        depth.insert(s.to_string(), (0, None));
-        let mut frontier = vec![s.to_string()];
-        while let Some(next) = (!frontier.is_empty()).then(|| std::mem::take(&mut frontier)) {
-            for from in next {
-                let d = depth[&from].0 + 1;
-                for e in ctx.topology.iter().filter(|e| e.from == from) {
-                    if !depth.contains_key(&e.to) {
-                        depth.insert(e.to.clone(), (d, Some(from.clone())));
-                        frontier.push(e.to.clone());
-                    }
-                }
-            }
-        }
-    }
-    let observed = ctx.series.iter().filter_map(&series_owner).collect();
-    let anomalies = ctx
-        .series
-        .iter()
-        .filter_map(|s| {
-            let finding = anomaly::analyse(&s.points)?;
-            let unit = units.get(s.query.as_str()).copied().unwrap_or_default();
-            Some(Anomaly {
-                query: s.query.as_str(),
-                service: series_owner(s)?,
-                evidence: Evidence {
-                    kind: EvidenceKind::Metric,
-                    text: anomaly::explain(&finding, &series_name(s), unit),
-                    at: Some(finding.onset),
-                    spark: Some(sparkline(&s.points, 20)),
-                },
-                finding,
-            })
-        })
-        .collect();
-    Neighbourhood { depth, observed, anomalies, edges: &ctx.topology }
+    alerts: &'a [Alert],
+    service: Option<String>,
+    /// The earliest metric onset, else the earliest alert start.
+    onset: Millis,
+    hood: topology::Neighbourhood<'a>,
+    /// The first root candidate, and that candidate when it is not the incident's service.
+    origin: Option<String>,
+    downstream_origin: Option<String>,
+    /// Changes of the service and of everything downstream of it, before the onset.
+    preceding: Vec<&'a Change>,
+    own_changes: Vec<&'a Change>,
+    latest_change: Option<&'a Change>,
+    service_logs: Vec<LogLine>,
+    log_ev: Vec<(bool, Evidence)>,
+    pod_ev: Vec<Evidence>,
+    alert_ev: Vec<Evidence>,
+    other_alerts: Vec<&'a crate::context::ActiveAlert>,
+    context_ev: Vec<Evidence>,
 }
 
-fn change_evidence(c: &Change, onset: Millis, service: Option<&str>) -> Evidence {
-    let role = if service.is_some_and(|s| s != c.service) { " (downstream)" } else { "" };
-    Evidence {
-        kind: EvidenceKind::Change,
-        text: format!(
-            "{} of {}{role}{}{} at {}, {} before the onset: {}",
-            c.kind.as_str(),
-            c.service,
-            c.version.as_ref().map(|v| format!(" {v}")).unwrap_or_default(),
-            c.author.as_ref().map(|a| format!(" by {a}")).unwrap_or_default(),
-            hhmm(c.at),
-            minutes(onset - c.at),
-            c.summary
-        ),
-        at: Some(c.at),
-        spark: None,
-    }
-}
-
-fn history_evidence(p: &Past) -> Evidence {
-    let took = p.resolved_at.map(|r| format!(", resolved after {}", minutes(r - p.opened_at))).unwrap_or_default();
-    Evidence {
-        kind: EvidenceKind::History,
-        text: format!(
-            "similar incident #{} \"{}\" on {}{took}: {}",
-            p.incident_id,
-            p.title,
-            from_millis(p.opened_at).format("%Y-%m-%d %H:%M UTC"),
-            p.outcome
-        ),
-        at: Some(p.opened_at),
-        spark: None,
-    }
-}
-
-pub fn diagnose(input: &Input) -> Diagnosis {
-    let alerts = input.alerts;
-    let ctx = input.context;
-    let service = alerts.iter().find_map(|a| a.labels.get("service").cloned());
-    let main = service.as_deref();
-    let alert_start = alerts.iter().map(|a| a.starts_at).min().unwrap_or(ctx.end);
-    let units: BTreeMap<&str, Unit> = input
-        .golden
-        .iter()
-        .map(|g| (g.name.as_str(), g.unit))
-        .chain(input.runbooks.iter().flat_map(|r| r.context.iter().map(|q| (q.name.as_str(), q.unit))))
-        .collect();
-    // A series without a service label is a runbook's own query about the incident's service.
-    let hood = neighbourhood(main, ctx, &units, |s| s.labels.get("service").cloned().or_else(|| service.clone()));
-    // The onset: the earliest metric onset, else the earliest alert start.
-    let onset_at = hood.anomalies.iter().map(|a| a.finding.onset).min().unwrap_or(alert_start).min(alert_start);
-    let origins = hood.origins();
-    let origin = origins.first().copied();
-
-    // Changes of the service and of everything downstream of it, before the onset.
-    let preceding: Vec<&Change> =
-        ctx.changes.iter().filter(|c| hood.depth.contains_key(&c.service) && c.at <= onset_at + 120_000).collect();
-    let own_changes: Vec<&Change> = preceding.iter().copied().filter(|c| main == Some(c.service.as_str())).collect();
-    let latest_change = own_changes.iter().max_by_key(|c| c.at).copied();
-    let change_ev =
-        |cs: &[&Change]| -> Vec<Evidence> { cs.iter().map(|c| change_evidence(c, onset_at, main)).collect() };
-
-    let service_logs: Vec<LogLine> = ctx.logs.iter().filter(|l| main.is_none_or(|s| s == l.service)).cloned().collect();
-    // Patterns worth a responder's eye: new since the change, rate jumped at the onset, or
-    // error-like; in that order.
-    let error_like =
-        regex::Regex::new(r"(?i)error|exception|fail|panic|fatal|timeout|timed out|refused|exhausted|killed|denied")
-            .expect("a valid regex");
-    let is_new = |p: &LogPattern| latest_change.is_some_and(|c| p.first_at >= c.at);
-    let jump = |p: &LogPattern| p.jump(ctx.start, onset_at, ctx.end.max(onset_at + 60_000));
-    let mut patterns: Vec<LogPattern> = log_patterns(&service_logs, onset_at)
-        .into_iter()
-        .filter(|p| is_new(p) || jump(p).is_some() || error_like.is_match(&p.template))
-        .collect();
-    patterns.sort_by_key(|p| (!is_new(p), jump(p).is_none()));
-    let log_ev: Vec<(bool, Evidence)> = patterns
-        .iter()
-        .take(3)
-        .map(|p| {
-            let new = is_new(p);
-            let since = match jump(p) {
-                _ if new => "new since the change".to_string(),
-                Some((a, b)) => format!("whose rate jumped from {a:.1}/min to {b:.1}/min at the onset"),
-                None => "seen".to_string(),
-            };
-            (
-                new,
-                Evidence {
-                    kind: EvidenceKind::Log,
-                    text: format!(
-                        "log pattern {since}, {}× from {}: \"{}\" (e.g. \"{}\")",
-                        p.count,
-                        hhmm(p.first_at),
-                        p.template,
-                        p.example
-                    ),
-                    at: Some(p.first_at),
-                    spark: None,
-                },
-            )
-        })
-        .collect();
-    let bad_pod = |p: &crate::context::Pod| p.reason.is_some() || p.restarts > 3 || p.phase != "Running";
-    let pod_ev: Vec<Evidence> = ctx
-        .pods
-        .iter()
-        .filter(|p| bad_pod(p))
-        .map(|p| Evidence {
-            kind: EvidenceKind::Pod,
-            text: format!(
-                "pod {} is {} ({} restarts){}{}",
-                p.name,
-                p.reason.clone().unwrap_or_else(|| p.phase.clone()),
-                p.restarts,
-                p.last_termination.as_ref().map(|t| format!("; last run ended {t}")).unwrap_or_default(),
-                p.events.last().map(|e| format!("; latest event {e}")).unwrap_or_default(),
-            ),
-            at: None,
-            spark: None,
-        })
-        .collect();
-    let alert_ev: Vec<Evidence> = capped(
-        alerts.iter().map(|a| Evidence {
-            kind: EvidenceKind::Alert,
-            text: format!(
-                "alert {}{} firing since {}",
-                a.name(),
-                a.labels.get("severity").map(|s| format!(" ({s})")).unwrap_or_default(),
-                hhmm(a.starts_at)
-            ),
-            at: Some(a.starts_at),
-            spark: None,
-        }),
-        "alerts of this incident",
-    );
-    // What else the stack says: other alerts on these services or their dependencies, silences,
-    // and the sources that could not answer.
-    let other_alerts: Vec<&crate::context::ActiveAlert> =
-        ctx.other_alerts.iter().filter(|o| !alerts.iter().any(|a| a.fingerprint == o.fingerprint)).collect();
-    let mut context_ev: Vec<Evidence> = capped(
-        other_alerts.iter().map(|a| {
-            let svc = a.labels.get("service").map(String::as_str).unwrap_or("?");
-            let role = if ctx.dependencies.iter().any(|d| d == svc) { " (a dependency)" } else { "" };
-            Evidence {
-                kind: EvidenceKind::Alert,
-                text: format!(
-                    "also firing in Alertmanager: {} on {svc}{role} since {}{}{}",
-                    a.name(),
-                    hhmm(a.starts_at),
-                    if a.state == "suppressed" { ", silenced or inhibited" } else { "" },
-                    a.summary.as_ref().map(|s| format!(": {s}")).unwrap_or_default()
-                ),
-                at: Some(a.starts_at),
-                spark: None,
-            }
-        }),
-        "other firing alerts",
-    );
-    context_ev.extend(ctx.silences.iter().map(|s| Evidence {
-        kind: EvidenceKind::Silence,
-        text: format!(
-            "silence {} by {} until {} ({}): {}",
-            s.id.chars().take(8).collect::<String>(),
-            s.created_by,
-            hhmm(s.ends_at),
-            s.matchers.join(", "),
-            s.comment
-        ),
-        at: None,
-        spark: None,
-    }));
-    context_ev.extend(ctx.unavailable.iter().map(|u| Evidence {
-        kind: EvidenceKind::Unavailable,
-        text: format!("unavailable: {u}"),
-        at: None,
-        spark: None,
-    }));
-    let metric_of = |s: &str| -> Vec<Evidence> {
-        hood.anomalies.iter().filter(|a| a.service == s).map(|a| a.evidence.clone()).collect()
-    };
-    // "ledger (2 series steady)": what "its dependencies look healthy" rests on.
-    let healthy_ev = |s: &str| -> Option<Evidence> {
-        let healthy = hood.healthy_callees(s);
-        (!healthy.is_empty()).then(|| Evidence {
-            kind: EvidenceKind::Metric,
-            text: format!("the dependencies of {s} look healthy: no series of {} left its baseline", {
-                let mut names: Vec<String> = healthy
-                    .iter()
-                    .map(|c| {
-                        let n = ctx.series.iter().filter(|x| x.labels.get("service").is_some_and(|v| v == c)).count();
-                        format!("{c} ({n})")
-                    })
-                    .collect();
-                let last = names.pop().unwrap_or_default();
-                if names.is_empty() { last } else { format!("{} or {last}", names.join(", ")) }
-            }),
-            at: None,
-            spark: None,
-        })
-    };
-    let downstream_origin = origin.filter(|o| Some(*o) != main);
-
-    let mut hypotheses = Vec::new();
-    for rb in input.runbooks {
-        let Some(alert) = alerts.iter().find(|a| rb.matches_labels(std::iter::once(&a.labels))) else { continue };
-        let mut odds = Odds::new(-0.8, format!("alert {} matches {}", alert.name(), rb.id));
-        let mut holds_all = true;
-        for e in &rb.matches.evidence {
-            let held = if let Some(d) = e.deploy_within {
-                own_changes.iter().any(|c| c.kind == ChangeKind::Deploy && onset_at - c.at <= d.as_millis() as Millis)
-            } else if let Some(d) = e.change_within {
-                own_changes.iter().any(|c| onset_at - c.at <= d.as_millis() as Millis)
-            } else if let Some(states) = &e.pod_state {
-                ctx.pods.iter().any(|p| states.iter().any(|s| p.reason.as_deref() == Some(s) || &p.phase == s))
-            } else if let Some(pat) = &e.log_pattern {
-                let re = regex::Regex::new(pat).expect("checked when the runbook loaded");
-                service_logs.iter().any(|l| l.at >= onset_at - 300_000 && re.is_match(&l.line))
-            } else if let Some(m) = &e.metric {
-                ctx.series
-                    .iter()
-                    .filter(|s| s.query == m.query)
-                    .any(|s| s.points.last().is_some_and(|p| m.condition.holds(p.1)))
-            } else {
-                false
-            };
-            if !held {
-                holds_all = false;
-                break;
-            }
-            odds.add(0.6, format!("evidence predicate holds: {}", serde_json::to_string(e).unwrap_or_default()));
-        }
-        if !holds_all {
-            continue;
-        }
-        let own_queries: Vec<&str> = rb.context.iter().map(|q| q.name.as_str()).collect();
-        let (own, golden): (Vec<&Anomaly>, Vec<&Anomaly>) = hood
-            .anomalies
+impl<'a> Facts<'a> {
+    fn gather(input: &Input<'a>) -> Facts<'a> {
+        let (alerts, ctx) = (input.alerts, input.context);
+        let service = alerts.iter().find_map(|a| a.labels.get("service").cloned());
+        let alert_start = alerts.iter().map(|a| a.starts_at).min().unwrap_or(ctx.end);
+        let units: BTreeMap<&str, Unit> = input
+            .golden
             .iter()
-            .filter(|a| main == Some(a.service.as_str()))
-            .partition(|a| own_queries.contains(&a.query));
-        if !own.is_empty() {
-            odds.add(0.6, "its context queries show the onset");
+            .map(|g| (g.name.as_str(), g.unit))
+            .chain(input.runbooks.iter().flat_map(|r| r.context.iter().map(|q| (q.name.as_str(), q.unit))))
+            .collect();
+        // A series without a service label is a runbook's own query about the incident's service.
+        let main = service.as_deref();
+        let hood = topology::neighbourhood(main, ctx, &units, |s| s.labels.get("service").cloned().or(service.clone()));
+        let onset = hood.anomalies.iter().map(|a| a.finding.onset).min().unwrap_or(alert_start).min(alert_start);
+        let origin = hood.origins().first().map(|o| o.to_string());
+        let downstream_origin = origin.clone().filter(|o| Some(o.as_str()) != main);
+        let preceding: Vec<&Change> =
+            ctx.changes.iter().filter(|c| hood.depth.contains_key(&c.service) && c.at <= onset + 120_000).collect();
+        let own_changes: Vec<&Change> =
+            preceding.iter().copied().filter(|c| main == Some(c.service.as_str())).collect();
+        let latest_change = own_changes.iter().max_by_key(|c| c.at).copied();
+        let service_logs: Vec<LogLine> =
+            ctx.logs.iter().filter(|l| main.is_none_or(|s| s == l.service)).cloned().collect();
+        let log_ev = patterns::evidence(&service_logs, onset, latest_change, (ctx.start, ctx.end));
+        let other_alerts: Vec<&crate::context::ActiveAlert> =
+            ctx.other_alerts.iter().filter(|o| !alerts.iter().any(|a| a.fingerprint == o.fingerprint)).collect();
+        Facts {
+            ctx,
+            alerts,
+            pod_ev: situation::pods(ctx),
+            alert_ev: situation::alerts(alerts),
+            context_ev: situation::elsewhere(ctx, &other_alerts),
+            other_alerts,
+            service,
+            onset,
+            hood,
+            origin,
+            downstream_origin,
+            preceding,
+            own_changes,
+            latest_change,
+            service_logs,
+            log_ev,
         }
-        if let Some(c) = latest_change.filter(|c| onset_at - c.at <= 3_600_000) {
-            odds.add(
-                1.0,
-                format!("a {} of {} preceded the onset by {}", c.kind.as_str(), c.service, minutes(onset_at - c.at)),
-            );
-        }
-        if log_ev.iter().any(|(new, _)| *new) {
-            odds.add(0.4, "a log pattern appeared after the change");
-        }
-        if let (Some(m), None) = (main, downstream_origin)
-            && hood.anomalous(m)
-            && !hood.healthy_callees(m).is_empty()
-        {
-            odds.add(0.5, format!("{m}'s own dependencies look healthy, so the anomaly starts in {m}"));
-        }
-        if let Some(o) = downstream_origin {
-            odds.add(
-                -1.5,
-                format!(
-                    "{o}, downstream of {}, is anomalous with healthy dependencies: the cause is more likely there",
-                    main.unwrap_or("the service")
-                ),
-            );
-        }
-        let past: Vec<&Past> =
-            input.history.iter().filter(|p| p.runbook.as_deref() == Some(rb.id.as_str())).take(2).collect();
-        for p in &past {
-            if p.verified {
-                odds.add(0.5, format!("incident #{} was resolved by this runbook's plan", p.incident_id));
-            } else {
-                odds.add(-0.5, format!("this runbook's plan did not resolve incident #{}", p.incident_id));
-            }
-        }
-        let mut evidence: Vec<Evidence> = own.iter().chain(&golden).map(|a| a.evidence.clone()).collect();
-        evidence.extend(main.and_then(healthy_ev));
-        evidence.extend(change_ev(&preceding));
-        evidence.extend(log_ev.iter().map(|(_, e)| e.clone()));
-        evidence.extend(pod_ev.iter().cloned());
-        evidence.extend(past.iter().map(|p| history_evidence(p)));
-        evidence.extend(alert_ev.iter().cloned());
-        evidence.extend(context_ev.iter().cloned());
-        let tctx = template_context(alert, (input.incident_id, input.title), latest_change, &rb.vars);
-        hypotheses.push(Hypothesis {
-            statement: render(&rb.hypothesis, &tctx).trim().to_string(),
-            confidence: odds.confidence(),
-            runbook: Some(rb.id.clone()),
-            service: service.clone(),
-            tier: rb.tier,
-            evidence,
-            reasons: odds.reasons,
-        });
     }
 
-    // Topology ranking: an anomaly downstream whose own dependencies are healthy.
-    if let (Some(m), Some(o)) = (main, downstream_origin) {
-        let path = hood.path_to(o);
-        let mut odds =
-            Odds::new(0.0, format!("{o} is anomalous downstream of {m} ({path}) and nothing it depends on is"));
-        let (o_at, m_at) = (hood.first_onset(o), hood.first_onset(m));
-        match (o_at, m_at) {
-            (Some(a), Some(b)) if a <= b + 60_000 => {
-                odds.add(0.5, format!("{o} left its baseline at {}, no later than {m} ({})", hhmm(a), hhmm(b)))
-            }
-            (Some(a), Some(b)) => {
-                odds.add(-0.5, format!("{o} left its baseline at {}, after {m} ({})", hhmm(a), hhmm(b)))
-            }
-            (Some(_), None) => odds.add(0.3, format!("{m}'s own series show no change; its alert may be the symptom")),
-            _ => {}
-        }
-        let o_changes: Vec<&Change> = preceding.iter().copied().filter(|c| c.service == o).collect();
-        if let Some(c) = o_changes.iter().max_by_key(|c| c.at).filter(|c| o_at.is_some_and(|a| a - c.at <= 3_600_000)) {
-            odds.add(
-                1.0,
-                format!(
-                    "a {} of {o} preceded its anomaly by {}",
-                    c.kind.as_str(),
-                    minutes(o_at.unwrap_or(onset_at) - c.at)
-                ),
-            );
-        }
-        if other_alerts.iter().any(|a| a.labels.get("service").is_some_and(|s| s == o)) {
-            odds.add(0.4, format!("Alertmanager has alerts firing on {o}"));
-        }
-        let mut evidence = metric_of(o);
-        evidence.extend(healthy_ev(o));
-        let between: Vec<String> = path.split(" → ").map(str::to_string).filter(|s| s != o).collect();
-        for s in between.iter().rev() {
-            evidence.extend(metric_of(s));
-        }
-        evidence.extend(change_ev(&o_changes));
-        evidence.extend(alert_ev.iter().cloned());
-        evidence.extend(context_ev.iter().cloned());
-        let first = o_at.is_some_and(|a| m_at.is_none_or(|b| a <= b + 60_000));
-        let (when, likely) = if first { ("first", "") } else { ("too", "likely ") };
-        hypotheses.push(Hypothesis {
-            statement: format!(
-                "The cause is likely in {o}, which {m} depends on ({path}): {o} went wrong {when} and everything it depends on looks healthy, so {m}'s alert is {likely}a symptom."
-            ),
-            confidence: odds.confidence(),
-            runbook: None,
-            service: Some(o.to_string()),
-            tier: 5,
-            evidence,
-            reasons: odds.reasons,
-        });
+    fn main(&self) -> Option<&str> {
+        self.service.as_deref()
     }
-    hypotheses.sort_by(|a, b| {
-        b.confidence.total_cmp(&a.confidence).then(a.tier.cmp(&b.tier)).then(a.runbook.cmp(&b.runbook))
-    });
-    if hypotheses.is_empty() {
-        let mut evidence: Vec<Evidence> = hood.anomalies.iter().map(|a| a.evidence.clone()).collect();
-        evidence.extend(main.and_then(healthy_ev));
-        evidence.extend(change_ev(&preceding));
-        evidence.extend(log_ev.into_iter().map(|(_, e)| e));
-        evidence.extend(pod_ev);
-        evidence.extend(input.history.iter().take(3).map(history_evidence));
-        evidence.extend(alert_ev);
-        evidence.extend(context_ev);
-        let statement = match main {
-            Some(m) if origin == Some(m) && !hood.healthy_callees(m).is_empty() => format!(
+
+    /// The preceding changes as evidence.
+    fn change_evidence(&self) -> Vec<Evidence> {
+        self.preceding.iter().map(|c| changes::evidence(c, self.onset, self.main())).collect()
+    }
+
+    /// When no runbook matches: one human-led hypothesis with all the evidence.
+    fn nobody_knows(&self, input: &Input) -> Hypothesis {
+        let mut evidence: Vec<Evidence> = self.hood.anomalies.iter().map(|a| a.evidence.clone()).collect();
+        evidence.extend(self.main().and_then(|m| self.hood.healthy_evidence(self.ctx, m)));
+        evidence.extend(self.change_evidence());
+        evidence.extend(self.log_ev.iter().map(|(_, e)| e.clone()));
+        evidence.extend(self.pod_ev.iter().cloned());
+        evidence.extend(input.history.iter().take(3).map(history::evidence));
+        evidence.extend(self.alert_ev.iter().cloned());
+        evidence.extend(self.context_ev.iter().cloned());
+        let statement = match self.main() {
+            Some(m) if self.origin.as_deref() == Some(m) && !self.hood.healthy_callees(m).is_empty() => format!(
                 "No runbook matches this incident. The anomaly starts in {m} itself (its dependencies look healthy); the evidence below is for a person to judge."
             ),
             _ => "No runbook matches this incident; the evidence below is for a person to judge.".into(),
         };
-        hypotheses.push(Hypothesis {
+        Hypothesis {
             statement,
             confidence: 0.0,
             runbook: None,
-            service: service.clone(),
+            service: self.service.clone(),
             tier: 5,
             evidence,
             reasons: vec!["no runbook's matchers and evidence predicates all hold".into()],
-        });
+        }
+    }
+}
+
+/// The diagnosis: each method adds its hypotheses over the shared facts; they are ranked by
+/// confidence, then tier; "no runbook matches" when none does. Everything is redacted.
+pub fn diagnose(input: &Input) -> Diagnosis {
+    let facts = Facts::gather(input);
+    let mut hypotheses = signatures::hypotheses(&facts, input);
+    hypotheses.extend(topology::downstream(&facts));
+    hypotheses.sort_by(|a, b| {
+        b.confidence.total_cmp(&a.confidence).then(a.tier.cmp(&b.tier)).then(a.runbook.cmp(&b.runbook))
+    });
+    if hypotheses.is_empty() {
+        hypotheses.push(facts.nobody_knows(input));
     }
     // Nothing leaves diagnosis unredacted: log lines and change summaries can carry secrets.
     for h in &mut hypotheses {
@@ -808,12 +401,13 @@ pub fn diagnose(input: &Input) -> Diagnosis {
             e.text = crate::redact::redact(&e.text);
         }
     }
-    Diagnosis { service, onset: onset_at, hypotheses, unavailable: ctx.unavailable.clone() }
+    Diagnosis { service: facts.service, onset: facts.onset, hypotheses, unavailable: input.context.unavailable.clone() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::ChangeKind;
 
     fn pts(values: &[f64]) -> Vec<(Millis, f64)> {
         values.iter().enumerate().map(|(i, v)| (i as Millis * 60_000, *v)).collect()
@@ -983,7 +577,7 @@ mod tests {
             verified: true,
             outcome: "the plan of rollback-bad-deploy, approved by slack:U1, ran and was verified".into(),
         };
-        let e = history_evidence(&past);
+        let e = history::evidence(&past);
         assert_eq!(e.kind, EvidenceKind::History);
         assert_eq!(
             e.text,
