@@ -55,7 +55,8 @@
 //! - [`guardrails`] — pure assessment at the moment of a click: blocks (paused, attempt budget
 //!   spent) refuse the approval; warnings (change freeze, deploy in progress) are shown.
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
-//!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`.
+//!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`; one
+//!   file per aggregate (incidents, audit log, plans, executions, outbox, changes).
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
 //!   `verify` finds the first altered, removed or reordered record; `export` writes an
 //!   incident's timeline as JSON and Markdown.

@@ -1,0 +1,136 @@
+//! Executions: the one claim of an approved plan, its step events, its lease, and the orphans interrupted.
+
+use super::*;
+
+impl SqlStore {
+    pub(super) async fn claim_execution(&self, approved: &ApprovedPlan, owner: &str, now: Millis) -> Result<bool> {
+        let p = approved.plan();
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO executions (plan_hash, incident_id, state, step, owner, started_at, heartbeat_at) \
+             VALUES ($1, $2, 'running', 0, $3, $4, $4) ON CONFLICT (plan_hash) DO NOTHING",
+        )
+        .bind(p.hash.clone())
+        .bind(p.incident_id)
+        .bind(owner.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            sqlx::query(
+                "INSERT INTO attempts (alert_key, plan_hash, at) SELECT key, $1, $2 FROM alerts WHERE incident_id = $3 \
+                 ON CONFLICT (alert_key, plan_hash) DO NOTHING",
+            )
+            .bind(p.hash.clone())
+            .bind(now)
+            .bind(p.incident_id)
+            .execute(&mut *tx)
+            .await?;
+            let entry = AuditEntry {
+                at: now,
+                kind: Kind::ExecutionStarted,
+                incident_id: Some(p.incident_id),
+                actor: "medic".into(),
+                data: serde_json::json!({"plan": p.hash, "runbook": p.runbook, "approvers": approved.approvers(), "owner": owner}),
+            };
+            self.append_audit(&mut tx, vec![entry]).await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    pub(super) async fn execution_event(
+        &self,
+        hash: &str,
+        step: i64,
+        state: ExecState,
+        entry: AuditEntry,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let finished = (state != ExecState::Running).then_some(entry.at);
+        sqlx::query(
+            "UPDATE executions SET state = $1, step = $2, finished_at = $3, heartbeat_at = $4 WHERE plan_hash = $5",
+        )
+        .bind(state.as_str())
+        .bind(step)
+        .bind(finished)
+        .bind(entry.at)
+        .bind(hash.to_string())
+        .execute(&mut *tx)
+        .await?;
+        self.append_audit(&mut tx, vec![entry]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()> {
+        // No write lock: one row, and only while it runs; an ended execution keeps its state.
+        sqlx::query("UPDATE executions SET heartbeat_at = $1 WHERE plan_hash = $2 AND state = 'running'")
+            .bind(now)
+            .bind(hash.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn interrupt_running(
+        &self,
+        owner: &str,
+        own: bool,
+        stale_before: Millis,
+        now: Millis,
+    ) -> Result<Vec<(String, i64)>> {
+        // Looked for first without the write lock: every replica asks every few seconds.
+        let orphans = "SELECT plan_hash, incident_id, step, owner FROM executions WHERE state = 'running' \
+             AND ((owner = $1 AND $2 = 1) OR (owner <> $1 AND COALESCE(heartbeat_at, started_at) < $3))";
+        let any = sqlx::query(orphans)
+            .bind(owner.to_string())
+            .bind(own as i64)
+            .bind(stale_before)
+            .fetch_optional(&self.pool)
+            .await?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(orphans)
+            .bind(owner.to_string())
+            .bind(own as i64)
+            .bind(stale_before)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut hashes = Vec::new();
+        let mut entries = Vec::new();
+        for r in &rows {
+            let (hash, incident, step, ran_by): (String, i64, i64, String) =
+                (r.try_get("plan_hash")?, r.try_get("incident_id")?, r.try_get("step")?, r.try_get("owner")?);
+            sqlx::query("UPDATE executions SET state = 'interrupted', finished_at = $1 WHERE plan_hash = $2")
+                .bind(now)
+                .bind(hash.clone())
+                .execute(&mut *tx)
+                .await?;
+            let data = serde_json::json!({"plan": hash, "step": step, "owner": ran_by,
+                "reason": "medic stopped while this plan ran; it is not re-run: a person must check the state of each step"});
+            entries.push(AuditEntry {
+                at: now,
+                kind: Kind::ExecutionInterrupted,
+                incident_id: Some(incident),
+                actor: "medic".into(),
+                data: data.clone(),
+            });
+            entries.push(AuditEntry {
+                at: now,
+                kind: Kind::Escalated,
+                incident_id: Some(incident),
+                actor: "medic".into(),
+                data,
+            });
+            hashes.push((hash, incident));
+        }
+        self.append_audit(&mut tx, entries).await?;
+        tx.commit().await?;
+        Ok(hashes)
+    }
+}

@@ -1,0 +1,238 @@
+//! Plans and approvals: proposals, the exactly-once decision on a click, chat's view of a plan, the kill switch and attempt budgets.
+
+use super::*;
+
+impl SqlStore {
+    pub(super) async fn plan_status(&self, incident_id: i64) -> Result<Option<PlanStatus>> {
+        let mut tx = self.pool.begin().await?;
+        let hash = Self::text_for(
+            &mut tx,
+            "SELECT hash FROM plans WHERE incident_id = $1 ORDER BY proposed_at DESC, hash LIMIT 1",
+            "hash",
+            incident_id,
+        )
+        .await?;
+        let Some(hash) = hash else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let Some(plan) = Self::load_plan(&mut tx, &hash).await? else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let approvers = sqlx::query("SELECT approver FROM approvals WHERE plan_hash = $1 ORDER BY at, approver")
+            .bind(hash.clone())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("approver").map(Identity))
+            .collect::<Result<Vec<_>, _>>()?;
+        let execution = sqlx::query("SELECT state, step FROM executions WHERE plan_hash = $1")
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get("state")?, r.try_get("step")?)))
+            .transpose()?;
+        tx.commit().await?;
+        Ok(Some(PlanStatus { plan, approvers, execution }))
+    }
+
+    pub(super) async fn propose(&self, plan: &ProposedPlan, requested_by: &Identity, now: Millis) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        if Self::load_plan(&mut tx, &plan.hash).await?.is_some() {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let current = Self::text_for(&mut tx, Self::CURRENT_PLAN, "hash", plan.incident_id).await?;
+        let mut entries = Vec::new();
+        if let Some(old) = current {
+            sqlx::query("UPDATE plans SET state = 'superseded', decided_at = $1 WHERE hash = $2")
+                .bind(now)
+                .bind(old.clone())
+                .execute(&mut *tx)
+                .await?;
+            entries.push(AuditEntry {
+                at: now,
+                kind: Kind::PlanSuperseded,
+                incident_id: Some(plan.incident_id),
+                actor: "medic".into(),
+                data: serde_json::json!({"plan": old, "by": plan.hash}),
+            });
+        }
+        let expires_at = now + (plan.approval.expires_after_secs as i64) * 1000;
+        sqlx::query(
+            "INSERT INTO plans (hash, incident_id, runbook, body, state, requested_by, proposed_at, expires_at) \
+             VALUES ($1, $2, $3, $4, 'proposed', $5, $6, $7)",
+        )
+        .bind(plan.hash.clone())
+        .bind(plan.incident_id)
+        .bind(plan.runbook.clone())
+        .bind(serde_json::to_string(plan)?)
+        .bind(requested_by.0.clone())
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        entries.push(AuditEntry {
+            at: now,
+            kind: Kind::PlanProposed,
+            incident_id: Some(plan.incident_id),
+            actor: requested_by.0.clone(),
+            data: serde_json::json!({
+                "plan": plan.hash, "runbook": plan.runbook, "tier": plan.tier,
+                "steps": plan.steps.iter().map(|s| crate::redact::redact(&format!("{}: {}", s.id, s.action.summary()))).collect::<Vec<_>>(),
+                "expires_at": crate::time::rfc3339(expires_at),
+            }),
+        });
+        self.append_audit(&mut tx, entries).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn plan(&self, hash: &str) -> Result<Option<StoredPlan>> {
+        let mut tx = self.pool.begin().await?;
+        let p = Self::load_plan(&mut tx, hash).await?;
+        tx.commit().await?;
+        Ok(p)
+    }
+
+    pub(super) async fn decide(
+        &self,
+        hash: &str,
+        click: &Click,
+        groups: &Groups,
+        guardrail: Option<String>,
+    ) -> Result<(Verdict, Option<ApprovedPlan>)> {
+        let mut tx = self.begin_write().await?;
+        let Some(sp) = Self::load_plan(&mut tx, hash).await? else {
+            tx.commit().await?;
+            let short = &hash[..12.min(hash.len())];
+            return Ok((Verdict::Refused { reason: format!("there is no plan {short}") }, None));
+        };
+        let incident = sp.plan.incident_id;
+        let state = Self::text_for(&mut tx, "SELECT state FROM incidents WHERE id = $1", "state", incident).await?;
+        let current = Self::text_for(&mut tx, Self::CURRENT_PLAN, "hash", incident).await?;
+        let approvers: Vec<Identity> =
+            sqlx::query("SELECT approver FROM approvals WHERE plan_hash = $1 ORDER BY at, approver")
+                .bind(hash.to_string())
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("approver").map(Identity))
+                .collect::<Result<_, _>>()?;
+        let facts = Facts {
+            plan: &sp,
+            incident_open: state.as_deref().is_some_and(|s| s != "resolved"),
+            superseded_by: current.as_deref().filter(|h| *h != hash),
+            approvers: &approvers,
+            guardrail,
+        };
+        let verdict = approval::decide(&facts, groups, &click.who, click.decision, click.at);
+        let record = |kind: Kind, data: serde_json::Value| AuditEntry {
+            at: click.at,
+            kind,
+            incident_id: Some(incident),
+            actor: click.who.0.clone(),
+            data,
+        };
+        let mut approved = None;
+        match &verdict {
+            Verdict::Recorded { .. } | Verdict::Approved { .. } => {
+                sqlx::query("INSERT INTO approvals (plan_hash, approver, at, via) VALUES ($1, $2, $3, $4)")
+                    .bind(hash.to_string())
+                    .bind(click.who.0.clone())
+                    .bind(click.at)
+                    .bind(click.via.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                let mut entries =
+                    vec![record(Kind::ApprovalRecorded, serde_json::json!({"plan": hash, "via": click.via}))];
+                if let Verdict::Approved { approvers } = &verdict {
+                    let moved = sqlx::query(
+                        "UPDATE plans SET state = 'approved', decided_at = $1 WHERE hash = $2 AND state = 'proposed'",
+                    )
+                    .bind(click.at)
+                    .bind(hash.to_string())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if moved != 1 {
+                        bail!("plan {hash} left the proposed state under the write lock");
+                    }
+                    entries.push(record(
+                        Kind::PlanApproved,
+                        serde_json::json!({"plan": hash, "approvers": approvers, "runbook": sp.plan.runbook}),
+                    ));
+                    approved = Some(approval::approved(sp.plan.clone(), approvers.clone(), click.at));
+                }
+                self.append_audit(&mut tx, entries).await?;
+            }
+            Verdict::Rejected => {
+                sqlx::query(
+                    "UPDATE plans SET state = 'rejected', decided_at = $1 WHERE hash = $2 AND state = 'proposed'",
+                )
+                .bind(click.at)
+                .bind(hash.to_string())
+                .execute(&mut *tx)
+                .await?;
+                self.append_audit(
+                    &mut tx,
+                    vec![record(
+                        Kind::PlanRejected,
+                        serde_json::json!({"plan": hash, "via": click.via,
+                                           "reason": click.reason.as_deref().map(crate::redact::redact)}),
+                    )],
+                )
+                .await?;
+            }
+            Verdict::Refused { reason } => {
+                tracing::info!(plan = %hash, who = %click.who, via = %click.via, reason = %reason, "approval refused");
+            }
+            Verdict::AlreadyCounted { .. } => {}
+        }
+        tx.commit().await?;
+        Ok((verdict, approved))
+    }
+
+    pub(super) async fn set_paused(&self, by: &Identity, paused: bool, now: Millis) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let was =
+            sqlx::query("SELECT set_by FROM settings WHERE key = 'paused'").fetch_optional(&mut *tx).await?.is_some();
+        if was != paused {
+            if paused {
+                sqlx::query("INSERT INTO settings (key, value, set_by, set_at) VALUES ('paused', 'true', $1, $2)")
+                    .bind(by.0.clone())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query("DELETE FROM settings WHERE key = 'paused'").execute(&mut *tx).await?;
+            }
+            let kind = if paused { Kind::AutomationPaused } else { Kind::AutomationResumed };
+            let entry =
+                AuditEntry { at: now, kind, incident_id: None, actor: by.0.clone(), data: serde_json::json!({}) };
+            self.append_audit(&mut tx, vec![entry]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn paused(&self) -> Result<Option<(String, Millis)>> {
+        let r =
+            sqlx::query("SELECT set_by, set_at FROM settings WHERE key = 'paused'").fetch_optional(&self.pool).await?;
+        r.map(|r| Ok((r.try_get("set_by")?, r.try_get("set_at")?))).transpose()
+    }
+
+    pub(super) async fn attempts(&self, incident_id: i64, since: Millis) -> Result<u32> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(DISTINCT plan_hash) AS n FROM attempts \
+             WHERE at >= $1 AND alert_key IN (SELECT key FROM alerts WHERE incident_id = $2)",
+        )
+        .bind(since)
+        .bind(incident_id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        Ok(n as u32)
+    }
+}
