@@ -57,10 +57,6 @@ pub fn record_json(r: &AuditRecord) -> Value {
     })
 }
 
-pub fn timeline_json(records: &[AuditRecord]) -> Vec<Value> {
-    records.iter().map(record_json).collect()
-}
-
 fn bad_request(msg: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_query", "message": msg}))).into_response()
 }
@@ -163,9 +159,9 @@ pub async fn detail(
             v["alerts_total"] = json!(alerts.len());
             v["alerts_next"] =
                 json!((start + shown.len() < alerts.len()).then(|| shown.last().map(|r| r.alert.key())).flatten());
-            let later: Vec<&AuditRecord> =
-                records.iter().filter(|r| r.seq > after_seq).take(timeline_page.limit).collect();
-            let more = records.iter().filter(|r| r.seq > after_seq).count() > later.len();
+            let after: Vec<&AuditRecord> = records.iter().filter(|r| r.seq > after_seq).collect();
+            let later = &after[..after.len().min(timeline_page.limit)];
+            let more = after.len() > later.len();
             v["timeline"] = json!(later.iter().map(|r| record_json(r)).collect::<Vec<_>>());
             v["timeline_next"] = json!(more.then(|| later.last().map(|r| r.seq.to_string())).flatten());
             // The latest diagnosis, as recorded (the responder writes one per investigation).

@@ -43,37 +43,18 @@ approval:
   groups: [sre]
 "#;
 
-/// The same restart, then a wait of 3 s before the plan ends: for `ChatTestSlow` alerts.
-const SLOW_RUNBOOK: &str = r#"
-id: restart-then-wait
-title: Restart the service, then wait
-description: A test runbook whose second step takes a while.
-tier: 2
-match:
-  alerts: ['alertname="ChatTestSlow"']
-hypothesis: "{{service}} needs a restart and a pause."
-vars:
-  deploy_api: http://DEPLOY
-plan:
-  expected_impact: A rolling restart of {{service}}.
-  steps:
-    - id: restart
-      action:
-        http: {method: POST, url: "{{vars.deploy_api}}/v1/services/{{service}}/restart"}
-      irreversible: A restart cannot be undone.
-    - id: settle
-      action: {wait: 3s}
-approval:
-  groups: [sre]
-"#;
-
 /// Writes `dir/runbooks/restart.yaml` (and `restart-slow.yaml`) calling `deploy`
 /// (`host:port`); returns the directory.
 pub fn runbooks(dir: &Path, deploy: &str) -> std::path::PathBuf {
     let d = dir.join("runbooks");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("restart.yaml"), RUNBOOK.replace("DEPLOY", deploy)).unwrap();
-    std::fs::write(d.join("restart-slow.yaml"), SLOW_RUNBOOK.replace("DEPLOY", deploy)).unwrap();
+    // The same restart, then a wait of 3 s before the plan ends: for `ChatTestSlow` alerts.
+    let slow = RUNBOOK
+        .replace("id: restart-on-chat-test", "id: restart-then-wait")
+        .replace(r#"alertname="ChatTest""#, r#"alertname="ChatTestSlow""#)
+        .replace("approval:", "    - id: settle\n      action: {wait: 3s}\napproval:");
+    std::fs::write(d.join("restart-slow.yaml"), slow.replace("DEPLOY", deploy)).unwrap();
     d
 }
 
