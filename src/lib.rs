@@ -110,6 +110,7 @@
 pub mod alert;
 pub mod api;
 pub mod approval;
+pub mod ask;
 pub mod audit;
 pub mod chat;
 pub mod cli;
