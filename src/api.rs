@@ -1,4 +1,6 @@
-//! The read-only JSON API of incidents, and the JSON views shared with `medic audit export`.
+//! The JSON API — incidents (read-only) and `POST /v1/ask` — and the JSON views shared with
+//! `medic audit export`. Every route here takes `Authorization: Bearer` with one of
+//! `api.bearer` (required unless medic listens on loopback only).
 
 use crate::audit::AuditRecord;
 use crate::incident::{AlertRow, Incident, IncidentState};
@@ -12,6 +14,64 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The `api` section of the config.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Accepted bearer tokens (`{env: …}` / `{file: …}`); two while rotating.
+    #[serde(default)]
+    pub bearer: Vec<crate::secret::SecretRef>,
+}
+
+/// Refuses a request to the API without an accepted bearer token (when tokens are configured).
+pub async fn authenticate(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !app.api_tokens.is_empty()
+        && let Err(why) = crate::intake::bearer(&app.api_tokens, req.headers())
+    {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized", "message": why}))).into_response();
+    }
+    next.run(req).await
+}
+
+/// Longest question `POST /v1/ask` takes.
+pub const MAX_QUESTION: usize = 4000;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskBody {
+    pub question: String,
+    #[serde(default)]
+    pub incident: Option<i64>,
+}
+
+/// `POST /v1/ask {"question": "…", "incident": 12}` → `{"intent", "slots", "answer", "evidence", …}`.
+/// The API is not a person: it may ask anything read-only; pausing is refused (use chat or
+/// `medic pause`).
+pub async fn ask(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let body: AskBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(format!("expected {{\"question\": \"…\", \"incident\": N}}: {e}")),
+    };
+    if body.question.chars().count() > MAX_QUESTION {
+        return bad_request(format!("question: longer than {MAX_QUESTION} characters"));
+    }
+    let q = crate::ask::answer::Question {
+        text: body.question,
+        incident: body.incident,
+        who: crate::approval::Identity("api".into()),
+        via: "api".into(),
+        groups: Default::default(),
+    };
+    match app.asker.ask(&q).await {
+        Ok(a) => Json(a.to_json(app.asker.offset)).into_response(),
+        Err(e) => internal(e),
+    }
+}
 
 pub fn incident_json(i: &Incident) -> Value {
     json!({

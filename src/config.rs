@@ -43,6 +43,10 @@ pub struct Config {
     #[serde(default)]
     pub context: crate::context::Config,
     #[serde(default)]
+    pub api: crate::api::Config,
+    #[serde(default)]
+    pub ask: crate::ask::Config,
+    #[serde(default)]
     pub slack: Option<crate::chat::slack::Config>,
     #[serde(default)]
     pub discord: Option<crate::chat::discord::Config>,
@@ -66,6 +70,8 @@ impl Default for Config {
             guardrails: Default::default(),
             runbooks: None,
             context: Default::default(),
+            api: Default::default(),
+            ask: Default::default(),
             slack: None,
             discord: None,
         }
@@ -260,6 +266,14 @@ impl Config {
             }
         }
         out.extend(self.context.problems());
+        for (i, s) in self.api.bearer.iter().enumerate() {
+            if let Err(e) = s.resolve() {
+                out.push(format!("api.bearer[{i}]: {e}"));
+            }
+        }
+        if let Err(e) = self.ask.offset() {
+            out.push(e);
+        }
         if let Some(d) = &self.discord {
             if let Err(e) = crate::chat::discord::Discord::new(d, std::time::Duration::from_secs(5)) {
                 out.push(e);
@@ -299,11 +313,14 @@ impl Config {
         if listen.ip().is_loopback() {
             return None;
         }
-        let open: Vec<&str> =
+        let mut open: Vec<&str> =
             self.intake.sources().into_iter().filter(|(_, s)| s.enabled && s.auth.is_none()).map(|(n, _)| n).collect();
+        if self.api.bearer.is_empty() {
+            open.push("api (the incident API and /v1/ask: api.bearer)");
+        }
         (!open.is_empty()).then(|| {
             format!(
-                "listen {listen} is not loopback, so every enabled intake source needs `auth`; missing for: {}",
+                "listen {listen} is not loopback, so every enabled intake source needs `auth` and the API `api.bearer`; missing for: {}",
                 open.join(", ")
             )
         })

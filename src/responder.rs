@@ -33,6 +33,12 @@ pub struct Window {
     pub changes_look_back: Duration,
 }
 
+impl From<&crate::context::Config> for Window {
+    fn from(c: &crate::context::Config) -> Window {
+        Window { look_back: c.look_back, changes_look_back: c.changes_look_back }
+    }
+}
+
 impl Default for Window {
     fn default() -> Self {
         Window { look_back: Duration::from_secs(2 * 3600), changes_look_back: Duration::from_secs(24 * 3600) }

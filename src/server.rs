@@ -26,6 +26,10 @@ use tokio::net::TcpListener;
 
 pub struct App {
     pub store: Arc<dyn Store>,
+    /// Answers questions (`/v1/ask`, chat).
+    pub asker: Arc<crate::ask::answer::Asker>,
+    /// `api.bearer`, resolved.
+    pub api_tokens: Vec<crate::secret::Secret>,
     pub intake: Intake,
     pub metrics: Arc<Metrics>,
     pub chat: ChatApp,
@@ -38,6 +42,8 @@ pub struct ChatApp {
     pub discord: Option<Arc<crate::chat::discord::Discord>>,
     pub clicks: Arc<crate::chat::clicks::Clicks>,
     pub responders: Arc<crate::approval::Responders>,
+    /// Questions asked in chat.
+    pub asking: Arc<crate::chat::asking::Asking>,
     pub max_body: usize,
 }
 
@@ -189,15 +195,34 @@ pub async fn run_with(
         let _ = tx.send(clicks.clone());
     }
     let responders = Arc::new(config.responders.clone());
+    let asker = Arc::new(crate::ask::answer::Asker {
+        store: store.clone(),
+        sources: sources.clone(),
+        golden: golden.clone(),
+        runbooks: runbooks.clone(),
+        clock: clock.clone(),
+        window: (&config.context).into(),
+        config: config.ask.clone(),
+        offset: config.ask.offset().map_err(anyhow::Error::msg)?,
+        notifier: (!platforms.is_empty()).then(|| notifier.clone()),
+    });
+    let api_tokens = config
+        .api
+        .bearer
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.resolve().map_err(|e| anyhow::anyhow!("api.bearer[{i}]: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let asking = Arc::new(crate::chat::asking::Asking::new(asker.clone(), responders.clone()));
     if let Some(slack) = slack.as_ref().filter(|s| s.app_token.is_some()) {
         chat_tasks.push(tokio::spawn(crate::chat::slack::socket_mode(
             slack.clone(),
             clicks.clone(),
-            responders.clone(),
+            asking.clone(),
             chat_stopped.clone(),
         )));
     }
-    let chat = ChatApp { slack, discord, clicks, responders, max_body: config.intake.max_body_bytes };
+    let chat = ChatApp { slack, discord, clicks, responders, asking, max_body: config.intake.max_body_bytes };
     let (responder, triggers) = start_responder(
         config,
         sources,
@@ -211,7 +236,7 @@ pub async fn run_with(
     let (pipeline, writer) = Pipeline::start(store.clone(), policy, clock.clone(), metrics.clone(), TICK);
     let intake = Intake::new(&config.intake, pipeline, metrics.clone(), clock.clone(), triggers.clone())
         .map_err(anyhow::Error::msg)?;
-    let app = Arc::new(App { store: store.clone(), intake, metrics, chat, clock });
+    let app = Arc::new(App { store: store.clone(), asker, api_tokens, intake, metrics, chat, clock });
     tracing::info!(%addr, store = store.backend(), "medic listening");
     crate::serve::serve(listener, router(app), &config.http, shutdown).await.context("server failed")?;
     tracing::info!("stopped accepting; draining the writer and the responder");
@@ -305,24 +330,26 @@ pub fn start_responder(
         metrics,
         notifier,
         cache: crate::context::Cache::new(config.context.cache_ttl),
-        window: crate::responder::Window {
-            look_back: config.context.look_back,
-            changes_look_back: config.context.changes_look_back,
-        },
+        window: (&config.context).into(),
     };
     let triggers = Arc::new(Triggers::default());
     (tokio::spawn(Arc::new(responder).run(triggers.clone())), triggers)
 }
 
 pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/v1/incidents", get(crate::api::list))
+        .route("/v1/incidents/{id}", get(crate::api::detail))
+        .route("/v1/ask", post(crate::api::ask))
+        .layer(middleware::from_fn_with_state(app.clone(), crate::api::authenticate));
     let mut r = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/incidents", get(crate::api::list))
-        .route("/v1/incidents/{id}", get(crate::api::detail))
+        .merge(api)
         .route("/slack/interactions", post(slack_interactions))
         .route("/slack/events", post(slack_events))
+        .route("/slack/commands", post(slack_commands))
         .route("/discord/interactions", post(discord_interactions));
     for route in Route::ALL {
         r = r.route(
@@ -456,9 +483,26 @@ async fn slack_interactions(State(app): State<Arc<App>>, headers: HeaderMap, req
     StatusCode::OK.into_response()
 }
 
-/// `POST /slack/events`: the Events API; answers the URL verification challenge.
+/// `POST /slack/commands`: the `/medic` slash command (form encoded), acknowledged at once;
+/// the answer follows as a message.
+async fn slack_commands(State(app): State<Arc<App>>, headers: HeaderMap, req: Request) -> Response {
+    let (slack, body) = match slack_request(&app, &headers, req).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    if form.get("user_id").is_none() || form.get("channel_id").is_none() {
+        return refuse(StatusCode::BAD_REQUEST, "invalid", "expected the form fields user_id and channel_id".into());
+    }
+    let asking = app.chat.asking.clone();
+    tokio::spawn(async move { slack.command(&form, &asking).await });
+    StatusCode::OK.into_response()
+}
+
+/// `POST /slack/events`: the Events API — the URL verification challenge, and questions
+/// (handled after the acknowledgement; Slack wants one within 3 s).
 async fn slack_events(State(app): State<Arc<App>>, headers: HeaderMap, req: Request) -> Response {
-    let (_, body) = match slack_request(&app, &headers, req).await {
+    let (slack, body) = match slack_request(&app, &headers, req).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
@@ -469,5 +513,11 @@ async fn slack_events(State(app): State<Arc<App>>, headers: HeaderMap, req: Requ
     if v["type"] == "url_verification" {
         return Json(json!({"challenge": v["challenge"]})).into_response();
     }
+    let asking = app.chat.asking.clone();
+    tokio::spawn(async move {
+        if let Err(e) = slack.event(&v, &asking).await {
+            tracing::warn!(error = %format!("{e:#}"), "Slack event failed");
+        }
+    });
     StatusCode::OK.into_response()
 }

@@ -94,7 +94,7 @@ fn serve_refuses_public_address_without_auth() {
     let dir = tempfile::tempdir().unwrap();
     let o = medic(&["serve", "--listen", "0.0.0.0:0"], dir.path(), &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("is not loopback, so every enabled intake source needs `auth`"), "{}", text(&o));
+    assert!(text(&o).contains("is not loopback, so every enabled intake source needs `auth` and the API `api.bearer`"), "{}", text(&o));
     assert!(!dir.path().join("medic.db").exists(), "refused before touching the store");
 }
 

@@ -60,8 +60,8 @@ async fn pause_blocks_until_resumed(db: Db) {
     let p = plan(1, "v1");
     s.propose(&p, &Identity("medic".into()), T0).await.unwrap();
     let carol = Identity("console:carol".into());
-    s.set_paused(&carol, true, T0 + 1).await.unwrap();
-    s.set_paused(&carol, true, T0 + 2).await.unwrap(); // idempotent
+    s.set_paused(&carol, "cli", true, T0 + 1).await.unwrap();
+    s.set_paused(&carol, "cli", true, T0 + 2).await.unwrap(); // idempotent
     let click = Click {
         who: Identity("console:bob".into()),
         decision: Decision::Approve,
@@ -77,7 +77,7 @@ async fn pause_blocks_until_resumed(db: Db) {
         other => panic!("{other:?}"),
     }
     assert!(a.is_none());
-    s.set_paused(&carol, false, T0 + 4).await.unwrap();
+    s.set_paused(&carol, "cli", false, T0 + 4).await.unwrap();
     let (v, a) = s.decide(&p.hash, &click, &groups(), guardrail(&*s, 1, T0 + 5).await).await.unwrap();
     assert!(matches!(v, Verdict::Approved { .. }) && a.is_some(), "{v:?}");
     let kinds: Vec<String> = s.audit_page(0, 100).await.unwrap().into_iter().map(|r| r.kind).collect();

@@ -1,1 +1,825 @@
-//! Answers (next).
+//! Answers: a parsed question → text with its evidence, from the store (incidents, the
+//! diagnosis, plans, the audit log) and the context sources (metrics, logs, changes, topology,
+//! alerts), each call bounded like the responder's. A source that fails is a line saying so.
+//! Everything shown passes [`crate::redact`].
+
+use super::parse::{Direction, Intent, Parsed, Signal, Slots, Vocabulary};
+use crate::approval::{Groups, Identity};
+use crate::context::{MetricQuery, Sources};
+use crate::diagnosis::sparkline;
+use crate::incident::{AlertRow, Incident, IncidentState};
+use crate::store::Store;
+use crate::time::{Clock, Millis};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Most lines an answer shows; the rest is summarised.
+pub const MAX_LINES: usize = 25;
+
+/// Who asks what, where.
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub text: String,
+    /// The incident whose thread it was asked in (or `--incident`).
+    pub incident: Option<i64>,
+    pub who: Identity,
+    /// Where: `slack:C123`, `discord:…`, `api`, `cli`.
+    pub via: String,
+    /// The groups `who` belongs to as the platform knows them (Slack user groups expanded).
+    pub groups: Groups,
+}
+
+/// A source an answer rests on: what was asked, of which backend, over which range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cited {
+    pub source: String,
+    pub query: String,
+    pub range: Option<(Millis, Millis)>,
+}
+
+/// A metric answer's series, for the PNG chart.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub title: String,
+    pub series: Vec<(String, Vec<(Millis, f64)>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub intent: Intent,
+    pub slots: Slots,
+    pub incident: Option<i64>,
+    pub headline: String,
+    pub lines: Vec<String>,
+    pub evidence: Vec<Cited>,
+    /// Sources that could not answer, worded for people.
+    pub unavailable: Vec<String>,
+    pub chart: Option<Chart>,
+    /// Shown only to the asker (a refusal).
+    pub private: bool,
+}
+
+impl Answer {
+    fn new(p: &Parsed, incident: Option<i64>, headline: impl Into<String>) -> Answer {
+        Answer {
+            intent: p.intent,
+            slots: p.slots.clone(),
+            incident,
+            headline: headline.into(),
+            lines: Vec::new(),
+            evidence: Vec::new(),
+            unavailable: Vec::new(),
+            chart: None,
+            private: false,
+        }
+    }
+
+    /// An answer that is only a line (a refusal, a limit, an outage).
+    pub fn notice(headline: String, private: bool) -> Answer {
+        let p = Parsed {
+            intent: Intent::Unknown,
+            slots: Slots::default(),
+            suggestions: Vec::new(),
+            note: None,
+        };
+        Answer { private, ..Answer::new(&p, None, headline) }
+    }
+
+    fn refused(p: &Parsed, text: String) -> Answer {
+        Answer { private: true, ..Answer::new(p, None, text) }
+    }
+
+    fn cite(&mut self, source: &str, query: impl Into<String>, range: Option<(Millis, Millis)>) {
+        self.evidence.push(Cited { source: source.to_string(), query: query.into(), range });
+    }
+
+    /// The answer as plain text: the headline, the lines, the evidence and what was unavailable.
+    pub fn text(&self, offset: i32) -> String {
+        let mut out = self.headline.clone();
+        for l in &self.lines {
+            out.push('\n');
+            out.push_str(l);
+        }
+        if !self.evidence.is_empty() {
+            out.push_str("\nEvidence:");
+            for e in &self.evidence {
+                out.push_str(&format!("\n  · {}", cited_text(e, offset)));
+            }
+        }
+        for u in &self.unavailable {
+            out.push_str(&format!("\n  ⚠ {u}"));
+        }
+        out
+    }
+
+    /// `{"intent", "slots", "answer", "evidence", …}`: the API's and `medic ask --format json`'s shape.
+    pub fn to_json(&self, offset: i32) -> Value {
+        json!({
+            "intent": self.intent.as_str(),
+            "slots": self.slots.to_json(),
+            "incident": self.incident,
+            "answer": self.text(offset),
+            "evidence": self.evidence.iter().map(|e| json!({
+                "source": e.source, "query": e.query,
+                "start": e.range.map(|r| crate::time::rfc3339(r.0)), "end": e.range.map(|r| crate::time::rfc3339(r.1)),
+            })).collect::<Vec<_>>(),
+            "unavailable": self.unavailable,
+            "chart": self.chart.as_ref().map(|c| c.title.clone()),
+            "private": self.private,
+        })
+    }
+
+    /// Template data for `templates/<platform>/answer.hbs`.
+    pub fn view(&self, offset: i32) -> Value {
+        let mut v = json!({
+            "headline": self.headline,
+            "body": self.lines.join("\n"),
+            "evidence": self.evidence.iter().map(|e| cited_text(e, offset)).collect::<Vec<_>>().join("\n"),
+            "unavailable": self.unavailable.join("\n"),
+            "intent": self.intent.as_str(),
+            "incident": self.incident,
+        });
+        crate::redact::redact_json(&mut v);
+        v
+    }
+}
+
+fn cited_text(e: &Cited, offset: i32) -> String {
+    let range = e.range.map(|(a, b)| format!(", {}–{}", clock(a, offset), clock(b, offset))).unwrap_or_default();
+    format!("{} ({}{range})", e.query, e.source)
+}
+
+/// `HH:MM` in the configured offset, with the date when it is not today's.
+pub fn clock(t: Millis, offset: i32) -> String {
+    let local = crate::time::from_millis(t + offset as Millis * 1000);
+    local.format("%Y-%m-%d %H:%M").to_string()
+}
+
+fn ago(t: Millis, now: Millis) -> String {
+    let min = (now - t) / 60_000;
+    match min {
+        m if m < 1 => "just now".into(),
+        m if m < 120 => format!("{m} min ago"),
+        m => format!("{}h{:02} ago", m / 60, m % 60),
+    }
+}
+
+/// What answers: the store, the sources, the runbooks and golden signals `serve` uses.
+pub struct Asker {
+    pub store: Arc<dyn Store>,
+    pub sources: Sources,
+    pub golden: Vec<crate::context::Golden>,
+    pub runbooks: Vec<crate::runbook::Runbook>,
+    pub clock: Arc<dyn Clock>,
+    pub window: crate::responder::Window,
+    pub config: super::Config,
+    /// Seconds east of UTC (from `config.timezone`, checked at load).
+    pub offset: i32,
+    /// Shows a pause or resume on every open incident's message.
+    pub notifier: Option<Arc<crate::chat::Notifier>>,
+}
+
+/// The subject of a question: an incident and its alerts.
+struct Subject {
+    incident: Incident,
+    alerts: Vec<AlertRow>,
+}
+
+impl Subject {
+    fn services(&self) -> Vec<String> {
+        let mut s: Vec<String> = self.alerts.iter().filter_map(|a| a.alert.labels.get("service").cloned()).collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+
+    fn onset(&self) -> Millis {
+        self.alerts.iter().map(|a| a.alert.starts_at).min().unwrap_or(self.incident.opened_at)
+    }
+}
+
+impl Asker {
+    /// Parses and answers `q`.
+    pub async fn ask(&self, q: &Question) -> anyhow::Result<Answer> {
+        let now = self.clock.now();
+        let subject = match q.incident {
+            Some(id) => self.store.incident(id).await?.map(|(incident, alerts)| Subject { incident, alerts }),
+            None => None,
+        };
+        let edges = self.edges().await;
+        let mut services: Vec<String> = edges.0.iter().flat_map(|e| [e.from.clone(), e.to.clone()]).collect();
+        if let Some(s) = &subject {
+            services.extend(s.services());
+        }
+        services.sort();
+        services.dedup();
+        let parsed = super::parse(&q.text, &Vocabulary { services, now, offset: self.offset });
+        // A question may name another incident; else the thread's; else the newest open one.
+        let subject = match (parsed.slots.incident, subject) {
+            (Some(id), s) if s.as_ref().is_none_or(|s| s.incident.id != id) => {
+                self.store.incident(id).await?.map(|(incident, alerts)| Subject { incident, alerts })
+            }
+            (_, Some(s)) => Some(s),
+            (None, None) => self.newest_open().await?,
+            (Some(_), None) => None,
+        };
+        let mut a = self.answer(&parsed, subject.as_ref(), q, now, edges).await?;
+        a.headline = crate::redact::redact(&a.headline);
+        for l in &mut a.lines {
+            *l = crate::redact::redact(l);
+        }
+        if a.lines.len() > MAX_LINES {
+            let more = a.lines.len() - MAX_LINES;
+            a.lines.truncate(MAX_LINES);
+            a.lines.push(format!("… and {more} more"));
+        }
+        Ok(a)
+    }
+
+    async fn newest_open(&self) -> anyhow::Result<Option<Subject>> {
+        let f = crate::store::IncidentFilter { state: Some(IncidentState::Open), limit: 1, ..Default::default() };
+        let Some(i) = self.store.incidents(&f).await?.into_iter().next() else { return Ok(None) };
+        Ok(self.store.incident(i.id).await?.map(|(incident, alerts)| Subject { incident, alerts }))
+    }
+
+    /// The topology's edges from every source (bounded), and the sources that failed.
+    async fn edges(&self) -> (Vec<crate::context::Edge>, Vec<String>) {
+        let mut edges = Vec::new();
+        let mut failed = Vec::new();
+        for t in &self.sources.topology {
+            match tokio::time::timeout(self.sources.timeout, t.edges()).await {
+                Ok(Ok(e)) => edges.extend(e),
+                Ok(Err(e)) => failed.push(format!("topology: {} failed: {e}", t.name())),
+                Err(_) => failed.push(format!("topology: {} timed out", t.name())),
+            }
+        }
+        edges.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+        edges.dedup();
+        (edges, failed)
+    }
+
+    async fn answer(
+        &self,
+        p: &Parsed,
+        subject: Option<&Subject>,
+        q: &Question,
+        now: Millis,
+        edges: (Vec<crate::context::Edge>, Vec<String>),
+    ) -> anyhow::Result<Answer> {
+        let id = subject.map(|s| s.incident.id);
+        let needs_incident = matches!(
+            p.intent,
+            Intent::Status | Intent::Timeline | Intent::Why | Intent::WhoApproved | Intent::Runbooks | Intent::Silence
+        );
+        if needs_incident && subject.is_none() {
+            let mut a = Answer::new(p, None, "There is no open incident to answer about.");
+            a.lines.push("Ask in an incident's thread, or name one: `status of #12`.".into());
+            return Ok(a);
+        }
+        let service = p.slots.service.clone().or_else(|| subject.and_then(|s| s.services().into_iter().next()));
+        Ok(match p.intent {
+            Intent::Help | Intent::Unknown => self.help(p),
+            Intent::Status => self.status(p, subject.expect("checked"), now).await?,
+            Intent::Timeline => self.timeline(p, subject.expect("checked")).await?,
+            Intent::Why => self.why(p, subject.expect("checked")).await?,
+            Intent::WhoApproved => self.who_approved(p, subject.expect("checked")).await?,
+            Intent::Runbooks => self.runbooks(p, subject.expect("checked")).await?,
+            Intent::Silence => self.silence(p, subject.expect("checked"), service),
+            Intent::Changes => self.changes(p, subject, service, now).await,
+            Intent::Dependencies => self.dependencies(p, id, service, edges),
+            Intent::Metric => self.metric(p, subject, service, now).await,
+            Intent::Logs => self.logs(p, subject, service, now).await,
+            Intent::Alerts => self.alerts(p, subject, service).await?,
+            Intent::Pause | Intent::Resume => self.pause(p, q, now).await?,
+            Intent::Resolve | Intent::Reopen => {
+                let mut a = Answer::new(p, id, "medic cannot resolve or reopen an incident by hand yet.");
+                a.lines.push(
+                    "An incident resolves when its alerts resolve (after `incidents.resolve_grace`) and reopens when \
+                     one fires again inside that grace period."
+                        .into(),
+                );
+                a
+            }
+        })
+    }
+
+    fn help(&self, p: &Parsed) -> Answer {
+        if p.intent == Intent::Unknown {
+            let mut a = Answer::new(p, None, "I did not understand that question.");
+            if let Some(note) = p.note {
+                a.headline = format!("I did not act on that: {note}.");
+            }
+            let close: Vec<String> =
+                p.suggestions.iter().filter(|i| !i.example().is_empty()).map(|i| format!("• {}", i.example())).collect();
+            if !close.is_empty() {
+                a.lines.push("Closest questions I can answer:".into());
+                a.lines.extend(close);
+            }
+            a.lines.push("Ask `help` for everything I understand.".into());
+            return a;
+        }
+        let mut a = Answer::new(p, None, "I answer questions about incidents, offline and from the evidence:");
+        for i in Intent::ALL.into_iter().filter(|i| !i.example().is_empty() && *i != Intent::Help) {
+            a.lines.push(format!("• `{}` — {}", i.as_str(), i.example()));
+        }
+        a.lines.push("Times are read in the configured time zone; the incident of the thread is the default subject.".into());
+        a
+    }
+
+    async fn status(&self, p: &Parsed, s: &Subject, now: Millis) -> anyhow::Result<Answer> {
+        let i = &s.incident;
+        let firing = s.alerts.iter().filter(|a| a.alert.status == crate::alert::AlertStatus::Firing).count();
+        let mut a = Answer::new(p, Some(i.id), format!("Incident #{}: {} — {}", i.id, i.title, i.state.as_str()));
+        a.lines.push(format!(
+            "{} alert(s), {firing} firing · severity {} · opened {} ({})",
+            s.alerts.len(),
+            i.severity.as_deref().unwrap_or("unknown"),
+            clock(i.opened_at, self.offset),
+            ago(i.opened_at, now)
+        ));
+        if let Some(view) = crate::chat::view_for(self.store.as_ref(), i.id).await? {
+            let v = &view.0;
+            a.lines.push(format!(
+                "Top hypothesis ({}%): {}",
+                v["top"]["confidence"],
+                crate::chat::display(&v["top"]["statement"])
+            ));
+            match (&v["plan"], &v["decision"]) {
+                (Value::Null, _) => a.lines.push(format!("No plan: {}", crate::chat::display(&v["no_plan"]))),
+                (plan, d) => {
+                    let mut line = format!("Plan `{}`: {}", crate::chat::display(&plan["short_hash"]), crate::chat::display(&d["state"]));
+                    for k in ["approvers", "progress", "outcome"] {
+                        if let Some(x) = d[k].as_str().filter(|x| !x.is_empty()) {
+                            line.push_str(&format!(" · {x}"));
+                        }
+                    }
+                    a.lines.push(line);
+                }
+            }
+        } else {
+            a.lines.push("Not diagnosed yet.".into());
+        }
+        if let Some((by, at)) = self.store.paused().await? {
+            a.lines.push(format!("Automation is paused by {by} since {}.", clock(at, self.offset)));
+        }
+        a.cite("medic store", format!("incident #{}", i.id), None);
+        Ok(a)
+    }
+
+    async fn timeline(&self, p: &Parsed, s: &Subject) -> anyhow::Result<Answer> {
+        let records = self.store.audit_for_incident(s.incident.id).await?;
+        let (lo, hi) = p.slots.window.unwrap_or((Millis::MIN, Millis::MAX));
+        let shown: Vec<_> = records.iter().filter(|r| r.at >= lo && r.at <= hi).collect();
+        let mut a = Answer::new(p, Some(s.incident.id), format!("Timeline of incident #{} ({} records)", s.incident.id, shown.len()));
+        // The newest matter most at 3 a.m.: the last ones, oldest first.
+        for r in shown.iter().skip(shown.len().saturating_sub(MAX_LINES)) {
+            a.lines.push(format!(
+                "{} {} by {}: {}",
+                clock(r.at, self.offset),
+                r.kind.replace('_', " "),
+                r.actor,
+                crate::chat::cut(&crate::audit::summarise(&r.data), 200)
+            ));
+        }
+        a.cite("audit log", format!("incident #{}", s.incident.id), p.slots.window);
+        Ok(a)
+    }
+
+    async fn why(&self, p: &Parsed, s: &Subject) -> anyhow::Result<Answer> {
+        let Some((data, d)) = crate::chat::latest_diagnosis(self.store.as_ref(), s.incident.id).await? else {
+            return Ok(Answer::new(p, Some(s.incident.id), format!("Incident #{} is not diagnosed yet.", s.incident.id)));
+        };
+        let n = p.slots.hypothesis.unwrap_or(1);
+        let Some(h) = d.hypotheses.get(n - 1) else {
+            return Ok(Answer::new(p, Some(s.incident.id), format!("There are only {} hypotheses.", d.hypotheses.len())));
+        };
+        let mut a = Answer::new(p, Some(s.incident.id), format!("Hypothesis {n} ({:.0}%): {}", h.confidence * 100.0, h.statement));
+        for r in &h.reasons {
+            a.lines.push(format!("why: {r}"));
+        }
+        for e in &h.evidence {
+            let spark = e.spark.as_ref().map(|s| format!("  {s}")).unwrap_or_default();
+            a.lines.push(format!("• {}{spark}", e.text));
+        }
+        if let Some(rb) = &h.runbook {
+            a.lines.push(format!("Runbook {rb}, tier {}.", h.tier));
+        }
+        for q in data["queries"].as_array().into_iter().flatten().filter(|q| q["error"].is_null()).take(8) {
+            a.cite(
+                q["source"].as_str().unwrap_or("?"),
+                format!("{} {}", q["kind"].as_str().unwrap_or(""), q["what"].as_str().unwrap_or("")),
+                None,
+            );
+        }
+        a.unavailable = d.unavailable.clone();
+        Ok(a)
+    }
+
+    async fn who_approved(&self, p: &Parsed, s: &Subject) -> anyhow::Result<Answer> {
+        let id = s.incident.id;
+        let Some(status) = self.store.plan_status(id).await? else {
+            return Ok(Answer::new(p, Some(id), format!("Incident #{id} has no plan, so nobody approved anything.")));
+        };
+        let plan = &status.plan;
+        let mut a = Answer::new(
+            p,
+            Some(id),
+            match status.approvers.is_empty() {
+                true => format!("Nobody has approved plan `{}` yet ({}).", &plan.plan.hash[..12], plan.state.as_str()),
+                false => format!(
+                    "Plan `{}` ({}) approved by {}.",
+                    &plan.plan.hash[..12],
+                    plan.state.as_str(),
+                    status.approvers.iter().map(|i| i.0.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            },
+        );
+        for r in self.store.audit_for_incident(id).await?.iter().filter(|r| {
+            matches!(r.kind.as_str(), "approval_recorded" | "plan_approved" | "plan_rejected" | "plan_expired")
+        }) {
+            let data: Value = serde_json::from_str(&r.data).unwrap_or_default();
+            let via = data["via"].as_str().map(|v| format!(" via {v}")).unwrap_or_default();
+            a.lines.push(format!("{} {} by {}{via}", clock(r.at, self.offset), r.kind.replace('_', " "), r.actor));
+        }
+        a.cite("audit log", format!("approvals of incident #{id}"), None);
+        Ok(a)
+    }
+
+    async fn runbooks(&self, p: &Parsed, s: &Subject) -> anyhow::Result<Answer> {
+        let id = s.incident.id;
+        let mut a = Answer::new(p, Some(id), format!("What could be done for incident #{id}:"));
+        if let Some(status) = self.store.plan_status(id).await? {
+            let plan = &status.plan.plan;
+            a.lines.push(format!(
+                "Proposed: runbook {} — plan `{}` ({}), needs {} approval(s) from {}",
+                plan.runbook,
+                &plan.hash[..12],
+                status.plan.state.as_str(),
+                plan.approval.min_approvers,
+                plan.approval.groups.join(", ")
+            ));
+            for (n, step) in plan.steps.iter().enumerate() {
+                a.lines.push(format!("  {}. {}", n + 1, step.action.summary()));
+            }
+        }
+        let labels: Vec<&crate::alert::Labels> = s.alerts.iter().map(|r| &r.alert.labels).collect();
+        let matching: Vec<&crate::runbook::Runbook> =
+            self.runbooks.iter().filter(|r| r.matches_labels(labels.iter().copied())).collect();
+        if matching.is_empty() {
+            a.lines.push("No runbook matches this incident's alerts; people lead.".into());
+        } else {
+            a.lines.push("Runbooks whose alert matchers fit this incident:".into());
+            for r in matching {
+                a.lines.push(format!("• {} — {} (tier {})", r.id, r.title, r.tier));
+            }
+        }
+        a.cite("runbooks", format!("{} loaded", self.runbooks.len()), None);
+        Ok(a)
+    }
+
+    fn silence(&self, p: &Parsed, s: &Subject, service: Option<String>) -> Answer {
+        let duration = p.slots.duration.unwrap_or(3_600_000).clamp(60_000, 7 * 24 * 3_600_000);
+        let first = s.alerts.first().map(|a| &a.alert.labels);
+        let mut matchers = Vec::new();
+        if let Some(name) = first.and_then(|l| l.get("alertname")) {
+            matchers.push(format!("alertname=\"{name}\""));
+        }
+        if let Some(svc) = service {
+            matchers.push(format!("service=\"{svc}\""));
+        }
+        let human = humantime::format_duration(std::time::Duration::from_millis(duration as u64)).to_string();
+        let id = s.incident.id;
+        let mut a = Answer::new(p, Some(id), format!("Proposed silence for {human}: {{{}}}", matchers.join(", ")));
+        a.lines.push(format!("Comment: \"medic: incident #{id}\". A silence needs a person's approval like any plan."));
+        a.lines.push(
+            "medic cannot create Alertmanager silences itself yet; to silence now, run:".into(),
+        );
+        a.lines.push(format!(
+            "`amtool silence add {} --duration={human} --comment='medic: incident #{id}'`",
+            matchers.join(" ")
+        ));
+        a
+    }
+
+    async fn changes(&self, p: &Parsed, s: Option<&Subject>, service: Option<String>, now: Millis) -> Answer {
+        let onset = s.map(Subject::onset);
+        let look_back = self.window.changes_look_back.as_millis() as Millis;
+        let (start, end) = p.slots.window.unwrap_or_else(|| (onset.unwrap_or(now) - look_back, now));
+        let services: Vec<String> = match (&service, &p.slots.service, s) {
+            (_, None, Some(s)) => s.services(),
+            (Some(x), _, _) => vec![x.clone()],
+            _ => Vec::new(),
+        };
+        let mut a = Answer::new(p, s.map(|s| s.incident.id), "");
+        if services.is_empty() {
+            a.headline = "Which service? Ask e.g. `what changed in checkout in the last 2 hours?`".into();
+            return a;
+        }
+        let mut found = Vec::new();
+        for src in &self.sources.changes {
+            for svc in &services {
+                match tokio::time::timeout(self.sources.timeout, src.changes(svc, start, end)).await {
+                    Ok(Ok(c)) => found.extend(c),
+                    Ok(Err(e)) => a.unavailable.push(format!("changes: {} failed: {e}", src.name())),
+                    Err(_) => a.unavailable.push(format!("changes: {} timed out", src.name())),
+                }
+                a.cite(src.name(), format!("changes of {svc}"), Some((start, end)));
+            }
+        }
+        found.sort_by_key(|c| std::cmp::Reverse(c.at));
+        found.dedup_by(|x, y| x.id == y.id && x.at == y.at);
+        a.headline = format!("{} change(s) to {} between {} and {}", found.len(), services.join(", "), clock(start, self.offset), clock(end, self.offset));
+        for c in &found {
+            let rel = match onset {
+                Some(o) if c.at <= o => format!(" — {} min before the alerts started", (o - c.at) / 60_000),
+                Some(o) => format!(" — {} min after the alerts started", (c.at - o) / 60_000),
+                None => String::new(),
+            };
+            a.lines.push(format!(
+                "{} {} of {}{} by {}: {}{rel}",
+                clock(c.at, self.offset),
+                c.kind.as_str(),
+                c.service,
+                c.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default(),
+                c.author.as_deref().unwrap_or("unknown"),
+                c.summary
+            ));
+        }
+        a
+    }
+
+    fn dependencies(
+        &self,
+        p: &Parsed,
+        id: Option<i64>,
+        service: Option<String>,
+        (edges, failed): (Vec<crate::context::Edge>, Vec<String>),
+    ) -> Answer {
+        let mut a = Answer::new(p, id, "");
+        a.unavailable = failed;
+        for t in &self.sources.topology {
+            a.cite(t.name(), "topology edges", None);
+        }
+        let Some(svc) = service else {
+            a.headline = format!("The topology has {} edges; name a service: `who depends on postgres?`", edges.len());
+            return a;
+        };
+        let callers: Vec<&str> = edges.iter().filter(|e| e.to == svc).map(|e| e.from.as_str()).collect();
+        let callees: Vec<&str> = edges.iter().filter(|e| e.from == svc).map(|e| e.to.as_str()).collect();
+        let list = |v: &[&str]| if v.is_empty() { "nothing known".to_string() } else { v.join(", ") };
+        a.headline = format!("Dependencies of {svc}");
+        if p.slots.direction != Some(Direction::Callees) {
+            a.lines.push(format!("Called by (upstream): {}", list(&callers)));
+        }
+        if p.slots.direction != Some(Direction::Callers) {
+            a.lines.push(format!("Calls (downstream): {}", list(&callees)));
+        }
+        if self.sources.topology.is_empty() {
+            a.unavailable.push("no topology source is configured (context.topology)".into());
+        }
+        a
+    }
+
+    /// The window a signal question looks at: the slot's, else from an hour before the
+    /// incident's onset until now, else the last hour.
+    fn signal_window(&self, p: &Parsed, s: Option<&Subject>, now: Millis) -> (Millis, Millis) {
+        p.slots.window.unwrap_or_else(|| (s.map(|s| s.onset()).unwrap_or(now).min(now) - 3_600_000, now))
+    }
+
+    async fn metric(&self, p: &Parsed, s: Option<&Subject>, service: Option<String>, now: Millis) -> Answer {
+        let mut a = Answer::new(p, s.map(|s| s.incident.id), "");
+        let Some(svc) = service else {
+            a.headline = "Which service? Ask e.g. `show checkout latency for the last hour`".into();
+            return a;
+        };
+        let Some(metrics) = &self.sources.metrics else {
+            a.headline = format!("No metrics backend is configured, so I cannot show {svc}'s signals.");
+            a.unavailable.push("metrics: no source configured (context.prometheus)".into());
+            return a;
+        };
+        let (start, end) = self.signal_window(p, s, now);
+        let step = crate::context::prometheus::step_for(start, end);
+        // The runbooks' own queries when the service is the incident's, then the golden signals.
+        let mut candidates: Vec<MetricQuery> = Vec::new();
+        if let Some(s) = s.filter(|s| s.services().contains(&svc)) {
+            let alerts: Vec<crate::alert::Alert> = s.alerts.iter().map(|r| r.alert.clone()).collect();
+            let req = crate::responder::request(&alerts, &self.runbooks, &[], now, (s.incident.id, &s.incident.title), self.window);
+            candidates.extend(req.queries);
+        }
+        for g in &self.golden {
+            if let Ok(promql) = crate::render::query(&g.promql, &json!({"service": svc}), false) {
+                candidates.push(MetricQuery { name: g.name.clone(), promql, start, end, step });
+            }
+        }
+        let chosen = match p.slots.signal {
+            Some(sig) => candidates.iter().find(|q| sig.names(&q.name)),
+            None => candidates.iter().find(|q| Signal::Errors.names(&q.name)).or(candidates.first()),
+        };
+        let Some(q) = chosen.cloned() else {
+            let names: Vec<&str> = candidates.iter().map(|q| q.name.as_str()).collect();
+            a.headline = format!(
+                "No query measures {} of {svc}; known: {}",
+                p.slots.signal.map(|s| s.as_str()).unwrap_or("a signal"),
+                if names.is_empty() { "none".into() } else { names.join(", ") }
+            );
+            return a;
+        };
+        let q = MetricQuery { start, end, step, ..q };
+        a.cite(metrics.name(), q.promql.clone(), Some((start, end)));
+        let series = match tokio::time::timeout(self.sources.timeout, metrics.query_range(&q)).await {
+            Ok(Ok(series)) => series,
+            Ok(Err(e)) => {
+                a.headline = format!("{} of {svc}: the metrics source failed", q.name);
+                a.unavailable.push(format!("metrics: {} failed: {e}", metrics.name()));
+                return a;
+            }
+            Err(_) => {
+                a.headline = format!("{} of {svc}: the metrics source timed out", q.name);
+                a.unavailable.push(format!("metrics: {} timed out", metrics.name()));
+                return a;
+            }
+        };
+        // The recorded backend keys series by name only: keep the service's own.
+        let series: Vec<_> = series
+            .into_iter()
+            .filter(|s| s.labels.get("service").is_none_or(|x| *x == svc))
+            .filter(|s| !s.points.is_empty())
+            .take(5)
+            .collect();
+        a.headline = format!("{} of {svc}, {} – {}", q.name, clock(start, self.offset), clock(end, self.offset));
+        if series.is_empty() {
+            a.lines.push("No samples in that window.".into());
+            return a;
+        }
+        for s in &series {
+            let vals: Vec<f64> = s.points.iter().map(|p| p.1).collect();
+            let (lo, hi) = vals.iter().fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
+            let first = vals[0];
+            let last = *vals.last().expect("not empty");
+            let labels = if series.len() > 1 { format!("{:?} ", s.labels) } else { String::new() };
+            a.lines.push(format!(
+                "{labels}`{}`  now {} (was {} at the start; min {}, max {})",
+                sparkline(&s.points, 30),
+                num(last),
+                num(first),
+                num(lo),
+                num(hi)
+            ));
+        }
+        a.chart = Some(Chart {
+            title: format!("{} of {svc}", q.name),
+            series: series.into_iter().map(|s| (format!("{:?}", s.labels), s.points)).collect(),
+        });
+        a
+    }
+
+    async fn logs(&self, p: &Parsed, s: Option<&Subject>, service: Option<String>, now: Millis) -> Answer {
+        let mut a = Answer::new(p, s.map(|s| s.incident.id), "");
+        let Some(svc) = service else {
+            a.headline = "Which service? Ask e.g. `any new errors in the checkout logs?`".into();
+            return a;
+        };
+        let Some(logs) = &self.sources.logs else {
+            a.headline = format!("No log backend is configured, so I cannot read {svc}'s logs.");
+            a.unavailable.push("logs: no source configured (context.loki)".into());
+            return a;
+        };
+        let (start, end) = self.signal_window(p, s, now);
+        a.cite(logs.name(), format!("logs of {svc}"), Some((start, end)));
+        let lines = match tokio::time::timeout(self.sources.timeout, logs.lines(&svc, start, end, 5000)).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                a.headline = format!("Logs of {svc}: the log source failed");
+                a.unavailable.push(format!("logs: {} failed: {e}", logs.name()));
+                return a;
+            }
+            Err(_) => {
+                a.headline = format!("Logs of {svc}: the log source timed out");
+                a.unavailable.push(format!("logs: {} timed out", logs.name()));
+                return a;
+            }
+        };
+        // Templates, with how often and since when each was seen; error-like ones first.
+        let mut miner = crate::diagnosis::logs::Miner::new(Default::default());
+        let mut first_seen: Vec<Millis> = Vec::new();
+        for l in &lines {
+            let g = miner.add(&l.line);
+            if g >= first_seen.len() {
+                first_seen.resize(g + 1, l.at);
+            }
+        }
+        let errorish = |t: &str| {
+            let t = t.to_ascii_lowercase();
+            ["error", "exception", "fatal", "panic", "fail", "timeout", "refused"].iter().any(|w| t.contains(w))
+        };
+        let mut groups: Vec<usize> = (0..miner.groups()).collect();
+        groups.sort_by_key(|g| (!errorish(&miner.template(*g)), std::cmp::Reverse(miner.size(*g))));
+        let onset = s.map(Subject::onset);
+        a.headline = format!(
+            "Logs of {svc}, {} – {}: {} line(s) in {} pattern(s)",
+            clock(start, self.offset),
+            clock(end, self.offset),
+            lines.len(),
+            miner.groups()
+        );
+        for g in groups.into_iter().take(8) {
+            let new = match onset {
+                Some(o) if first_seen[g] >= o - 15 * 60_000 => " · new around the incident",
+                _ => "",
+            };
+            a.lines.push(format!(
+                "{}× `{}` (first {}){new}",
+                miner.size(g),
+                crate::chat::cut(&miner.template(g), 160),
+                clock(first_seen[g], self.offset)
+            ));
+        }
+        a
+    }
+
+    async fn alerts(&self, p: &Parsed, s: Option<&Subject>, service: Option<String>) -> anyhow::Result<Answer> {
+        let mut a = Answer::new(p, s.map(|s| s.incident.id), "");
+        let own: std::collections::HashSet<&str> =
+            s.map(|s| s.alerts.iter().map(|r| r.alert.fingerprint.as_str()).collect()).unwrap_or_default();
+        let wanted = p.slots.service.clone();
+        if let Some(src) = &self.sources.alerts {
+            a.cite(src.name(), "active alerts", None);
+            match tokio::time::timeout(self.sources.timeout, src.active()).await {
+                Ok(Ok(active)) => {
+                    let shown: Vec<_> = active
+                        .iter()
+                        .filter(|x| wanted.as_ref().is_none_or(|w| x.labels.get("service") == Some(w)))
+                        .collect();
+                    a.headline = format!("{} alert(s) active in {}", shown.len(), src.name());
+                    for x in shown {
+                        let mine = if own.contains(x.fingerprint.as_str()) { " (this incident)" } else { "" };
+                        a.lines.push(format!(
+                            "{} on {} — {}{}{mine}",
+                            x.name(),
+                            x.labels.get("service").map(String::as_str).unwrap_or("?"),
+                            x.state,
+                            x.summary.as_deref().map(|s| format!(": {s}")).unwrap_or_default()
+                        ));
+                    }
+                    return Ok(a);
+                }
+                Ok(Err(e)) => a.unavailable.push(format!("alerts: {} failed: {e}; showing medic's own incidents", src.name())),
+                Err(_) => a.unavailable.push(format!("alerts: {} timed out; showing medic's own incidents", src.name())),
+            }
+        }
+        // Without Alertmanager (or when it fails): the open incidents medic holds.
+        let f = crate::store::IncidentFilter { state: Some(IncidentState::Open), limit: 50, ..Default::default() };
+        let open = self.store.incidents(&f).await?;
+        a.headline = format!("{} open incident(s) in medic", open.len());
+        let _ = service;
+        for i in &open {
+            let mine = if s.is_some_and(|s| s.incident.id == i.id) { " (this incident)" } else { "" };
+            a.lines.push(format!("#{} {} — {} alert(s), {} firing{mine}", i.id, i.title, i.n_alerts, i.n_firing));
+        }
+        a.cite("medic store", "open incidents", None);
+        Ok(a)
+    }
+
+    async fn pause(&self, p: &Parsed, q: &Question, now: Millis) -> anyhow::Result<Answer> {
+        let pause = p.intent == Intent::Pause;
+        let verb = if pause { "pause" } else { "resume" };
+        let allowed = self.config.control_groups.iter().any(|g| q.groups.members.get(g).is_some_and(|m| m.contains(&q.who)));
+        if !allowed {
+            return Ok(Answer::refused(
+                p,
+                format!(
+                    "Only members of {} may {verb} automation; {} is not one of them. Nothing changed.",
+                    self.config.control_groups.join(" or "),
+                    q.who.0
+                ),
+            ));
+        }
+        self.store.set_paused(&q.who, &q.via, pause, now).await?;
+        if let Some(n) = &self.notifier {
+            let f = crate::store::IncidentFilter { limit: 200, ..Default::default() };
+            for i in self.store.incidents(&f).await?.iter().filter(|i| i.state != IncidentState::Resolved) {
+                if let Err(e) = n.incident_changed(i.id).await {
+                    tracing::warn!(incident = i.id, error = %format!("{e:#}"), "could not show the pause on a message");
+                }
+            }
+        }
+        Ok(Answer::new(
+            p,
+            q.incident,
+            if pause {
+                format!("Automation paused by {}: approvals are refused until someone resumes it.", q.who.0)
+            } else {
+                format!("Automation resumed by {}.", q.who.0)
+            },
+        ))
+    }
+}
+
+/// A number for people: at most four significant digits.
+fn num(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let digits = (3 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
+    format!("{v:.digits$}")
+}

@@ -220,6 +220,8 @@ pub struct Parsed {
     /// For `unknown`: the closest intents, best first. For a refused negation, the intent
     /// that was not taken.
     pub suggestions: Vec<Intent>,
+    /// Why a question that reads as a command was not taken as one.
+    pub note: Option<&'static str>,
 }
 
 /// What the parser knows besides the question: the services it can name, the time, the offset
@@ -712,7 +714,7 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
     let toks = tokens(text);
     let mut slots = Slots::default();
     if toks.is_empty() {
-        return Parsed { intent: Intent::Help, slots, suggestions: Vec::new() };
+        return Parsed { intent: Intent::Help, slots, suggestions: Vec::new(), note: None };
     }
     let original = toks.clone();
     let (toks, fuzzy) = correct(toks, &vocab.services);
@@ -728,13 +730,16 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
         _ => Intent::Unknown,
     };
     let mut suggestions: Vec<Intent> = Vec::new();
+    let mut note = None;
     if intent.mutating() && negated(&toks) {
         suggestions.push(intent);
         intent = Intent::Unknown;
+        note = Some("it reads as a negation, so nothing was done");
     }
     // Plans are approved, rejected and run by a person's button, never by a sentence.
     if original.iter().any(|t| matches!(t.as_str(), "approve" | "execute" | "reject" | "deny")) {
         intent = Intent::Unknown;
+        note = Some("plans are approved or rejected only with the buttons on the incident's message, by a person");
     }
     if intent == Intent::Unknown {
         suggestions.extend(ranked.iter().map(|(i, _)| *i).filter(|i| !i.mutating()).take(3));
@@ -759,7 +764,7 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
     if intent == Intent::Why {
         slots.hypothesis = hypothesis(&toks);
     }
-    Parsed { intent, slots, suggestions }
+    Parsed { intent, slots, suggestions, note }
 }
 
 /// "don't", "do not", "never", "no" before the verb.

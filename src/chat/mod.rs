@@ -2,6 +2,7 @@
 //! one adapter behind [`Platform`], fed by the outbox; only adapters know platform formats. Messages are rendered from `templates/<platform>/`
 //! (handlebars), from one [`IncidentView`] that every adapter shares.
 
+pub mod asking;
 pub mod clicks;
 pub mod console;
 pub mod discord;
@@ -41,7 +42,7 @@ pub fn fresh(ts: &str, header: &str) -> Result<(), String> {
 
 /// [`fresh`] at `now` (Unix seconds). The distance is computed with checked arithmetic: a
 /// timestamp near `i64::MIN` must not wrap around into "fresh".
-fn fresh_at(ts: &str, header: &str, now: i64) -> Result<(), String> {
+pub(crate) fn fresh_at(ts: &str, header: &str, now: i64) -> Result<(), String> {
     let t: i64 = ts.parse().map_err(|_| format!("{header} is not a number"))?;
     match now.checked_sub(t).and_then(i64::checked_abs) {
         Some(d) if d <= 300 => Ok(()),

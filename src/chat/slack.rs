@@ -10,6 +10,11 @@
 //!   `v0:{timestamp}:{body}` with one of two signing secrets, within 5 minutes), or Socket Mode
 //!   (`apps.connections.open`, a WebSocket, each envelope acknowledged) for clusters without
 //!   ingress. Clicks go through [`super::clicks`]; refusals come back as an ephemeral message.
+//! - **Questions**: `app_mention`, a message in an incident's thread, a direct message (Events
+//!   API or Socket Mode) and the `/medic` slash command (`POST /slack/commands`) go to
+//!   [`super::asking`]; the answer, rendered from `templates/slack/answer.hbs`, is posted in the
+//!   thread it was asked in (a refusal only to the asker). medic's own messages, edits and
+//!   retried deliveries (the same `event_id`) are never answered.
 
 use super::clicks::Clicks;
 use super::{IncidentView, Platform};
@@ -26,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const INCIDENT_TEMPLATE: &str = include_str!("../../templates/slack/incident.hbs");
+pub const ANSWER_TEMPLATE: &str = include_str!("../../templates/slack/answer.hbs");
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 const MAX_BLOCKS: usize = 50;
 
@@ -89,6 +95,7 @@ pub fn templates() -> anyhow::Result<handlebars::Handlebars<'static>> {
     let mut hb = super::templates_with_helpers();
     hb.register_helper("text", Box::new(hb_text));
     hb.register_template_string("incident", INCIDENT_TEMPLATE)?;
+    hb.register_template_string("answer", ANSWER_TEMPLATE)?;
     Ok(hb)
 }
 
@@ -140,14 +147,23 @@ impl Slack {
     /// Checks Slack's request signature with each accepted signing secret. The error names the
     /// problem, never a secret.
     pub fn verify(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<(), String> {
+        self.verify_at(headers, body, chrono::Utc::now().timestamp())
+    }
+
+    /// [`Slack::verify`] at `now` (Unix seconds).
+    pub fn verify_at(&self, headers: &axum::http::HeaderMap, body: &[u8], now: i64) -> Result<(), String> {
         let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         let sig = header("x-slack-signature").ok_or("missing X-Slack-Signature")?;
         let ts = header("x-slack-request-timestamp").ok_or("missing X-Slack-Request-Timestamp")?;
-        super::fresh(ts, "X-Slack-Request-Timestamp")?;
+        super::fresh_at(ts, "X-Slack-Request-Timestamp", now)?;
         let body = std::str::from_utf8(body).map_err(|_| "body is not UTF-8")?;
-        let ok = self.signing.iter().any(|s| {
-            let secret = slack_morphism::prelude::SlackSigningSecret::new(s.expose().to_string());
-            slack_morphism::signature_verifier::SlackEventSignatureVerifier::new(&secret).verify(sig, body, ts).is_ok()
+        // HMAC-SHA256 over `v0:{ts}:{body}`, compared in constant time with every accepted secret.
+        let ok = self.signing.iter().fold(false, |acc, s| {
+            use hmac::{KeyInit, Mac};
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(s.expose().as_bytes()).expect("any key length");
+            mac.update(format!("v0:{ts}:{body}").as_bytes());
+            let expected = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
+            acc | bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), sig.as_bytes()))
         });
         if ok { Ok(()) } else { Err("signature does not match".into()) }
     }
@@ -264,6 +280,78 @@ impl Slack {
         }
     }
 
+    /// Posts `answer` in `channel` (in `thread`), or only to `user` when it is private.
+    pub async fn answer(&self, channel: &str, thread: Option<&str>, user: &str, answer: &crate::ask::answer::Answer, offset: i32) {
+        let body = async {
+            let rendered = self.templates.render("answer", &answer.view(offset))?;
+            let mut msg: Value = serde_json::from_str(&rendered)?;
+            let blocks = msg["blocks"].as_array().cloned().unwrap_or_default();
+            msg["blocks"] = Value::Array(checked_blocks(blocks)?);
+            msg["channel"] = json!(channel);
+            if let Some(t) = thread {
+                msg["thread_ts"] = json!(t);
+            }
+            if answer.private {
+                msg["user"] = json!(user);
+            }
+            Ok::<Value, anyhow::Error>(msg)
+        };
+        let msg = match body.await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the Slack answer template failed");
+                return;
+            }
+        };
+        let method = if answer.private { "chat.postEphemeral" } else { "chat.postMessage" };
+        if let Err(e) = self.call(method, &msg).await {
+            tracing::warn!(?e, "could not post an answer");
+        }
+    }
+
+    /// Handles one verified Events API payload (HTTP or Socket Mode): a question is answered
+    /// once, in its thread.
+    pub async fn event(&self, payload: &Value, asking: &super::asking::Asking) -> anyhow::Result<()> {
+        let Some(q) = asked(payload) else { return Ok(()) };
+        if let Some(id) = payload["event_id"].as_str()
+            && !asking.first(&format!("slack:{id}"))
+        {
+            return Ok(());
+        }
+        let store = &asking.asker.store;
+        let incident = match &q.root {
+            Some(root) => store.incident_for_message("slack", &q.channel, root).await?,
+            None => None,
+        };
+        // Overheard in a thread: only an incident's thread, only a question medic understands.
+        if !q.addressed && (incident.is_none() || !asking.understood(&q.text)) {
+            return Ok(());
+        }
+        self.ask(asking, &q.channel, q.thread.as_deref(), &q.user, &q.text, incident).await;
+        Ok(())
+    }
+
+    /// Handles a verified `/medic` slash command (form fields): `/medic status`, `/medic ask
+    /// what changed?`, `/medic pause`.
+    pub async fn command(&self, form: &HashMap<String, String>, asking: &super::asking::Asking) {
+        let (Some(channel), Some(user)) = (form.get("channel_id"), form.get("user_id")) else { return };
+        let text = form.get("text").map(String::as_str).unwrap_or("");
+        let text = text.strip_prefix("ask ").unwrap_or(text);
+        self.ask(asking, channel, None, user, text, None).await;
+    }
+
+    async fn ask(&self, asking: &super::asking::Asking, channel: &str, thread: Option<&str>, user: &str, text: &str, incident: Option<i64>) {
+        let q = crate::ask::answer::Question {
+            text: text.to_string(),
+            incident,
+            who: Identity(format!("slack:{user}")),
+            via: format!("slack:{channel}"),
+            groups: self.groups(&asking.responders).await,
+        };
+        let answer = asking.ask(&q).await;
+        self.answer(channel, thread, user, &answer, asking.asker.offset).await;
+    }
+
     /// Handles one verified interaction payload (from HTTP or Socket Mode).
     pub async fn interaction(
         &self,
@@ -333,6 +421,48 @@ impl Slack {
     }
 }
 
+/// A question found in an Events API payload: where, by whom, what, and in which thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Asked {
+    pub channel: String,
+    pub user: String,
+    pub text: String,
+    /// The thread to answer in: the thread asked in, else the message itself (none in a DM).
+    pub thread: Option<String>,
+    /// The thread's root when the message was in a thread (to find its incident).
+    pub root: Option<String>,
+    /// Whether medic was addressed (a mention or a DM) rather than overheard in a thread.
+    pub addressed: bool,
+}
+
+/// The question an `event_callback` carries, if it is one medic should consider: an
+/// `app_mention`, a direct message, or a message in a thread. medic's own messages and bots',
+/// edits and other subtypes, and messages that mention medic (their `app_mention` is the one
+/// answered) are not.
+pub fn asked(payload: &Value) -> Option<Asked> {
+    if payload["type"] != "event_callback" {
+        return None;
+    }
+    let ev = &payload["event"];
+    let bot = payload["authorizations"][0]["user_id"].as_str();
+    let set = |k: &str| ev[k].as_str().is_some_and(|s| !s.is_empty());
+    if set("bot_id") || set("subtype") || (bot.is_some() && ev["user"].as_str() == bot) {
+        return None;
+    }
+    let (channel, user, text, ts) = (ev["channel"].as_str()?, ev["user"].as_str()?, ev["text"].as_str()?, ev["ts"].as_str()?);
+    let root = ev["thread_ts"].as_str().filter(|t| !t.is_empty() && *t != ts).map(str::to_string);
+    let dm = ev["channel_type"] == "im";
+    let (addressed, thread) = match ev["type"].as_str()? {
+        "app_mention" => (true, Some(root.clone().unwrap_or_else(|| ts.to_string()))),
+        "message" if dm => (true, root.clone()),
+        // A mention arrives as `app_mention` too; only that one is answered.
+        "message" if bot.is_some_and(|b| text.contains(&format!("<@{b}>"))) => return None,
+        "message" if root.is_some() => (false, root.clone()),
+        _ => return None,
+    };
+    Some(Asked { channel: channel.into(), user: user.into(), text: text.into(), thread, root, addressed })
+}
+
 /// A button value `incident:plan_hash`.
 fn parse_value(v: &str) -> Option<(i64, String)> {
     let (i, h) = v.split_once(':')?;
@@ -393,9 +523,10 @@ impl Platform for Slack {
 pub async fn socket_mode(
     slack: Arc<Slack>,
     clicks: Arc<Clicks>,
-    responders: Arc<crate::approval::Responders>,
+    asking: Arc<super::asking::Asking>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let responders = asking.responders.clone();
     use futures_util::{SinkExt, StreamExt};
     let Some(app_token) = slack.app_token.clone() else { return };
     let mut failures = 0i64;
@@ -437,6 +568,24 @@ pub async fn socket_mode(
                                 tracing::warn!(error = %format!("{e:#}"), "Slack interaction failed");
                             }
                         });
+                    }
+                    Some("events_api") => {
+                        let (slack, asking, payload) = (slack.clone(), asking.clone(), env["payload"].clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = slack.event(&payload, &asking).await {
+                                tracing::warn!(error = %format!("{e:#}"), "Slack event failed");
+                            }
+                        });
+                    }
+                    Some("slash_commands") => {
+                        let form: HashMap<String, String> = env["payload"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                            .collect();
+                        let (slack, asking) = (slack.clone(), asking.clone());
+                        tokio::spawn(async move { slack.command(&form, &asking).await });
                     }
                     Some("disconnect") => return Ok::<(), String>(()),
                     _ => {}
@@ -498,6 +647,71 @@ mod tests {
         assert_eq!(kept.len(), 50);
         assert_eq!(kept[49]["elements"][0]["text"], MORE);
         assert!(checked_blocks(vec![json!({"type": "section", "text": 5})]).is_err(), "not Block Kit");
+    }
+
+    fn slack() -> Slack {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("medic-slack-secret-{}", std::process::id()));
+        std::fs::write(&path, "8f742231b10e8888abcd99yyyzzz85a5").unwrap();
+        let yaml = format!(
+            "bot_token: {{file: {p}}}\nsigning_secret: [{{file: {p}}}]\ndefault_channel: C1\n",
+            p = path.display()
+        );
+        let cfg: Config = serde_norway::from_str(&yaml).unwrap();
+        let s = Slack::new(&cfg, Duration::from_secs(1)).unwrap();
+        let _ = std::fs::remove_file(path);
+        s
+    }
+
+    /// Slack's documented signing example (../shared/conformance/README.md): accepted as is,
+    /// refused with any byte changed or once it is stale.
+    #[test]
+    fn the_documented_signing_example_verifies() {
+        let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-slack-request-timestamp", "1531420618".parse().unwrap());
+        h.insert("x-slack-signature", "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503".parse().unwrap());
+        let s = slack();
+        assert_eq!(s.verify_at(&h, body.as_bytes(), 1_531_420_620), Ok(()));
+        assert!(s.verify_at(&h, body.replace("roadrunner", "roadrunnes").as_bytes(), 1_531_420_620).is_err());
+        assert!(s.verify_at(&h, body.as_bytes(), 1_531_420_618 + 301).unwrap_err().contains("5 minutes"));
+        // The slash command it signs parses into the fields `/medic` reads.
+        let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+        assert_eq!((form["user_id"].as_str(), form["channel_id"].as_str()), ("U2CERLKJA", "G8PSS9T3V"));
+    }
+
+    fn sample(name: &str, fill: &[(&str, &str)]) -> Value {
+        let path = format!("{}/tests/fixtures/slack/java-slack-sdk/{name}", env!("CARGO_MANIFEST_DIR"));
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["type"] = json!("event_callback");
+        v["authorizations"][0]["user_id"] = json!("UMEDIC");
+        for (k, x) in fill {
+            v["event"][*k] = json!(x);
+        }
+        v
+    }
+
+    /// Slack's Java SDK samples (every field Slack may send): a mention and a thread message
+    /// are questions; a bot's message and an edit are not; the slash command's fields parse.
+    #[test]
+    fn payloads_written_elsewhere_are_read() {
+        let fill = [("user", "U1"), ("channel", "C1"), ("text", "<@UMEDIC> what changed?"), ("ts", "2.0")];
+        let q = asked(&sample("AppMentionPayload.json", &fill)).expect("a mention is a question");
+        assert_eq!((q.channel.as_str(), q.thread.as_deref(), q.addressed), ("C1", Some("2.0"), true));
+        let in_thread = [("user", "U1"), ("channel", "C1"), ("text", "what changed?"), ("ts", "2.0"), ("thread_ts", "1.0")];
+        let q = asked(&sample("MessagePayload.json", &in_thread)).expect("a thread message is considered");
+        assert_eq!((q.root.as_deref(), q.addressed), (Some("1.0"), false));
+        let mut mention = in_thread.to_vec();
+        mention[2] = ("text", "<@UMEDIC> status");
+        assert_eq!(asked(&sample("MessagePayload.json", &mention)), None, "the app_mention of it is answered");
+        let mut own = in_thread.to_vec();
+        own[0] = ("user", "UMEDIC");
+        assert_eq!(asked(&sample("MessagePayload.json", &own)), None, "medic's own message");
+        assert_eq!(asked(&sample("MessageBotPayload.json", &in_thread)), None, "a bot's message");
+        assert_eq!(asked(&sample("MessageChangedPayload.json", &in_thread)), None, "an edit");
+        let path = format!("{}/tests/fixtures/slack/java-slack-sdk/SlashCommandPayload.json", env!("CARGO_MANIFEST_DIR"));
+        let cmd: HashMap<String, Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert!(cmd.contains_key("user_id") && cmd.contains_key("channel_id") && cmd.contains_key("text"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `medic` command line. Each command parses its arguments here and calls into the library;
 //! `demo` is the one command with a module of its own.
 
+pub mod ask;
 pub mod demo;
 
 use crate::audit::{self, Verifier};
@@ -80,6 +81,29 @@ enum Command {
         /// Runbooks for scenario files given directly
         #[arg(long, default_value = "runbooks")]
         runbooks: PathBuf,
+    },
+    /// Ask a question: of a running medic (`POST /v1/ask`), or offline about a scenario's incident.
+    Ask {
+        /// The question, in plain language ("what changed before the errors started?")
+        question: String,
+        /// The incident the question is about [default: the newest open one]
+        #[arg(long)]
+        incident: Option<i64>,
+        /// Answer offline about this scenario's incident (no server, no services)
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Runbooks for --scenario
+        #[arg(long, default_value = "runbooks")]
+        runbooks: PathBuf,
+        /// The medic to ask
+        #[arg(long, env = "MEDIC_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A bearer token of `api.bearer`
+        #[arg(long, env = "MEDIC_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// `text` (the answer) or `json` ({"intent", "slots", "answer", "evidence"})
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
     },
     /// The kill switch: stop all automation (approvals are refused) until `medic resume`.
     Pause {
@@ -260,6 +284,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { paths, runbooks } => scenario_tests(&paths, &runbooks).await,
+        Command::Ask { question, incident, scenario, runbooks, url, token, format } => {
+            let answer = match &scenario {
+                Some(s) if incident.is_some() => bail!("--incident and --scenario exclude each other ({})", s.display()),
+                Some(s) => ask::offline(s, &runbooks, &question).await?,
+                None => ask::remote(&url, token.as_deref(), &question, incident).await?,
+            };
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&answer)?),
+                _ => println!("{}", crate::chat::display(&answer["answer"])),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Pause { store } => set_paused(&store, true).await,
         Command::Resume { store } => set_paused(&store, false).await,
         Command::Audit { command: AuditCommand::Verify { store, expect_head } } => {
@@ -295,7 +331,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn set_paused(args: &StoreArgs, pause: bool) -> Result<ExitCode> {
     let store = existing_store(args).await?;
     let who = crate::chat::console::identity();
-    let r = store.set_paused(&who, pause, crate::time::Clock::now(&SystemClock)).await;
+    let r = store.set_paused(&who, "cli", pause, crate::time::Clock::now(&SystemClock)).await;
     store.close().await;
     r?;
     println!(

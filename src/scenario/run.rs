@@ -82,7 +82,8 @@ pub async fn verify(world: &World, plan: &ProposedPlan) -> anyhow::Result<(crate
     result
 }
 
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+/// A fresh directory under the system's temporary one, for a throwaway store.
+pub(crate) fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "medic-verify-{}-{}",

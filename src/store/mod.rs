@@ -164,7 +164,7 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Vec<(String, i64)>>;
     /// The kill switch: `paused` stops all automation until resumed; `by` is audited as the actor.
-    async fn set_paused(&self, by: &Identity, paused: bool, now: Millis) -> Result<()>;
+    async fn set_paused(&self, by: &Identity, via: &str, paused: bool, now: Millis) -> Result<()>;
     /// Who paused automation and when, if it is paused.
     async fn paused(&self) -> Result<Option<(String, Millis)>>;
     /// Executions since `since` of plans for any alert of incident `id` (across incidents).
@@ -182,6 +182,8 @@ pub trait Store: Send + Sync + 'static {
     /// Per platform: deliveries waiting, those waiting after a failed attempt, those refused
     /// for good since `since`, and the newest error. A chat outage shows here.
     async fn outbox_health(&self, since: Millis) -> Result<Vec<OutboxHealth>>;
+    /// The incident whose root message on `platform` is `message` in `channel`, if any.
+    async fn incident_for_message(&self, platform: &str, channel: &str, message: &str) -> Result<Option<i64>>;
     /// The incident's latest plan with its approvers and its execution, if it has a plan.
     async fn plan_status(&self, incident_id: i64) -> Result<Option<PlanStatus>>;
     /// Appends audit entries that go with no other state change (a diagnosis).
@@ -600,6 +602,10 @@ impl Store for SqlStore {
         SqlStore::outbox_health(self, since).await
     }
 
+    async fn incident_for_message(&self, platform: &str, channel: &str, message: &str) -> Result<Option<i64>> {
+        SqlStore::incident_for_message(self, platform, channel, message).await
+    }
+
     async fn plan_status(&self, incident_id: i64) -> Result<Option<PlanStatus>> {
         SqlStore::plan_status(self, incident_id).await
     }
@@ -652,8 +658,8 @@ impl Store for SqlStore {
         SqlStore::interrupt_running(self, owner, own, stale_before, now).await
     }
 
-    async fn set_paused(&self, by: &Identity, paused: bool, now: Millis) -> Result<()> {
-        SqlStore::set_paused(self, by, paused, now).await
+    async fn set_paused(&self, by: &Identity, via: &str, paused: bool, now: Millis) -> Result<()> {
+        SqlStore::set_paused(self, by, via, paused, now).await
     }
 
     async fn paused(&self) -> Result<Option<(String, Millis)>> {

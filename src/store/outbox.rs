@@ -167,6 +167,19 @@ impl SqlStore {
         Ok(())
     }
 
+    pub(super) async fn incident_for_message(&self, platform: &str, channel: &str, message: &str) -> Result<Option<i64>> {
+        let r = sqlx::query(
+            "SELECT incident_id FROM chat_outbox WHERE platform = $1 AND result = $2 AND channel = $3 \
+             AND op = 'post' AND state = 'sent' LIMIT 1",
+        )
+        .bind(platform.to_string())
+        .bind(message.to_string())
+        .bind(channel.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| r.try_get("incident_id")).transpose().map_err(Into::into)
+    }
+
     pub(super) async fn outbox_health(&self, since: Millis) -> Result<Vec<OutboxHealth>> {
         let rows = sqlx::query(
             "SELECT platform, state, CAST(CASE WHEN last_error IS NULL THEN 0 ELSE 1 END AS BIGINT) AS erred, \

@@ -194,7 +194,7 @@ impl SqlStore {
         Ok((verdict, approved))
     }
 
-    pub(super) async fn set_paused(&self, by: &Identity, paused: bool, now: Millis) -> Result<()> {
+    pub(super) async fn set_paused(&self, by: &Identity, via: &str, paused: bool, now: Millis) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let was =
             sqlx::query("SELECT set_by FROM settings WHERE key = 'paused'").fetch_optional(&mut *tx).await?.is_some();
@@ -210,7 +210,7 @@ impl SqlStore {
             }
             let kind = if paused { Kind::AutomationPaused } else { Kind::AutomationResumed };
             let entry =
-                AuditEntry { at: now, kind, incident_id: None, actor: by.0.clone(), data: serde_json::json!({}) };
+                AuditEntry { at: now, kind, incident_id: None, actor: by.0.clone(), data: serde_json::json!({"via": via}) };
             self.append_audit(&mut tx, vec![entry]).await?;
         }
         tx.commit().await?;
