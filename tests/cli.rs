@@ -22,8 +22,9 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-const SECRETS: [(&str, &str); 12] = [
+const SECRETS: [(&str, &str); 13] = [
     ("MEDIC_DATABASE_URL_FROM_CONFIG", "sqlite://medic.db"),
+    ("MEDIC_API_TOKEN", "l"),
     ("MEDIC_ALERTMANAGER_TOKEN", "a"),
     ("MEDIC_GRAFANA_TOKEN", "b"),
     ("MEDIC_GENERIC_SECRET", "c"),
@@ -89,12 +90,49 @@ fn check_accepts_the_reference_config_and_names_problems() {
     assert!(t.contains("inline secrets are not accepted") && !t.contains("s3cr3t-value"), "{t}");
 }
 
+/// Offline, about the demo's scenario: the answer names the deploy, its time and its author.
+#[test]
+fn ask_offline_about_a_scenario() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let o = medic(
+        &[
+            "ask",
+            "--scenario",
+            "examples/demo/scenario.yaml",
+            "--runbooks",
+            "runbooks",
+            "what changed before the errors started?",
+        ],
+        std::path::Path::new(root),
+        &[],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("deploy of checkout v2.14.0 by alice") && t.contains("22 min before the alerts started"), "{t}");
+    assert!(t.contains("2026-11-21 14:23"), "the time of the deploy: {t}");
+    let o = medic(
+        &["ask", "--scenario", "examples/demo/scenario.yaml", "--format", "json", "show checkout latency since 14:30"],
+        std::path::Path::new(root),
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(v["intent"], "metric");
+    assert_eq!(v["slots"]["service"], "checkout");
+    assert_eq!(v["slots"]["signal"], "latency");
+    assert_eq!(v["slots"]["window"]["start"], "2026-11-21T14:30:00.000Z");
+    assert!(v["evidence"][0]["query"].as_str().unwrap().contains("checkout"), "{v:#}");
+}
+
 #[test]
 fn serve_refuses_public_address_without_auth() {
     let dir = tempfile::tempdir().unwrap();
     let o = medic(&["serve", "--listen", "0.0.0.0:0"], dir.path(), &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("is not loopback, so every enabled intake source needs `auth` and the API `api.bearer`"), "{}", text(&o));
+    assert!(
+        text(&o).contains("is not loopback, so every enabled intake source needs `auth` and the API `api.bearer`"),
+        "{}",
+        text(&o)
+    );
     assert!(!dir.path().join("medic.db").exists(), "refused before touching the store");
 }
 

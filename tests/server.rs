@@ -198,7 +198,42 @@ async fn topology_groups_a_dependency_with_its_caller(db: Db) {
     app.stop().await.unwrap();
 }
 
+/// `POST /v1/ask` answers with intent, slots, answer and evidence; it takes `api.bearer` like
+/// the incident API (which it now guards too); a bad body and an oversized question are 400s
+/// naming the problem; the API cannot pause automation.
+async fn ask_api_answers_and_is_authenticated(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "t0ken-for-the-api").unwrap();
+    let yaml = format!("api:\n  bearer: [{{file: {}}}]\n", dir.path().join("token").display());
+    let cfg = Config::parse(&yaml, "api.yaml").unwrap();
+    let Some(app) = TestApp::spawn(db, cfg).await else { return };
+    let alert = json!({"name": "HighErrorRate", "status": "firing", "labels": {"service": "checkout"}});
+    assert_eq!(app.post("/v1/alerts/generic", json!({"alerts": [alert]}).to_string(), &[]).await.0, StatusCode::OK);
+    let auth = [("authorization", "Bearer t0ken-for-the-api"), ("content-type", "application/json")];
+    let ask = json!({"question": "status of incident 1"}).to_string();
+    assert_eq!(app.post("/v1/ask", ask.clone(), &[]).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.get("/v1/incidents").await.0, StatusCode::UNAUTHORIZED, "the incident API takes the token too");
+    let wrong = [("authorization", "Bearer nope")];
+    assert_eq!(app.post("/v1/ask", ask.clone(), &wrong).await.0, StatusCode::UNAUTHORIZED);
+    let (s, v) = app.post("/v1/ask", ask, &auth).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["intent"].as_str(), v["slots"]["incident"].as_i64()), (Some("status"), Some(1)), "{v:#}");
+    assert!(v["answer"].as_str().unwrap().contains("Incident #1: HighErrorRate on checkout"), "{v:#}");
+    assert!(v["evidence"].is_array());
+    let (s, v) = app.post("/v1/ask", json!({"question": "pause"}).to_string(), &auth).await;
+    assert_eq!((s, v["private"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    assert!(app.store.paused().await.unwrap().is_none(), "the API cannot pause");
+    let (s, v) = app.post("/v1/ask", json!({"question": "x".repeat(5000)}).to_string(), &auth).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["message"].as_str().unwrap().contains("longer than 4000"), "{v}");
+    let (s, v) = app.post("/v1/ask", json!({"q": "status"}).to_string(), &auth).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["message"].as_str().unwrap().contains("unknown field `q`"), "{v}");
+    app.stop().await.unwrap();
+}
+
 both_stores!(
+    ask_api_answers_and_is_authenticated,
     incident_detail_is_paginated,
     health_readiness_metrics,
     incident_api_errors_and_filters,

@@ -40,31 +40,47 @@ async fn fake_slack(fake: Arc<Fake>) -> String {
     let app = axum::Router::new()
         .route(
             "/api/{method}",
-            axum::routing::post(|State(f): State<Arc<Fake>>, Path(method): Path<String>, headers: axum::http::HeaderMap, body: String| async move {
-                use axum::response::IntoResponse;
-                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                f.calls.lock().unwrap().push((method.clone(), v.clone(), Instant::now()));
-                if method == "apps.connections.open" {
-                    assert_eq!(auth, "Bearer xapp-test");
-                    return axum::Json(json!({"ok": true, "url": *f.ws_url.lock().unwrap()})).into_response();
-                }
-                assert_eq!(auth, "Bearer xoxb-test", "the bot token on every Web API call");
-                if method == "chat.postMessage" && f.throttle.load(Ordering::SeqCst) > 0 {
-                    f.throttle.fetch_sub(1, Ordering::SeqCst);
-                    return (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], axum::Json(json!({"ok": false, "error": "ratelimited"}))).into_response();
-                }
-                if method == "chat.postMessage" && f.refuse_auth.load(Ordering::SeqCst) > 0 {
-                    f.refuse_auth.fetch_sub(1, Ordering::SeqCst);
-                    return axum::Json(json!({"ok": false, "error": "invalid_auth"})).into_response();
-                }
-                let answer = match method.as_str() {
-                    "chat.postMessage" => json!({"ok": true, "channel": v["channel"], "ts": format!("1700000000.{:06}", f.calls.lock().unwrap().len())}),
-                    "usergroups.users.list" => json!({"ok": true, "users": ["U0GROUPIE"]}),
-                    _ => json!({"ok": true}),
-                };
-                axum::Json(answer).into_response()
-            }),
+            axum::routing::post(
+                |State(f): State<Arc<Fake>>,
+                 Path(method): Path<String>,
+                 headers: axum::http::HeaderMap,
+                 body: String| async move {
+                    use axum::response::IntoResponse;
+                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    f.calls.lock().unwrap().push((method.clone(), v.clone(), Instant::now()));
+                    if method == "apps.connections.open" {
+                        assert_eq!(auth, "Bearer xapp-test");
+                        return axum::Json(json!({"ok": true, "url": *f.ws_url.lock().unwrap()})).into_response();
+                    }
+                    assert_eq!(auth, "Bearer xoxb-test", "the bot token on every Web API call");
+                    if method == "chat.postMessage" && f.throttle.load(Ordering::SeqCst) > 0 {
+                        f.throttle.fetch_sub(1, Ordering::SeqCst);
+                        return (
+                            axum::http::StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "1")],
+                            axum::Json(json!({"ok": false, "error": "ratelimited"})),
+                        )
+                            .into_response();
+                    }
+                    if method == "chat.postMessage" && f.refuse_auth.load(Ordering::SeqCst) > 0 {
+                        f.refuse_auth.fetch_sub(1, Ordering::SeqCst);
+                        return axum::Json(json!({"ok": false, "error": "invalid_auth"})).into_response();
+                    }
+                    let answer = match method.as_str() {
+                        "chat.postMessage" => {
+                            let mut calls = f.calls.lock().unwrap();
+                            let ts = format!("1700000000.{:06}", calls.len());
+                            // Recorded with the call, so a test can reply in its thread.
+                            calls.last_mut().unwrap().1["__ts"] = json!(ts);
+                            json!({"ok": true, "channel": v["channel"], "ts": ts})
+                        }
+                        "usergroups.users.list" => json!({"ok": true, "users": ["U0GROUPIE"]}),
+                        _ => json!({"ok": true}),
+                    };
+                    axum::Json(answer).into_response()
+                },
+            ),
         )
         .with_state(fake);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -154,6 +170,132 @@ impl Setup {
         ];
         self.app.post("/slack/interactions", body, &headers).await.0
     }
+}
+
+impl Setup {
+    /// POSTs a signed Events API payload; `retry` adds `X-Slack-Retry-Num`.
+    async fn event(&self, payload: &Value, retry: Option<&str>) -> reqwest::StatusCode {
+        let body = payload.to_string();
+        let ts = chrono::Utc::now().timestamp();
+        let sig = sign(SECRET, ts, &body);
+        let ts = ts.to_string();
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("x-slack-request-timestamp", ts.as_str()),
+            ("x-slack-signature", sig.as_str()),
+        ];
+        if let Some(n) = retry {
+            headers.push(("x-slack-retry-num", n));
+        }
+        self.app.post("/slack/events", body, &headers).await.0
+    }
+
+    /// POSTs a signed `/medic` slash command.
+    async fn command(&self, user: &str, text: &str) -> reqwest::StatusCode {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("command", "/medic"),
+                ("text", text),
+                ("user_id", user),
+                ("channel_id", "C0INCIDENT"),
+                ("team_id", "T1"),
+            ])
+            .finish();
+        let ts = chrono::Utc::now().timestamp();
+        let sig = sign(SECRET, ts, &body);
+        let ts = ts.to_string();
+        let headers = [
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-slack-request-timestamp", ts.as_str()),
+            ("x-slack-signature", sig.as_str()),
+        ];
+        self.app.post("/slack/commands", body, &headers).await.0
+    }
+
+    /// Messages posted in the thread of `root`.
+    fn replies(&self, root: &str) -> Vec<Value> {
+        self.fake.calls("chat.postMessage").into_iter().filter(|c| c["thread_ts"] == root).collect()
+    }
+}
+
+fn event(id: &str, kind: &str, user: &str, text: &str, thread: &str) -> Value {
+    json!({
+        "token": "x", "team_id": "T1", "api_app_id": "A1", "type": "event_callback", "event_id": id, "event_time": 1,
+        "authorizations": [{"team_id": "T1", "user_id": "UMEDIC", "is_bot": true}],
+        "event": {"type": kind, "user": user, "text": text, "channel": "C0INCIDENT", "channel_type": "channel",
+                  "ts": format!("1700000100.{id}"), "thread_ts": thread, "event_ts": "1700000100.1"},
+    })
+}
+
+/// A mention in the incident's thread gets one threaded answer, even when Slack retries it;
+/// the `message` copy of the mention, medic's own messages and chatter it does not understand
+/// get none; a question overheard in the thread is answered.
+async fn questions_in_the_thread_are_answered_once(db: Db) {
+    let Some(s) = setup(db, "", 0, None).await else { return };
+    s.alert().await;
+    let root = s.root().await;
+    let ts = root["__ts"].as_str().unwrap().to_string();
+    let before = s.replies(&ts).len();
+    let mention = event("101", "app_mention", "U0ALLOWED", "<@UMEDIC> what changed?", &ts);
+    assert_eq!(s.event(&mention, None).await, 200);
+    assert_eq!(s.event(&mention, Some("1")).await, 200, "Slack's retry is acknowledged");
+    assert_eq!(s.event(&event("102", "message", "U0ALLOWED", "<@UMEDIC> what changed?", &ts), None).await, 200);
+    assert_eq!(s.event(&event("103", "message", "UMEDIC", "status", &ts), None).await, 200);
+    assert_eq!(s.event(&event("104", "message", "U0ALLOWED", "lunch anyone?", &ts), None).await, 200);
+    let answers = poll_until(10, || async {
+        let r = s.replies(&ts);
+        r.iter().any(|c| c.to_string().contains("change(s) to checkout")).then_some(r)
+    })
+    .await
+    .expect("an answer in the thread");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let answers_now: Vec<Value> =
+        s.replies(&ts).into_iter().filter(|c| c["blocks"].to_string().contains("· medic")).collect();
+    assert_eq!(answers_now.len(), 1, "one answer, whatever the retries: {answers:#?}");
+    assert_eq!(s.replies(&ts).len(), before + 1, "nothing else was said in the thread");
+    assert!(answers_now[0]["blocks"].to_string().contains("Evidence: changes of checkout"), "{:#}", answers_now[0]);
+
+    // Overheard in the thread, a question medic understands is answered too.
+    assert_eq!(s.event(&event("105", "message", "U0ALLOWED", "what's the status?", &ts), None).await, 200);
+    poll_until(10, || async { s.replies(&ts).into_iter().find(|c| c.to_string().contains("Incident #1: ChatTest")) })
+        .await
+        .expect("a status answer");
+    // Forged: refused, never answered.
+    let body = event("106", "app_mention", "U0ALLOWED", "<@UMEDIC> status", &ts).to_string();
+    let t = chrono::Utc::now().timestamp().to_string();
+    let h = [("x-slack-request-timestamp", t.as_str()), ("x-slack-signature", "v0=00")];
+    assert_eq!(s.app.post("/slack/events", body, &h).await.0, 401);
+    s.app.stop().await.unwrap();
+}
+
+/// `/medic pause` from a stranger is refused privately and changes nothing; from a member of
+/// the control group it pauses, is audited with where, and every incident message shows it.
+async fn pause_from_chat_needs_the_control_group(db: Db) {
+    let Some(s) = setup(db, "ask: {control_groups: [sre]}\n", 0, None).await else { return };
+    s.alert().await;
+    s.root().await;
+    assert_eq!(s.command("U0STRANGER", "pause").await, 200);
+    let eph =
+        poll_until(10, || async { s.fake.calls("chat.postEphemeral").into_iter().find(|c| c["user"] == "U0STRANGER") })
+            .await
+            .expect("a private refusal");
+    assert!(eph.to_string().contains("Only members of sre may pause"), "{eph:#}");
+    assert!(s.app.store.paused().await.unwrap().is_none(), "nothing changed");
+    assert_eq!(s.command("U0ALLOWED", "pause automation").await, 200);
+    poll_until(10, || async { s.app.store.paused().await.unwrap() }).await.expect("paused");
+    let shown = poll_until(10, || async {
+        s.fake
+            .calls("chat.update")
+            .into_iter()
+            .find(|u| u.to_string().contains("Automation is paused by slack:U0ALLOWED"))
+    })
+    .await;
+    assert!(shown.is_some(), "the incident's message shows the pause: {:#?}", s.fake.calls("chat.update"));
+    let audit = s.app.store.audit_page(0, 1000).await.unwrap();
+    let rec = audit.iter().find(|r| r.kind == "automation_paused").expect("audited");
+    assert_eq!(rec.actor, "slack:U0ALLOWED");
+    assert!(rec.data.contains("slack:C0INCIDENT"), "where: {}", rec.data);
+    s.app.stop().await.unwrap();
 }
 
 fn button(root: &Value, action: &str) -> String {
@@ -469,6 +611,8 @@ both_stores!(
     rate_limited_then_delivered,
     more_evidence_escapes_hostile_labels,
     refused_credentials_are_an_outage_not_a_drop,
+    questions_in_the_thread_are_answered_once,
+    pause_from_chat_needs_the_control_group,
 );
 
 /// Socket Mode: apps.connections.open hands out a ws:// URL on this test's server, which sends

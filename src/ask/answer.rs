@@ -76,12 +76,7 @@ impl Answer {
 
     /// An answer that is only a line (a refusal, a limit, an outage).
     pub fn notice(headline: String, private: bool) -> Answer {
-        let p = Parsed {
-            intent: Intent::Unknown,
-            slots: Slots::default(),
-            suggestions: Vec::new(),
-            note: None,
-        };
+        let p = Parsed { intent: Intent::Unknown, slots: Slots::default(), suggestions: Vec::new(), note: None };
         Answer { private, ..Answer::new(&p, None, headline) }
     }
 
@@ -309,8 +304,12 @@ impl Asker {
             if let Some(note) = p.note {
                 a.headline = format!("I did not act on that: {note}.");
             }
-            let close: Vec<String> =
-                p.suggestions.iter().filter(|i| !i.example().is_empty()).map(|i| format!("• {}", i.example())).collect();
+            let close: Vec<String> = p
+                .suggestions
+                .iter()
+                .filter(|i| !i.example().is_empty())
+                .map(|i| format!("• {}", i.example()))
+                .collect();
             if !close.is_empty() {
                 a.lines.push("Closest questions I can answer:".into());
                 a.lines.extend(close);
@@ -322,7 +321,9 @@ impl Asker {
         for i in Intent::ALL.into_iter().filter(|i| !i.example().is_empty() && *i != Intent::Help) {
             a.lines.push(format!("• `{}` — {}", i.as_str(), i.example()));
         }
-        a.lines.push("Times are read in the configured time zone; the incident of the thread is the default subject.".into());
+        a.lines.push(
+            "Times are read in the configured time zone; the incident of the thread is the default subject.".into(),
+        );
         a
     }
 
@@ -347,7 +348,11 @@ impl Asker {
             match (&v["plan"], &v["decision"]) {
                 (Value::Null, _) => a.lines.push(format!("No plan: {}", crate::chat::display(&v["no_plan"]))),
                 (plan, d) => {
-                    let mut line = format!("Plan `{}`: {}", crate::chat::display(&plan["short_hash"]), crate::chat::display(&d["state"]));
+                    let mut line = format!(
+                        "Plan `{}`: {}",
+                        crate::chat::display(&plan["short_hash"]),
+                        crate::chat::display(&d["state"])
+                    );
                     for k in ["approvers", "progress", "outcome"] {
                         if let Some(x) = d[k].as_str().filter(|x| !x.is_empty()) {
                             line.push_str(&format!(" · {x}"));
@@ -370,7 +375,11 @@ impl Asker {
         let records = self.store.audit_for_incident(s.incident.id).await?;
         let (lo, hi) = p.slots.window.unwrap_or((Millis::MIN, Millis::MAX));
         let shown: Vec<_> = records.iter().filter(|r| r.at >= lo && r.at <= hi).collect();
-        let mut a = Answer::new(p, Some(s.incident.id), format!("Timeline of incident #{} ({} records)", s.incident.id, shown.len()));
+        let mut a = Answer::new(
+            p,
+            Some(s.incident.id),
+            format!("Timeline of incident #{} ({} records)", s.incident.id, shown.len()),
+        );
         // The newest matter most at 3 a.m.: the last ones, oldest first.
         for r in shown.iter().skip(shown.len().saturating_sub(MAX_LINES)) {
             a.lines.push(format!(
@@ -387,13 +396,25 @@ impl Asker {
 
     async fn why(&self, p: &Parsed, s: &Subject) -> anyhow::Result<Answer> {
         let Some((data, d)) = crate::chat::latest_diagnosis(self.store.as_ref(), s.incident.id).await? else {
-            return Ok(Answer::new(p, Some(s.incident.id), format!("Incident #{} is not diagnosed yet.", s.incident.id)));
+            return Ok(Answer::new(
+                p,
+                Some(s.incident.id),
+                format!("Incident #{} is not diagnosed yet.", s.incident.id),
+            ));
         };
         let n = p.slots.hypothesis.unwrap_or(1);
         let Some(h) = d.hypotheses.get(n - 1) else {
-            return Ok(Answer::new(p, Some(s.incident.id), format!("There are only {} hypotheses.", d.hypotheses.len())));
+            return Ok(Answer::new(
+                p,
+                Some(s.incident.id),
+                format!("There are only {} hypotheses.", d.hypotheses.len()),
+            ));
         };
-        let mut a = Answer::new(p, Some(s.incident.id), format!("Hypothesis {n} ({:.0}%): {}", h.confidence * 100.0, h.statement));
+        let mut a = Answer::new(
+            p,
+            Some(s.incident.id),
+            format!("Hypothesis {n} ({:.0}%): {}", h.confidence * 100.0, h.statement),
+        );
         for r in &h.reasons {
             a.lines.push(format!("why: {r}"));
         }
@@ -491,9 +512,7 @@ impl Asker {
         let id = s.incident.id;
         let mut a = Answer::new(p, Some(id), format!("Proposed silence for {human}: {{{}}}", matchers.join(", ")));
         a.lines.push(format!("Comment: \"medic: incident #{id}\". A silence needs a person's approval like any plan."));
-        a.lines.push(
-            "medic cannot create Alertmanager silences itself yet; to silence now, run:".into(),
-        );
+        a.lines.push("medic cannot create Alertmanager silences itself yet; to silence now, run:".into());
         a.lines.push(format!(
             "`amtool silence add {} --duration={human} --comment='medic: incident #{id}'`",
             matchers.join(" ")
@@ -528,7 +547,13 @@ impl Asker {
         }
         found.sort_by_key(|c| std::cmp::Reverse(c.at));
         found.dedup_by(|x, y| x.id == y.id && x.at == y.at);
-        a.headline = format!("{} change(s) to {} between {} and {}", found.len(), services.join(", "), clock(start, self.offset), clock(end, self.offset));
+        a.headline = format!(
+            "{} change(s) to {} between {} and {}",
+            found.len(),
+            services.join(", "),
+            clock(start, self.offset),
+            clock(end, self.offset)
+        );
         for c in &found {
             let rel = match onset {
                 Some(o) if c.at <= o => format!(" — {} min before the alerts started", (o - c.at) / 60_000),
@@ -603,7 +628,14 @@ impl Asker {
         let mut candidates: Vec<MetricQuery> = Vec::new();
         if let Some(s) = s.filter(|s| s.services().contains(&svc)) {
             let alerts: Vec<crate::alert::Alert> = s.alerts.iter().map(|r| r.alert.clone()).collect();
-            let req = crate::responder::request(&alerts, &self.runbooks, &[], now, (s.incident.id, &s.incident.title), self.window);
+            let req = crate::responder::request(
+                &alerts,
+                &self.runbooks,
+                &[],
+                now,
+                (s.incident.id, &s.incident.title),
+                self.window,
+            );
             candidates.extend(req.queries);
         }
         for g in &self.golden {
@@ -763,8 +795,12 @@ impl Asker {
                     }
                     return Ok(a);
                 }
-                Ok(Err(e)) => a.unavailable.push(format!("alerts: {} failed: {e}; showing medic's own incidents", src.name())),
-                Err(_) => a.unavailable.push(format!("alerts: {} timed out; showing medic's own incidents", src.name())),
+                Ok(Err(e)) => {
+                    a.unavailable.push(format!("alerts: {} failed: {e}; showing medic's own incidents", src.name()))
+                }
+                Err(_) => {
+                    a.unavailable.push(format!("alerts: {} timed out; showing medic's own incidents", src.name()))
+                }
             }
         }
         // Without Alertmanager (or when it fails): the open incidents medic holds.
@@ -783,13 +819,18 @@ impl Asker {
     async fn pause(&self, p: &Parsed, q: &Question, now: Millis) -> anyhow::Result<Answer> {
         let pause = p.intent == Intent::Pause;
         let verb = if pause { "pause" } else { "resume" };
-        let allowed = self.config.control_groups.iter().any(|g| q.groups.members.get(g).is_some_and(|m| m.contains(&q.who)));
+        let groups = match self.config.control_groups.is_empty() {
+            true => &q.groups.default_approvers,
+            false => &self.config.control_groups,
+        };
+        let allowed = groups.iter().any(|g| q.groups.members.get(g).is_some_and(|m| m.contains(&q.who)));
         if !allowed {
+            let names =
+                if groups.is_empty() { "a control group (ask.control_groups)".into() } else { groups.join(" or ") };
             return Ok(Answer::refused(
                 p,
                 format!(
-                    "Only members of {} may {verb} automation; {} is not one of them. Nothing changed.",
-                    self.config.control_groups.join(" or "),
+                    "Only members of {names} may {verb} automation; {} is not one of them. Nothing changed.",
                     q.who.0
                 ),
             ));

@@ -25,8 +25,8 @@ pub struct Config {
     #[serde(default = "utc")]
     pub timezone: String,
     /// Responder groups (see `responders.groups`) whose members may pause and resume
-    /// automation from chat.
-    #[serde(default = "control_groups")]
+    /// automation from chat; empty: `responders.default_approvers`.
+    #[serde(default)]
     pub control_groups: Vec<String>,
     /// Questions one person may ask per minute; more get a short refusal.
     #[serde(default = "per_minute")]
@@ -37,17 +37,13 @@ fn utc() -> String {
     "UTC".into()
 }
 
-fn control_groups() -> Vec<String> {
-    vec!["oncall".into()]
-}
-
 fn per_minute() -> u32 {
     20
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { timezone: utc(), control_groups: control_groups(), per_minute: per_minute() }
+        Config { timezone: utc(), control_groups: Vec::new(), per_minute: per_minute() }
     }
 }
 

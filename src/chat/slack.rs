@@ -281,7 +281,14 @@ impl Slack {
     }
 
     /// Posts `answer` in `channel` (in `thread`), or only to `user` when it is private.
-    pub async fn answer(&self, channel: &str, thread: Option<&str>, user: &str, answer: &crate::ask::answer::Answer, offset: i32) {
+    pub async fn answer(
+        &self,
+        channel: &str,
+        thread: Option<&str>,
+        user: &str,
+        answer: &crate::ask::answer::Answer,
+        offset: i32,
+    ) {
         let body = async {
             let rendered = self.templates.render("answer", &answer.view(offset))?;
             let mut msg: Value = serde_json::from_str(&rendered)?;
@@ -340,7 +347,15 @@ impl Slack {
         self.ask(asking, channel, None, user, text, None).await;
     }
 
-    async fn ask(&self, asking: &super::asking::Asking, channel: &str, thread: Option<&str>, user: &str, text: &str, incident: Option<i64>) {
+    async fn ask(
+        &self,
+        asking: &super::asking::Asking,
+        channel: &str,
+        thread: Option<&str>,
+        user: &str,
+        text: &str,
+        incident: Option<i64>,
+    ) {
         let q = crate::ask::answer::Question {
             text: text.to_string(),
             incident,
@@ -449,7 +464,8 @@ pub fn asked(payload: &Value) -> Option<Asked> {
     if set("bot_id") || set("subtype") || (bot.is_some() && ev["user"].as_str() == bot) {
         return None;
     }
-    let (channel, user, text, ts) = (ev["channel"].as_str()?, ev["user"].as_str()?, ev["text"].as_str()?, ev["ts"].as_str()?);
+    let (channel, user, text, ts) =
+        (ev["channel"].as_str()?, ev["user"].as_str()?, ev["text"].as_str()?, ev["ts"].as_str()?);
     let root = ev["thread_ts"].as_str().filter(|t| !t.is_empty() && *t != ts).map(str::to_string);
     let dm = ev["channel_type"] == "im";
     let (addressed, thread) = match ev["type"].as_str()? {
@@ -670,7 +686,10 @@ mod tests {
         let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
         let mut h = axum::http::HeaderMap::new();
         h.insert("x-slack-request-timestamp", "1531420618".parse().unwrap());
-        h.insert("x-slack-signature", "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503".parse().unwrap());
+        h.insert(
+            "x-slack-signature",
+            "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503".parse().unwrap(),
+        );
         let s = slack();
         assert_eq!(s.verify_at(&h, body.as_bytes(), 1_531_420_620), Ok(()));
         assert!(s.verify_at(&h, body.replace("roadrunner", "roadrunnes").as_bytes(), 1_531_420_620).is_err());
@@ -698,7 +717,8 @@ mod tests {
         let fill = [("user", "U1"), ("channel", "C1"), ("text", "<@UMEDIC> what changed?"), ("ts", "2.0")];
         let q = asked(&sample("AppMentionPayload.json", &fill)).expect("a mention is a question");
         assert_eq!((q.channel.as_str(), q.thread.as_deref(), q.addressed), ("C1", Some("2.0"), true));
-        let in_thread = [("user", "U1"), ("channel", "C1"), ("text", "what changed?"), ("ts", "2.0"), ("thread_ts", "1.0")];
+        let in_thread =
+            [("user", "U1"), ("channel", "C1"), ("text", "what changed?"), ("ts", "2.0"), ("thread_ts", "1.0")];
         let q = asked(&sample("MessagePayload.json", &in_thread)).expect("a thread message is considered");
         assert_eq!((q.root.as_deref(), q.addressed), (Some("1.0"), false));
         let mut mention = in_thread.to_vec();
@@ -709,7 +729,8 @@ mod tests {
         assert_eq!(asked(&sample("MessagePayload.json", &own)), None, "medic's own message");
         assert_eq!(asked(&sample("MessageBotPayload.json", &in_thread)), None, "a bot's message");
         assert_eq!(asked(&sample("MessageChangedPayload.json", &in_thread)), None, "an edit");
-        let path = format!("{}/tests/fixtures/slack/java-slack-sdk/SlashCommandPayload.json", env!("CARGO_MANIFEST_DIR"));
+        let path =
+            format!("{}/tests/fixtures/slack/java-slack-sdk/SlashCommandPayload.json", env!("CARGO_MANIFEST_DIR"));
         let cmd: HashMap<String, Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert!(cmd.contains_key("user_id") && cmd.contains_key("channel_id") && cmd.contains_key("text"));
     }

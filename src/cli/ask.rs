@@ -20,7 +20,8 @@ pub async fn offline(scenario: &Path, runbooks: &Path, question: &str) -> Result
     let store = crate::store::open(&format!("sqlite://{}", dir.join("ask.db").display()), 2).await?;
     let result = async {
         let ingested = store.ingest(&world.alerts, &[], world.now, &Default::default()).await?;
-        let id = ingested.incidents.iter().flatten().next().copied().context("the scenario's alerts opened no incident")?;
+        let id =
+            ingested.incidents.iter().flatten().next().copied().context("the scenario's alerts opened no incident")?;
         let recorded = Arc::new(Recorded::new(world.clone()));
         let sources = crate::context::Sources::all(recorded, Duration::from_secs(5));
         let clock = Arc::new(crate::time::ManualClock::new(world.now));

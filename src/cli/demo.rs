@@ -168,6 +168,9 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
         println!("\nNo plan to approve.");
         return finish(store, stop, server, id).await;
     };
+    if !auto_approve {
+        questions(&base, id).await?;
+    }
     let hash = status.plan.plan.hash.clone();
     // The terminal's click goes through the click path Slack and Discord use.
     let groups = {
@@ -203,6 +206,33 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
         println!("  #{id} ↳ alert resolved; incident #{id} is {state}");
     }
     finish(store, stop, server, id).await
+}
+
+/// At a terminal (and without `--yes`): questions about the incident, answered by the server's
+/// `POST /v1/ask` — what Slack and Discord users ask in the thread — until an empty line.
+async fn questions(base: &str, id: i64) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    println!(
+        "\nAsk medic about incident #{id} (e.g. \"what changed?\", \"show checkout latency\", \"help\"); an empty line goes on."
+    );
+    loop {
+        print!("ask> ");
+        std::io::stdout().flush()?;
+        let line = tokio::task::spawn_blocking(|| {
+            let mut s = String::new();
+            std::io::stdin().lock().read_line(&mut s).map(|_| s)
+        })
+        .await??;
+        let q = line.trim();
+        if q.is_empty() {
+            return Ok(());
+        }
+        let answer = super::ask::remote(base, None, q, Some(id)).await?;
+        println!("{}\n", crate::chat::display(&answer["answer"]));
+    }
 }
 
 /// Polls `f` every 100 ms until it gives something, for at most `secs`.

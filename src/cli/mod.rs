@@ -286,7 +286,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Test { paths, runbooks } => scenario_tests(&paths, &runbooks).await,
         Command::Ask { question, incident, scenario, runbooks, url, token, format } => {
             let answer = match &scenario {
-                Some(s) if incident.is_some() => bail!("--incident and --scenario exclude each other ({})", s.display()),
+                Some(s) if incident.is_some() => {
+                    bail!("--incident and --scenario exclude each other ({})", s.display())
+                }
                 Some(s) => ask::offline(s, &runbooks, &question).await?,
                 None => ask::remote(&url, token.as_deref(), &question, incident).await?,
             };

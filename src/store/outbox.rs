@@ -167,7 +167,12 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn incident_for_message(&self, platform: &str, channel: &str, message: &str) -> Result<Option<i64>> {
+    pub(super) async fn incident_for_message(
+        &self,
+        platform: &str,
+        channel: &str,
+        message: &str,
+    ) -> Result<Option<i64>> {
         let r = sqlx::query(
             "SELECT incident_id FROM chat_outbox WHERE platform = $1 AND result = $2 AND channel = $3 \
              AND op = 'post' AND state = 'sent' LIMIT 1",

@@ -209,8 +209,13 @@ impl SqlStore {
                 sqlx::query("DELETE FROM settings WHERE key = 'paused'").execute(&mut *tx).await?;
             }
             let kind = if paused { Kind::AutomationPaused } else { Kind::AutomationResumed };
-            let entry =
-                AuditEntry { at: now, kind, incident_id: None, actor: by.0.clone(), data: serde_json::json!({"via": via}) };
+            let entry = AuditEntry {
+                at: now,
+                kind,
+                incident_id: None,
+                actor: by.0.clone(),
+                data: serde_json::json!({"via": via}),
+            };
             self.append_audit(&mut tx, vec![entry]).await?;
         }
         tx.commit().await?;

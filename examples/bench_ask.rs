@@ -1,0 +1,171 @@
+//! Ask benchmark: question → answer latency of `POST /v1/ask` for 1,000 mixed questions about
+//! an incident, with a real Prometheus on loopback behind the metric questions and no LLM; and
+//! the parser alone. Aims (issue 15): p99 < 100 ms end to end, the parser < 50 µs.
+//!
+//! ```text
+//! cargo run --release --example bench_ask -- [--questions 1000]
+//! ```
+//! Needs `prometheus` and `promtool` (Debian package `prometheus`).
+
+#[path = "../tests/common/stack.rs"]
+mod stack;
+
+use medic::config::Config;
+use medic::time::{Clock, SystemClock, rfc3339};
+use serde_json::{Value, json};
+use stack::Target;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const QUESTIONS: [&str; 16] = [
+    "what changed?",
+    "status",
+    "why?",
+    "show checkout latency for the last hour",
+    "error rate of checkout since 30 minutes ago",
+    "who depends on postgres?",
+    "what does checkout depend on",
+    "any errors in the checkout logs?",
+    "what else is firing?",
+    "who approved the plan?",
+    "timeline",
+    "what can we do here?",
+    "silence this for 1h",
+    "help",
+    "chart cpu of payments over the past 2h",
+    "what's the weather like?",
+];
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--questions")
+        .and_then(|i| args.get(i + 1))
+        .map_or(1000, |v| v.parse().expect("a number"));
+    if let Some(why) = stack::missing(&["prometheus", "promtool"]) {
+        anyhow::bail!("{why}");
+    }
+    // The parser alone, over the mixed questions.
+    let vocab = medic::ask::Vocabulary {
+        services: ["checkout", "payments", "postgres", "cart", "frontend"].map(String::from).to_vec(),
+        now: SystemClock.now(),
+        offset: 0,
+    };
+    let rounds = 20_000;
+    let t0 = Instant::now();
+    for i in 0..rounds {
+        std::hint::black_box(medic::ask::parse(QUESTIONS[i % QUESTIONS.len()], &vocab));
+    }
+    let per = t0.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+    println!("parser alone: {per:.1} µs per question (mean of {rounds}; aim < 50 µs)");
+
+    // Prometheus with two hours of golden signals for checkout and payments.
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let target = Target::default();
+    let series = ["http_requests_total", "http_errors_total", "container_cpu_usage_seconds_total"];
+    for svc in ["checkout", "payments"] {
+        for s in series {
+            target.set(&format!("{s}{{service=\"{svc}\"}}"), 100.0);
+        }
+    }
+    let port = target.serve().await;
+    let now = SystemClock.now() as f64 / 1000.0;
+    let history: Vec<(String, Vec<(f64, f64)>)> = ["checkout", "payments"]
+        .iter()
+        .flat_map(|svc| series.iter().map(move |s| (svc, s)))
+        .map(|(svc, s)| {
+            let labels = format!("{s}{{instance=\"127.0.0.1:{port}\",job=\"e2e\",service=\"{svc}\"}}");
+            (labels, (0..480).map(|i| (now - 7200.0 + i as f64 * 15.0, i as f64 * 10.0)).collect())
+        })
+        .collect();
+    stack::backfill(d, "prom-data", &history);
+    let prom_port = stack::free_port();
+    let _prom = stack::prometheus(d, prom_port, "prom-data", port, stack::free_port(), "groups: []\n");
+    if !stack::ready(&format!("http://127.0.0.1:{prom_port}/-/ready"), 60).await {
+        anyhow::bail!("Prometheus did not start\n{}", stack::logs(d, &["prometheus"]));
+    }
+    std::fs::write(
+        d.join("topology.yaml"),
+        "edges:\n  - {from: checkout, to: payments}\n  - {from: checkout, to: postgres}\n",
+    )?;
+    let golden = json!([
+        {"name": "request_rate", "promql": "sum(rate(http_requests_total{service=\"{{service}}\"}[5m]))"},
+        {"name": "error_ratio", "promql": "sum(rate(http_errors_total{service=\"{{service}}\"}[5m])) / sum(rate(http_requests_total{service=\"{{service}}\"}[5m]))"},
+        {"name": "latency_p99", "promql": "max(rate(http_requests_total{service=\"{{service}}\"}[5m]))"},
+        {"name": "cpu_cores", "promql": "sum(rate(container_cpu_usage_seconds_total{service=\"{{service}}\"}[5m]))"},
+    ]);
+    let yaml = serde_json::to_string(&json!({
+        "context": {"prometheus": {"url": format!("http://127.0.0.1:{prom_port}"), "golden_signals": golden},
+                    "topology": {"file": d.join("topology.yaml")}},
+    }))?;
+    let config = Config::parse(&yaml, "bench.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = medic::store::open(&format!("sqlite://{}", d.join("medic.db").display()), 4).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let s = store.clone();
+    let server = tokio::spawn(async move {
+        medic::server::run(listener, &config, s, Arc::new(SystemClock), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let http = medic::telemetry::http_client_builder().build()?;
+    let alert = json!({"version": "4", "status": "firing", "receiver": "medic", "groupKey": "{}:{}", "truncatedAlerts": 0,
+        "externalURL": "http://alertmanager", "alerts": [{"status": "firing",
+        "labels": {"alertname": "HighErrorRate", "service": "checkout", "severity": "critical"}, "annotations": {},
+        "startsAt": rfc3339(SystemClock.now() - 600_000), "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph", "fingerprint": "bench0001"}]});
+    let r: Value = http.post(format!("{base}/v1/alerts/alertmanager")).json(&alert).send().await?.json().await?;
+    let id = r["incidents"][0].as_i64().ok_or_else(|| anyhow::anyhow!("no incident: {r}"))?;
+    let t0 = Instant::now();
+    while !store.audit_for_incident(id).await?.iter().any(|r| r.kind == "diagnosed") {
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "no diagnosis within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut by_intent: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut all = Vec::with_capacity(n);
+    for i in 0..=n {
+        let q = QUESTIONS[i % QUESTIONS.len()];
+        let t = Instant::now();
+        let v: Value = http
+            .post(format!("{base}/v1/ask"))
+            .json(&json!({"question": q, "incident": id}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if i == 0 {
+            continue; // warm-up
+        }
+        if i <= QUESTIONS.len() && !v["unavailable"].as_array().is_none_or(|u| u.is_empty()) {
+            anyhow::bail!("{q:?}: a source was unavailable: {v:#}");
+        }
+        by_intent.entry(v["intent"].as_str().unwrap_or("?").to_string()).or_default().push(ms);
+        all.push(ms);
+    }
+    println!("{n} questions against /v1/ask (real Prometheus on loopback, no LLM):");
+    println!(
+        "  p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms (aim p99 < 100 ms)",
+        pct(all.clone(), 0.5),
+        pct(all.clone(), 0.99),
+        pct(all, 1.0)
+    );
+    for (intent, v) in by_intent {
+        println!("  {intent:<13} n={:<4} p50 {:.2} ms · p99 {:.2} ms", v.len(), pct(v.clone(), 0.5), pct(v, 0.99));
+    }
+    let _ = stop.send(());
+    server.await??;
+    store.close().await;
+    Ok(())
+}
