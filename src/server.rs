@@ -222,6 +222,9 @@ pub async fn run_with(
             chat_stopped.clone(),
         )));
     }
+    if let Some(d) = &discord {
+        chat_tasks.push(tokio::spawn(register_discord_commands(d.clone(), chat_stopped.clone())));
+    }
     let chat = ChatApp { slack, discord, clicks, responders, asking, max_body: config.intake.max_body_bytes };
     let (responder, triggers) = start_responder(
         config,
@@ -250,6 +253,24 @@ pub async fn run_with(
     }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Registers the `/medic` command on Discord, retrying with backoff until it succeeds or
+/// medic stops (a bulk overwrite: every replica may do it, the result is the same).
+async fn register_discord_commands(
+    discord: Arc<crate::chat::discord::Discord>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    for attempt in 1i64.. {
+        match discord.register_commands().await {
+            Ok(()) => return tracing::info!("Discord /medic command registered"),
+            Err(e) => tracing::warn!(error = %e, attempt, "could not register the Discord /medic command"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(crate::chat::outbox::backoff(attempt) as u64)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Every replica looks for executions whose replica is gone (their lease lapsed), marks them
@@ -453,7 +474,7 @@ async fn discord_interactions(State(app): State<Arc<App>>, headers: HeaderMap, r
         Err(resp) => return resp,
     };
     let discord = discord.expect("checked by chat_request");
-    match discord.interaction(&body, &app.chat.clicks, &app.chat.responders) {
+    match discord.interaction(&body, &app.chat.clicks, &app.chat.asking) {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => refuse(StatusCode::BAD_REQUEST, "invalid", e),
     }
@@ -491,7 +512,7 @@ async fn slack_commands(State(app): State<Arc<App>>, headers: HeaderMap, req: Re
         Err(resp) => return resp,
     };
     let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    if form.get("user_id").is_none() || form.get("channel_id").is_none() {
+    if !form.contains_key("user_id") || !form.contains_key("channel_id") {
         return refuse(StatusCode::BAD_REQUEST, "invalid", "expected the form fields user_id and channel_id".into());
     }
     let asking = app.chat.asking.clone();

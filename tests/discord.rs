@@ -40,6 +40,11 @@ impl Fake {
     }
 }
 
+/// The commands as registered (the last PUT's body).
+fn v_body(f: &Fake) -> Value {
+    f.calls.lock().unwrap().last().map(|c| c.2.clone()).unwrap_or(Value::Null)
+}
+
 async fn fake_discord(fake: Arc<Fake>) -> String {
     use axum::http::{Method, StatusCode};
     use axum::response::IntoResponse;
@@ -72,6 +77,8 @@ async fn fake_discord(fake: Arc<Fake>) -> String {
                     }
                     ("PATCH", ["channels", _, "messages", m]) => axum::Json(json!({"id": m})).into_response(),
                     ("POST", ["webhooks", _, _]) => axum::Json(json!({"id": id()})).into_response(),
+                    ("PATCH", ["webhooks", _, _, "messages", "@original"]) => axum::Json(json!({"id": id()})).into_response(),
+                    ("PUT", ["applications", _, "commands"]) => axum::Json(v_body(&f)).into_response(),
                     _ => (StatusCode::NOT_FOUND, axum::Json(json!({"message": "404: Not Found", "code": 0}))).into_response(),
                 }
             }),
@@ -216,7 +223,13 @@ async fn role_approves_once_others_refused(db: Db) {
     })
     .await
     .unwrap_or_else(|| panic!("no edit saying verified: {:#?}", s.fake.calls("PATCH", "")));
-    assert_eq!(edited["components"], json!([]), "buttons removed: {edited:#}");
+    let left: Vec<&str> = edited["components"][0]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["custom_id"].as_str())
+        .collect();
+    assert_eq!(left, ["ask:1"], "the plan's buttons removed, Ask stays: {edited:#}");
     assert!(mentions_none(&edited), "{edited:#}");
     assert_eq!(edited["embeds"][0]["color"], 0x2e_b8_86, "green once verified");
     assert!(!s.fake.threads.lock().unwrap().is_empty(), "a thread was started on the message");
@@ -273,4 +286,49 @@ async fn reject_asks_why(db: Db) {
     s.app.stop().await.unwrap();
 }
 
-both_stores!(role_approves_once_others_refused, reject_asks_why);
+/// `/medic` is registered at start by bulk overwrite; `/medic ask` is deferred at once and
+/// answered by editing the deferred response; the Ask button opens a modal whose question is
+/// answered the same way; `/medic pause` from a member without the role is deferred
+/// ephemeral and refused.
+async fn commands_are_registered_and_answered(db: Db) {
+    let Some(s) = setup(db, 0).await else { return };
+    let (_, registered) = poll_until(10, || async {
+        s.fake.calls("PUT", "applications/1219634837219086418/commands").into_iter().next()
+    })
+    .await
+    .expect("the commands are registered at start");
+    assert_eq!(registered[0]["name"], "medic");
+    assert_eq!(registered[0]["options"][0]["name"], "ask");
+    assert_eq!(s.app.post("/v1/alerts/generic", common::chat::alert("firing"), &[]).await.0, 200);
+    let root = s.root().await;
+    let answers = || s.fake.calls("PATCH", "webhooks/1219634837219086418/");
+    let command = |user: &str, sub: &str, q: &str| {
+        fixture("command.json", user, ROLE_SRE, "", "").replace("\"SUB\"", &format!("{sub:?}")).replace("QUESTION", q)
+    };
+    let (status, v) = s.send(&command(MEMBER, "ask", "what changed in checkout?"), &s.key, None).await;
+    assert_eq!((status.as_u16(), v["type"].as_u64()), (200, Some(5)), "deferred: {v}");
+    let (path, answer) = poll_until(10, || async { answers().into_iter().next() }).await.expect("the answer");
+    assert!(path.ends_with("/messages/@original"), "{path}");
+    assert!(answer["embeds"][0].to_string().contains("change(s) to checkout"), "{answer:#}");
+    assert!(mentions_none(&answer), "{answer}");
+
+    let ask = custom_id(&root, "ask:");
+    let (_, modal) = s.send(&fixture("component.json", MEMBER, ROLE_SRE, &ask, ""), &s.key, None).await;
+    assert_eq!((modal["type"].as_u64(), modal["data"]["custom_id"].as_str()), (Some(9), Some(ask.as_str())), "{modal}");
+    let submit = fixture("modal_submit.json", MEMBER, ROLE_SRE, &ask, "status").replace("\"reason\"", "\"question\"");
+    let (status, v) = s.send(&submit, &s.key, None).await;
+    assert_eq!((status.as_u16(), v["type"].as_u64()), (200, Some(5)), "{v}");
+    poll_until(10, || async { answers().into_iter().find(|(_, b)| b.to_string().contains("Incident #1: ChatTest")) })
+        .await
+        .expect("the modal's question answered");
+
+    let (_, v) = s.send(&command("80351110224670000", "pause", "pause"), &s.key, None).await;
+    assert_eq!((v["type"].as_u64(), v["data"]["flags"].as_u64()), (Some(5), Some(64)), "ephemeral: {v}");
+    poll_until(10, || async { answers().into_iter().find(|(_, b)| b.to_string().contains("Only members of")) })
+        .await
+        .expect("a refusal");
+    assert!(s.app.store.paused().await.unwrap().is_none());
+    s.app.stop().await.unwrap();
+}
+
+both_stores!(role_approves_once_others_refused, reject_asks_why, commands_are_registered_and_answered);

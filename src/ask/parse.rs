@@ -578,10 +578,11 @@ const STOPWORDS: &[&str] = &[
 ];
 
 type Index = HashMap<&'static str, Vec<(Intent, u32)>>;
+type Phrases = Vec<(Intent, Vec<&'static str>, u32)>;
 
 /// Single words → their intents; phrases kept apart.
-fn index() -> &'static (Index, Vec<(Intent, Vec<&'static str>, u32)>) {
-    static I: OnceLock<(Index, Vec<(Intent, Vec<&'static str>, u32)>)> = OnceLock::new();
+fn index() -> &'static (Index, Phrases) {
+    static I: OnceLock<(Index, Phrases)> = OnceLock::new();
     I.get_or_init(|| {
         let mut words: Index = HashMap::new();
         let mut phrases = Vec::new();
@@ -722,7 +723,7 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
     let ranked: Vec<(Intent, u32)> = {
         let mut r: Vec<(Intent, u32)> = Intent::ALL.iter().filter_map(|i| score.get(i).map(|s| (*i, *s))).collect();
         // Stable: equal scores keep the tie-break order of `Intent::ALL`.
-        r.sort_by(|a, b| b.1.cmp(&a.1));
+        r.sort_by_key(|x| std::cmp::Reverse(x.1));
         r
     };
     let mut intent = match ranked.first() {

@@ -13,6 +13,12 @@
 //!   5-minute window on `X-Signature-Timestamp` (the verifier does not check age). PING →
 //!   PONG. A button is acknowledged at once (Discord allows 3 s) and handled after; a refusal
 //!   is an ephemeral follow-up (flag 64). Reject opens a modal asking why.
+//! - **Questions**: the `/medic` application command (`ask question:…`, `status`, `pause`,
+//!   `resume`, `help`), registered at start by bulk overwrite (a restart replaces, never
+//!   duplicates), and the "Ask" button on every incident message, which opens a modal. Each is
+//!   deferred at once and answered by editing the deferred response
+//!   (`PATCH /webhooks/{app}/{token}/messages/@original`) from `templates/discord/answer.hbs`;
+//!   `pause` and `resume` are deferred ephemeral, so a refusal is seen only by the asker.
 
 use super::clicks::Clicks;
 use super::{IncidentView, MORE, Platform, cut, display};
@@ -53,6 +59,24 @@ fn discord_api() -> String {
 }
 
 pub const INCIDENT_TEMPLATE: &str = include_str!("../../templates/discord/incident.hbs");
+pub const ANSWER_TEMPLATE: &str = include_str!("../../templates/discord/answer.hbs");
+
+/// The `/medic` command, as `PUT /applications/{id}/commands` takes it.
+pub fn commands() -> Value {
+    let incident = json!({"type": 4, "name": "incident", "description": "The incident (default: the newest open one)", "required": false, "min_value": 1});
+    json!([{
+        "name": "medic", "type": 1, "description": "Ask medic about incidents",
+        "options": [
+            {"type": 1, "name": "ask", "description": "Ask a question in plain language", "options": [
+                {"type": 3, "name": "question", "description": "e.g. what changed before the errors started?", "required": true, "max_length": 500},
+                incident]},
+            {"type": 1, "name": "status", "description": "Where an incident stands", "options": [incident]},
+            {"type": 1, "name": "pause", "description": "Pause all automation (approvals are refused)"},
+            {"type": 1, "name": "resume", "description": "Resume automation"},
+            {"type": 1, "name": "help", "description": "What medic understands"},
+        ],
+    }])
+}
 pub const DEFAULT_API_URL: &str = "https://discord.com";
 
 pub struct Discord {
@@ -91,6 +115,7 @@ pub fn templates() -> anyhow::Result<handlebars::Handlebars<'static>> {
     hb.register_helper("text", Box::new(hb_text));
     hb.register_helper("colour", Box::new(hb_colour));
     hb.register_template_string("incident", INCIDENT_TEMPLATE)?;
+    hb.register_template_string("answer", ANSWER_TEMPLATE)?;
     Ok(hb)
 }
 
@@ -236,6 +261,63 @@ impl Discord {
         g
     }
 
+    /// Replaces the `/medic` command with this version's (bulk overwrite: idempotent).
+    pub async fn register_commands(&self) -> Result<(), String> {
+        self.call(reqwest::Method::PUT, &format!("applications/{}/commands", self.application_id), &commands())
+            .await
+            .map(drop)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Answers `text` by editing the deferred response of the interaction whose token is `token`.
+    async fn answer(
+        self: Arc<Self>,
+        asking: Arc<super::asking::Asking>,
+        token: String,
+        q: crate::ask::answer::Question,
+    ) {
+        let answer = asking.ask(&q).await;
+        let body = self
+            .templates
+            .render("answer", &answer.view(asking.asker.offset))
+            .map_err(anyhow::Error::from)
+            .and_then(|r| build(&r))
+            .map(|(embed, _)| {
+                let mut v = json!({"embeds": [embed], "allowed_mentions": {"parse": []}});
+                v["content"] = json!("");
+                v
+            });
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the Discord answer template failed");
+                return;
+            }
+        };
+        let path = format!("webhooks/{}/{token}/messages/@original", self.application_id);
+        if let Err(e) = self.call(reqwest::Method::PATCH, &path, &body).await {
+            tracing::warn!(?e, "could not send an answer on Discord");
+        }
+    }
+
+    /// A question from `user` (with `roles`) in `channel`, answered in the deferred response.
+    fn question(
+        asking: &super::asking::Asking,
+        text: String,
+        incident: Option<i64>,
+        user: &str,
+        roles: &[String],
+        channel: &str,
+    ) -> crate::ask::answer::Question {
+        crate::ask::answer::Question {
+            text,
+            incident,
+            who: Identity(format!("discord:{user}")),
+            via: format!("discord:{channel}"),
+            groups: Discord::groups(&asking.responders, user, roles),
+        }
+    }
+
     /// An ephemeral follow-up to the interaction whose token is `token`.
     async fn followup(&self, token: &str, text: &str) {
         let body = serde_json::to_value(
@@ -258,11 +340,87 @@ impl Discord {
         self: &Arc<Self>,
         body: &[u8],
         clicks: &Arc<Clicks>,
+        asking: &Arc<super::asking::Asking>,
+    ) -> Result<Value, String> {
+        use serenity::model::application::{ActionRowComponent, CommandDataOptionValue, Interaction};
+        let responders = &asking.responders;
+        let interaction: Interaction =
+            serde_json::from_slice(body).map_err(|e| format!("not a Discord interaction: {e}"))?;
+        let defer = |private: bool| {
+            let msg = serenity::builder::CreateInteractionResponseMessage::new().ephemeral(private);
+            serde_json::to_value(CreateInteractionResponse::Defer(msg)).expect("builders serialise")
+        };
+        let roles_of = |m: Option<&serenity::model::guild::Member>| -> Vec<String> {
+            m.map(|m| m.roles.iter().map(|r| r.to_string()).collect()).unwrap_or_default()
+        };
+        match interaction {
+            Interaction::Command(c) if c.data.name == "medic" => {
+                let Some(sub) = c.data.options.first() else { return Ok(defer(true)) };
+                let (mut question, mut incident) = (sub.name.clone(), None);
+                if let CommandDataOptionValue::SubCommand(opts) = &sub.value {
+                    for o in opts {
+                        match (o.name.as_str(), &o.value) {
+                            ("question", CommandDataOptionValue::String(s)) => question = s.clone(),
+                            ("incident", CommandDataOptionValue::Integer(i)) => incident = Some(*i),
+                            _ => {}
+                        }
+                    }
+                }
+                let private = matches!(sub.name.as_str(), "pause" | "resume");
+                let q = Discord::question(
+                    asking,
+                    question,
+                    incident,
+                    &c.user.id.to_string(),
+                    &roles_of(c.member.as_deref()),
+                    &c.channel_id.to_string(),
+                );
+                tokio::spawn(self.clone().answer(asking.clone(), c.token.clone(), q));
+                Ok(defer(private))
+            }
+            Interaction::Component(c) if c.data.custom_id.starts_with("ask:") => {
+                let input = CreateInputText::new(InputTextStyle::Short, "Your question", "question")
+                    .placeholder("what changed before the errors started?")
+                    .max_length(500);
+                let modal = CreateModal::new(c.data.custom_id.clone(), "Ask medic")
+                    .components(vec![CreateActionRow::InputText(input)]);
+                Ok(serde_json::to_value(CreateInteractionResponse::Modal(modal)).expect("builders serialise"))
+            }
+            Interaction::Modal(m) if m.data.custom_id.starts_with("ask:") => {
+                let incident = m.data.custom_id["ask:".len()..].parse::<i64>().ok();
+                let text = m
+                    .data
+                    .components
+                    .iter()
+                    .flat_map(|row| row.components.iter())
+                    .find_map(|c| match c {
+                        ActionRowComponent::InputText(t) if t.custom_id == "question" => t.value.clone(),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let q = Discord::question(
+                    asking,
+                    text,
+                    incident,
+                    &m.user.id.to_string(),
+                    &roles_of(m.member.as_ref()),
+                    &m.channel_id.to_string(),
+                );
+                tokio::spawn(self.clone().answer(asking.clone(), m.token.clone(), q));
+                Ok(defer(false))
+            }
+            interaction => self.click(interaction, clicks, responders),
+        }
+    }
+
+    /// Buttons and the Reject modal.
+    fn click(
+        self: &Arc<Self>,
+        interaction: serenity::model::application::Interaction,
+        clicks: &Arc<Clicks>,
         responders: &Arc<crate::approval::Responders>,
     ) -> Result<Value, String> {
         use serenity::model::application::{ActionRowComponent, Interaction};
-        let interaction: Interaction =
-            serde_json::from_slice(body).map_err(|e| format!("not a Discord interaction: {e}"))?;
         let ack = serde_json::to_value(CreateInteractionResponse::Acknowledge).expect("builders serialise");
         match interaction {
             Interaction::Ping(_) => {
@@ -423,6 +581,42 @@ impl Platform for Discord {
 mod tests {
     use super::*;
 
+    /// Discord's documented command example, and which fields serenity's strict model needs
+    /// beyond it (Discord sends them all today).
+    #[test]
+    fn the_documented_command_example_parses_with_what_discord_sends_besides() {
+        use serenity::model::application::{CommandDataOptionValue, Interaction};
+        let path = format!("{}/tests/fixtures/discord/docs-slash-command.json", env!("CARGO_MANIFEST_DIR"));
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        // As documented, it lacks fields serenity requires: application_id, version,
+        // entitlements, authorizing_integration_owners, attachment_size_limit, member.flags.
+        assert!(serde_json::from_value::<Interaction>(v.clone()).is_err());
+        v["application_id"] = json!("1219634837219086418");
+        v["version"] = json!(1);
+        v["entitlements"] = json!([]);
+        v["authorizing_integration_owners"] = json!({});
+        v["member"]["flags"] = json!(0);
+        v["attachment_size_limit"] = json!(10_485_760);
+        let Interaction::Command(c) = serde_json::from_value::<Interaction>(v).expect("parses with those fields")
+        else {
+            panic!("not a command")
+        };
+        assert_eq!((c.data.name.as_str(), c.token.as_str()), ("cardsearch", "A_UNIQUE_TOKEN"));
+        assert!(matches!(&c.data.options[0].value, CommandDataOptionValue::String(s) if s == "The Gitrog Monster"));
+    }
+
+    #[test]
+    fn the_medic_command_is_valid_for_discord() {
+        let c = commands();
+        let opts = c[0]["options"].as_array().unwrap();
+        let names: Vec<&str> = opts.iter().map(|o| o["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["ask", "status", "pause", "resume", "help"]);
+        for o in opts {
+            let d = o["description"].as_str().unwrap();
+            assert!(!d.is_empty() && d.chars().count() <= 100, "{d}");
+        }
+    }
+
     #[test]
     fn an_invalid_public_key_is_an_error_not_a_panic() {
         let cfg = |key: &str| Config {
@@ -467,6 +661,12 @@ mod tests {
             assert!(f["value"].as_str().unwrap().chars().count() <= 1024, "{f}");
         }
         assert!(v["fields"][1]["value"].as_str().unwrap().ends_with(MORE));
-        assert!(rows.is_empty(), "no buttons when none apply");
+        let ids: Vec<String> = serde_json::to_value(&rows).unwrap()[0]["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["custom_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["ask:7"], "no plan buttons when none apply; Ask always");
     }
 }
