@@ -40,6 +40,21 @@ impl Fake {
     }
 }
 
+/// A multipart body as the fake records it: its `payload_json`, and each file part's name and
+/// whether it is a PNG.
+fn multipart_json(body: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(body);
+    let payload = text
+        .split("name=\"payload_json\"")
+        .nth(1)
+        .and_then(|rest| rest.split("\r\n\r\n").nth(1))
+        .and_then(|p| p.split("\r\n--").next())
+        .and_then(|p| serde_json::from_str::<Value>(p).ok())
+        .unwrap_or(Value::Null);
+    let png = body.windows(8).any(|w| w == b"\x89PNG\r\n\x1a\n");
+    json!({"payload_json": payload, "file": text.contains("name=\"files[0]\"; filename=\"chart.png\""), "png": png})
+}
+
 /// The commands as registered (the last PUT's body).
 fn v_body(f: &Fake) -> Value {
     f.calls.lock().unwrap().last().map(|c| c.2.clone()).unwrap_or(Value::Null)
@@ -51,9 +66,10 @@ async fn fake_discord(fake: Arc<Fake>) -> String {
     let app = axum::Router::new()
         .route(
             "/api/v10/{*path}",
-            axum::routing::any(|State(f): State<Arc<Fake>>, method: Method, Path(path): Path<String>, headers: axum::http::HeaderMap, body: String| async move {
+            axum::routing::any(|State(f): State<Arc<Fake>>, method: Method, Path(path): Path<String>, headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
                 assert_eq!(headers.get("authorization").and_then(|v| v.to_str().ok()), Some("Bot discord-bot-token"));
-                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let multipart = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("multipart/form-data"));
+                let v: Value = if multipart { multipart_json(&body) } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
                 f.calls.lock().unwrap().push((method.to_string(), path.clone(), v, Instant::now()));
                 let parts: Vec<&str> = path.split('/').collect();
                 let id = || format!("13100000000000{:05}", f.next.fetch_add(1, Ordering::SeqCst));
@@ -99,6 +115,10 @@ struct Setup {
 }
 
 async fn setup(db: Db, throttle: usize) -> Option<Setup> {
+    setup_with(db, throttle, "").await
+}
+
+async fn setup_with(db: Db, throttle: usize, extra: &str) -> Option<Setup> {
     let fake = Arc::new(Fake::default());
     fake.throttle.store(throttle, Ordering::SeqCst);
     let api = fake_discord(fake.clone()).await;
@@ -113,7 +133,7 @@ async fn setup(db: Db, throttle: usize) -> Option<Setup> {
          responders:\n  groups:\n    sre: ['discord:role:{ROLE_SRE}']\n\
          executor:\n  http_allowed_hosts: ['{deploy}']\n\
          discord:\n  bot_token: {{file: {token}}}\n  application_id: '1219634837219086418'\n\
-         \x20 public_key: {public}\n  api_url: {api}\n  default_channel: '1193522112795029544'\n",
+         \x20 public_key: {public}\n  api_url: {api}\n  default_channel: '1193522112795029544'\n{extra}",
         runbooks = runbooks.display(),
         token = dir.path().join("token").display(),
         public = hex::encode(key.verifying_key().to_bytes()),
@@ -291,7 +311,8 @@ async fn reject_asks_why(db: Db) {
 /// answered the same way; `/medic pause` from a member without the role is deferred
 /// ephemeral and refused.
 async fn commands_are_registered_and_answered(db: Db) {
-    let Some(s) = setup(db, 0).await else { return };
+    let prometheus = format!("context:\n  prometheus: {{url: '{}'}}\n", common::chat::prometheus().await);
+    let Some(s) = setup_with(db, 0, &prometheus).await else { return };
     let (_, registered) = poll_until(10, || async {
         s.fake.calls("PUT", "applications/1219634837219086418/commands").into_iter().next()
     })
@@ -311,6 +332,17 @@ async fn commands_are_registered_and_answered(db: Db) {
     assert!(path.ends_with("/messages/@original"), "{path}");
     assert!(answer["embeds"][0].to_string().contains("change(s) to checkout"), "{answer:#}");
     assert!(mentions_none(&answer), "{answer}");
+
+    // A metric answer carries its chart: a PNG attached and shown in the embed.
+    let (_, v) = s.send(&command(MEMBER, "ask", "show checkout error rate for the last hour"), &s.key, None).await;
+    assert_eq!(v["type"].as_u64(), Some(5));
+    let (_, charted) = poll_until(10, || async { answers().into_iter().find(|(_, b)| b["file"] == true) })
+        .await
+        .unwrap_or_else(|| panic!("an answer with a chart: {:#?}", answers()));
+    assert_eq!(charted["png"], true, "{charted}");
+    let payload = &charted["payload_json"];
+    assert_eq!(payload["embeds"][0]["image"]["url"], "attachment://chart.png", "{payload:#}");
+    assert!(payload["embeds"][0]["title"].as_str().unwrap().contains("error_ratio of checkout"), "{payload:#}");
 
     let ask = custom_id(&root, "ask:");
     let (_, modal) = s.send(&fixture("component.json", MEMBER, ROLE_SRE, &ask, ""), &s.key, None).await;

@@ -47,7 +47,13 @@ async fn fake_slack(fake: Arc<Fake>) -> String {
                  body: String| async move {
                     use axum::response::IntoResponse;
                     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    let form = headers.get("content-type").is_some_and(|c| c == "application/x-www-form-urlencoded");
+                    let v: Value = if form {
+                        let pairs = url::form_urlencoded::parse(body.as_bytes());
+                        Value::Object(pairs.map(|(k, v)| (k.into_owned(), json!(v))).collect())
+                    } else {
+                        serde_json::from_str(&body).unwrap_or(Value::Null)
+                    };
                     f.calls.lock().unwrap().push((method.clone(), v.clone(), Instant::now()));
                     if method == "apps.connections.open" {
                         assert_eq!(auth, "Bearer xapp-test");
@@ -76,9 +82,25 @@ async fn fake_slack(fake: Arc<Fake>) -> String {
                             json!({"ok": true, "channel": v["channel"], "ts": ts})
                         }
                         "usergroups.users.list" => json!({"ok": true, "users": ["U0GROUPIE"]}),
+                        "files.getUploadURLExternal" => {
+                            let host = headers.get("host").unwrap().to_str().unwrap();
+                            json!({"ok": true, "file_id": "F0CHART", "upload_url": format!("http://{host}/upload/F0CHART")})
+                        }
                         _ => json!({"ok": true}),
                     };
                     axum::Json(answer).into_response()
+                },
+            ),
+        )
+        .route(
+            "/upload/{id}",
+            axum::routing::post(
+                |State(f): State<Arc<Fake>>, Path(id): Path<String>, headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                    assert!(headers.get("authorization").is_none(), "the upload URL is not given the token");
+                    let png = body.starts_with(b"\x89PNG\r\n\x1a\n");
+                    let call = json!({"id": id, "bytes": body.len(), "png": png});
+                    f.calls.lock().unwrap().push(("upload".into(), call, Instant::now()));
+                    "OK"
                 },
             ),
         )
@@ -231,7 +253,8 @@ fn event(id: &str, kind: &str, user: &str, text: &str, thread: &str) -> Value {
 /// the `message` copy of the mention, medic's own messages and chatter it does not understand
 /// get none; a question overheard in the thread is answered.
 async fn questions_in_the_thread_are_answered_once(db: Db) {
-    let Some(s) = setup(db, "", 0, None).await else { return };
+    let prometheus = format!("context:\n  prometheus: {{url: '{}'}}\n", common::chat::prometheus().await);
+    let Some(s) = setup(db, &prometheus, 0, None).await else { return };
     s.alert().await;
     let root = s.root().await;
     let ts = root["__ts"].as_str().unwrap().to_string();
@@ -260,6 +283,19 @@ async fn questions_in_the_thread_are_answered_once(db: Db) {
     poll_until(10, || async { s.replies(&ts).into_iter().find(|c| c.to_string().contains("Incident #1: ChatTest")) })
         .await
         .expect("a status answer");
+    // A metric question: the answer, then its chart uploaded into the thread.
+    let graph = event("107", "app_mention", "U0ALLOWED", "<@UMEDIC> graph checkout error rate", &ts);
+    assert_eq!(s.event(&graph, None).await, 200);
+    let upload =
+        poll_until(10, || async { s.fake.calls("upload").into_iter().next() }).await.expect("a chart uploaded");
+    assert_eq!(upload["png"], true, "{upload}");
+    let asked = &s.fake.calls("files.getUploadURLExternal")[0];
+    assert_eq!(asked["length"], upload["bytes"].to_string(), "{asked}");
+    let done = poll_until(10, || async { s.fake.calls("files.completeUploadExternal").into_iter().next() })
+        .await
+        .expect("the upload completed");
+    assert_eq!((done["channel_id"].as_str(), done["thread_ts"].as_str()), (Some("C0INCIDENT"), Some(ts.as_str())));
+    assert_eq!(done["files"][0]["id"], "F0CHART");
     // Forged: refused, never answered.
     let body = event("106", "app_mention", "U0ALLOWED", "<@UMEDIC> status", &ts).to_string();
     let t = chrono::Utc::now().timestamp().to_string();

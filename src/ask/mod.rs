@@ -12,6 +12,7 @@
 //! Text from logs, alerts and chat is data: nothing an answer quotes is ever parsed again.
 
 pub mod answer;
+pub mod chart;
 pub mod parse;
 
 pub use parse::{Intent, Parsed, Slots, Vocabulary, parse};

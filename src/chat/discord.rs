@@ -207,14 +207,19 @@ impl Discord {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: &Value) -> Result<Value, Delivery> {
+        self.call_with(method, path, |r| r.json(body)).await
+    }
+
+    async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<Value, Delivery> {
         let url = self.api.join(path).map_err(|e| Delivery::Failed { error: e.to_string() })?;
         // An interaction token in a follow-up's path is a credential: errors do not show it.
         let path = if path.starts_with("webhooks/") { "webhooks/(interaction)" } else { path };
-        let resp = self
-            .http
-            .request(method, url)
-            .header("authorization", format!("Bot {}", self.token.expose()))
-            .json(body)
+        let resp = body(self.http.request(method, url).header("authorization", format!("Bot {}", self.token.expose())))
             .send()
             .await
             .map_err(|e| Delivery::Retry { after_ms: 0, error: format!("Discord unreachable: {}", e.without_url()) })?;
@@ -295,7 +300,28 @@ impl Discord {
             }
         };
         let path = format!("webhooks/{}/{token}/messages/@original", self.application_id);
-        if let Err(e) = self.call(reqwest::Method::PATCH, &path, &body).await {
+        let chart = answer.chart.as_ref().filter(|_| !answer.private).and_then(|c| {
+            crate::ask::chart::png(c).inspect_err(|e| tracing::warn!(error = %e, "could not draw a chart")).ok()
+        });
+        let sent = match chart {
+            // The chart as an attachment, shown in the embed (`attachment://chart.png`).
+            Some(png) => {
+                let mut body = body;
+                body["embeds"][0]["image"] = json!({"url": "attachment://chart.png"});
+                body["attachments"] =
+                    json!([{"id": 0, "filename": "chart.png", "description": "the series of the answer"}]);
+                let form = || -> Result<reqwest::multipart::Form, reqwest::Error> {
+                    let part = reqwest::multipart::Part::bytes(png).file_name("chart.png").mime_str("image/png")?;
+                    Ok(reqwest::multipart::Form::new().text("payload_json", body.to_string()).part("files[0]", part))
+                };
+                match form() {
+                    Ok(form) => self.call_with(reqwest::Method::PATCH, &path, |r| r.multipart(form)).await,
+                    Err(e) => Err(Delivery::Failed { error: e.to_string() }),
+                }
+            }
+            None => self.call(reqwest::Method::PATCH, &path, &body).await,
+        };
+        if let Err(e) = sent {
             tracing::warn!(?e, "could not send an answer on Discord");
         }
     }

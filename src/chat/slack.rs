@@ -170,13 +170,47 @@ impl Slack {
 
     /// Calls a Web API method with a JSON body; the parsed answer, or the delivery outcome.
     async fn call(&self, method: &str, body: &Value) -> Result<Value, Delivery> {
+        let req = |r: reqwest::RequestBuilder| {
+            r.header("content-type", "application/json; charset=utf-8").body(body.to_string())
+        };
+        self.call_with(method, req).await
+    }
+
+    /// Calls a Web API method that takes form arguments (`files.getUploadURLExternal`).
+    async fn call_form(&self, method: &str, form: &[(&str, &str)]) -> Result<Value, Delivery> {
+        let body: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let req = |r: reqwest::RequestBuilder| r.header("content-type", "application/x-www-form-urlencoded").body(body);
+        self.call_with(method, req).await
+    }
+
+    /// Uploads a PNG into `channel` (in `thread`): Slack's external upload flow —
+    /// `files.getUploadURLExternal`, the bytes to the URL it gives, `files.completeUploadExternal`.
+    pub async fn upload(&self, channel: &str, thread: Option<&str>, title: &str, png: Vec<u8>) -> Result<(), Delivery> {
+        let len = png.len().to_string();
+        let v = self.call_form("files.getUploadURLExternal", &[("filename", "chart.png"), ("length", &len)]).await?;
+        let (Some(url), Some(id)) = (v["upload_url"].as_str(), v["file_id"].as_str()) else {
+            return Err(Delivery::Failed { error: "files.getUploadURLExternal: no upload_url or file_id".into() });
+        };
+        let sent = self.http.post(url).header("content-type", "image/png").body(png).send().await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => return Err(Delivery::Failed { error: format!("chart upload: HTTP {}", r.status().as_u16()) }),
+            Err(e) => return Err(Delivery::Failed { error: format!("chart upload: {}", e.without_url()) }),
+        }
+        let mut done = json!({"files": [{"id": id, "title": title}], "channel_id": channel});
+        if let Some(t) = thread {
+            done["thread_ts"] = json!(t);
+        }
+        self.call("files.completeUploadExternal", &done).await.map(drop)
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<Value, Delivery> {
         let url = self.api.join(method).map_err(|e| Delivery::Failed { error: e.to_string() })?;
-        let resp = self
-            .http
-            .post(url)
-            .bearer_auth(self.token.expose())
-            .header("content-type", "application/json; charset=utf-8")
-            .body(body.to_string())
+        let resp = body(self.http.post(url).bearer_auth(self.token.expose()))
             .send()
             .await
             .map_err(|e| Delivery::Retry { after_ms: 0, error: format!("Slack unreachable: {}", e.without_url()) })?;
@@ -313,6 +347,16 @@ impl Slack {
         let method = if answer.private { "chat.postEphemeral" } else { "chat.postMessage" };
         if let Err(e) = self.call(method, &msg).await {
             tracing::warn!(?e, "could not post an answer");
+            return;
+        }
+        if let Some(chart) = answer.chart.as_ref().filter(|_| !answer.private) {
+            let r = match crate::ask::chart::png(chart) {
+                Ok(png) => self.upload(channel, thread, &crate::redact::redact(&chart.title), png).await,
+                Err(e) => Err(Delivery::Failed { error: e }),
+            };
+            if let Err(e) = r {
+                tracing::warn!(?e, "could not upload a chart");
+            }
         }
     }
 

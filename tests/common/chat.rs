@@ -22,6 +22,32 @@ pub async fn deploy_api(count: Arc<AtomicUsize>) -> String {
     addr.to_string()
 }
 
+/// A stand-in speaking Prometheus' `query_range` wire format: every query answers one series
+/// of `checkout` rising over the range asked. Returns its base URL.
+pub async fn prometheus() -> String {
+    async fn range(
+        axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    ) -> axum::Json<serde_json::Value> {
+        let num = |k: &str| q.get(k).and_then(|v| v.parse::<f64>().ok());
+        let (start, end, step) =
+            (num("start").unwrap_or(0.0), num("end").unwrap_or(60.0), num("step").unwrap_or(15.0).max(1.0));
+        let values: Vec<serde_json::Value> = (0..)
+            .map(|i| start + i as f64 * step)
+            .take_while(|t| *t <= end)
+            .take(11_000)
+            .enumerate()
+            .map(|(i, t)| json!([t, format!("{}", 0.01 * i as f64)]))
+            .collect();
+        axum::Json(json!({"status": "success", "data": {"resultType": "matrix",
+            "result": [{"metric": {"service": "checkout"}, "values": values}]}}))
+    }
+    let app = axum::Router::new().route("/api/v1/query_range", axum::routing::get(range).post(range));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
 const RUNBOOK: &str = r#"
 id: restart-on-chat-test
 title: Restart the service
