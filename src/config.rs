@@ -274,6 +274,9 @@ impl Config {
         if let Err(e) = self.ask.offset() {
             out.push(e);
         }
+        if let Some(Err(e)) = self.ask.llm.as_ref().map(crate::ask::llm::Llm::new) {
+            out.push(e);
+        }
         if let Some(d) = &self.discord {
             if let Err(e) = crate::chat::discord::Discord::new(d, std::time::Duration::from_secs(5)) {
                 out.push(e);

@@ -205,6 +205,14 @@ pub async fn run_with(
         config: config.ask.clone(),
         offset: config.ask.offset().map_err(anyhow::Error::msg)?,
         notifier: (!platforms.is_empty()).then(|| notifier.clone()),
+        llm: config
+            .ask
+            .llm
+            .as_ref()
+            .map(crate::ask::llm::Llm::new)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new),
     });
     let api_tokens = config
         .api

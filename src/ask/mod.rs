@@ -13,6 +13,7 @@
 
 pub mod answer;
 pub mod chart;
+pub mod llm;
 pub mod parse;
 
 pub use parse::{Intent, Parsed, Slots, Vocabulary, parse};
@@ -32,6 +33,9 @@ pub struct Config {
     /// Questions one person may ask per minute; more get a short refusal.
     #[serde(default = "per_minute")]
     pub per_minute: u32,
+    /// An OpenAI-compatible model for what the parser cannot place; none by default.
+    #[serde(default)]
+    pub llm: Option<llm::Config>,
 }
 
 fn utc() -> String {
@@ -44,7 +48,7 @@ fn per_minute() -> u32 {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { timezone: utc(), control_groups: Vec::new(), per_minute: per_minute() }
+        Config { timezone: utc(), control_groups: Vec::new(), per_minute: per_minute(), llm: None }
     }
 }
 

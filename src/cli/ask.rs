@@ -16,9 +16,56 @@ pub async fn offline(scenario: &Path, runbooks: &Path, question: &str) -> Result
         .and_then(|s| s.world().map_err(|e| format!("{}: {e}", scenario.display())))
         .map_err(anyhow::Error::msg)?;
     let runbooks = if runbooks.is_dir() { crate::runbook::load(runbooks)? } else { Vec::new() };
-    let dir = crate::scenario::run::tempfile_dir()?;
-    let store = crate::store::open(&format!("sqlite://{}", dir.join("ask.db").display()), 2).await?;
-    let result = async {
+    let o = Offline::open(&world, runbooks, None).await?;
+    let q = Question {
+        text: question.to_string(),
+        incident: Some(o.incident),
+        who: crate::chat::console::identity(),
+        via: "cli".into(),
+        groups: Default::default(),
+    };
+    let answer = o.asker.ask(&q).await.map(|a| a.to_json(0));
+    o.close().await;
+    answer
+}
+
+/// A scenario's incident, stored in a throwaway SQLite store and investigated by `serve`'s
+/// responder over the recorded backend, with an [`Asker`] for it.
+pub struct Offline {
+    pub asker: Asker,
+    pub incident: i64,
+    dir: std::path::PathBuf,
+}
+
+impl Offline {
+    pub async fn open(
+        world: &crate::scenario::World,
+        runbooks: Vec<crate::runbook::Runbook>,
+        llm: Option<Arc<crate::ask::llm::Llm>>,
+    ) -> Result<Offline> {
+        let dir = crate::scenario::run::tempfile_dir()?;
+        let store = crate::store::open(&format!("sqlite://{}", dir.join("ask.db").display()), 2).await?;
+        match Offline::investigate(world, runbooks, llm, store.clone()).await {
+            Ok((asker, incident)) => Ok(Offline { asker, incident, dir }),
+            Err(e) => {
+                store.close().await;
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        self.asker.store.close().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    async fn investigate(
+        world: &crate::scenario::World,
+        runbooks: Vec<crate::runbook::Runbook>,
+        llm: Option<Arc<crate::ask::llm::Llm>>,
+        store: Arc<dyn crate::store::Store>,
+    ) -> Result<(Asker, i64)> {
         let ingested = store.ingest(&world.alerts, &[], world.now, &Default::default()).await?;
         let id =
             ingested.incidents.iter().flatten().next().copied().context("the scenario's alerts opened no incident")?;
@@ -38,7 +85,7 @@ pub async fn offline(scenario: &Path, runbooks: &Path, question: &str) -> Result
         };
         responder.investigate(id).await?;
         let asker = Asker {
-            store: store.clone(),
+            store,
             sources,
             golden: Vec::new(),
             runbooks,
@@ -47,20 +94,10 @@ pub async fn offline(scenario: &Path, runbooks: &Path, question: &str) -> Result
             config: Default::default(),
             offset: 0,
             notifier: None,
+            llm,
         };
-        let q = Question {
-            text: question.to_string(),
-            incident: Some(id),
-            who: crate::chat::console::identity(),
-            via: "cli".into(),
-            groups: Default::default(),
-        };
-        Ok::<_, anyhow::Error>(asker.ask(&q).await?.to_json(0))
+        Ok((asker, id))
     }
-    .await;
-    store.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
 }
 
 /// The answer of the medic at `url`.
