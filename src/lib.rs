@@ -74,6 +74,12 @@
 //!   a durable outbox (retries, `Retry-After`, merged updates) and answering clicks through
 //!   `chat::clicks`, the one place a click becomes a decision and an execution (the console's
 //!   clicks are typed at the terminal).
+//! - [`ask`] — questions in plain language: a pure intent parser (`ask::parse`: intents and
+//!   slots, no IO), the answers from the store and the context sources with their evidence
+//!   (`ask::answer::Asker`), PNG charts (`ask::chart`), and the optional OpenAI-compatible
+//!   model whose tools are the read-only intents (`ask::llm`). It sits above [`chat`], which
+//!   reaches it only through `chat::asking::Answers`; Slack, Discord, `POST /v1/ask`,
+//!   `medic ask` and the demo's prompt all feed it.
 //! - [`cli`] — the `medic` command line; `main.rs` only calls [`cli::main`]. [`cli::demo`]
 //!   runs `serve`'s pipeline ([`server::run_with`]) with the recorded context backend and
 //!   the console as its chat platform: no second pipeline.
@@ -104,6 +110,9 @@
 //! - **A value is data.** Label values and other incident values reach PromQL/LogQL, URLs and
 //!   script arguments only through [`render`], escaped for their position or refused; text
 //!   sent to Slack is escaped and Discord messages mention no one.
+//! - **Words never act by themselves.** A question can pause or resume automation only for
+//!   `ask.control_groups`, from exact words, never under a negation, never through the LLM
+//!   (whose tools are read-only); plans are approved and run only by a person's button.
 //! - **Only [`intake`] knows payload formats; only [`chat`] adapters know platform formats;
 //!   only [`store`] knows SQL.**
 

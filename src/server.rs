@@ -221,7 +221,8 @@ pub async fn run_with(
         .enumerate()
         .map(|(i, s)| s.resolve().map_err(|e| anyhow::anyhow!("api.bearer[{i}]: {e}")))
         .collect::<Result<Vec<_>>>()?;
-    let asking = Arc::new(crate::chat::asking::Asking::new(asker.clone(), responders.clone()));
+    let asking =
+        Arc::new(crate::chat::asking::Asking::new(asker.clone(), responders.clone(), store.clone(), clock.clone()));
     if let Some(slack) = slack.as_ref().filter(|s| s.app_token.is_some()) {
         chat_tasks.push(tokio::spawn(crate::chat::slack::socket_mode(
             slack.clone(),

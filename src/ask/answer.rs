@@ -4,7 +4,6 @@
 //! Everything shown passes [`crate::redact`].
 
 use super::parse::{Direction, Intent, Parsed, Signal, Slots, Vocabulary};
-use crate::approval::{Groups, Identity};
 use crate::context::{MetricQuery, Sources};
 use crate::diagnosis::sparkline;
 use crate::incident::{AlertRow, Incident, IncidentState};
@@ -16,18 +15,7 @@ use std::sync::Arc;
 /// Most lines an answer shows; the rest is summarised.
 pub const MAX_LINES: usize = 25;
 
-/// Who asks what, where.
-#[derive(Debug, Clone)]
-pub struct Question {
-    pub text: String,
-    /// The incident whose thread it was asked in (or `--incident`).
-    pub incident: Option<i64>,
-    pub who: Identity,
-    /// Where: `slack:C123`, `discord:…`, `api`, `cli`.
-    pub via: String,
-    /// The groups `who` belongs to as the platform knows them (Slack user groups expanded).
-    pub groups: Groups,
-}
+pub use crate::chat::asking::Question;
 
 /// A source an answer rests on: what was asked, of which backend, over which range.
 #[derive(Debug, Clone, PartialEq)]
@@ -936,6 +924,30 @@ impl Asker {
                 format!("Automation resumed by {}.", q.who.0)
             },
         ))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::chat::asking::Answers for Asker {
+    async fn answer(&self, q: &Question) -> anyhow::Result<crate::chat::asking::Reply> {
+        let a = self.ask(q).await?;
+        let chart = a.chart.as_ref().filter(|_| !a.private).and_then(|c| match super::chart::png(c) {
+            Ok(png) => Some((crate::redact::redact(&c.title), png)),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not draw a chart");
+                None
+            }
+        });
+        Ok(crate::chat::asking::Reply { view: a.view(self.offset), private: a.private, chart })
+    }
+
+    fn understood(&self, text: &str) -> bool {
+        let v = Vocabulary { now: self.clock.now(), offset: self.offset, ..Default::default() };
+        !matches!(super::parse(text, &v).intent, Intent::Unknown | Intent::Help)
+    }
+
+    fn per_minute(&self) -> u32 {
+        self.config.per_minute
     }
 }
 

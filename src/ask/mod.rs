@@ -82,35 +82,6 @@ pub fn parse_offset(s: &str) -> Result<i32, String> {
     Ok(sign * (h * 3600 + m * 60))
 }
 
-/// Per-person rate limit: at most `per_minute` questions in any sliding minute.
-pub struct RateLimit {
-    per_minute: u32,
-    seen: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<crate::time::Millis>>>,
-}
-
-impl RateLimit {
-    pub fn new(per_minute: u32) -> RateLimit {
-        RateLimit { per_minute, seen: Default::default() }
-    }
-
-    /// Whether `who` may ask now (and counts the question if so).
-    pub fn allow(&self, who: &str, now: crate::time::Millis) -> bool {
-        let mut seen = self.seen.lock().unwrap();
-        if seen.len() > 10_000 {
-            seen.retain(|_, q| q.back().is_some_and(|t| now - t < 60_000));
-        }
-        let q = seen.entry(who.to_string()).or_default();
-        while q.front().is_some_and(|t| now - t >= 60_000) {
-            q.pop_front();
-        }
-        if q.len() as u32 >= self.per_minute {
-            return false;
-        }
-        q.push_back(now);
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,13 +93,5 @@ mod tests {
         assert_eq!(parse_offset("-0530"), Ok(-19800));
         assert!(parse_offset("Europe/Paris").unwrap_err().contains("ask.timezone"));
         assert!(parse_offset("+25:00").is_err());
-    }
-
-    #[test]
-    fn rate_limit_slides() {
-        let r = RateLimit::new(2);
-        assert!(r.allow("a", 0) && r.allow("a", 10));
-        assert!(!r.allow("a", 20) && r.allow("b", 20));
-        assert!(r.allow("a", 60_001));
     }
 }

@@ -275,23 +275,16 @@ impl Discord {
     }
 
     /// Answers `text` by editing the deferred response of the interaction whose token is `token`.
-    async fn answer(
-        self: Arc<Self>,
-        asking: Arc<super::asking::Asking>,
-        token: String,
-        q: crate::ask::answer::Question,
-    ) {
+    async fn answer(self: Arc<Self>, asking: Arc<super::asking::Asking>, token: String, q: super::asking::Question) {
         let answer = asking.ask(&q).await;
-        let body = self
-            .templates
-            .render("answer", &answer.view(asking.asker.offset))
-            .map_err(anyhow::Error::from)
-            .and_then(|r| build(&r))
-            .map(|(embed, _)| {
-                let mut v = json!({"embeds": [embed], "allowed_mentions": {"parse": []}});
-                v["content"] = json!("");
-                v
-            });
+        let body =
+            self.templates.render("answer", &answer.view).map_err(anyhow::Error::from).and_then(|r| build(&r)).map(
+                |(embed, _)| {
+                    let mut v = json!({"embeds": [embed], "allowed_mentions": {"parse": []}});
+                    v["content"] = json!("");
+                    v
+                },
+            );
         let body = match body {
             Ok(b) => b,
             Err(e) => {
@@ -300,10 +293,7 @@ impl Discord {
             }
         };
         let path = format!("webhooks/{}/{token}/messages/@original", self.application_id);
-        let chart = answer.chart.as_ref().filter(|_| !answer.private).and_then(|c| {
-            crate::ask::chart::png(c).inspect_err(|e| tracing::warn!(error = %e, "could not draw a chart")).ok()
-        });
-        let sent = match chart {
+        let sent = match answer.chart.clone().map(|(_, png)| png) {
             // The chart as an attachment, shown in the embed (`attachment://chart.png`).
             Some(png) => {
                 let mut body = body;
@@ -334,8 +324,8 @@ impl Discord {
         user: &str,
         roles: &[String],
         channel: &str,
-    ) -> crate::ask::answer::Question {
-        crate::ask::answer::Question {
+    ) -> super::asking::Question {
+        super::asking::Question {
             text,
             incident,
             who: Identity(format!("discord:{user}")),

@@ -315,16 +315,9 @@ impl Slack {
     }
 
     /// Posts `answer` in `channel` (in `thread`), or only to `user` when it is private.
-    pub async fn answer(
-        &self,
-        channel: &str,
-        thread: Option<&str>,
-        user: &str,
-        answer: &crate::ask::answer::Answer,
-        offset: i32,
-    ) {
+    pub async fn answer(&self, channel: &str, thread: Option<&str>, user: &str, answer: &super::asking::Reply) {
         let body = async {
-            let rendered = self.templates.render("answer", &answer.view(offset))?;
+            let rendered = self.templates.render("answer", &answer.view)?;
             let mut msg: Value = serde_json::from_str(&rendered)?;
             let blocks = msg["blocks"].as_array().cloned().unwrap_or_default();
             msg["blocks"] = Value::Array(checked_blocks(blocks)?);
@@ -349,14 +342,10 @@ impl Slack {
             tracing::warn!(?e, "could not post an answer");
             return;
         }
-        if let Some(chart) = answer.chart.as_ref().filter(|_| !answer.private) {
-            let r = match crate::ask::chart::png(chart) {
-                Ok(png) => self.upload(channel, thread, &crate::redact::redact(&chart.title), png).await,
-                Err(e) => Err(Delivery::Failed { error: e }),
-            };
-            if let Err(e) = r {
-                tracing::warn!(?e, "could not upload a chart");
-            }
+        if let Some((title, png)) = answer.chart.clone()
+            && let Err(e) = self.upload(channel, thread, &title, png).await
+        {
+            tracing::warn!(?e, "could not upload a chart");
         }
     }
 
@@ -369,7 +358,7 @@ impl Slack {
         {
             return Ok(());
         }
-        let store = &asking.asker.store;
+        let store = &asking.store;
         let incident = match &q.root {
             Some(root) => store.incident_for_message("slack", &q.channel, root).await?,
             None => None,
@@ -400,7 +389,7 @@ impl Slack {
         text: &str,
         incident: Option<i64>,
     ) {
-        let q = crate::ask::answer::Question {
+        let q = super::asking::Question {
             text: text.to_string(),
             incident,
             who: Identity(format!("slack:{user}")),
@@ -408,7 +397,7 @@ impl Slack {
             groups: self.groups(&asking.responders).await,
         };
         let answer = asking.ask(&q).await;
-        self.answer(channel, thread, user, &answer, asking.asker.offset).await;
+        self.answer(channel, thread, user, &answer).await;
     }
 
     /// Handles one verified interaction payload (from HTTP or Socket Mode).
