@@ -43,7 +43,7 @@ pub struct Config {
     #[serde(default)]
     pub context: crate::context::Config,
     #[serde(default)]
-    pub api: crate::api::Config,
+    pub api: crate::api::auth::Config,
     #[serde(default)]
     pub ask: crate::ask::Config,
     #[serde(default)]
@@ -266,10 +266,8 @@ impl Config {
             }
         }
         out.extend(self.context.problems());
-        for (i, s) in self.api.bearer.iter().enumerate() {
-            if let Err(e) = s.resolve() {
-                out.push(format!("api.bearer[{i}]: {e}"));
-            }
+        if let Err(e) = self.api.tokens() {
+            out.push(e);
         }
         if let Err(e) = self.ask.offset() {
             out.push(e);

@@ -29,7 +29,7 @@ pub struct App {
     /// Answers questions (`/v1/ask`, chat).
     pub asker: Arc<crate::ask::answer::Asker>,
     /// `api.bearer`, resolved.
-    pub api_tokens: Vec<crate::secret::Secret>,
+    pub api_tokens: Arc<Vec<crate::secret::Secret>>,
     pub intake: Intake,
     pub metrics: Arc<Metrics>,
     pub chat: ChatApp,
@@ -214,13 +214,7 @@ pub async fn run_with(
             .map_err(anyhow::Error::msg)?
             .map(Arc::new),
     });
-    let api_tokens = config
-        .api
-        .bearer
-        .iter()
-        .enumerate()
-        .map(|(i, s)| s.resolve().map_err(|e| anyhow::anyhow!("api.bearer[{i}]: {e}")))
-        .collect::<Result<Vec<_>>>()?;
+    let api_tokens = Arc::new(config.api.tokens().map_err(anyhow::Error::msg)?);
     let asking =
         Arc::new(crate::chat::asking::Asking::new(asker.clone(), responders.clone(), store.clone(), clock.clone()));
     if let Some(slack) = slack.as_ref().filter(|s| s.app_token.is_some()) {
@@ -371,7 +365,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/incidents", get(crate::api::list))
         .route("/v1/incidents/{id}", get(crate::api::detail))
         .route("/v1/ask", post(crate::api::ask))
-        .layer(middleware::from_fn_with_state(app.clone(), crate::api::authenticate));
+        .layer(middleware::from_fn_with_state(app.api_tokens.clone(), crate::api::auth::authenticate));
     let mut r = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))

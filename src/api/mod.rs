@@ -1,6 +1,7 @@
 //! The JSON API — incidents (read-only) and `POST /v1/ask` — and the JSON views shared with
 //! `medic audit export`. Every route here takes `Authorization: Bearer` with one of
-//! `api.bearer` (required unless medic listens on loopback only).
+//! `api.bearer` (required unless medic listens on loopback only): [`auth`], a leaf that
+//! imports neither the server nor the config.
 
 use crate::audit::AuditRecord;
 use crate::incident::{AlertRow, Incident, IncidentState};
@@ -15,28 +16,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The `api` section of the config.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Accepted bearer tokens (`{env: …}` / `{file: …}`); two while rotating.
-    #[serde(default)]
-    pub bearer: Vec<crate::secret::SecretRef>,
-}
-
-/// Refuses a request to the API without an accepted bearer token (when tokens are configured).
-pub async fn authenticate(
-    State(app): State<Arc<App>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if !app.api_tokens.is_empty()
-        && let Err(why) = crate::intake::bearer(&app.api_tokens, req.headers())
-    {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized", "message": why}))).into_response();
-    }
-    next.run(req).await
-}
+pub mod auth;
 
 /// Longest question `POST /v1/ask` takes.
 pub const MAX_QUESTION: usize = 4000;
