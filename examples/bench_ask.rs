@@ -1,5 +1,6 @@
 //! Ask benchmark: question → answer latency of `POST /v1/ask` for 1,000 mixed questions about
-//! an incident, with a real Prometheus on loopback behind the metric questions and no LLM; and
+//! an incident, with a real Prometheus on loopback behind the metric questions (no Loki: log
+//! questions answer that no log source is configured) and no LLM; and
 //! the parser alone. Aims (issue 15): p99 < 100 ms end to end, the parser < 50 µs.
 //!
 //! ```text
@@ -78,9 +79,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let port = target.serve().await;
     let now = SystemClock.now() as f64 / 1000.0;
-    let history: Vec<(String, Vec<(f64, f64)>)> = ["checkout", "payments"]
+    // Each metric family's series together, as OpenMetrics (and promtool) want them.
+    let history: Vec<(String, Vec<(f64, f64)>)> = series
         .iter()
-        .flat_map(|svc| series.iter().map(move |s| (svc, s)))
+        .flat_map(|s| ["checkout", "payments"].into_iter().map(move |svc| (svc, s)))
         .map(|(svc, s)| {
             let labels = format!("{s}{{instance=\"127.0.0.1:{port}\",job=\"e2e\",service=\"{svc}\"}}");
             (labels, (0..480).map(|i| (now - 7200.0 + i as f64 * 15.0, i as f64 * 10.0)).collect())
@@ -92,10 +94,7 @@ async fn main() -> anyhow::Result<()> {
     if !stack::ready(&format!("http://127.0.0.1:{prom_port}/-/ready"), 60).await {
         anyhow::bail!("Prometheus did not start\n{}", stack::logs(d, &["prometheus"]));
     }
-    std::fs::write(
-        d.join("topology.yaml"),
-        "edges:\n  - {from: checkout, to: payments}\n  - {from: checkout, to: postgres}\n",
-    )?;
+    std::fs::write(d.join("topology.yaml"), "checkout: [payments, postgres]\n")?;
     let golden = json!([
         {"name": "request_rate", "promql": "sum(rate(http_requests_total{service=\"{{service}}\"}[5m]))"},
         {"name": "error_ratio", "promql": "sum(rate(http_errors_total{service=\"{{service}}\"}[5m])) / sum(rate(http_requests_total{service=\"{{service}}\"}[5m]))"},
@@ -148,8 +147,11 @@ async fn main() -> anyhow::Result<()> {
         if i == 0 {
             continue; // warm-up
         }
-        if i <= QUESTIONS.len() && !v["unavailable"].as_array().is_none_or(|u| u.is_empty()) {
-            anyhow::bail!("{q:?}: a source was unavailable: {v:#}");
+        // No Loki here (logs answers say so); any source that failed is a broken run.
+        let failed =
+            v["unavailable"].as_array().into_iter().flatten().any(|u| !u.to_string().contains("no source configured"));
+        if i <= QUESTIONS.len() && failed {
+            anyhow::bail!("{q:?}: a source failed: {v:#}");
         }
         by_intent.entry(v["intent"].as_str().unwrap_or("?").to_string()).or_default().push(ms);
         all.push(ms);
