@@ -8,6 +8,8 @@
 //! ```
 //! Needs `prometheus` and `promtool` (Debian package `prometheus`).
 
+#[path = "common/serve.rs"]
+mod serve;
 #[path = "../tests/common/stack.rs"]
 mod stack;
 
@@ -15,7 +17,6 @@ use medic::config::Config;
 use medic::time::{Clock, SystemClock, rfc3339};
 use serde_json::{Value, json};
 use stack::Target;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const QUESTIONS: [&str; 16] = [
@@ -106,17 +107,8 @@ async fn main() -> anyhow::Result<()> {
                     "topology": {"file": d.join("topology.yaml")}},
     }))?;
     let config = Config::parse(&yaml, "bench.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = medic::store::open(&format!("sqlite://{}", d.join("medic.db").display()), 4).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let s = store.clone();
-    let server = tokio::spawn(async move {
-        medic::server::run(listener, &config, s, Arc::new(SystemClock), async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let served = serve::start(config, d).await?;
+    let (store, base) = (served.store.clone(), served.base.clone());
     let http = medic::telemetry::http_client_builder().build()?;
     let alert = json!({"version": "4", "status": "firing", "receiver": "medic", "groupKey": "{}:{}", "truncatedAlerts": 0,
         "externalURL": "http://alertmanager", "alerts": [{"status": "firing",
@@ -166,8 +158,6 @@ async fn main() -> anyhow::Result<()> {
     for (intent, v) in by_intent {
         println!("  {intent:<13} n={:<4} p50 {:.2} ms · p99 {:.2} ms", v.len(), pct(v.clone(), 0.5), pct(v, 0.99));
     }
-    let _ = stop.send(());
-    server.await??;
-    store.close().await;
+    served.stop().await?;
     Ok(())
 }

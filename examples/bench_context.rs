@@ -12,6 +12,8 @@
 //! ```
 //! Needs `prometheus` and `promtool` (Debian package `prometheus`).
 
+#[path = "common/serve.rs"]
+mod serve;
 #[path = "../tests/common/stack.rs"]
 mod stack;
 
@@ -19,7 +21,6 @@ use medic::config::Config;
 use medic::time::{Clock, SystemClock, rfc3339};
 use serde_json::{Value, json};
 use stack::Target;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -91,17 +92,8 @@ async fn main() -> anyhow::Result<()> {
                     "prometheus": {"url": format!("http://127.0.0.1:{prom_port}"), "golden_signals": golden}},
     }))?;
     let config = Config::parse(&yaml, "bench.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = medic::store::open(&format!("sqlite://{}", d.join("medic.db").display()), 4).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let s = store.clone();
-    let server = tokio::spawn(async move {
-        medic::server::run(listener, &config, s, Arc::new(SystemClock), async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let served = serve::start(config, d).await?;
+    let (store, base) = (served.store.clone(), served.base.clone());
 
     let http = medic::telemetry::http_client_builder().build()?;
     let (mut e2e, mut gather, mut diagnose) = (Vec::new(), Vec::new(), Vec::new());
@@ -183,8 +175,6 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "(gathering and diagnosing are medic's own timings; the rest of end to end is intake, the audit write and the 2 ms poll)"
     );
-    let _ = stop.send(());
-    server.await??;
-    store.close().await;
+    served.stop().await?;
     Ok(())
 }

@@ -138,6 +138,21 @@ pub fn clock(t: Millis, offset: i32) -> String {
     local.format("%Y-%m-%d %H:%M").to_string()
 }
 
+/// One call to a source within the sources' timeout; a failure is worded for people
+/// (`metrics: prometheus failed: …`, `logs: loki timed out`).
+async fn bounded<T>(
+    kind: &str,
+    source: &str,
+    timeout: std::time::Duration,
+    call: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{kind}: {source} failed: {e}")),
+        Err(_) => Err(format!("{kind}: {source} timed out")),
+    }
+}
+
 fn ago(t: Millis, now: Millis) -> String {
     let min = (now - t) / 60_000;
     match min {
@@ -313,10 +328,9 @@ impl Asker {
         let mut edges = Vec::new();
         let mut failed = Vec::new();
         for t in &self.sources.topology {
-            match tokio::time::timeout(self.sources.timeout, t.edges()).await {
-                Ok(Ok(e)) => edges.extend(e),
-                Ok(Err(e)) => failed.push(format!("topology: {} failed: {e}", t.name())),
-                Err(_) => failed.push(format!("topology: {} timed out", t.name())),
+            match bounded("topology", t.name(), self.sources.timeout, t.edges()).await {
+                Ok(e) => edges.extend(e),
+                Err(e) => failed.push(e),
             }
         }
         edges.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
@@ -355,7 +369,7 @@ impl Asker {
             Intent::Dependencies => self.dependencies(p, id, service, edges),
             Intent::Metric => self.metric(p, subject, service, now).await,
             Intent::Logs => self.logs(p, subject, service, now).await,
-            Intent::Alerts => self.alerts(p, subject, service).await?,
+            Intent::Alerts => self.alerts(p, subject).await?,
             Intent::Pause | Intent::Resume => self.pause(p, q, now).await?,
             Intent::Resolve | Intent::Reopen => {
                 let mut a = Answer::new(p, id, "medic cannot resolve or reopen an incident by hand yet.");
@@ -608,10 +622,9 @@ impl Asker {
         let mut found = Vec::new();
         for src in &self.sources.changes {
             for svc in &services {
-                match tokio::time::timeout(self.sources.timeout, src.changes(svc, start, end)).await {
-                    Ok(Ok(c)) => found.extend(c),
-                    Ok(Err(e)) => a.unavailable.push(format!("changes: {} failed: {e}", src.name())),
-                    Err(_) => a.unavailable.push(format!("changes: {} timed out", src.name())),
+                match bounded("changes", src.name(), self.sources.timeout, src.changes(svc, start, end)).await {
+                    Ok(c) => found.extend(c),
+                    Err(e) => a.unavailable.push(e),
                 }
                 a.cite(src.name(), format!("changes of {svc}"), Some((start, end)));
             }
@@ -729,16 +742,11 @@ impl Asker {
         };
         let q = MetricQuery { start, end, step, ..q };
         a.cite(metrics.name(), q.promql.clone(), Some((start, end)));
-        let series = match tokio::time::timeout(self.sources.timeout, metrics.query_range(&q)).await {
-            Ok(Ok(series)) => series,
-            Ok(Err(e)) => {
-                a.headline = format!("{} of {svc}: the metrics source failed", q.name);
-                a.unavailable.push(format!("metrics: {} failed: {e}", metrics.name()));
-                return a;
-            }
-            Err(_) => {
-                a.headline = format!("{} of {svc}: the metrics source timed out", q.name);
-                a.unavailable.push(format!("metrics: {} timed out", metrics.name()));
+        let series = match bounded("metrics", metrics.name(), self.sources.timeout, metrics.query_range(&q)).await {
+            Ok(series) => series,
+            Err(e) => {
+                a.headline = format!("{} of {svc}: the metrics source did not answer", q.name);
+                a.unavailable.push(e);
                 return a;
             }
         };
@@ -789,16 +797,11 @@ impl Asker {
         };
         let (start, end) = self.signal_window(p, s, now);
         a.cite(logs.name(), format!("logs of {svc}"), Some((start, end)));
-        let lines = match tokio::time::timeout(self.sources.timeout, logs.lines(&svc, start, end, 5000)).await {
-            Ok(Ok(l)) => l,
-            Ok(Err(e)) => {
-                a.headline = format!("Logs of {svc}: the log source failed");
-                a.unavailable.push(format!("logs: {} failed: {e}", logs.name()));
-                return a;
-            }
-            Err(_) => {
-                a.headline = format!("Logs of {svc}: the log source timed out");
-                a.unavailable.push(format!("logs: {} timed out", logs.name()));
+        let lines = match bounded("logs", logs.name(), self.sources.timeout, logs.lines(&svc, start, end, 5000)).await {
+            Ok(l) => l,
+            Err(e) => {
+                a.headline = format!("Logs of {svc}: the log source did not answer");
+                a.unavailable.push(e);
                 return a;
             }
         };
@@ -840,15 +843,15 @@ impl Asker {
         a
     }
 
-    async fn alerts(&self, p: &Parsed, s: Option<&Subject>, service: Option<String>) -> anyhow::Result<Answer> {
+    async fn alerts(&self, p: &Parsed, s: Option<&Subject>) -> anyhow::Result<Answer> {
         let mut a = Answer::new(p, s.map(|s| s.incident.id), "");
         let own: std::collections::HashSet<&str> =
             s.map(|s| s.alerts.iter().map(|r| r.alert.fingerprint.as_str()).collect()).unwrap_or_default();
         let wanted = p.slots.service.clone();
         if let Some(src) = &self.sources.alerts {
             a.cite(src.name(), "active alerts", None);
-            match tokio::time::timeout(self.sources.timeout, src.active()).await {
-                Ok(Ok(active)) => {
+            match bounded("alerts", src.name(), self.sources.timeout, src.active()).await {
+                Ok(active) => {
                     let shown: Vec<_> = active
                         .iter()
                         .filter(|x| wanted.as_ref().is_none_or(|w| x.labels.get("service") == Some(w)))
@@ -866,19 +869,13 @@ impl Asker {
                     }
                     return Ok(a);
                 }
-                Ok(Err(e)) => {
-                    a.unavailable.push(format!("alerts: {} failed: {e}; showing medic's own incidents", src.name()))
-                }
-                Err(_) => {
-                    a.unavailable.push(format!("alerts: {} timed out; showing medic's own incidents", src.name()))
-                }
+                Err(e) => a.unavailable.push(format!("{e}; showing medic's own incidents")),
             }
         }
         // Without Alertmanager (or when it fails): the open incidents medic holds.
         let f = crate::store::IncidentFilter { state: Some(IncidentState::Open), limit: 50, ..Default::default() };
         let open = self.store.incidents(&f).await?;
         a.headline = format!("{} open incident(s) in medic", open.len());
-        let _ = service;
         for i in &open {
             let mine = if s.is_some_and(|s| s.incident.id == i.id) { " (this incident)" } else { "" };
             a.lines.push(format!("#{} {} — {} alert(s), {} firing{mine}", i.id, i.title, i.n_alerts, i.n_firing));
