@@ -331,6 +331,32 @@ async fn pause_from_chat_needs_the_control_group(db: Db) {
     let rec = audit.iter().find(|r| r.kind == "automation_paused").expect("audited");
     assert_eq!(rec.actor, "slack:U0ALLOWED");
     assert!(rec.data.contains("slack:C0INCIDENT"), "where: {}", rec.data);
+
+    // Resolving and reopening by hand: the same group, audited with who and where.
+    let state = || async { s.app.store.incident(1).await.unwrap().unwrap().0.state.as_str().to_string() };
+    assert_eq!(s.command("U0STRANGER", "resolve #1").await, 200);
+    poll_until(10, || async {
+        s.fake.calls("chat.postEphemeral").into_iter().find(|c| c.to_string().contains("may resolve incidents"))
+    })
+    .await
+    .expect("a private refusal to resolve");
+    assert_eq!(state().await, "open");
+    assert_eq!(s.command("U0ALLOWED", "resolve incident 1").await, 200);
+    poll_until(10, || async { (state().await == "resolved").then_some(()) }).await.expect("resolved by hand");
+    assert_eq!(s.command("U0ALLOWED", "resolve #1").await, 200);
+    poll_until(10, || async {
+        s.fake.calls("chat.postEphemeral").into_iter().find(|c| c.to_string().contains("already resolved"))
+    })
+    .await
+    .expect("resolving twice is refused, saying why");
+    assert_eq!(s.command("U0ALLOWED", "reopen #1").await, 200);
+    poll_until(10, || async { (state().await == "open").then_some(()) }).await.expect("reopened by hand");
+    let audit = s.app.store.audit_for_incident(1).await.unwrap();
+    let by_hand: Vec<_> = audit.iter().filter(|r| r.data.contains("by hand")).collect();
+    assert_eq!(by_hand.len(), 2, "{by_hand:?}");
+    assert!(by_hand.iter().all(|r| r.actor == "slack:U0ALLOWED" && r.data.contains("slack:C0INCIDENT")));
+    let verified = medic::cli::verify(s.app.store.as_ref(), None).await.unwrap();
+    assert_eq!(verified, std::process::ExitCode::SUCCESS, "the audit chain verifies");
     s.app.stop().await.unwrap();
 }
 

@@ -349,7 +349,14 @@ impl Asker {
         let id = subject.map(|s| s.incident.id);
         let needs_incident = matches!(
             p.intent,
-            Intent::Status | Intent::Timeline | Intent::Why | Intent::WhoApproved | Intent::Runbooks | Intent::Silence
+            Intent::Status
+                | Intent::Timeline
+                | Intent::Why
+                | Intent::WhoApproved
+                | Intent::Runbooks
+                | Intent::Silence
+                | Intent::Resolve
+                | Intent::Reopen
         );
         if needs_incident && subject.is_none() {
             let mut a = Answer::new(p, None, "There is no open incident to answer about.");
@@ -371,15 +378,7 @@ impl Asker {
             Intent::Logs => self.logs(p, subject, service, now).await,
             Intent::Alerts => self.alerts(p, subject).await?,
             Intent::Pause | Intent::Resume => self.pause(p, q, now).await?,
-            Intent::Resolve | Intent::Reopen => {
-                let mut a = Answer::new(p, id, "medic cannot resolve or reopen an incident by hand yet.");
-                a.lines.push(
-                    "An incident resolves when its alerts resolve (after `incidents.resolve_grace`) and reopens when \
-                     one fires again inside that grace period."
-                        .into(),
-                );
-                a
-            }
+            Intent::Resolve | Intent::Reopen => self.resolve(p, subject.expect("checked"), q, now).await?,
         })
     }
 
@@ -884,24 +883,52 @@ impl Asker {
         Ok(a)
     }
 
-    async fn pause(&self, p: &Parsed, q: &Question, now: Millis) -> anyhow::Result<Answer> {
-        let pause = p.intent == Intent::Pause;
-        let verb = if pause { "pause" } else { "resume" };
+    /// A private refusal unless `q.who` is in a control group (`ask.control_groups`, else the
+    /// default approvers).
+    fn control(&self, p: &Parsed, q: &Question, what: &str) -> Result<(), Answer> {
         let groups = match self.config.control_groups.is_empty() {
             true => &q.groups.default_approvers,
             false => &self.config.control_groups,
         };
-        let allowed = groups.iter().any(|g| q.groups.members.get(g).is_some_and(|m| m.contains(&q.who)));
-        if !allowed {
-            let names =
-                if groups.is_empty() { "a control group (ask.control_groups)".into() } else { groups.join(" or ") };
-            return Ok(Answer::refused(
-                p,
-                format!(
-                    "Only members of {names} may {verb} automation; {} is not one of them. Nothing changed.",
-                    q.who.0
-                ),
-            ));
+        if groups.iter().any(|g| q.groups.members.get(g).is_some_and(|m| m.contains(&q.who))) {
+            return Ok(());
+        }
+        let names = if groups.is_empty() { "a control group (ask.control_groups)".into() } else { groups.join(" or ") };
+        let text = format!("Only members of {names} may {what}; {} is not one of them. Nothing changed.", q.who.0);
+        Err(Answer::refused(p, text))
+    }
+
+    async fn resolve(&self, p: &Parsed, s: &Subject, q: &Question, now: Millis) -> anyhow::Result<Answer> {
+        let resolve = p.intent == Intent::Resolve;
+        let id = s.incident.id;
+        if let Err(refusal) = self.control(p, q, if resolve { "resolve incidents" } else { "reopen incidents" }) {
+            return Ok(refusal);
+        }
+        if let Err(why) = self.store.resolve_by_hand(id, resolve, &q.who, &q.via, now).await? {
+            return Ok(Answer::refused(p, format!("Nothing changed: {why}.")));
+        }
+        let done = if resolve { "resolved" } else { "reopened" };
+        if let Some(n) = &self.notifier {
+            let shown = async {
+                n.incident_changed(id).await?;
+                n.thread(id, &format!("incident #{id} {done} by {}", q.who.0)).await
+            };
+            if let Err(e) = shown.await {
+                tracing::warn!(incident = id, error = %format!("{e:#}"), "could not show a resolve by hand");
+            }
+        }
+        let mut a = Answer::new(p, Some(id), format!("Incident #{id} {done} by {}.", q.who.0));
+        a.lines.push(match resolve {
+            true => "An alert of it that fires again opens a new incident.".into(),
+            false => "With no alert firing, it resolves again after the grace period.".into(),
+        });
+        Ok(a)
+    }
+
+    async fn pause(&self, p: &Parsed, q: &Question, now: Millis) -> anyhow::Result<Answer> {
+        let pause = p.intent == Intent::Pause;
+        if let Err(refusal) = self.control(p, q, if pause { "pause automation" } else { "resume automation" }) {
+            return Ok(refusal);
         }
         self.store.set_paused(&q.who, &q.via, pause, now).await?;
         if let Some(n) = &self.notifier {

@@ -111,6 +111,66 @@ impl SqlStore {
         Ok(changed)
     }
 
+    pub(super) async fn resolve_by_hand(
+        &self,
+        id: i64,
+        resolve: bool,
+        by: &Identity,
+        via: &str,
+        now: Millis,
+    ) -> Result<std::result::Result<(), String>> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(Err(format!("there is no incident #{id}"))) };
+        let inc = incident_from(&row)?;
+        let resolved = inc.state == IncidentState::Resolved;
+        if resolve == resolved {
+            return Ok(Err(format!(
+                "incident #{id} is already {}",
+                if resolved { "resolved" } else { inc.state.as_str() }
+            )));
+        }
+        if !resolve {
+            // One unresolved incident per group: a newer one of the group must be resolved first.
+            let other =
+                sqlx::query("SELECT id FROM incidents WHERE group_key = $1 AND state <> 'resolved' AND id <> $2")
+                    .bind(inc.group_key.clone())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(o) = other {
+                let o: i64 = o.try_get("id")?;
+                return Ok(Err(format!("incident #{o} of the same group is open; resolve it first or use it")));
+            }
+        }
+        let (state, resolved_at, kind) = match resolve {
+            true => ("resolved", Some(now), Kind::IncidentResolved),
+            false => ("open", None, Kind::IncidentReopened),
+        };
+        sqlx::query(
+            "UPDATE incidents SET state = $1, resolved_at = $2, resolve_at = NULL, quiet_at = NULL WHERE id = $3",
+        )
+        .bind(state)
+        .bind(resolved_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let reason = if resolve { "resolved by hand" } else { "reopened by hand" };
+        let entry = AuditEntry {
+            at: now,
+            kind,
+            incident_id: Some(id),
+            actor: by.0.clone(),
+            data: serde_json::json!({"reason": reason, "via": via}),
+        };
+        self.append_audit(&mut tx, vec![entry]).await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
     pub(super) async fn incidents(&self, f: &IncidentFilter) -> Result<Vec<Incident>> {
         let sql = format!(
             "SELECT {INCIDENT_COLS} FROM incidents WHERE ($1 = '' OR state = $1) AND id < $2 \

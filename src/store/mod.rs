@@ -127,6 +127,16 @@ pub trait Store: Send + Sync + 'static {
     async fn tick(&self, now: Millis, policy: &Policy) -> Result<usize>;
     async fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>>;
     async fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<AlertRow>)>>;
+    /// A person resolves (`resolve`) or reopens incident `id`, audited with who and where; the
+    /// refusal worded for them (no such incident, already so, another of its group open).
+    async fn resolve_by_hand(
+        &self,
+        id: i64,
+        resolve: bool,
+        by: &Identity,
+        via: &str,
+        now: Millis,
+    ) -> Result<std::result::Result<(), String>>;
     /// Number of incidents in each unresolved state: (open, resolving).
     async fn unresolved_counts(&self) -> Result<(i64, i64)>;
     /// Audit records with `seq > after`, in order, at most `limit`.
@@ -568,6 +578,17 @@ impl Store for SqlStore {
 
     async fn incidents(&self, f: &IncidentFilter) -> Result<Vec<Incident>> {
         SqlStore::incidents(self, f).await
+    }
+
+    async fn resolve_by_hand(
+        &self,
+        id: i64,
+        resolve: bool,
+        by: &Identity,
+        via: &str,
+        now: Millis,
+    ) -> Result<std::result::Result<(), String>> {
+        SqlStore::resolve_by_hand(self, id, resolve, by, via, now).await
     }
 
     async fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<AlertRow>)>> {
