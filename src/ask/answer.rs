@@ -883,25 +883,25 @@ impl Asker {
         Ok(a)
     }
 
-    /// A private refusal unless `q.who` is in a control group (`ask.control_groups`, else the
+    /// A private refusal, unless `q.who` is in a control group (`ask.control_groups`, else the
     /// default approvers).
-    fn control(&self, p: &Parsed, q: &Question, what: &str) -> Result<(), Answer> {
+    fn control(&self, p: &Parsed, q: &Question, what: &str) -> Option<Answer> {
         let groups = match self.config.control_groups.is_empty() {
             true => &q.groups.default_approvers,
             false => &self.config.control_groups,
         };
         if groups.iter().any(|g| q.groups.members.get(g).is_some_and(|m| m.contains(&q.who))) {
-            return Ok(());
+            return None;
         }
         let names = if groups.is_empty() { "a control group (ask.control_groups)".into() } else { groups.join(" or ") };
         let text = format!("Only members of {names} may {what}; {} is not one of them. Nothing changed.", q.who.0);
-        Err(Answer::refused(p, text))
+        Some(Answer::refused(p, text))
     }
 
     async fn resolve(&self, p: &Parsed, s: &Subject, q: &Question, now: Millis) -> anyhow::Result<Answer> {
         let resolve = p.intent == Intent::Resolve;
         let id = s.incident.id;
-        if let Err(refusal) = self.control(p, q, if resolve { "resolve incidents" } else { "reopen incidents" }) {
+        if let Some(refusal) = self.control(p, q, if resolve { "resolve incidents" } else { "reopen incidents" }) {
             return Ok(refusal);
         }
         if let Err(why) = self.store.resolve_by_hand(id, resolve, &q.who, &q.via, now).await? {
@@ -927,7 +927,7 @@ impl Asker {
 
     async fn pause(&self, p: &Parsed, q: &Question, now: Millis) -> anyhow::Result<Answer> {
         let pause = p.intent == Intent::Pause;
-        if let Err(refusal) = self.control(p, q, if pause { "pause automation" } else { "resume automation" }) {
+        if let Some(refusal) = self.control(p, q, if pause { "pause automation" } else { "resume automation" }) {
             return Ok(refusal);
         }
         self.store.set_paused(&q.who, &q.via, pause, now).await?;
