@@ -402,7 +402,25 @@ impl Asker {
             return a;
         }
         let mut a = Answer::new(p, None, "I answer questions about incidents, offline and from the evidence:");
-        for i in Intent::ALL.into_iter().filter(|i| !i.example().is_empty() && *i != Intent::Help) {
+        use Intent::*;
+        let order = [
+            Status,
+            Changes,
+            Why,
+            Metric,
+            Logs,
+            Alerts,
+            Dependencies,
+            Timeline,
+            Runbooks,
+            WhoApproved,
+            Silence,
+            Pause,
+            Resume,
+            Resolve,
+            Reopen,
+        ];
+        for i in order {
             a.lines.push(format!("• `{}` — {}", i.as_str(), i.example()));
         }
         a.lines.push(
