@@ -231,7 +231,43 @@ async fn two_writers_share_one_chain(db: Db) {
     b.close().await;
 }
 
+/// A chat delivery is handled once, whichever replica (store client) sees it; the record is
+/// kept a day. A hand resolve and reopen are audited, and refused with the reason when they
+/// do not apply.
+async fn deliveries_once_and_resolve_by_hand(db: Db) {
+    let Some((db, s)) = open(db).await else { return };
+    let other = store::open(&db.url, 2).await.unwrap();
+    assert!(s.first_delivery("slack", "Ev1", T0).await.unwrap());
+    assert!(!other.first_delivery("slack", "Ev1", T0 + 1).await.unwrap(), "another replica sees it handled");
+    assert!(s.first_delivery("discord", "Ev1", T0).await.unwrap(), "per platform");
+    assert!(other.first_delivery("slack", "Ev1", T0 + 25 * 60 * MIN).await.unwrap(), "forgotten after a day");
+
+    let p = Policy::default();
+    ingest(&*s, vec![alert("a", "pay", AlertStatus::Firing, T0)], T0, &p).await;
+    let who = medic::approval::Identity("slack:U1".into());
+    assert!(s.resolve_by_hand(9, true, &who, "slack:C1", T0).await.unwrap().unwrap_err().contains("no incident #9"));
+    s.resolve_by_hand(1, true, &who, "slack:C1", T0 + MIN).await.unwrap().unwrap();
+    assert_eq!(state(&*s, 1).await, IncidentState::Resolved);
+    assert!(s.resolve_by_hand(1, true, &who, "slack:C1", T0).await.unwrap().unwrap_err().contains("already resolved"));
+    // The alert resolves and fires again: a new incident; the old one cannot reopen beside it.
+    ingest(&*s, vec![alert("a", "pay", AlertStatus::Resolved, T0)], T0 + 2 * MIN, &p).await;
+    ingest(&*s, vec![alert("a", "pay", AlertStatus::Firing, T0 + 3 * MIN)], T0 + 3 * MIN, &p).await;
+    assert_eq!(state(&*s, 2).await, IncidentState::Open);
+    let refused = s.resolve_by_hand(1, false, &who, "slack:C1", T0).await.unwrap().unwrap_err();
+    assert!(refused.contains("incident #2 of the same group is open"), "{refused}");
+    s.resolve_by_hand(2, true, &who, "slack:C1", T0 + 3 * MIN).await.unwrap().unwrap();
+    s.resolve_by_hand(1, false, &who, "slack:C1", T0 + 4 * MIN).await.unwrap().unwrap();
+    assert_eq!(state(&*s, 1).await, IncidentState::Open);
+    let hand: Vec<_> =
+        s.audit_for_incident(1).await.unwrap().into_iter().filter(|r| r.data.contains("by hand")).collect();
+    assert_eq!(hand.len(), 2);
+    assert!(hand.iter().all(|r| r.actor == "slack:U1" && r.data.contains("slack:C1")));
+    assert!(verify(&*s).await.unwrap() > 0, "the chain verifies");
+    other.close().await;
+}
+
 both_stores!(
+    deliveries_once_and_resolve_by_hand,
     grouping_resolve_reopen,
     group_window,
     flapping_is_damped_across_batches,

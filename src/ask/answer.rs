@@ -937,7 +937,7 @@ impl Asker {
         }
         let mut a = Answer::new(p, Some(id), format!("Incident #{id} {done} by {}.", q.who.0));
         a.lines.push(match resolve {
-            true => "An alert of it that fires again opens a new incident.".into(),
+            true => "An alert of it that resolves and fires again opens a new incident.".into(),
             false => "With no alert firing, it resolves again after the grace period.".into(),
         });
         Ok(a)

@@ -1,14 +1,14 @@
 //! Questions from chat: what every platform's front end shares. The answering itself sits
 //! above chat (`ask`), behind the small [`Answers`] trait, so chat adapters never import it;
 //! here are the question as a platform hands it over, the reply as a platform shows it, the
-//! per-person rate limit, and the memory of deliveries already answered (a platform's retry of
-//! an event is never answered twice).
+//! per-person rate limit, and the record of deliveries already answered, in the store (a
+//! platform's retry of an event is never answered twice, whichever replica it reaches).
 
 use crate::approval::{Groups, Identity};
 use crate::time::Millis;
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// Who asks what, where.
@@ -55,16 +55,12 @@ pub trait Answers: Send + Sync {
     fn per_minute(&self) -> u32;
 }
 
-/// Event ids remembered, to drop retried deliveries.
-const SEEN: usize = 10_000;
-
 pub struct Asking {
     pub answers: Arc<dyn Answers>,
     pub responders: Arc<crate::approval::Responders>,
     pub store: Arc<dyn crate::store::Store>,
     pub clock: Arc<dyn crate::time::Clock>,
     limit: RateLimit,
-    seen: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
 
 impl Asking {
@@ -75,22 +71,12 @@ impl Asking {
         clock: Arc<dyn crate::time::Clock>,
     ) -> Asking {
         let limit = RateLimit::new(answers.per_minute());
-        Asking { answers, responders, store, clock, limit, seen: Default::default() }
+        Asking { answers, responders, store, clock, limit }
     }
 
-    /// True the first time `id` is seen (among the last [`SEEN`]).
-    pub fn first(&self, id: &str) -> bool {
-        let mut seen = self.seen.lock().unwrap();
-        if !seen.0.insert(id.to_string()) {
-            return false;
-        }
-        seen.1.push_back(id.to_string());
-        if seen.1.len() > SEEN
-            && let Some(old) = seen.1.pop_front()
-        {
-            seen.0.remove(&old);
-        }
-        true
+    /// True the first time a delivery `id` of `platform` is seen, by any replica.
+    pub async fn first(&self, platform: &str, id: &str) -> anyhow::Result<bool> {
+        self.store.first_delivery(platform, id, self.clock.now()).await
     }
 
     pub fn understood(&self, text: &str) -> bool {

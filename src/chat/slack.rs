@@ -354,7 +354,7 @@ impl Slack {
     pub async fn event(&self, payload: &Value, asking: &super::asking::Asking) -> anyhow::Result<()> {
         let Some(q) = asked(payload) else { return Ok(()) };
         if let Some(id) = payload["event_id"].as_str()
-            && !asking.first(&format!("slack:{id}"))
+            && !asking.first("slack", id).await?
         {
             return Ok(());
         }

@@ -192,6 +192,9 @@ pub trait Store: Send + Sync + 'static {
     /// Per platform: deliveries waiting, those waiting after a failed attempt, those refused
     /// for good since `since`, and the newest error. A chat outage shows here.
     async fn outbox_health(&self, since: Millis) -> Result<Vec<OutboxHealth>>;
+    /// True the first time a delivery `event` of `platform` is seen (by any replica); records it
+    /// (for a day).
+    async fn first_delivery(&self, platform: &str, event: &str, now: Millis) -> Result<bool>;
     /// The incident whose root message on `platform` is `message` in `channel`, if any.
     async fn incident_for_message(&self, platform: &str, channel: &str, message: &str) -> Result<Option<i64>>;
     /// The incident's latest plan with its approvers and its execution, if it has a plan.
@@ -621,6 +624,10 @@ impl Store for SqlStore {
 
     async fn outbox_health(&self, since: Millis) -> Result<Vec<OutboxHealth>> {
         SqlStore::outbox_health(self, since).await
+    }
+
+    async fn first_delivery(&self, platform: &str, event: &str, now: Millis) -> Result<bool> {
+        SqlStore::first_delivery(self, platform, event, now).await
     }
 
     async fn incident_for_message(&self, platform: &str, channel: &str, message: &str) -> Result<Option<i64>> {

@@ -167,6 +167,25 @@ impl SqlStore {
         Ok(())
     }
 
+    pub(super) async fn first_delivery(&self, platform: &str, event: &str, now: Millis) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM chat_events WHERE seen_at < $1")
+            .bind(now - 24 * 3600 * 1000)
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO chat_events (platform, event_id, seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(platform.to_string())
+        .bind(event.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
+    }
+
     pub(super) async fn incident_for_message(
         &self,
         platform: &str,
