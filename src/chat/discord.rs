@@ -165,6 +165,20 @@ pub fn build(rendered: &str) -> anyhow::Result<(CreateEmbed, Vec<CreateActionRow
     Ok((CreateEmbed::from(embed), rows))
 }
 
+/// The roles of the member who interacted (none outside a guild).
+fn roles_of(m: Option<&serenity::model::guild::Member>) -> Vec<String> {
+    m.map(|m| m.roles.iter().map(|r| r.to_string()).collect()).unwrap_or_default()
+}
+
+/// The value of a modal's text input `id`.
+fn modal_input(m: &serenity::model::application::ModalInteraction, id: &str) -> Option<String> {
+    use serenity::model::application::ActionRowComponent;
+    m.data.components.iter().flat_map(|row| row.components.iter()).find_map(|c| match c {
+        ActionRowComponent::InputText(t) if t.custom_id == id => t.value.clone(),
+        _ => None,
+    })
+}
+
 /// A button's `custom_id`: `action:incident:plan_hash`.
 fn parse_custom_id(v: &str) -> Option<(&str, i64, String)> {
     let mut parts = v.splitn(3, ':');
@@ -358,16 +372,13 @@ impl Discord {
         clicks: &Arc<Clicks>,
         asking: &Arc<super::asking::Asking>,
     ) -> Result<Value, String> {
-        use serenity::model::application::{ActionRowComponent, CommandDataOptionValue, Interaction};
+        use serenity::model::application::{CommandDataOptionValue, Interaction};
         let responders = &asking.responders;
         let interaction: Interaction =
             serde_json::from_slice(body).map_err(|e| format!("not a Discord interaction: {e}"))?;
         let defer = |private: bool| {
             let msg = serenity::builder::CreateInteractionResponseMessage::new().ephemeral(private);
             serde_json::to_value(CreateInteractionResponse::Defer(msg)).expect("builders serialise")
-        };
-        let roles_of = |m: Option<&serenity::model::guild::Member>| -> Vec<String> {
-            m.map(|m| m.roles.iter().map(|r| r.to_string()).collect()).unwrap_or_default()
         };
         match interaction {
             Interaction::Command(c) if c.data.name == "medic" => {
@@ -404,16 +415,7 @@ impl Discord {
             }
             Interaction::Modal(m) if m.data.custom_id.starts_with("ask:") => {
                 let incident = m.data.custom_id["ask:".len()..].parse::<i64>().ok();
-                let text = m
-                    .data
-                    .components
-                    .iter()
-                    .flat_map(|row| row.components.iter())
-                    .find_map(|c| match c {
-                        ActionRowComponent::InputText(t) if t.custom_id == "question" => t.value.clone(),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
+                let text = modal_input(&m, "question").unwrap_or_default();
                 let q = Discord::question(
                     asking,
                     text,
@@ -436,7 +438,7 @@ impl Discord {
         clicks: &Arc<Clicks>,
         responders: &Arc<crate::approval::Responders>,
     ) -> Result<Value, String> {
-        use serenity::model::application::{ActionRowComponent, Interaction};
+        use serenity::model::application::Interaction;
         let ack = serde_json::to_value(CreateInteractionResponse::Acknowledge).expect("builders serialise");
         match interaction {
             Interaction::Ping(_) => {
@@ -445,8 +447,7 @@ impl Discord {
             Interaction::Component(c) => {
                 let Some((action, incident, hash)) = parse_custom_id(&c.data.custom_id) else { return Ok(ack) };
                 let user = c.user.id.to_string();
-                let roles: Vec<String> =
-                    c.member.as_ref().map(|m| m.roles.iter().map(|r| r.to_string()).collect()).unwrap_or_default();
+                let roles = roles_of(c.member.as_ref());
                 if action == "reject" {
                     let input = CreateInputText::new(InputTextStyle::Paragraph, "Why?", "reason").max_length(2000);
                     let modal = CreateModal::new(format!("reject:{incident}:{hash}"), "Reject the plan")
@@ -490,19 +491,9 @@ impl Discord {
             }
             Interaction::Modal(m) => {
                 let Some(("reject", incident, hash)) = parse_custom_id(&m.data.custom_id) else { return Ok(ack) };
-                let reason = m
-                    .data
-                    .components
-                    .iter()
-                    .flat_map(|row| row.components.iter())
-                    .find_map(|c| match c {
-                        ActionRowComponent::InputText(t) if t.custom_id == "reason" => t.value.clone(),
-                        _ => None,
-                    })
-                    .map(|r| cut(&r, 2000));
+                let reason = modal_input(&m, "reason").map(|r| cut(&r, 2000));
                 let user = m.user.id.to_string();
-                let roles: Vec<String> =
-                    m.member.as_ref().map(|x| x.roles.iter().map(|r| r.to_string()).collect()).unwrap_or_default();
+                let roles = roles_of(m.member.as_ref());
                 let (me, clicks, responders, token) =
                     (self.clone(), clicks.clone(), responders.clone(), m.token.clone());
                 let channel = m.channel_id.to_string();

@@ -353,18 +353,21 @@ impl Slack {
     /// once, in its thread.
     pub async fn event(&self, payload: &Value, asking: &super::asking::Asking) -> anyhow::Result<()> {
         let Some(q) = asked(payload) else { return Ok(()) };
+        // Overheard in a thread: only a question medic understands (no IO), only in an
+        // incident's thread (a read). Chatter never reaches the write below.
+        if !q.addressed && !asking.understood(&q.text) {
+            return Ok(());
+        }
+        let incident = match &q.root {
+            Some(root) => asking.store.incident_for_message("slack", &q.channel, root).await?,
+            None => None,
+        };
+        if !q.addressed && incident.is_none() {
+            return Ok(());
+        }
         if let Some(id) = payload["event_id"].as_str()
             && !asking.first("slack", id).await?
         {
-            return Ok(());
-        }
-        let store = &asking.store;
-        let incident = match &q.root {
-            Some(root) => store.incident_for_message("slack", &q.channel, root).await?,
-            None => None,
-        };
-        // Overheard in a thread: only an incident's thread, only a question medic understands.
-        if !q.addressed && (incident.is_none() || !asking.understood(&q.text)) {
             return Ok(());
         }
         self.ask(asking, &q.channel, q.thread.as_deref(), &q.user, &q.text, incident).await;
