@@ -4,6 +4,7 @@
 //! anything that changes makes a new plan that needs its own approval.
 
 use crate::render;
+use crate::runbook::actions::{Am, Kube, KubeAction, WorkloadKind};
 use crate::runbook::{Action, Autonomy, Check, HttpMethod, Runbook};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,6 +43,13 @@ pub struct PlanStep {
     pub post_check: Option<PlanCheck>,
     pub rollback: Option<PlanAction>,
     pub irreversible: Option<String>,
+    /// What the step will touch, read from the cluster when the plan was proposed, e.g.
+    /// "checkout (Deployment, namespace shop): 4 → 5 replicas".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touches: Option<String>,
+    /// Why the executor would refuse the step, as read when the plan was proposed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +71,79 @@ pub enum PlanAction {
         secs: u64,
     },
     Check(PlanCheck),
+    Kubernetes(KubeOp),
+    Alertmanager(SilenceOp),
+}
+
+/// One workload in one namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for Target {
+    /// kubectl's way: `deployment/checkout -n shop`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} -n {}", self.kind.lower(), self.name, self.namespace)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KubeOp {
+    pub target: Target,
+    pub verb: KubeVerb,
+    /// The workload as read when the plan was proposed; the step stops if its spec changed
+    /// since. Absent: not read (the executor acts on what it reads then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<Seen>,
+    /// A rollback medic derived: it puts back what the step replaced, so the per-step scale
+    /// limit and the "unchanged since proposed" check do not apply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum KubeVerb {
+    RolloutRestart,
+    RolloutUndo { to_revision: Option<i64> },
+    Scale { by: Option<i32>, to: Option<i32>, min: i32, max: i32 },
+    DeletePod { states: Vec<String> },
+}
+
+/// A workload as read when the plan was proposed, and what the step would make of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seen {
+    /// `metadata.generation`: bumped by every change of the spec.
+    pub generation: i64,
+    pub replicas: Option<i32>,
+    /// The Deployment's current revision.
+    pub revision: Option<i64>,
+    /// The count a scale step sets.
+    pub to_replicas: Option<i32>,
+    /// The revision an undo puts back.
+    pub to_revision: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum SilenceOp {
+    Silence {
+        matchers: Vec<String>,
+        duration_secs: u64,
+        comment: String,
+    },
+    /// The active silences medic made for `incident_id` with exactly these matchers.
+    ExpireSilence {
+        matchers: Vec<String>,
+        incident_id: i64,
+    },
+    /// One silence, by id (the rollback of a silence step).
+    Expire {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +166,44 @@ impl PlanAction {
             PlanAction::Script { argv, .. } => format!("script {}", argv.join(" ")),
             PlanAction::Wait { secs } => format!("wait {secs}s"),
             PlanAction::Check(c) => format!("check {}", c.summary()),
+            PlanAction::Kubernetes(k) => k.summary(),
+            PlanAction::Alertmanager(a) => match a {
+                SilenceOp::Silence { matchers, duration_secs, .. } => {
+                    format!(
+                        "silence {} for {}",
+                        matchers.join(", "),
+                        humantime::format_duration(std::time::Duration::from_secs(*duration_secs))
+                    )
+                }
+                SilenceOp::ExpireSilence { matchers, .. } => {
+                    format!("expire medic's silences of {} for this incident", matchers.join(", "))
+                }
+                SilenceOp::Expire { id } => format!("expire silence {id}"),
+            },
+        }
+    }
+}
+
+impl KubeOp {
+    /// kubectl's words: `rollout undo deployment/checkout -n shop to revision 41`.
+    pub fn summary(&self) -> String {
+        let t = &self.target;
+        let seen = self.seen.as_ref();
+        match &self.verb {
+            KubeVerb::RolloutRestart => format!("rollout restart {t}"),
+            KubeVerb::RolloutUndo { to_revision } => match to_revision.or(seen.and_then(|s| s.to_revision)) {
+                Some(r) => format!("rollout undo {t} to revision {r}"),
+                None => format!("rollout undo {t} to the previous revision"),
+            },
+            KubeVerb::Scale { by, to, min, max } => match (seen.and_then(|s| s.replicas.zip(s.to_replicas)), by, to) {
+                (Some((from, to)), _, _) => format!("scale {t} from {from} to {to} replicas"),
+                (None, _, Some(to)) => format!("scale {t} to {to} replicas"),
+                (None, Some(by), None) => format!("scale {t} by {by:+} replicas (min {min}, max {max})"),
+                (None, None, None) => format!("scale {t}"),
+            },
+            KubeVerb::DeletePod { states } => {
+                format!("delete one pod of {t} in {}", states.join(" or "))
+            }
         }
     }
 }
@@ -176,7 +295,95 @@ impl Renderer<'_> {
         if let Some(c) = &a.check {
             return Ok(PlanAction::Check(self.check(rb, &format!("{at}.check"), c)?));
         }
+        if let Some(k) = &a.kubernetes {
+            return self.kubernetes(&format!("{at}.kubernetes"), k).map(PlanAction::Kubernetes);
+        }
+        if let Some(s) = &a.alertmanager {
+            let at = format!("{at}.alertmanager");
+            let s = s.one().map_err(|e| format!("{at}: {e}"))?;
+            let matchers = |ms: &[String]| {
+                ms.iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        let at = format!("{at}.matchers[{i}]");
+                        // Values are escaped as PromQL strings are, which is how matchers quote.
+                        let text = self.query(&at, m)?;
+                        crate::runbook::matcher::Matcher::parse(&text).map_err(|e| format!("{at}: {e}"))?;
+                        Ok(text)
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+            };
+            let incident = self.ctx["incident"]["id"].as_i64().unwrap_or_default();
+            return Ok(PlanAction::Alertmanager(match s {
+                Am::Silence(x) => SilenceOp::Silence {
+                    matchers: matchers(&x.matchers)?,
+                    duration_secs: x.duration.as_secs(),
+                    comment: format!(
+                        "medic incident #{incident}: {}",
+                        self.text(&format!("{at}.comment"), &x.comment)?
+                    )
+                    .trim_end_matches([' ', ':'])
+                    .to_string(),
+                },
+                Am::ExpireSilence(x) => {
+                    SilenceOp::ExpireSilence { matchers: matchers(&x.matchers)?, incident_id: incident }
+                }
+            }));
+        }
         Err(format!("{at}: no action"))
+    }
+
+    /// A Kubernetes object name (RFC 1123 subdomain; a namespace is a label): lowercase
+    /// letters, digits, `-` and `.`, so an incident's value cannot widen the request.
+    fn object_name(&self, at: &str, template: &str, label: bool) -> Result<String, String> {
+        let v = self.text(at, template)?;
+        let max = if label { 63 } else { 253 };
+        let ok = !v.is_empty()
+            && v.len() <= max
+            && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (c == '.' && !label))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if ok {
+            Ok(v)
+        } else {
+            Err(format!("{at}: {v:?} is not a Kubernetes {}", if label { "namespace" } else { "name" }))
+        }
+    }
+
+    fn kubernetes(&self, at: &str, k: &KubeAction) -> Result<KubeOp, String> {
+        let target = |kind, name: &str, namespace: &str| -> Result<Target, String> {
+            Ok(Target {
+                kind,
+                name: self.object_name(&format!("{at}.name"), name, false)?,
+                namespace: self.object_name(&format!("{at}.namespace"), namespace, true)?,
+            })
+        };
+        let (target, verb) = match k.one().map_err(|e| format!("{at}: {e}"))? {
+            Kube::RolloutRestart(w) => (target(w.kind, &w.name, &w.namespace)?, KubeVerb::RolloutRestart),
+            Kube::RolloutUndo(u) => {
+                let to_revision = match &u.to_revision {
+                    None => None,
+                    Some(t) => {
+                        let v = self.text(&format!("{at}.to_revision"), t)?;
+                        Some(
+                            v.trim()
+                                .parse::<i64>()
+                                .ok()
+                                .filter(|r| *r > 0)
+                                .ok_or_else(|| format!("{at}.to_revision: {v:?} is not a revision number"))?,
+                        )
+                    }
+                };
+                (target(WorkloadKind::Deployment, &u.name, &u.namespace)?, KubeVerb::RolloutUndo { to_revision })
+            }
+            Kube::Scale(s) => {
+                (target(s.kind, &s.name, &s.namespace)?, KubeVerb::Scale { by: s.by, to: s.to, min: s.min, max: s.max })
+            }
+            Kube::DeletePod(d) => {
+                (target(d.kind, &d.name, &d.namespace)?, KubeVerb::DeletePod { states: d.state.clone() })
+            }
+        };
+        Ok(KubeOp { target, verb, seen: None, restore: false })
     }
 }
 
@@ -206,6 +413,8 @@ pub fn build(rb: &Runbook, ctx: &Value, incident_id: i64) -> Result<ProposedPlan
             post_check: s.post_check.as_ref().map(|c| r.check(rb, &format!("{at}.post_check"), c)).transpose()?,
             rollback: s.rollback.as_ref().map(|a| r.action(rb, &format!("{at}.rollback"), a)).transpose()?,
             irreversible: s.irreversible.clone(),
+            touches: None,
+            refused: None,
         });
     }
     let mut p = ProposedPlan {

@@ -246,6 +246,9 @@ pub struct Responder {
     pub window: Window,
     /// Chat platforms to show each diagnosis on.
     pub notifier: Option<Arc<crate::chat::Notifier>>,
+    /// The executor's clients: a plan's Kubernetes and Alertmanager steps are surveyed with
+    /// them before it is proposed (what they will touch, or why they would be refused).
+    pub limits: crate::executor::Limits,
 }
 
 /// One finished investigation.
@@ -300,8 +303,11 @@ impl Responder {
         let past = past?;
         let gather = started.elapsed();
         let started = Instant::now();
-        let (d, plan) = conclude(&alerts, &self.runbooks, &self.golden, &ctx, inc, &past);
+        let (d, mut plan) = conclude(&alerts, &self.runbooks, &self.golden, &ctx, inc, &past);
         let diagnose = started.elapsed();
+        if let Some(Ok(p)) = &mut plan {
+            crate::executor::survey(&self.limits, self.clock.as_ref(), p).await;
+        }
         if !cached {
             for q in &ctx.queries {
                 self.metrics.observe_context_query(q.kind, &q.source, q.error.is_none(), Duration::from_millis(q.ms));

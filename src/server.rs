@@ -143,16 +143,18 @@ pub async fn run_with(
             chat_stopped.clone(),
         )));
     }
+    let mut limits = crate::executor::Limits {
+        allowed_hosts: config.executor.http_allowed_hosts.clone(),
+        scripts_dir: config.executor.scripts_dir.clone(),
+        dry_run: config.executor.dry_run,
+        ..Default::default()
+    };
+    limits.connect(&config.executor, config.context.timeout).await.map_err(anyhow::Error::msg)?;
     let mut executor = crate::executor::Executor::new(
         store.clone(),
         sources.metrics.clone().unwrap_or_else(|| Arc::new(NoMetrics)),
         clock.clone(),
-        crate::executor::Limits {
-            allowed_hosts: config.executor.http_allowed_hosts.clone(),
-            scripts_dir: config.executor.scripts_dir.clone(),
-            dry_run: config.executor.dry_run,
-            simulate: None,
-        },
+        limits.clone(),
         owner,
     );
     executor.lease = lease;
@@ -229,16 +231,21 @@ pub async fn run_with(
         chat_tasks.push(tokio::spawn(register_discord_commands(d.clone(), chat_stopped.clone())));
     }
     let chat = ChatApp { slack, discord, clicks, responders, asking, max_body: config.intake.max_body_bytes };
-    let (responder, triggers) = start_responder(
-        config,
+    tracing::info!(runbooks = runbooks.len(), golden_signals = golden.len(), "responder ready");
+    let responder = crate::responder::Responder {
+        store: store.clone(),
         sources,
-        golden,
         runbooks,
-        (!platforms.is_empty()).then_some(notifier),
-        store.clone(),
-        clock.clone(),
-        metrics.clone(),
-    );
+        golden,
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        notifier: (!platforms.is_empty()).then_some(notifier),
+        limits,
+        cache: crate::context::Cache::new(config.context.cache_ttl),
+        window: (&config.context).into(),
+    };
+    let triggers = Arc::new(Triggers::default());
+    let responder = tokio::spawn(Arc::new(responder).run(triggers.clone()));
     let (pipeline, writer) = Pipeline::start(store.clone(), policy, clock.clone(), metrics.clone(), TICK);
     let intake = Intake::new(&config.intake, pipeline, metrics.clone(), clock.clone(), triggers.clone())
         .map_err(anyhow::Error::msg)?;
@@ -329,35 +336,6 @@ async fn refresh_topology(sources: crate::context::Sources, graph: crate::incide
         }
         tokio::time::sleep(TOPOLOGY_REFRESH).await;
     }
-}
-
-/// Starts the responder task with the given context sources and the config's runbooks;
-/// returns it and the triggers intake uses to say "this incident opened or grew".
-#[allow(clippy::too_many_arguments)]
-pub fn start_responder(
-    config: &Config,
-    sources: crate::context::Sources,
-    golden: Vec<crate::context::Golden>,
-    runbooks: Vec<crate::runbook::Runbook>,
-    notifier: Option<Arc<crate::chat::Notifier>>,
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
-) -> (tokio::task::JoinHandle<()>, Arc<Triggers>) {
-    tracing::info!(runbooks = runbooks.len(), golden_signals = golden.len(), "responder ready");
-    let responder = crate::responder::Responder {
-        store,
-        sources,
-        runbooks,
-        golden,
-        clock,
-        metrics,
-        notifier,
-        cache: crate::context::Cache::new(config.context.cache_ttl),
-        window: (&config.context).into(),
-    };
-    let triggers = Arc::new(Triggers::default());
-    (tokio::spawn(Arc::new(responder).run(triggers.clone())), triggers)
 }
 
 pub fn router(app: Arc<App>) -> Router {

@@ -70,8 +70,9 @@ impl Offline {
         let id =
             ingested.incidents.iter().flatten().next().copied().context("the scenario's alerts opened no incident")?;
         let recorded = Arc::new(Recorded::new(world.clone()));
-        let sources = crate::context::Sources::all(recorded, Duration::from_secs(5));
+        let sources = crate::context::Sources::all(recorded.clone(), Duration::from_secs(5));
         let clock = Arc::new(crate::time::ManualClock::new(world.now));
+        let (limits, _cluster) = crate::scenario::run::local_actions(world, recorded.clone(), clock.clone()).await?;
         let responder = crate::responder::Responder {
             store: store.clone(),
             sources: sources.clone(),
@@ -82,6 +83,7 @@ impl Offline {
             cache: crate::context::Cache::new(Duration::ZERO),
             window: Default::default(),
             notifier: None,
+            limits,
         };
         responder.investigate(id).await?;
         let asker = Asker {

@@ -2,15 +2,18 @@
 //! leaks after a deploy). It runs `serve`'s own pipeline — the server, the responder, the
 //! notifier and outbox, the click path and the executor — with three differences only: the
 //! recorded context backend as its sources, the console as its chat platform (clicks typed at
-//! the terminal), and a small deploy API served locally, whose rollback switches the recorded
-//! world to its "after" state so the post-check can verify the fix. A fresh SQLite store in a
-//! temporary directory; fed over HTTP as Alertmanager and CI would. No accounts, no network.
+//! the terminal), and a small Kubernetes API server served locally
+//! ([`crate::scenario::cluster::LocalCluster`]) that medic's real Kubernetes client rolls the
+//! Deployment back on; the rollback switches the recorded world to its "after" state so the
+//! post-check can verify the fix. A fresh SQLite store in a temporary directory; fed over HTTP as
+//! Alertmanager and CI would. No accounts, no network.
 
 use crate::chat::console::Console;
 use crate::config::Config;
 use crate::context::Sources;
 use crate::runbook::Runbook;
 use crate::scenario::Scenario;
+use crate::scenario::cluster::LocalCluster;
 use crate::scenario::recorded::Recorded;
 use crate::server::Parts;
 use crate::time::{Clock, SystemClock, rfc3339};
@@ -38,27 +41,6 @@ pub async fn run(auto_approve: bool) -> Result<()> {
     result
 }
 
-/// The demo's deploy API: `POST /v1/services/{service}/rollback` rolls back (the world switches
-/// to its "after" state); anything else is acknowledged.
-async fn deploy_api(recorded: Arc<Recorded>) -> Result<String> {
-    let app = axum::Router::new().route(
-        "/v1/services/{service}/{op}",
-        axum::routing::post(move |axum::extract::Path((service, op)): axum::extract::Path<(String, String)>| {
-            let recorded = recorded.clone();
-            async move {
-                if op == "rollback" {
-                    recorded.act(SystemClock.now());
-                }
-                axum::Json(json!({"service": service, "operation": op, "status": "done"}))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?.to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(addr)
-}
-
 fn alertmanager_payload(alerts: &[crate::alert::Alert], resolved_at: Option<i64>) -> Value {
     let status = if resolved_at.is_some() { "resolved" } else { "firing" };
     json!({
@@ -75,24 +57,23 @@ fn alertmanager_payload(alerts: &[crate::alert::Alert], resolved_at: Option<i64>
 
 async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
     let console = Arc::new(Console::new(auto_approve, Box::new(std::io::stdout()))?);
-    // The world, anchored at this moment, and the deploy API its rollback reaches.
+    // The world, anchored at this moment, and the local cluster its rollback reaches.
     let mut scenario: Scenario = serde_norway::from_str(SCENARIO).context("bundled scenario")?;
     scenario.now = rfc3339(SystemClock.now());
     let world = scenario.world().map_err(anyhow::Error::msg)?;
     let recorded = Arc::new(Recorded::new(world.clone()));
-    let api = deploy_api(recorded.clone()).await?;
+    let cluster = LocalCluster::start(&world.kubernetes, &world.pods).await?;
+    let r = recorded.clone();
+    cluster.on_change(move || r.act(SystemClock.now()));
 
-    // `serve`'s own configuration: the shipped runbooks (pointed at the local deploy API), the
-    // console user in every approver group, the deploy API on the executor's allow-list.
+    // `serve`'s own configuration: the shipped runbooks, the console user in every approver
+    // group, the local cluster as the one Kubernetes actions change (its namespaces allowed).
     let runbooks_dir = dir.join("runbooks");
     std::fs::create_dir_all(&runbooks_dir)?;
     let user = crate::chat::console::identity();
     let mut config = Config::default();
     for text in RUNBOOKS {
-        let mut rb: Runbook = serde_norway::from_str(text)?;
-        if rb.vars.contains_key("deploy_api") {
-            rb.vars.insert("deploy_api".into(), format!("http://{api}"));
-        }
+        let rb: Runbook = serde_norway::from_str(text)?;
         for g in &rb.approval.groups {
             config.responders.groups.insert(g.clone(), vec![user.0.clone()]);
         }
@@ -100,7 +81,11 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
     }
     config.runbooks = Some(runbooks_dir);
     config.incidents.resolve_grace = Duration::from_secs(2);
-    config.executor.http_allowed_hosts = vec![api.clone()];
+    config.executor.kubernetes = Some(crate::executor::kubernetes::Config {
+        namespaces: world.kubernetes.iter().map(|w| w.namespace.clone()).collect(),
+        url: Some(cluster.url.clone()),
+        ..Default::default()
+    });
     config.executor.owner = Some("medic-demo".into());
     let url = format!("sqlite://{}", dir.join("medic.db").display());
     let store = crate::store::open(&url, 4).await?;
@@ -129,7 +114,10 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
     });
     let clicks = clicks_rx.await.context("the server started")?;
 
-    println!("medic demo — {}\n  store {url} (temporary) · medic {base} · deploy API http://{api}\n", world.name);
+    println!(
+        "medic demo — {}\n  store {url} (temporary) · medic {base} · Kubernetes API {} (local)\n",
+        world.name, cluster.url
+    );
     let http = crate::telemetry::http_client_builder().build()?;
     let post = |path: &'static str, body: Value| {
         let req = http.post(format!("{base}{path}")).json(&body);

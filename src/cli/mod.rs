@@ -279,7 +279,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let world = crate::scenario::Scenario::load(&scenario)
                 .and_then(|s| s.world().map_err(|e| format!("{}: {e}", scenario.display())))
                 .map_err(anyhow::Error::msg)?;
-            let outcome = crate::scenario::run::run(&world, &runbooks).await;
+            let outcome = crate::scenario::run::run(&world, &runbooks).await?;
             print!("{}", crate::scenario::run::report(&world, &outcome));
             Ok(ExitCode::SUCCESS)
         }
@@ -377,7 +377,14 @@ async fn scenario_tests(paths: &[PathBuf], default_runbooks: &Path) -> Result<Ex
                 continue;
             }
         };
-        let outcome = crate::scenario::run::run(&world, runbooks).await;
+        let outcome = match crate::scenario::run::run(&world, runbooks).await {
+            Ok(o) => o,
+            Err(e) => {
+                println!("FAIL {}: {e:#}", file.display());
+                failed += 1;
+                continue;
+            }
+        };
         let verdicts = crate::scenario::run::check(&world, &outcome).await;
         if verdicts.is_empty() {
             println!("FAIL {}: the scenario expects nothing (add `expect:`)", file.display());

@@ -39,13 +39,36 @@ pub struct KubernetesConfig {
     pub url: Option<String>,
 }
 
+/// A client for the cluster a config names: `url` (no credentials: a local proxy, tests),
+/// else `kubeconfig` (and its `context`), else in-cluster config or `$KUBECONFIG`.
+pub async fn client(
+    url: Option<&str>,
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+    timeout: Duration,
+) -> Result<kube::Client, String> {
+    crate::telemetry::install_crypto();
+    let mut config = if let Some(url) = url {
+        kube::Config::new(url.parse().map_err(|e| format!("kubernetes url {url:?}: {e}"))?)
+    } else if let Some(path) = kubeconfig {
+        let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let opts = kube::config::KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
+        kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| format!("{}: {e}", path.display()))?
+    } else {
+        kube::Config::infer().await.map_err(|e| format!("no in-cluster config and no kubeconfig: {e}"))?
+    };
+    config.read_timeout = Some(timeout);
+    config.connect_timeout = Some(timeout);
+    kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
+}
+
 pub struct Kubernetes {
     client: kube::Client,
     namespace: Option<String>,
     selector: String,
 }
 
-fn err(e: kube::Error) -> String {
+pub(crate) fn err(e: kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("HTTP {}: {} ({})", s.code, s.message, s.reason),
         other => other.to_string(),
@@ -58,23 +81,11 @@ fn millis(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Millis {
 
 impl Kubernetes {
     pub async fn connect(cfg: &KubernetesConfig, timeout: Duration) -> Result<Kubernetes, String> {
-        crate::telemetry::install_crypto();
         let selector = cfg.selector.clone().unwrap_or_else(|| DEFAULT_SELECTOR.to_string());
         if !selector.contains("{{service}}") {
             return Err(format!("kubernetes.selector {selector:?} does not mention {{{{service}}}}"));
         }
-        let mut config = if let Some(url) = &cfg.url {
-            kube::Config::new(url.parse().map_err(|e| format!("kubernetes.url {url:?}: {e}"))?)
-        } else if let Some(path) = &cfg.kubeconfig {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let opts = kube::config::KubeConfigOptions { context: cfg.context.clone(), ..Default::default() };
-            kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| format!("{}: {e}", path.display()))?
-        } else {
-            kube::Config::infer().await.map_err(|e| format!("no in-cluster config and no kubeconfig: {e}"))?
-        };
-        config.read_timeout = Some(timeout);
-        config.connect_timeout = Some(timeout);
-        let client = kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+        let client = client(cfg.url.as_deref(), cfg.kubeconfig.as_deref(), cfg.context.as_deref(), timeout).await?;
         Ok(Kubernetes { client, namespace: cfg.namespace.clone(), selector })
     }
 

@@ -9,8 +9,10 @@
 //! - a step that changes the world declares its rollback, or says why it is irreversible;
 //! - every template compiles; every matcher and condition parses.
 
+pub mod actions;
 pub mod matcher;
 
+use actions::{Am, Kube, KubeAction, SilenceAction};
 use matcher::Matcher;
 use schemars::JsonSchema;
 use serde::de::{self, Deserializer};
@@ -192,16 +194,39 @@ pub struct Action {
     pub wait: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<Check>,
+    /// A Kubernetes operation on one workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubeAction>,
+    /// An Alertmanager silence, created or expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<SilenceAction>,
 }
 
-/// The kinds of action. A closed set: a new kind must decide its minimum tier and whether it
-/// changes the world (and so needs a rollback).
+/// The kinds of action. A closed set: a new kind must decide its minimum tier, whether it
+/// changes the world, how it is undone and what it can reach, each in one `match` below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionKind {
     Http,
     Script,
     Wait,
     Check,
+    RolloutRestart,
+    RolloutUndo,
+    Scale,
+    DeletePod,
+    Silence,
+    ExpireSilence,
+}
+
+/// How a step of a kind is undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undo {
+    /// The runbook says how (`rollback`), or why it cannot be (`irreversible`).
+    Declared,
+    /// The executor derives the undo from what it changed (the runbook must not declare one).
+    Derived(&'static str),
+    /// Nothing to undo, for this reason.
+    Needless(&'static str),
 }
 
 impl ActionKind {
@@ -211,23 +236,60 @@ impl ActionKind {
             ActionKind::Script => "script",
             ActionKind::Wait => "wait",
             ActionKind::Check => "check",
+            ActionKind::RolloutRestart => "kubernetes.rollout_restart",
+            ActionKind::RolloutUndo => "kubernetes.rollout_undo",
+            ActionKind::Scale => "kubernetes.scale",
+            ActionKind::DeletePod => "kubernetes.delete_pod",
+            ActionKind::Silence => "alertmanager.silence",
+            ActionKind::ExpireSilence => "alertmanager.expire_silence",
         }
     }
 
     /// The lowest runbook tier allowed to use this action.
     pub fn min_tier(self) -> u8 {
         match self {
-            ActionKind::Wait | ActionKind::Check => 1,
-            ActionKind::Http => 2,
-            ActionKind::Script => 2,
+            ActionKind::Wait | ActionKind::Check | ActionKind::ExpireSilence => 1,
+            ActionKind::Http | ActionKind::Script => 2,
+            ActionKind::RolloutRestart | ActionKind::Scale | ActionKind::DeletePod | ActionKind::Silence => 2,
+            // Puts an older release back: the one kind that changes what code runs.
+            ActionKind::RolloutUndo => 3,
         }
     }
 
-    /// Whether the action can change the world (and so needs a rollback or a reason).
+    /// Whether the action can change the world.
     pub fn mutates(self) -> bool {
+        !matches!(self, ActionKind::Wait | ActionKind::Check)
+    }
+
+    /// How a step of this kind is undone.
+    pub fn undo(self) -> Undo {
         match self {
-            ActionKind::Http | ActionKind::Script => true,
-            ActionKind::Wait | ActionKind::Check => false,
+            ActionKind::Http | ActionKind::Script => Undo::Declared,
+            ActionKind::Wait | ActionKind::Check => Undo::Needless("it changes nothing"),
+            ActionKind::RolloutRestart => {
+                Undo::Needless("a restart leaves the same spec running: there is nothing to undo")
+            }
+            ActionKind::RolloutUndo => Undo::Derived("undo back to the revision it replaced"),
+            ActionKind::Scale => Undo::Derived("scale back to the previous count"),
+            ActionKind::DeletePod => Undo::Needless("the workload's controller replaces the pod"),
+            ActionKind::Silence => Undo::Derived("expire the silence"),
+            ActionKind::ExpireSilence => Undo::Needless("alerts are only shown again"),
+        }
+    }
+
+    /// The most a step of this kind can touch (the plan shows what exactly, read from the
+    /// cluster when it is proposed).
+    pub fn reach(self) -> &'static str {
+        match self {
+            ActionKind::Http => "whatever the allow-listed host does with the request",
+            ActionKind::Script => "whatever the script in the scripts directory does",
+            ActionKind::Wait | ActionKind::Check => "nothing",
+            ActionKind::RolloutRestart => "every pod of one workload, replaced by its own rolling update",
+            ActionKind::RolloutUndo => "every pod of one Deployment, moved to an earlier revision",
+            ActionKind::Scale => "one workload's replica count, within min/max and the per-step limit",
+            ActionKind::DeletePod => "exactly one pod, never the workload's last ready one",
+            ActionKind::Silence => "notifications of the alerts its matchers select, for its duration",
+            ActionKind::ExpireSilence => "silences medic created for this incident",
         }
     }
 }
@@ -235,18 +297,30 @@ impl ActionKind {
 impl Action {
     /// The action's kind, or why it has none or several.
     pub fn kind(&self) -> Result<ActionKind, String> {
+        let kube = self.kubernetes.as_ref().map(|k| k.one()).transpose().map_err(|e| format!("kubernetes: {e}"))?;
+        let am = self.alertmanager.as_ref().map(|a| a.one()).transpose().map_err(|e| format!("alertmanager: {e}"))?;
         let kinds: Vec<ActionKind> = [
             self.http.as_ref().map(|_| ActionKind::Http),
             self.script.as_ref().map(|_| ActionKind::Script),
             self.wait.map(|_| ActionKind::Wait),
             self.check.as_ref().map(|_| ActionKind::Check),
+            kube.map(|k| match k {
+                Kube::RolloutRestart(_) => ActionKind::RolloutRestart,
+                Kube::RolloutUndo(_) => ActionKind::RolloutUndo,
+                Kube::Scale(_) => ActionKind::Scale,
+                Kube::DeletePod(_) => ActionKind::DeletePod,
+            }),
+            am.map(|a| match a {
+                Am::Silence(_) => ActionKind::Silence,
+                Am::ExpireSilence(_) => ActionKind::ExpireSilence,
+            }),
         ]
         .into_iter()
         .flatten()
         .collect();
         match kinds.as_slice() {
             [one] => Ok(*one),
-            [] => Err("expected one of `http`, `script`, `wait`, `check`".into()),
+            [] => Err("expected one of `http`, `script`, `wait`, `check`, `kubernetes`, `alertmanager`".into()),
             _ => Err(format!(
                 "expected exactly one action, got {}",
                 kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" and ")
@@ -588,13 +662,21 @@ impl Runbook {
                 ));
             }
             self.action_problems(&step.action, &format!("{at}.action"), out);
-            match (kind.mutates(), &step.rollback, &step.irreversible) {
-                (true, None, None) => out.push(format!(
+            match (kind.undo(), &step.rollback, &step.irreversible) {
+                (Undo::Declared, None, None) => out.push(format!(
                     "{at}: `{}` changes the world: give it a `rollback`, or say why it is `irreversible`",
                     kind.as_str()
                 )),
-                (_, Some(_), Some(_)) => out.push(format!("{at}: a step with a rollback cannot also be irreversible")),
-                (false, _, Some(_)) => out.push(format!("{at}.irreversible: `{}` changes nothing", kind.as_str())),
+                (Undo::Declared, Some(_), Some(_)) => {
+                    out.push(format!("{at}: a step with a rollback cannot also be irreversible"))
+                }
+                (Undo::Derived(how), Some(_), _) | (Undo::Derived(how), _, Some(_)) => out.push(format!(
+                    "{at}: `{}` is undone by medic itself ({how}): remove `rollback` / `irreversible`",
+                    kind.as_str()
+                )),
+                (Undo::Needless(why), Some(_), _) | (Undo::Needless(why), _, Some(_)) => {
+                    out.push(format!("{at}: `{}` needs no `rollback` or `irreversible` ({why})", kind.as_str()))
+                }
                 _ => {}
             }
             if let Some(rb) = &step.rollback {
@@ -645,6 +727,58 @@ impl Runbook {
         }
         if let Some(c) = &a.check {
             self.check_problems(c, &format!("{at}.check"), out);
+        }
+        if let Some(Ok(k)) = a.kubernetes.as_ref().map(KubeAction::one) {
+            let at = format!("{at}.kubernetes");
+            let (name, namespace) = match k {
+                Kube::RolloutRestart(w) => (&w.name, &w.namespace),
+                Kube::RolloutUndo(u) => {
+                    if let Some(r) = &u.to_revision {
+                        check_template(out, &format!("{at}.rollout_undo.to_revision"), r);
+                    }
+                    (&u.name, &u.namespace)
+                }
+                Kube::Scale(s) => {
+                    if s.by.is_some() == s.to.is_some() {
+                        out.push(format!("{at}.scale: expected exactly one of `by` and `to`"));
+                    }
+                    if s.min < 0 || s.max < s.min.max(1) {
+                        out.push(format!("{at}.scale: expected 0 <= min <= max and max >= 1"));
+                    }
+                    if let Some(to) = s.to
+                        && (to < s.min || to > s.max)
+                    {
+                        out.push(format!("{at}.scale.to: {to} is outside min {} .. max {}", s.min, s.max));
+                    }
+                    if s.by == Some(0) {
+                        out.push(format!("{at}.scale.by: 0 changes nothing"));
+                    }
+                    if s.kind == actions::WorkloadKind::DaemonSet {
+                        out.push(format!("{at}.scale.kind: a DaemonSet has no replica count"));
+                    }
+                    (&s.name, &s.namespace)
+                }
+                Kube::DeletePod(d) => (&d.name, &d.namespace),
+            };
+            check_template(out, &format!("{at}.name"), name);
+            check_template(out, &format!("{at}.namespace"), namespace);
+        }
+        if let Some(Ok(a)) = a.alertmanager.as_ref().map(SilenceAction::one) {
+            let matchers = match a {
+                Am::Silence(s) => {
+                    check_template(out, &format!("{at}.alertmanager.silence.comment"), &s.comment);
+                    if s.duration.is_zero() || s.duration > Duration::from_secs(7 * 86400) {
+                        out.push(format!(
+                            "{at}.alertmanager.silence.duration: expected more than 0 and at most 7 days"
+                        ));
+                    }
+                    &s.matchers
+                }
+                Am::ExpireSilence(e) => &e.matchers,
+            };
+            for (i, m) in matchers.iter().enumerate() {
+                check_template(out, &format!("{at}.alertmanager.matchers[{i}]"), m);
+            }
         }
     }
 

@@ -28,6 +28,7 @@
 //!   verification: passed
 //! ```
 
+pub mod cluster;
 pub mod recorded;
 pub mod run;
 pub mod series;
@@ -58,6 +59,13 @@ pub struct Scenario {
     pub pods: Vec<Pod>,
     #[serde(default)]
     pub topology: Vec<Edge>,
+    /// The workloads a plan's Kubernetes actions touch, served by a local API server
+    /// ([`cluster::LocalCluster`]) with `pods` as their pods.
+    #[serde(default)]
+    pub kubernetes: Vec<cluster::Workload>,
+    /// What medic may change on that cluster.
+    #[serde(default)]
+    pub policy: cluster::Policy,
     /// The world once the plan's first action has run.
     #[serde(default)]
     pub after: Option<After>,
@@ -155,6 +163,10 @@ pub struct Expect {
     /// `passed` or `failed` (the post-check, and so whether the plan is rolled back).
     #[serde(default)]
     pub verification: Option<String>,
+    /// Text of the reason a step of the plan is refused when it is proposed (a Kubernetes
+    /// precondition: a paused Deployment, a namespace medic may not change, a scale limit…).
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 /// A scenario with its times resolved and its series expanded: the world as data.
@@ -168,6 +180,8 @@ pub struct World {
     pub changes: Vec<Change>,
     pub pods: Vec<Pod>,
     pub topology: Vec<Edge>,
+    pub kubernetes: Vec<cluster::Workload>,
+    pub policy: cluster::Policy,
     /// Series of the world after the action, with times relative to the action (0 = the action).
     pub after_series: Vec<Series>,
     pub after_pods: Option<Vec<Pod>>,
@@ -288,6 +302,8 @@ impl Scenario {
             changes,
             pods: self.pods.clone(),
             topology: self.topology.clone(),
+            kubernetes: self.kubernetes.clone(),
+            policy: self.policy.clone(),
             after_series,
             after_pods: after.pods,
             expect,

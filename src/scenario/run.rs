@@ -9,8 +9,39 @@ use crate::diagnosis::Diagnosis;
 use crate::plan::ProposedPlan;
 use crate::responder;
 use crate::runbook::Runbook;
+use crate::scenario::cluster::LocalCluster;
+use crate::time::Clock;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The executor's clients for a scenario: its workloads on a [`LocalCluster`] (whose first
+/// change switches `recorded` to the scenario's "after" world), the rest simulated. Keep the
+/// cluster while the clients are used.
+pub async fn local_actions(
+    world: &World,
+    recorded: Arc<Recorded>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(crate::executor::Limits, LocalCluster)> {
+    let cluster = LocalCluster::start(&world.kubernetes, &world.pods).await?;
+    let (r, c) = (recorded.clone(), clock.clone());
+    cluster.on_change(move || r.act(c.now()));
+    let mut namespaces: Vec<String> = world.kubernetes.iter().map(|w| w.namespace.clone()).collect();
+    namespaces.dedup();
+    let cfg = crate::executor::kubernetes::Config {
+        namespaces: world.policy.namespaces.clone().unwrap_or(namespaces),
+        scale_to_zero_namespaces: world.policy.scale_to_zero_namespaces.clone(),
+        url: Some(cluster.url.clone()),
+        ..crate::executor::kubernetes::Config::default()
+    };
+    let client = crate::executor::kubernetes::Cluster::connect(&cfg, Duration::from_secs(5)).await;
+    let limits = crate::executor::Limits {
+        simulate: Some(recorded),
+        kubernetes: Some(Arc::new(client.map_err(anyhow::Error::msg)?)),
+        alertmanager: None,
+        ..Default::default()
+    };
+    Ok((limits, cluster))
+}
 
 pub struct Outcome {
     pub diagnosis: Diagnosis,
@@ -18,17 +49,31 @@ pub struct Outcome {
     pub plan: Option<Result<ProposedPlan, String>>,
 }
 
-pub async fn run(world: &World, runbooks: &[Runbook]) -> Outcome {
+pub async fn run(world: &World, runbooks: &[Runbook]) -> anyhow::Result<Outcome> {
     let recorded = Arc::new(Recorded::new(world.clone()));
+    let clock = Arc::new(crate::time::ManualClock::new(world.now));
+    let (limits, _cluster) = local_actions(world, recorded.clone(), clock.clone()).await?;
     let title = world.alerts[0].name().to_string();
-    run_with(world, runbooks, &Sources::all(recorded, Duration::from_secs(5)), (1, &title)).await
+    let sources = Sources::all(recorded, Duration::from_secs(5));
+    Ok(run_with(world, runbooks, &sources, (1, &title), &limits, clock.as_ref()).await)
 }
 
-/// Like [`run`], for a given incident, with given sources: the responder's steps.
-pub async fn run_with(world: &World, runbooks: &[Runbook], sources: &Sources, incident: (i64, &str)) -> Outcome {
+/// Like [`run`], for a given incident, with given sources and executor clients: the
+/// responder's steps.
+pub async fn run_with(
+    world: &World,
+    runbooks: &[Runbook],
+    sources: &Sources,
+    incident: (i64, &str),
+    limits: &crate::executor::Limits,
+    clock: &dyn Clock,
+) -> Outcome {
     let request = responder::request(&world.alerts, runbooks, &[], world.now, incident, Default::default());
     let ctx = context::gather(sources, &request).await;
-    let (diagnosis, plan) = responder::conclude(&world.alerts, runbooks, &[], &ctx, incident, &[]);
+    let (diagnosis, mut plan) = responder::conclude(&world.alerts, runbooks, &[], &ctx, incident, &[]);
+    if let Some(Ok(p)) = &mut plan {
+        crate::executor::survey(limits, clock, p).await;
+    }
     Outcome { diagnosis, plan }
 }
 
@@ -63,7 +108,7 @@ pub async fn verify(world: &World, plan: &ProposedPlan) -> anyhow::Result<(crate
         let approved = approved.ok_or_else(|| anyhow::anyhow!("the plan could not be approved: {verdict:?}"))?;
         let recorded = Arc::new(Recorded::new(world.clone()));
         let clock = Arc::new(crate::time::ManualClock::new(world.now));
-        let limits = crate::executor::Limits { simulate: Some(recorded.clone()), ..Default::default() };
+        let (limits, _cluster) = local_actions(world, recorded.clone(), clock.clone()).await?;
         let mut ex = crate::executor::Executor::new(store.clone(), recorded, clock.clone(), limits, "medic-test");
         ex.sleep = Arc::new(crate::executor::VirtualSleep(clock));
         let outcome = ex.execute(approved).await?;
@@ -123,6 +168,19 @@ pub async fn check(world: &World, outcome: &Outcome) -> Vec<Verdict> {
             ),
         });
     }
+    if let Some(want) = &world.expect.refused {
+        let refusals: Vec<String> = match &outcome.plan {
+            Some(Ok(p)) => {
+                p.steps.iter().filter_map(|s| s.refused.as_ref().map(|r| format!("{}: {r}", s.id))).collect()
+            }
+            _ => Vec::new(),
+        };
+        out.push(Verdict {
+            what: "refused".into(),
+            ok: refusals.iter().any(|r| r.contains(want.as_str())),
+            detail: format!("expected a step refused with {want:?}, got {refusals:?}"),
+        });
+    }
     if let Some(want) = &world.expect.verification {
         let (ok, detail) = match &outcome.plan {
             Some(Ok(plan)) => match verify(world, plan).await {
@@ -179,6 +237,12 @@ pub fn report(world: &World, outcome: &Outcome) -> String {
             }
             for (i, step) in p.steps.iter().enumerate() {
                 let _ = writeln!(s, "  {}. {}: {}", i + 1, step.id, step.action.summary());
+                if let Some(t) = &step.touches {
+                    let _ = writeln!(s, "     touches: {t}");
+                }
+                if let Some(r) = &step.refused {
+                    let _ = writeln!(s, "     REFUSED: {r}");
+                }
                 if let Some(c) = &step.post_check {
                     let _ = writeln!(s, "     verify: {}", c.summary());
                 }

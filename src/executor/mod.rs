@@ -11,13 +11,23 @@
 //! and escalates them; every replica then sweeps for executions of other owners whose lease
 //! has lapsed (their replica is gone, perhaps for good, under another name). They are never
 //! silently re-run.
+//!
+//! Each action kind runs in its own module: [`http`], [`script`], [`kubernetes`] and
+//! [`alertmanager`]. A kind whose undo medic derives (`kubernetes.scale`: the previous count;
+//! `kubernetes.rollout_undo`: the revision it replaced; `alertmanager.silence`: expire it)
+//! returns that undo with its result, and a rollback runs it. [`survey`] reads what each step
+//! will touch when a plan is proposed, so the approver sees it.
+
+pub mod alertmanager;
+pub mod http;
+pub mod kubernetes;
+pub mod script;
 
 use crate::approval::ApprovedPlan;
 use crate::audit::{AuditEntry, Kind};
 use crate::context::{MetricQuery, Metrics};
-use crate::plan::{PlanAction, PlanCheck, PlanStep};
-use crate::redact::redact;
-use crate::runbook::{Condition, HttpMethod};
+use crate::plan::{PlanAction, PlanCheck, PlanStep, ProposedPlan, SilenceOp};
+use crate::runbook::Condition;
 use crate::store::{ExecState, Store};
 use crate::time::Clock;
 use serde::Deserialize;
@@ -33,6 +43,10 @@ pub struct Config {
     /// Hosts (`host` or `host:port`) that `http` actions may call.
     #[serde(default)]
     pub http_allowed_hosts: Vec<String>,
+    /// Headers (credentials) added to every `http` action to a host, by host, e.g.
+    /// `awx.example.com: {Authorization: {env: AWX_AUTHORIZATION}}`. Runbooks never hold them.
+    #[serde(default)]
+    pub http_headers: std::collections::BTreeMap<String, std::collections::BTreeMap<String, crate::secret::SecretRef>>,
     /// The only directory `script` actions run from.
     #[serde(default)]
     pub scripts_dir: Option<PathBuf>,
@@ -48,20 +62,99 @@ pub struct Config {
     /// interrupted and escalates it.
     #[serde(default, with = "humantime_serde")]
     pub lease: Option<std::time::Duration>,
+    /// The cluster Kubernetes actions change, and how far (absent: Kubernetes steps are refused).
+    #[serde(default)]
+    pub kubernetes: Option<kubernetes::Config>,
+    /// The Alertmanager silences are made in (absent: silence steps are refused).
+    #[serde(default)]
+    pub alertmanager: Option<alertmanager::Config>,
 }
+
+const NO_CLUSTER: &str = "no cluster is configured for Kubernetes actions (executor.kubernetes)";
+const NO_ALERTMANAGER: &str = "no Alertmanager is configured for silences (executor.alertmanager)";
 
 /// Where actions may reach, and how.
 #[derive(Clone, Default)]
 pub struct Limits {
     /// Hosts (`host` or `host:port`) HTTP actions may call.
     pub allowed_hosts: Vec<String>,
+    /// Credentials added to HTTP actions, by host.
+    pub host_headers: http::HostHeaders,
     /// The only directory scripts run from.
     pub scripts_dir: Option<PathBuf>,
     /// Record what would run, run nothing.
     pub dry_run: bool,
     /// Scenario tests: an action switches this recorded world to its "after" state instead of
-    /// reaching anything.
+    /// reaching anything (Kubernetes actions reach the scenario's local cluster when one is set).
     pub simulate: Option<Arc<dyn Simulate>>,
+    pub kubernetes: Option<Arc<kubernetes::Cluster>>,
+    pub alertmanager: Option<Arc<alertmanager::Silences>>,
+}
+
+impl Limits {
+    /// The clients the config's `executor.kubernetes` and `executor.alertmanager` name.
+    pub async fn connect(&mut self, cfg: &Config, timeout: Duration) -> Result<(), String> {
+        for (host, headers) in &cfg.http_headers {
+            for (name, secret) in headers {
+                let value = secret.resolve().map_err(|e| format!("executor.http_headers.{host}.{name}: {e}"))?;
+                self.host_headers.entry(host.clone()).or_default().push((name.clone(), value));
+            }
+        }
+        if let Some(k) = &cfg.kubernetes {
+            self.kubernetes = Some(Arc::new(kubernetes::Cluster::connect(k, timeout).await?));
+        }
+        if let Some(a) = &cfg.alertmanager {
+            self.alertmanager = Some(Arc::new(alertmanager::Silences::new(a, timeout)?));
+        }
+        Ok(())
+    }
+}
+
+/// What an action did, and what undoes it when medic derives that itself.
+pub struct Acted {
+    pub output: String,
+    pub undo: Option<PlanAction>,
+    /// The action changed the world but did not take (a rollout that did not complete): the
+    /// step fails and `undo` rolls it back.
+    pub failed: Option<String>,
+}
+
+impl Acted {
+    pub(crate) fn said(output: String) -> Acted {
+        Acted { output, undo: None, failed: None }
+    }
+}
+
+/// Reads what each Kubernetes and Alertmanager step of `plan` will touch, or why it would be
+/// refused, into the plan (whose hash then covers it): the approver sees it.
+pub async fn survey(limits: &Limits, clock: &dyn Clock, plan: &mut ProposedPlan) {
+    for step in &mut plan.steps {
+        match &mut step.action {
+            PlanAction::Kubernetes(op) => match &limits.kubernetes {
+                Some(cluster) => match cluster.survey(op, clock).await {
+                    Ok((touches, seen)) => {
+                        step.touches = Some(touches);
+                        op.seen = Some(seen);
+                    }
+                    Err(e) => step.refused = Some(e),
+                },
+                None => step.refused = Some(NO_CLUSTER.into()),
+            },
+            PlanAction::Alertmanager(op) => match (&limits.alertmanager, op) {
+                (None, _) if limits.simulate.is_none() => step.refused = Some(NO_ALERTMANAGER.into()),
+                (_, SilenceOp::Silence { matchers, duration_secs, .. }) => {
+                    step.touches = Some(format!(
+                        "notifications of the alerts matching {} for {} (expired if the plan rolls back)",
+                        matchers.join(", "),
+                        humantime::format_duration(Duration::from_secs(*duration_secs))
+                    ))
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    plan.hash = plan.content_hash();
 }
 
 /// A recorded world an action switches to its "after" state (scenario tests), instead of
@@ -93,6 +186,12 @@ impl Sleep for VirtualSleep {
     async fn sleep(&self, d: Duration) {
         self.0.advance(d.as_millis() as i64);
     }
+}
+
+/// A step that failed: whether its action ran (and what undoes it), and why.
+struct Failed {
+    ran: Option<Option<PlanAction>>,
+    reason: String,
 }
 
 /// How an execution ended.
@@ -221,10 +320,10 @@ impl Executor {
         }
         let _lease = self.hold_lease(&approved.plan().hash);
         let steps = approved.plan().steps.clone();
-        let mut done: Vec<&PlanStep> = Vec::new();
+        let mut done: Vec<(&PlanStep, Option<PlanAction>)> = Vec::new();
         for (i, step) in steps.iter().enumerate() {
             let failure = match self.run_step(step, approved.plan().dry_run).await {
-                Ok(result) => {
+                Ok((result, undo)) => {
                     self.event(
                         &approved,
                         i,
@@ -233,12 +332,12 @@ impl Executor {
                         json!({"step": step.id, "result": result}),
                     )
                     .await?;
-                    done.push(step);
+                    done.push((step, undo));
                     continue;
                 }
-                Err((ran, reason)) => {
-                    if ran {
-                        done.push(step);
+                Err(Failed { ran, reason }) => {
+                    if let Some(undo) = ran {
+                        done.push((step, undo));
                     }
                     reason
                 }
@@ -287,37 +386,58 @@ impl Executor {
         }))
     }
 
-    /// Precondition, action, post-check. `Err((action_ran, reason))` on failure.
-    async fn run_step(&self, step: &PlanStep, dry_run: bool) -> Result<Value, (bool, String)> {
+    /// Precondition, action, post-check: the result and what undoes the action.
+    async fn run_step(&self, step: &PlanStep, dry_run: bool) -> Result<(Value, Option<PlanAction>), Failed> {
+        let not_ran = |reason| Failed { ran: None, reason };
         if dry_run || self.limits.dry_run {
-            // A log only: nothing runs, so nothing can be verified either.
+            // Kubernetes actions are proven by a server-side dry run; the rest is a log. Nothing
+            // changes, so nothing can be verified either.
             let would_check =
                 |c: &Option<PlanCheck>| c.as_ref().map(|c| format!("dry run: would check {}", c.summary()));
-            return Ok(json!({
-                "action": step.action.summary(),
-                "output": format!("dry run: would {}", step.action.summary()),
-                "precondition": would_check(&step.precondition),
-                "verified": would_check(&step.post_check),
-            }));
+            let acted = self.act(&step.action, true).await.map_err(not_ran)?;
+            return Ok((
+                json!({
+                    "action": step.action.summary(),
+                    "output": acted.output,
+                    "precondition": would_check(&step.precondition),
+                    "verified": would_check(&step.post_check),
+                }),
+                None,
+            ));
         }
         if let Some(pre) = &step.precondition {
-            self.check(pre).await.map_err(|e| (false, format!("precondition not met: {e}")))?;
+            self.check(pre).await.map_err(|e| not_ran(format!("precondition not met: {e}")))?;
         }
-        let output = self.act(&step.action, dry_run).await.map_err(|e| (false, e))?;
+        let acted = self.act(&step.action, false).await.map_err(not_ran)?;
+        if let Some(reason) = acted.failed {
+            return Err(Failed { ran: Some(acted.undo), reason: format!("{}: {reason}", acted.output) });
+        }
         let verified = match &step.post_check {
-            Some(c) => Some(self.check(c).await.map_err(|e| (true, format!("post-check failed: {e}")))?),
+            Some(c) => Some(
+                self.check(c)
+                    .await
+                    .map_err(|e| Failed { ran: Some(acted.undo.clone()), reason: format!("post-check failed: {e}") })?,
+            ),
             None => None,
         };
-        Ok(json!({"action": step.action.summary(), "output": output, "verified": verified}))
+        Ok((json!({"action": step.action.summary(), "output": acted.output, "verified": verified}), acted.undo))
     }
 
-    /// Rolls back the steps done, newest first; false if any rollback failed.
-    async fn roll_back(&self, approved: &ApprovedPlan, at: usize, done: &[&PlanStep]) -> anyhow::Result<bool> {
+    /// Rolls back the steps done, newest first, each by the undo medic derived when it ran or
+    /// the runbook's `rollback`; false if any rollback failed.
+    async fn roll_back(
+        &self,
+        approved: &ApprovedPlan,
+        at: usize,
+        done: &[(&PlanStep, Option<PlanAction>)],
+    ) -> anyhow::Result<bool> {
         let mut clean = true;
-        for step in done.iter().rev() {
-            let data = match (&step.rollback, &step.irreversible) {
+        for (step, derived) in done.iter().rev() {
+            let data = match (derived.as_ref().or(step.rollback.as_ref()), &step.irreversible) {
                 (Some(rb), _) => match self.act(rb, approved.plan().dry_run).await {
-                    Ok(out) => json!({"step": step.id, "rollback": rb.summary(), "result": "done", "output": out}),
+                    Ok(out) => {
+                        json!({"step": step.id, "rollback": rb.summary(), "result": "done", "output": out.output})
+                    }
                     Err(e) => {
                         clean = false;
                         json!({"step": step.id, "rollback": rb.summary(), "result": "failed", "reason": e})
@@ -373,84 +493,58 @@ impl Executor {
         }
     }
 
-    async fn act(&self, a: &PlanAction, plan_dry_run: bool) -> Result<String, String> {
-        if self.limits.dry_run || plan_dry_run {
-            return Ok(format!("dry run: would {}", a.summary()));
-        }
+    /// Runs one action (or, in dry-run mode, proves or describes it); what undoes it, if
+    /// medic derives that itself.
+    async fn act(&self, a: &PlanAction, plan_dry_run: bool) -> Result<Acted, String> {
+        let dry_run = self.limits.dry_run || plan_dry_run;
         if let Some(world) = &self.limits.simulate
-            && !matches!(a, PlanAction::Wait { .. } | PlanAction::Check(_))
+            && !dry_run
         {
-            world.act(self.clock.now());
-            return Ok(format!("simulated: {}", a.summary()));
+            // Opaque actions are taken to work: the world switches to its "after" state. A
+            // silence changes no metric. With a (local) cluster, the cluster acts, and the
+            // world follows its first change.
+            let switches = match a {
+                PlanAction::Http { .. } | PlanAction::Script { .. } => Some(true),
+                PlanAction::Kubernetes(_) if self.limits.kubernetes.is_none() => Some(true),
+                PlanAction::Alertmanager(_) if self.limits.alertmanager.is_none() => Some(false),
+                _ => None,
+            };
+            if let Some(switches) = switches {
+                if switches {
+                    world.act(self.clock.now());
+                }
+                return Ok(Acted::said(format!("simulated: {}", a.summary())));
+            }
         }
         match a {
+            PlanAction::Kubernetes(k) => match &self.limits.kubernetes {
+                Some(cluster) => cluster.act(k, dry_run, self.sleep.as_ref(), self.clock.as_ref()).await,
+                None => Err(NO_CLUSTER.into()),
+            },
+            PlanAction::Alertmanager(op) => match &self.limits.alertmanager {
+                Some(am) => am.act(op, dry_run, self.clock.now()).await,
+                None => Err(NO_ALERTMANAGER.into()),
+            },
+            _ if dry_run => Ok(Acted::said(format!("dry run: would {}", a.summary()))),
             PlanAction::Http { method, url, headers, body, expect_status, timeout_secs } => {
-                let parsed = reqwest::Url::parse(url).map_err(|e| redact(&format!("invalid URL {url}: {e}")))?;
-                // The URL called is exactly the one approved: plans hold normalised URLs
-                // (`render::url`), so one that normalises differently was not built by medic.
-                if parsed.as_str() != url {
-                    return Err(redact(&format!("{url} is not in normal form (it would call {parsed})")));
-                }
-                let host = parsed.host_str().unwrap_or_default();
-                let with_port = parsed.port().map(|p| format!("{host}:{p}")).unwrap_or_else(|| host.to_string());
-                if !self.limits.allowed_hosts.iter().any(|h| h == host || *h == with_port) {
-                    return Err(format!("{with_port} is not on the executor's allow-list of HTTP hosts"));
-                }
-                let m = match method {
-                    HttpMethod::Get => reqwest::Method::GET,
-                    HttpMethod::Post => reqwest::Method::POST,
-                    HttpMethod::Put => reqwest::Method::PUT,
-                    HttpMethod::Patch => reqwest::Method::PATCH,
-                    HttpMethod::Delete => reqwest::Method::DELETE,
+                let r = http::Request {
+                    method: *method,
+                    url,
+                    headers,
+                    body: body.as_ref(),
+                    expect_status,
+                    timeout_secs: *timeout_secs,
                 };
-                let mut req = self.http.request(m, parsed).timeout(Duration::from_secs(*timeout_secs));
-                for (k, v) in headers {
-                    req = req.header(k, v);
-                }
-                if let Some(b) = body {
-                    req = req.json(b);
-                }
-                let resp = req.send().await.map_err(|e| redact(&format!("{}: {e}", a.summary())))?;
-                let status = resp.status().as_u16();
-                let text = crate::redact::redact_cut(&resp.text().await.unwrap_or_default(), MAX_OUTPUT);
-                let ok = if expect_status.is_empty() {
-                    (200..300).contains(&status)
-                } else {
-                    expect_status.contains(&status)
-                };
-                let summary = format!("HTTP {status}: {}", text.trim());
-                if ok { Ok(summary) } else { Err(format!("unexpected {summary}")) }
+                http::call(&self.http, &self.limits, r, &a.summary()).await.map(Acted::said)
             }
             PlanAction::Script { argv, timeout_secs } => {
-                let dir = self.limits.scripts_dir.as_ref().ok_or("no scripts directory is configured")?;
-                let name = argv.first().ok_or("empty argv")?;
-                if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
-                    return Err(format!("{name:?} is not a script name in the scripts directory"));
-                }
-                let path = dir.join(name);
-                let mut cmd = tokio::process::Command::new(&path);
-                cmd.args(&argv[1..]).kill_on_drop(true).stdin(std::process::Stdio::null());
-                let run = tokio::time::timeout(Duration::from_secs(*timeout_secs), cmd.output());
-                let out = match run.await {
-                    Err(_) => return Err(format!("{name} timed out after {timeout_secs}s and was killed")),
-                    Ok(Err(e)) => return Err(format!("cannot run {}: {e}", path.display())),
-                    Ok(Ok(o)) => o,
-                };
-                let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-                text.push_str(&String::from_utf8_lossy(&out.stderr));
-                // Redacted before the cut: a cut could leave a secret the patterns no longer see.
-                let text = crate::redact::redact_cut(&text, MAX_OUTPUT);
-                if out.status.success() {
-                    Ok(text.trim().to_string())
-                } else {
-                    Err(format!("{name} exited with {}: {}", out.status, text.trim()))
-                }
+                script::run(self.limits.scripts_dir.as_deref(), argv, *timeout_secs).await.map(Acted::said)
             }
             PlanAction::Wait { secs } => {
                 self.sleep.sleep(Duration::from_secs(*secs)).await;
-                Ok(format!("waited {secs}s"))
+                Ok(Acted::said(format!("waited {secs}s")))
             }
-            PlanAction::Check(c) => self.check(c).await,
+            PlanAction::Check(c) => self.check(c).await.map(Acted::said),
         }
     }
 }
