@@ -338,6 +338,8 @@ mod tests {
             post_check: None,
             rollback: None,
             irreversible: None,
+            touches: None,
+            refused: None,
         });
         assert!(
             reason(decide(&facts(&altered), &g, &bob, Decision::Approve, NOW))

@@ -184,6 +184,33 @@ impl PlanAction {
     }
 }
 
+impl PlanStep {
+    /// How the step is undone, for people: the runbook's rollback, why it cannot be, or the
+    /// undo medic derives for the kind.
+    pub fn rollback_text(&self) -> Option<String> {
+        if let Some(r) = &self.rollback {
+            return Some(r.summary());
+        }
+        if let Some(w) = &self.irreversible {
+            return Some(format!("none (irreversible: {w})"));
+        }
+        match &self.action {
+            PlanAction::Kubernetes(k) => Some(match (&k.verb, &k.seen) {
+                (KubeVerb::Scale { .. }, Some(Seen { replicas: Some(n), .. })) => format!("scale back to {n} replicas"),
+                (KubeVerb::Scale { .. }, _) => "scale back to the previous count".into(),
+                (KubeVerb::RolloutUndo { .. }, Some(Seen { revision: Some(r), .. })) => {
+                    format!("rollout undo back to revision {r}")
+                }
+                (KubeVerb::RolloutUndo { .. }, _) => "rollout undo back to the revision it replaced".into(),
+                (KubeVerb::RolloutRestart, _) => "none needed (a restart leaves the same spec running)".into(),
+                (KubeVerb::DeletePod { .. }, _) => "none needed (the controller replaces the pod)".into(),
+            }),
+            PlanAction::Alertmanager(SilenceOp::Silence { .. }) => Some("expire the silence".into()),
+            _ => None,
+        }
+    }
+}
+
 impl KubeOp {
     /// kubectl's words: `rollout undo deployment/checkout -n shop to revision 41`.
     pub fn summary(&self) -> String {

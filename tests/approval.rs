@@ -35,7 +35,9 @@ fn plan(version: &str, min_approvers: u32) -> ProposedPlan {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
     let mut rb = medic::runbook::load_dir(&dir).unwrap().into_iter().find(|r| r.id == "rollback-bad-deploy").unwrap();
     rb.approval.min_approvers = min_approvers;
-    let ctx = json!({"service": "checkout", "incident": {"id": 1, "title": "t"}, "change": {"version": version}, "vars": rb.vars});
+    // Plans of different versions differ (here, by the namespace they act in).
+    let namespace = format!("shop-{}", version.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+    let ctx = json!({"service": "checkout", "labels": {"namespace": namespace}, "incident": {"id": 1, "title": "t"}, "vars": rb.vars});
     medic::plan::build(&rb, &ctx, 1).unwrap()
 }
 

@@ -34,7 +34,9 @@ fn alert(status: AlertStatus, starts: i64) -> Alert {
 fn plan(incident: i64, version: &str) -> medic::plan::ProposedPlan {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
     let rb = medic::runbook::load_dir(&dir).unwrap().into_iter().find(|r| r.id == "rollback-bad-deploy").unwrap();
-    let ctx = json!({"service": "checkout", "incident": {"id": incident, "title": "t"}, "change": {"version": version}, "vars": rb.vars});
+    // Plans of different versions differ (here, by the namespace they act in).
+    let namespace = format!("shop-{}", version.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+    let ctx = json!({"service": "checkout", "labels": {"namespace": namespace}, "incident": {"id": incident, "title": "t"}, "vars": rb.vars});
     medic::plan::build(&rb, &ctx, incident).unwrap()
 }
 

@@ -2,7 +2,7 @@
 //! JSON Schema (`runbooks/schema.json`) matches the types. Regenerate it with
 //! `MEDIC_UPDATE_SCHEMA=1 cargo test --test runbooks`.
 
-use medic::runbook::{self, ActionKind};
+use medic::runbook::{self, ActionKind, Undo};
 use std::path::Path;
 
 fn dir() -> std::path::PathBuf {
@@ -31,12 +31,17 @@ fn shipped_runbooks_load_and_are_sound() {
             for step in &plan.steps {
                 let kind = step.action.kind().unwrap();
                 assert!(rb.tier >= kind.min_tier());
-                assert!(!kind.mutates() || step.rollback.is_some() || step.irreversible.is_some());
+                let undone = match kind.undo() {
+                    Undo::Declared => step.rollback.is_some() || step.irreversible.is_some(),
+                    Undo::Derived(_) | Undo::Needless(_) => step.rollback.is_none() && step.irreversible.is_none(),
+                };
+                assert!(undone, "{}: step {}", rb.id, step.id);
             }
         }
     }
-    let script = runbooks.iter().find(|r| r.id == "disk-cleanup").unwrap();
-    assert_eq!(script.plan.as_ref().unwrap().steps[0].action.kind(), Ok(ActionKind::Script));
+    // One runbook acts through a webhook (AWX here), as Rundeck or Argo Workflows would be used.
+    let webhook = runbooks.iter().find(|r| r.id == "disk-cleanup").unwrap();
+    assert_eq!(webhook.plan.as_ref().unwrap().steps[0].action.kind(), Ok(ActionKind::Http));
 }
 
 #[test]
@@ -56,7 +61,10 @@ fn problems_name_the_file_and_line() {
     let text = errors.join("\n");
     assert!(text.contains("b.yaml: id \"restart-crashlooping\" is already used by"), "{text}");
     assert!(text.contains("c.yaml: unknown field `owner`") && text.contains("line 8"), "{text}");
-    assert!(text.contains("d.yml: plan.steps[0].action: `http` needs a runbook of tier 2 or higher"), "{text}");
+    assert!(
+        text.contains("d.yml: plan.steps[0].action: `kubernetes.rollout_restart` needs a runbook of tier 2 or higher"),
+        "{text}"
+    );
     assert_eq!(errors.len(), 3, "{text}");
 }
 

@@ -30,7 +30,7 @@ fn every_runbook_has_passing_match_and_no_match_scenarios() {
     );
     assert!(
         failing.contains(
-            "step rolled back: step: roll-back; rollback: POST http://deploy-api.internal/v1/services/checkout/rollout"
+            "step rolled back: step: roll-back; rollback: rollout undo deployment/checkout -n shop to revision 42; result: done"
         ),
         "{out}"
     );
@@ -39,12 +39,14 @@ fn every_runbook_has_passing_match_and_no_match_scenarios() {
     for rb in &runbooks {
         let mut matched = false;
         let mut refused = false;
+        let mut precondition_fails = false;
         for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/tests")).unwrap() {
             let path = entry.unwrap().path();
             if !path.file_name().unwrap().to_string_lossy().starts_with(&format!("{}.", rb.id)) {
                 continue;
             }
             let world = medic::scenario::Scenario::load(&path).unwrap().world().unwrap();
+            precondition_fails |= world.expect.refused.is_some();
             match world.expect.runbook.as_deref() {
                 Some(id) if id == rb.id => matched = true,
                 Some("none") => refused = true,
@@ -56,6 +58,12 @@ fn every_runbook_has_passing_match_and_no_match_scenarios() {
             );
         }
         assert!(matched && refused, "{}: needs a scenario where it matches and one where it must not", rb.id);
+        let acts_on_kubernetes = rb.plan.iter().flat_map(|p| &p.steps).any(|s| s.action.kubernetes.is_some());
+        assert!(
+            precondition_fails || !acts_on_kubernetes,
+            "{}: needs a scenario where its Kubernetes precondition fails (expect.refused)",
+            rb.id
+        );
     }
 }
 
@@ -92,9 +100,10 @@ fn replay_shows_evidence_and_the_plan_without_executing() {
         "[log] log pattern new since the change",
         "Plan ",
         "(not executed)",
-        "1. roll-back: POST http://deploy-api.internal/v1/services/checkout/rollback",
+        "1. roll-back: rollout undo deployment/checkout -n shop to revision 41",
+        "touches: checkout (Deployment, namespace shop): revision 42 (checkout=registry.example.com/shop/checkout:v2.14.0) → revision 41 (checkout=registry.example.com/shop/checkout:v2.13.2)",
         "verify: error_ratio < 0.02 within 600s",
-        "rollback: POST http://deploy-api.internal/v1/services/checkout/rollout",
+        "rollback: rollout undo back to revision 42",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }

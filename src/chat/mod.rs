@@ -89,6 +89,8 @@ handlebars::handlebars_helper!(hb_evidence_lines: |ev: Json| Value::String(ev.as
 }).collect()).unwrap_or_default()));
 handlebars::handlebars_helper!(hb_step_lines: |steps: Json| Value::String(steps.as_array().map(|a| a.iter().map(|s| {
     let mut line = format!("{}. {}\n", display(&s["n"]), display(&s["action"]));
+    if !s["touches"].is_null() { line.push_str(&format!("    touches: {}\n", display(&s["touches"]))); }
+    if !s["refused"].is_null() { line.push_str(&format!("    ⛔ refused now: {}\n", display(&s["refused"]))); }
     if !s["verify"].is_null() { line.push_str(&format!("    verify: {}\n", display(&s["verify"]))); }
     if !s["rollback"].is_null() { line.push_str(&format!("    rollback: {}\n", display(&s["rollback"]))); }
     line
@@ -193,7 +195,8 @@ impl IncidentView {
                 "steps": p.steps.iter().enumerate().map(|(i, s)| json!({
                     "n": i + 1, "id": s.id, "action": s.action.summary(),
                     "verify": s.post_check.as_ref().map(|c| c.summary()),
-                    "rollback": s.rollback.as_ref().map(|r| r.summary()).or_else(|| s.irreversible.as_ref().map(|w| format!("none (irreversible: {w})"))),
+                    "rollback": s.rollback_text(),
+                    "touches": s.touches, "refused": s.refused,
                 })).collect::<Vec<_>>(),
                 "min_approvers": p.approval.min_approvers,
                 "groups": p.approval.groups.join(", "),

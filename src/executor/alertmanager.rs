@@ -110,7 +110,7 @@ impl Silences {
                     let comment = s["comment"].as_str().unwrap_or("");
                     let ours = s["createdBy"] == CREATED_BY
                         && (comment == prefix || comment.starts_with(&format!("{prefix}:")));
-                    if s["status"]["state"] == "active" && ours && got == want {
+                    if s["status"]["state"] != "expired" && ours && got == want {
                         let id = s["id"].as_str().unwrap_or_default();
                         self.expire(id, &summary).await?;
                         expired.push(id.to_string());

@@ -192,6 +192,8 @@ impl Sleep for VirtualSleep {
 struct Failed {
     ran: Option<Option<PlanAction>>,
     reason: String,
+    /// What the action said, when it ran.
+    output: Option<String>,
 }
 
 /// How an execution ended.
@@ -335,15 +337,19 @@ impl Executor {
                     done.push((step, undo));
                     continue;
                 }
-                Err(Failed { ran, reason }) => {
+                Err(Failed { ran, reason, output }) => {
                     if let Some(undo) = ran {
                         done.push((step, undo));
                     }
-                    reason
+                    (reason, output)
                 }
             };
-            self.event(&approved, i, ExecState::Running, Kind::StepFailed, json!({"step": step.id, "reason": failure}))
-                .await?;
+            let (failure, output) = failure;
+            let mut data = json!({"step": step.id, "reason": failure});
+            if let Some(o) = output {
+                data["output"] = json!(o);
+            }
+            self.event(&approved, i, ExecState::Running, Kind::StepFailed, data).await?;
             let clean = self.roll_back(&approved, i, &done).await?;
             let (state, message) = if clean {
                 (
@@ -388,7 +394,7 @@ impl Executor {
 
     /// Precondition, action, post-check: the result and what undoes the action.
     async fn run_step(&self, step: &PlanStep, dry_run: bool) -> Result<(Value, Option<PlanAction>), Failed> {
-        let not_ran = |reason| Failed { ran: None, reason };
+        let not_ran = |reason| Failed { ran: None, reason, output: None };
         if dry_run || self.limits.dry_run {
             // Kubernetes actions are proven by a server-side dry run; the rest is a log. Nothing
             // changes, so nothing can be verified either.
@@ -410,14 +416,14 @@ impl Executor {
         }
         let acted = self.act(&step.action, false).await.map_err(not_ran)?;
         if let Some(reason) = acted.failed {
-            return Err(Failed { ran: Some(acted.undo), reason: format!("{}: {reason}", acted.output) });
+            return Err(Failed { ran: Some(acted.undo), reason, output: Some(acted.output) });
         }
         let verified = match &step.post_check {
-            Some(c) => Some(
-                self.check(c)
-                    .await
-                    .map_err(|e| Failed { ran: Some(acted.undo.clone()), reason: format!("post-check failed: {e}") })?,
-            ),
+            Some(c) => Some(self.check(c).await.map_err(|e| Failed {
+                ran: Some(acted.undo.clone()),
+                reason: format!("post-check failed: {e}"),
+                output: Some(acted.output.clone()),
+            })?),
             None => None,
         };
         Ok((json!({"action": step.action.summary(), "output": acted.output, "verified": verified}), acted.undo))

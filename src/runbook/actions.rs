@@ -161,7 +161,8 @@ pub struct SilenceAction {
     /// Creates a silence; its comment names the incident. Rolled back by expiring it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<Silence>,
-    /// Expires the active silences medic created for this incident with exactly these matchers.
+    /// Expires the silences (active or pending) medic created for this incident with exactly
+    /// these matchers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire_silence: Option<ExpireSilence>,
 }

@@ -387,6 +387,8 @@ fn handle(state: &Mutex<State>, method: Method, uri: Uri, headers: HeaderMap, bo
         "get" => axum::Json(current).into_response(),
         "delete" => {
             let opts: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            // DeleteOptions carries `dryRun` in the body (kube-rs puts it there).
+            let dry_run = dry_run || opts["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"));
             if let Some(uid) = opts["preconditions"]["uid"].as_str()
                 && current["metadata"]["uid"].as_str() != Some(uid)
             {

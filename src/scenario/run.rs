@@ -246,14 +246,8 @@ pub fn report(world: &World, outcome: &Outcome) -> String {
                 if let Some(c) = &step.post_check {
                     let _ = writeln!(s, "     verify: {}", c.summary());
                 }
-                match (&step.rollback, &step.irreversible) {
-                    (Some(r), _) => {
-                        let _ = writeln!(s, "     rollback: {}", r.summary());
-                    }
-                    (None, Some(why)) => {
-                        let _ = writeln!(s, "     irreversible: {why}");
-                    }
-                    _ => {}
+                if let Some(r) = step.rollback_text() {
+                    let _ = writeln!(s, "     rollback: {r}");
                 }
             }
             let a = &p.approval;

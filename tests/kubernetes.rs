@@ -1,0 +1,420 @@
+//! Kubernetes actions through medic's real client against a local API server speaking
+//! Kubernetes' wire format (`medic::scenario::cluster::LocalCluster`: k8s-openapi shapes,
+//! `Status` objects, `dryRun=All`, `resourceVersion` conflicts): restart, undo and its rollback,
+//! scale within and beyond the per-step limit, deleting one pod and never the last ready one, a
+//! spec changed since the plan was proposed, a paused Deployment, a namespace outside the
+//! allow-list, RBAC refusals, conflicts retried once, and the server-side dry run. Then the
+//! Alertmanager silence, created and expired by the rollback, against the real Alertmanager.
+
+mod common;
+
+use medic::approval::{ApprovedPlan, Click, Decision, Groups, Identity};
+use medic::executor::{Executor, Limits, Outcome};
+use medic::plan::ProposedPlan;
+use medic::scenario::cluster::{LocalCluster, Workload};
+use medic::scenario::recorded::Recorded;
+use medic::store::Store;
+use medic::time::{Clock, ManualClock};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+const NOW: &str = "2026-11-21T15:00:00Z";
+
+/// A world whose error ratio is `before` until an action, then `after`.
+fn world(after: &str, pods: &str) -> medic::scenario::World {
+    let yaml = format!(
+        "name: t\nnow: {NOW}\nalerts:\n  - labels: {{alertname: HighErrorRate, service: checkout, namespace: shop}}\n    starts: -15m\n\
+         series:\n  - {{query: error_ratio, labels: {{service: checkout}}, start: -60m, values: '0.004x35 0.004+0.006x24'}}\n\
+         {pods}after:\n  series:\n    - {{query: error_ratio, labels: {{service: checkout}}, start: 0, values: '{after}'}}\n"
+    );
+    serde_norway::from_str::<medic::scenario::Scenario>(&yaml).unwrap().world().unwrap()
+}
+
+fn checkout(replicas: i32) -> Workload {
+    serde_norway::from_str(&format!(
+        "{{kind: Deployment, namespace: shop, name: checkout, replicas: {replicas}, revisions: \
+         [{{revision: 41, image: 'shop/checkout:v2.13.2'}}, {{revision: 42, image: 'shop/checkout:v2.14.0'}}]}}"
+    ))
+    .unwrap()
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    cluster: LocalCluster,
+    recorded: Arc<Recorded>,
+    clock: Arc<ManualClock>,
+    limits: Limits,
+}
+
+/// A store with the world's incident, the cluster with `workloads`, and the executor's client
+/// for it allowed to change namespace `shop` (and scale to zero nowhere).
+async fn setup(w: medic::scenario::World, workloads: &[Workload], namespaces: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = medic::store::open(&format!("sqlite://{}", dir.path().join("k.db").display()), 4).await.unwrap();
+    store.ingest(&w.alerts, &[], w.now, &Default::default()).await.unwrap();
+    let clock = Arc::new(ManualClock::new(w.now));
+    let cluster = LocalCluster::start(workloads, &w.pods).await.unwrap();
+    let recorded = Arc::new(Recorded::new(w));
+    let (r, c) = (recorded.clone(), clock.clone());
+    cluster.on_change(move || r.act(c.now()));
+    let cfg = medic::executor::kubernetes::Config {
+        namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+        url: Some(cluster.url.clone()),
+        rollout_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let client = medic::executor::kubernetes::Cluster::connect(&cfg, Duration::from_secs(5)).await.unwrap();
+    let limits = Limits { kubernetes: Some(Arc::new(client)), ..Default::default() };
+    Setup { _dir: dir, store, cluster, recorded, clock, limits }
+}
+
+/// A plan of one step, `action` (YAML), with a post-check on the error ratio; surveyed.
+async fn plan(s: &Setup, action: &str, dry_run: bool) -> ProposedPlan {
+    let yaml = format!(
+        "id: k\ntitle: t\ntier: 3\nmatch: {{alerts: ['alertname=\"HighErrorRate\"']}}\n\
+         context: [{{name: error_ratio, promql: 'x'}}]\nhypothesis: h\ndry_run: {dry_run}\n\
+         plan:\n  steps:\n    - id: act\n      action: {{kubernetes: {action}}}\n      post_check: {{query: error_ratio, condition: '< 0.02', within: 2m, every: 30s}}\n\
+         approval: {{groups: [sre-oncall]}}\n"
+    );
+    let rb: medic::runbook::Runbook = serde_norway::from_str(&yaml).unwrap();
+    assert_eq!(rb.problems(), Vec::<String>::new());
+    let ctx = json!({"service": "checkout", "labels": {"namespace": "shop"}, "incident": {"id": 1, "title": "t"}});
+    let mut p = medic::plan::build(&rb, &ctx, 1).unwrap();
+    medic::executor::survey(&s.limits, s.clock.as_ref(), &mut p).await;
+    assert!(p.is_intact(), "the survey is covered by the hash");
+    p
+}
+
+async fn approve(s: &Setup, plan: &ProposedPlan) -> ApprovedPlan {
+    s.store.propose(plan, &Identity("medic".into()), s.clock.now()).await.unwrap();
+    let groups = Groups {
+        members: [("sre-oncall".to_string(), vec![Identity("console:bob".into())])].into(),
+        default_approvers: vec![],
+    };
+    let click = Click {
+        who: Identity("console:bob".into()),
+        decision: Decision::Approve,
+        via: "console".into(),
+        at: s.clock.now(),
+        reason: None,
+    };
+    s.store.decide(&plan.hash, &click, &groups, None).await.unwrap().1.expect("approved")
+}
+
+async fn run(s: &Setup, plan: &ProposedPlan) -> Outcome {
+    let approved = approve(s, plan).await;
+    let mut ex = Executor::new(s.store.clone(), s.recorded.clone(), s.clock.clone(), s.limits.clone(), "medic-test");
+    ex.sleep = Arc::new(medic::executor::VirtualSleep(s.clock.clone()));
+    ex.execute(approved).await.unwrap()
+}
+
+/// The audit data of the execution's step records, as text.
+async fn steps(s: &Setup) -> String {
+    let records = s.store.audit_for_incident(1).await.unwrap();
+    records.into_iter().filter(|r| r.kind.starts_with("step_")).map(|r| format!("{}: {}\n", r.kind, r.data)).collect()
+}
+
+fn deployment(s: &Setup) -> Value {
+    s.cluster.object("deployments", "shop", "checkout").unwrap()
+}
+
+fn writes(s: &Setup) -> Vec<String> {
+    s.cluster.requests().into_iter().filter(|r| !r.starts_with("GET")).collect()
+}
+
+#[tokio::test]
+async fn the_wire_format_is_kubernetes_own() {
+    let s = setup(world("0.004x10", ""), &[checkout(2)], &["shop"]).await;
+    let http = medic::telemetry::http_client_builder().build().unwrap();
+    let get = |path: &str| {
+        let req = http.get(format!("{}{path}", s.cluster.url));
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    use k8s_openapi::api::autoscaling::v1::Scale;
+    use k8s_openapi::api::core::v1::Pod;
+    let (_, d) = get("/apis/apps/v1/namespaces/shop/deployments/checkout").await;
+    let d: Deployment = serde_json::from_value(d).unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(2));
+    let (_, sc) = get("/apis/apps/v1/namespaces/shop/deployments/checkout/scale").await;
+    assert_eq!(serde_json::from_value::<Scale>(sc).unwrap().spec.unwrap().replicas, Some(2));
+    let (_, rs) =
+        get("/apis/apps/v1/namespaces/shop/replicasets?labelSelector=app.kubernetes.io%2Fname%3Dcheckout").await;
+    let rs: k8s_openapi::List<ReplicaSet> = serde_json::from_value(rs).unwrap();
+    assert_eq!(rs.items.len(), 2);
+    let (_, pods) = get("/api/v1/namespaces/shop/pods").await;
+    assert_eq!(serde_json::from_value::<k8s_openapi::List<Pod>>(pods).unwrap().items.len(), 2);
+    let (code, status) = get("/apis/apps/v1/namespaces/shop/deployments/nope").await;
+    assert_eq!(code, 404);
+    let status: kube::core::Status = serde_json::from_value(status).unwrap();
+    assert_eq!((status.code, status.reason.as_str()), (404, "NotFound"));
+}
+
+#[tokio::test]
+async fn restart_rolls_out_through_a_dry_run_first() {
+    let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
+    let p = plan(&s, "{rollout_restart: {name: '{{service}}', namespace: '{{labels.namespace}}'}}", false).await;
+    let step = &p.steps[0];
+    assert_eq!(step.refused, None);
+    assert_eq!(
+        step.touches.as_deref(),
+        Some("checkout (Deployment, namespace shop): its 4 pods replaced by a rolling update")
+    );
+    assert_eq!(step.action.summary(), "rollout restart deployment/checkout -n shop");
+    assert_eq!(run(&s, &p).await, Outcome::Succeeded);
+    let d = deployment(&s);
+    assert!(d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string(), "{d}");
+    assert_eq!(d["metadata"]["generation"], 2);
+    let w = writes(&s);
+    let real = w.iter().position(|r| r == "PATCH /apis/apps/v1/namespaces/shop/deployments/checkout?").unwrap();
+    assert!(w[..real].iter().any(|r| r.contains("deployments/checkout?&dryRun=All")), "dry run first: {w:?}");
+    assert!(steps(&s).await.contains("rollout complete: 4/4 updated, 4 available"));
+}
+
+#[tokio::test]
+async fn undo_puts_the_previous_revision_back_and_its_rollback_undoes_it() {
+    // The error ratio stays high after the undo: the post-check fails and the undo is undone.
+    let s = setup(world("0.2x10", ""), &[checkout(4)], &["shop"]).await;
+    let p = plan(&s, "{rollout_undo: {name: '{{service}}', namespace: '{{labels.namespace}}'}}", false).await;
+    assert_eq!(p.steps[0].action.summary(), "rollout undo deployment/checkout -n shop to revision 41");
+    assert_eq!(
+        p.steps[0].touches.as_deref(),
+        Some(
+            "checkout (Deployment, namespace shop): revision 42 (checkout=shop/checkout:v2.14.0) → revision 41 \
+             (checkout=shop/checkout:v2.13.2)"
+        )
+    );
+    assert_eq!(p.steps[0].rollback_text().as_deref(), Some("rollout undo back to revision 42"));
+    let out = run(&s, &p).await;
+    assert!(matches!(&out, Outcome::RolledBack { reason, .. } if reason.contains("post-check failed")), "{out:?}");
+    let log = steps(&s).await;
+    assert!(log.contains("rolled back deployment/checkout -n shop from revision 42 to revision 41"), "{log}");
+    assert!(log.contains(r#""rollback":"rollout undo deployment/checkout -n shop to revision 42","#), "{log}");
+    assert!(log.contains(r#""result":"done""#), "{log}");
+    let d = deployment(&s);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "shop/checkout:v2.14.0", "back where it was");
+    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "44", "41 became 43, 42 became 44");
+    assert_eq!(d["spec"]["template"]["metadata"]["labels"].get("pod-template-hash"), None);
+}
+
+#[tokio::test]
+async fn scale_within_the_limit_and_back_on_rollback() {
+    let s = setup(world("0.2x10", ""), &[checkout(4)], &["shop"]).await;
+    let p = plan(&s, "{scale: {name: checkout, namespace: shop, by: 1, min: 2, max: 10}}", false).await;
+    assert_eq!(p.steps[0].touches.as_deref(), Some("checkout (Deployment, namespace shop): 4 → 5 replicas"));
+    assert_eq!(p.steps[0].action.summary(), "scale deployment/checkout -n shop from 4 to 5 replicas");
+    let out = run(&s, &p).await;
+    assert!(matches!(out, Outcome::RolledBack { .. }), "{out:?}");
+    let log = steps(&s).await;
+    assert!(log.contains("scaled deployment/checkout -n shop from 4 to 5 replicas"), "{log}");
+    assert!(log.contains("scaled deployment/checkout -n shop from 5 to 4 replicas"), "rolled back: {log}");
+    assert_eq!(deployment(&s)["spec"]["replicas"], 4);
+    assert!(writes(&s).iter().any(|r| r.starts_with("PATCH /apis/apps/v1/namespaces/shop/deployments/checkout/scale")));
+}
+
+#[tokio::test]
+async fn scale_beyond_the_limit_is_refused_with_the_limit() {
+    let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
+    let p = plan(&s, "{scale: {name: checkout, namespace: shop, by: 3, min: 2, max: 10}}", false).await;
+    let refused = p.steps[0].refused.clone().unwrap();
+    assert!(refused.contains("4 → 7 replicas is +3, above the limit of +1 per step (+25% of 4"), "{refused}");
+    let out = run(&s, &p).await;
+    assert!(matches!(&out, Outcome::RolledBack { reason, .. } if reason.contains("above the limit")), "{out:?}");
+    assert_eq!(deployment(&s)["spec"]["replicas"], 4);
+    assert!(writes(&s).is_empty(), "not even a dry run: {:?}", writes(&s));
+    let zero = plan(&s, "{scale: {name: checkout, namespace: shop, to: 0, min: 0, max: 10}}", false).await;
+    assert!(zero.steps[0].refused.as_deref().unwrap().contains("scaling to zero is not allowed in namespace shop"));
+}
+
+#[tokio::test]
+async fn deletes_one_crashing_pod_and_never_the_last_ready_one() {
+    let pods = "pods:\n  - {name: checkout-a, service: checkout, reason: CrashLoopBackOff, restarts: 7}\n  - {name: checkout-b, service: checkout}\n";
+    let s = setup(world("0.004x10", pods), &[checkout(2)], &["shop"]).await;
+    let p =
+        plan(&s, "{delete_pod: {name: checkout, namespace: shop, state: [CrashLoopBackOff, OOMKilled]}}", false).await;
+    assert_eq!(
+        p.steps[0].touches.as_deref(),
+        Some(
+            "one pod of checkout (Deployment, namespace shop) in CrashLoopBackOff or OOMKilled (never its last ready pod; 1 of 2 ready now)"
+        )
+    );
+    assert_eq!(run(&s, &p).await, Outcome::Succeeded);
+    let left = s.cluster.pods("shop");
+    assert!(!left.contains(&"checkout-a".to_string()) && left.contains(&"checkout-b".to_string()), "{left:?}");
+    assert_eq!(left.len(), 2, "replaced by its controller");
+    assert!(steps(&s).await.contains("deleted pod checkout-a (CrashLoopBackOff)"));
+    // checkout-b is Running and the only ready pod left? No: the replacement is ready too.
+    // A workload with one ready pod: refused.
+    let one = "pods:\n  - {name: checkout-only, service: checkout}\n";
+    let s = setup(world("0.004x10", one), &[checkout(1)], &["shop"]).await;
+    let p = plan(&s, "{delete_pod: {name: checkout, namespace: shop, state: [Running]}}", false).await;
+    let refused = p.steps[0].refused.clone().unwrap();
+    assert!(refused.contains("pod checkout-only (Running) is the last ready pod"), "{refused}");
+    assert!(matches!(run(&s, &p).await, Outcome::RolledBack { .. }));
+    assert_eq!(s.cluster.pods("shop"), ["checkout-only"]);
+}
+
+#[tokio::test]
+async fn a_spec_changed_since_the_plan_stops_the_step() {
+    let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
+    let p = plan(&s, "{scale: {name: checkout, namespace: shop, by: 1, min: 2, max: 10}}", false).await;
+    // Someone changes the Deployment between proposal and approval.
+    s.cluster.edit("deployments", "shop", "checkout", |d| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("shop/checkout:hotfix")
+    });
+    let out = run(&s, &p).await;
+    assert!(
+        matches!(&out, Outcome::RolledBack { reason, .. } if reason.contains("changed since the plan was proposed (generation 1 → 2)")),
+        "{out:?}"
+    );
+    assert_eq!(deployment(&s)["spec"]["replicas"], 4);
+    assert!(writes(&s).iter().all(|w| w.contains("dryRun=All")), "nothing changed: {:?}", writes(&s));
+}
+
+#[tokio::test]
+async fn a_conflict_is_retried_once_with_a_fresh_read() {
+    let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
+    let p = plan(&s, "{scale: {name: checkout, namespace: shop, by: 1, min: 2, max: 10}}", false).await;
+    s.cluster.conflict_next_writes(1);
+    assert_eq!(run(&s, &p).await, Outcome::Succeeded);
+    assert_eq!(deployment(&s)["spec"]["replicas"], 5);
+
+    let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
+    let p = plan(&s, "{scale: {name: checkout, namespace: shop, by: 1, min: 2, max: 10}}", false).await;
+    s.cluster.conflict_next_writes(2);
+    let out = run(&s, &p).await;
+    assert!(matches!(&out, Outcome::RolledBack { reason, .. } if reason.contains("conflict")), "{out:?}");
+    assert_eq!(deployment(&s)["spec"]["replicas"], 4);
+}
+
+#[tokio::test]
+async fn paused_namespaces_and_rbac_refusals_name_the_reason() {
+    let mut paused = checkout(4);
+    paused.paused = true;
+    let s = setup(world("0.004x10", ""), &[paused], &["shop"]).await;
+    let p = plan(&s, "{rollout_undo: {name: checkout, namespace: shop}}", false).await;
+    assert!(p.steps[0].refused.as_deref().unwrap().contains("is paused: medic does not roll back a paused Deployment"));
+    assert!(matches!(run(&s, &p).await, Outcome::RolledBack { reason, .. } if reason.contains("is paused")));
+
+    let s = setup(world("0.004x10", ""), &[checkout(4)], &["payments"]).await;
+    let p = plan(&s, "{rollout_restart: {name: checkout, namespace: shop}}", false).await;
+    assert_eq!(
+        p.steps[0].refused.as_deref(),
+        Some("namespace shop is not one medic may change (executor.kubernetes.namespaces: payments)")
+    );
+    assert!(
+        matches!(run(&s, &p).await, Outcome::RolledBack { reason, .. } if reason.contains("namespace shop is not"))
+    );
+    assert!(writes(&s).is_empty());
+
+    let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
+    s.cluster.forbid("patch", "deployments/scale");
+    let p = plan(&s, "{scale: {name: checkout, namespace: shop, by: 1, min: 2, max: 10}}", false).await;
+    let refused = p.steps[0].refused.clone().unwrap();
+    assert!(refused.starts_with("forbidden: medic may not patch deployments/scale in namespace shop"), "{refused}");
+
+    let p = plan(&s, "{rollout_restart: {name: cart, namespace: shop}}", false).await;
+    assert!(
+        p.steps[0].refused.as_deref().unwrap().contains("deployments shop/cart: not found"),
+        "{:?}",
+        p.steps[0].refused
+    );
+}
+
+#[tokio::test]
+async fn dry_run_mode_asks_the_server_and_changes_nothing() {
+    let s = setup(world("0.2x10", ""), &[checkout(4)], &["shop"]).await;
+    let p = plan(&s, "{rollout_undo: {name: checkout, namespace: shop}}", true).await;
+    assert_eq!(run(&s, &p).await, Outcome::Succeeded);
+    let log = steps(&s).await;
+    assert!(
+        log.contains("dry run: the API server accepted `rollout undo deployment/checkout -n shop to revision 41`"),
+        "{log}"
+    );
+    assert_eq!(deployment(&s)["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "42");
+    assert!(writes(&s).iter().all(|w| w.contains("dryRun=All")), "{:?}", writes(&s));
+}
+
+/// A silence step, then a check that fails: the rollback expires the silence. Against the real
+/// Alertmanager from Debian's package.
+#[tokio::test]
+async fn a_silence_is_created_and_expired_by_the_rollback() {
+    if let Some(why) = common::stack::missing(&["prometheus-alertmanager"]) {
+        common::unavailable(&why);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::stack::free_port();
+    let _am = common::stack::alertmanager(dir.path(), port, "http://127.0.0.1:9/hook", "t");
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(
+        common::stack::ready(&format!("{base}/-/ready"), 30).await,
+        "{}",
+        common::stack::logs(dir.path(), &["prometheus-alertmanager"])
+    );
+
+    let mut s = setup(world("0.2x10", ""), &[], &["shop"]).await;
+    // Alertmanager refuses a silence that ends in the past: act at the real time (the check
+    // then finds no data of the recorded world, and fails, as this test wants).
+    s.clock.set(medic::time::SystemClock.now());
+    let cfg = medic::executor::alertmanager::Config { url: base.clone() };
+    s.limits.alertmanager =
+        Some(Arc::new(medic::executor::alertmanager::Silences::new(&cfg, Duration::from_secs(5)).unwrap()));
+    let yaml = "id: k\ntitle: t\ntier: 2\nmatch: {alerts: ['alertname=\"HighErrorRate\"']}\n\
+         context: [{name: error_ratio, promql: 'x'}]\nhypothesis: h\n\
+         plan:\n  steps:\n    - id: quiet\n      action: {alertmanager: {silence: {matchers: ['alertname=\"{{labels.alertname}}\"', 'service=~\"check.*\"'], duration: 30m, comment: the fix drains}}}\n\
+         \x20   - id: verify\n      action: {check: {query: error_ratio, condition: '< 0.02', within: 1m, every: 30s}}\n\
+         approval: {groups: [sre-oncall]}\n";
+    let rb: medic::runbook::Runbook = serde_norway::from_str(yaml).unwrap();
+    assert_eq!(rb.problems(), Vec::<String>::new());
+    let ctx =
+        json!({"service": "checkout", "labels": {"alertname": "HighErrorRate"}, "incident": {"id": 1, "title": "t"}});
+    let mut p = medic::plan::build(&rb, &ctx, 1).unwrap();
+    medic::executor::survey(&s.limits, s.clock.as_ref(), &mut p).await;
+    assert_eq!(p.steps[0].rollback_text().as_deref(), Some("expire the silence"));
+    assert!(
+        p.steps[0].touches.as_deref().unwrap().contains(r#"alertname="HighErrorRate", service=~"check.*" for 30m"#)
+    );
+
+    let silences = || async {
+        let http = medic::telemetry::http_client_builder().build().unwrap();
+        http.get(format!("{base}/api/v2/silences")).send().await.unwrap().json::<Vec<Value>>().await.unwrap()
+    };
+    let out = run(&s, &p).await;
+    assert!(matches!(out, Outcome::RolledBack { .. }), "{out:?}");
+    let all = silences().await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    let sil = &all[0];
+    assert_eq!(sil["createdBy"], "medic");
+    assert_eq!(sil["comment"], "medic incident #1: the fix drains");
+    assert_eq!(sil["status"]["state"], "expired", "the rollback expired it: {sil}");
+    let m: Vec<(String, bool)> = sil["matchers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_string(), m["isRegex"].as_bool().unwrap()))
+        .collect();
+    assert!(m.contains(&("alertname".into(), false)) && m.contains(&("service".into(), true)), "{m:?}");
+    let log = steps(&s).await;
+    assert!(log.contains(r#""result":"done""#) && log.contains("expired silence"), "{log}");
+
+    // expire_silence finds medic's own silence for the incident by its matchers.
+    let silence = medic::plan::SilenceOp::Silence {
+        matchers: vec![r#"alertname="X""#.into()],
+        duration_secs: 600,
+        comment: "medic incident #7: drain".into(),
+    };
+    let am = s.limits.alertmanager.clone().unwrap();
+    am.act(&silence, false, s.clock.now()).await.unwrap();
+    let expire = medic::plan::SilenceOp::ExpireSilence { matchers: vec![r#"alertname="X""#.into()], incident_id: 7 };
+    let other = medic::plan::SilenceOp::ExpireSilence { matchers: vec![r#"alertname="X""#.into()], incident_id: 8 };
+    assert!(am.act(&other, false, s.clock.now()).await.unwrap().output.contains("nothing to expire"));
+    let expired = am.act(&expire, false, s.clock.now()).await.unwrap().output;
+    assert!(expired.starts_with("expired "), "{expired}: {:?}", silences().await);
+    assert!(silences().await.iter().all(|s| s["status"]["state"] == "expired"));
+}
