@@ -236,11 +236,7 @@ impl Config {
                 ));
             }
         }
-        if let Some(d) = &self.executor.scripts_dir
-            && !d.is_dir()
-        {
-            out.push(format!("executor.scripts_dir: {} is not a directory", d.display()));
-        }
+        out.extend(self.executor.problems());
         if self.intake.max_body_bytes < 1024 {
             out.push("intake.max_body_bytes: expected at least 1024".into());
         }

@@ -26,8 +26,9 @@
 //!   parallel fan-out with per-call timeouts under one budget (failures become "unavailable"
 //!   evidence, every call is recorded with its duration) and a per-incident cache. Its config
 //!   section is `context::Config`. [`scenario`] holds the format of recorded incidents
-//!   (promtool series notation) and the recorded backend that serves one through the same traits,
-//!   for `medic test`, `medic replay` and the demo.
+//!   (promtool series notation), the recorded backend that serves one through the same traits,
+//!   and `scenario::cluster`, a local Kubernetes API server for its workloads, for `medic test`,
+//!   `medic replay` and the demo (plans act on it through the executor's real client).
 //! - [`responder`] — what `serve` does when an incident opens or grows: gather, read similar
 //!   past incidents from the store, diagnose, propose the plan, audit the diagnosis. Intake
 //!   triggers it after the commit; it never delays an acknowledgement.
@@ -51,7 +52,12 @@
 //! - [`executor`] — runs an `ApprovedPlan` only: per step precondition → action → post-check,
 //!   rollback of the steps done when one fails, escalation; claimed once and held by a lease
 //!   it renews; a crash mid-plan is marked interrupted at start, an orphan whose lease lapsed by
-//!   any replica, and never re-run. [`redact`] scrubs everything it records.
+//!   any replica, and never re-run. [`redact`] scrubs everything it records. One module per
+//!   action kind: `http` (allow-listed webhooks, credentials from the config), `script`,
+//!   `kubernetes` (restart, undo, scale, delete one pod; namespace allow-list, unchanged-spec
+//!   check, limits, server-side dry run, 409 retried once) and `alertmanager` (silences);
+//!   kinds whose undo medic derives return it with their result. `executor::survey` reads what
+//!   each step will touch when the responder proposes a plan, so the approver sees it.
 //! - [`guardrails`] — pure assessment at the moment of a click: blocks (paused, attempt budget
 //!   spent) refuse the approval; warnings (change freeze, deploy in progress) are shown.
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
@@ -99,7 +105,9 @@
 //!   evidence naming the source.
 //! - **The executor runs only an `ApprovedPlan`**, which only [`approval`] can build, and
 //!   only after the approval committed; a plan runs at most once and is never re-run after a
-//!   crash.
+//!   crash. A Kubernetes step changes only an allowed namespace, only a workload whose spec is
+//!   still the one the plan was proposed against, and only after the API server accepted the
+//!   same request as a dry run.
 //! - **Every state change is audited in the same transaction** that makes it; a duplicate
 //!   delivery changes nothing and writes nothing.
 //! - **Secrets never print.** [`secret::Secret`] has no `Display`, redacts its `Debug`, and is

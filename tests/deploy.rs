@@ -1,7 +1,8 @@
 //! The Kubernetes manifests in deploy/kubernetes do what their instructions say: the namespace
 //! and ServiceAccount they bind exist in medic.yaml; the namespaced file takes its namespace
 //! from `kubectl apply -n` (no namespace of its own to conflict with it); the cluster file is
-//! cluster-wide only; and every permission is read-only.
+//! cluster-wide only; every read permission is read-only, and the write Role for Kubernetes
+//! actions grants only what they use.
 
 mod common;
 
@@ -56,6 +57,42 @@ fn manifests_are_consistent_and_read_only() {
             "binds the ServiceAccount of medic.yaml"
         );
     }
+}
+
+/// The write Role: patch workloads and their scale, delete pods; nothing else, nowhere else.
+#[test]
+fn the_write_role_is_least_privilege() {
+    let docs = docs("write-namespace.yaml");
+    assert_eq!(kinds(&docs), ["Role", "RoleBinding"]);
+    for d in &docs {
+        assert!(d["metadata"]["namespace"].is_null(), "`kubectl apply -n X` decides the namespace: {d}");
+    }
+    let mut grants: Vec<String> = Vec::new();
+    for rule in docs[0]["rules"].as_array().unwrap() {
+        for res in rule["resources"].as_array().unwrap() {
+            for verb in rule["verbs"].as_array().unwrap() {
+                grants.push(format!("{} {}", verb.as_str().unwrap(), res.as_str().unwrap()));
+            }
+        }
+    }
+    grants.sort();
+    assert_eq!(
+        grants,
+        [
+            "delete pods",
+            "get daemonsets",
+            "get deployments",
+            "get statefulsets",
+            "patch daemonsets",
+            "patch deployments",
+            "patch deployments/scale",
+            "patch statefulsets",
+            "patch statefulsets/scale",
+        ]
+    );
+    assert_eq!(docs[1]["roleRef"]["name"], "medic-act");
+    assert_eq!(docs[1]["subjects"][0]["name"], "medic");
+    assert_eq!(docs[1]["subjects"][0]["namespace"], "medic");
 }
 
 /// The Alertmanager receiver the README shows is a configuration Alertmanager accepts, and it

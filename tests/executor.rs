@@ -6,7 +6,7 @@ mod common;
 
 use common::{Db, fresh_db};
 use medic::alert::{Alert, AlertStatus, Labels, Source};
-use medic::approval::{ApprovedPlan, Click, Decision, Groups, Identity};
+use medic::approval::ApprovedPlan;
 use medic::executor::{Executor, Limits, Outcome};
 use medic::incident::Policy;
 use medic::scenario::recorded::Recorded;
@@ -137,21 +137,8 @@ async fn approved_with(s: &Setup, api: &str, dry_run: bool) -> ApprovedPlan {
     approve(s, &plan, "console:alice").await
 }
 
-/// Proposes `plan` (asked for by `requester`) and has bob, of sre-oncall, approve it.
 async fn approve(s: &Setup, plan: &medic::plan::ProposedPlan, requester: &str) -> ApprovedPlan {
-    s.store.propose(plan, &Identity(requester.into()), s.clock.now()).await.unwrap();
-    let groups = Groups {
-        members: [("sre-oncall".to_string(), vec![Identity("console:bob".into())])].into(),
-        default_approvers: vec![],
-    };
-    let click = Click {
-        who: Identity("console:bob".into()),
-        decision: Decision::Approve,
-        via: "console".into(),
-        at: s.clock.now(),
-        reason: None,
-    };
-    s.store.decide(&plan.hash, &click, &groups, None).await.unwrap().1.expect("approved")
+    common::approve_as_bob(s.store.as_ref(), plan, requester, s.clock.now()).await
 }
 
 fn executor(s: &Setup, limits: Limits) -> Executor {

@@ -8,7 +8,6 @@
 
 mod common;
 
-use medic::approval::{ApprovedPlan, Click, Decision, Groups, Identity};
 use medic::executor::{Executor, Limits, Outcome};
 use medic::plan::ProposedPlan;
 use medic::scenario::cluster::{LocalCluster, Workload};
@@ -87,24 +86,8 @@ async fn plan(s: &Setup, action: &str, dry_run: bool) -> ProposedPlan {
     p
 }
 
-async fn approve(s: &Setup, plan: &ProposedPlan) -> ApprovedPlan {
-    s.store.propose(plan, &Identity("medic".into()), s.clock.now()).await.unwrap();
-    let groups = Groups {
-        members: [("sre-oncall".to_string(), vec![Identity("console:bob".into())])].into(),
-        default_approvers: vec![],
-    };
-    let click = Click {
-        who: Identity("console:bob".into()),
-        decision: Decision::Approve,
-        via: "console".into(),
-        at: s.clock.now(),
-        reason: None,
-    };
-    s.store.decide(&plan.hash, &click, &groups, None).await.unwrap().1.expect("approved")
-}
-
 async fn run(s: &Setup, plan: &ProposedPlan) -> Outcome {
-    let approved = approve(s, plan).await;
+    let approved = common::approve_as_bob(s.store.as_ref(), plan, "medic", s.clock.now()).await;
     let mut ex = Executor::new(s.store.clone(), s.recorded.clone(), s.clock.clone(), s.limits.clone(), "medic-test");
     ex.sleep = Arc::new(medic::executor::VirtualSleep(s.clock.clone()));
     ex.execute(approved).await.unwrap()

@@ -1,5 +1,5 @@
 //! Kubernetes actions: `rollout_restart`, `rollout_undo`, `scale` and `delete_pod`, through the
-//! API server's own API with medic's write ServiceAccount (`deploy/kubernetes-rbac.yaml`).
+//! API server's own API with the write Role of `deploy/kubernetes/write-namespace.yaml`.
 //!
 //! Every step passes the same gates before it changes anything:
 //! 1. the namespace is on `executor.kubernetes.namespaces`;
@@ -117,14 +117,6 @@ fn resource(kind: WorkloadKind) -> ApiResource {
     }
 }
 
-fn plural(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::StatefulSet => "statefulsets",
-        WorkloadKind::DaemonSet => "daemonsets",
-    }
-}
-
 /// `checkout (Deployment, namespace shop)`
 fn who(t: &Target) -> String {
     format!("{} ({}, namespace {})", t.name, t.kind.as_str(), t.namespace)
@@ -136,7 +128,7 @@ fn api_error(e: kube::Error, verb: &str, resource: &str, t: &Target) -> Error {
         kube::Error::Api(s) if s.code == 409 => Error::Conflict(s.message),
         kube::Error::Api(s) if s.code == 403 => Error::Refused(format!(
             "forbidden: medic may not {verb} {resource} in namespace {} (grant it in its Role, see \
-             deploy/kubernetes-rbac.yaml): {}",
+             deploy/kubernetes/write-namespace.yaml): {}",
             t.namespace, s.message
         )),
         kube::Error::Api(s) if s.code == 404 => {
@@ -189,7 +181,7 @@ impl Cluster {
     }
 
     async fn read(&self, t: &Target) -> Result<Workload, Error> {
-        let obj = self.api(t).get(&t.name).await.map_err(|e| api_error(e, "get", plural(t.kind), t))?;
+        let obj = self.api(t).get(&t.name).await.map_err(|e| api_error(e, "get", t.kind.plural(), t))?;
         let revision = obj.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).and_then(|r| r.parse().ok());
         Ok(Workload {
             generation: obj.metadata.generation.unwrap_or(0),
@@ -273,13 +265,13 @@ impl Cluster {
         let pp = PatchParams { dry_run, ..Default::default() };
         match r {
             Request::Patch(patch) => {
-                self.api(t).patch(&t.name, &pp, patch).await.map_err(|e| api_error(e, "patch", plural(t.kind), t))?;
+                self.api(t).patch(&t.name, &pp, patch).await.map_err(|e| api_error(e, "patch", t.kind.plural(), t))?;
             }
             Request::Scale(patch) => {
                 self.api(t)
                     .patch_scale(&t.name, &pp, patch)
                     .await
-                    .map_err(|e| api_error(e, "patch", &format!("{}/scale", plural(t.kind)), t))?;
+                    .map_err(|e| api_error(e, "patch", &format!("{}/scale", t.kind.plural()), t))?;
             }
             Request::DeletePod { name, uid } => {
                 let dp = DeleteParams {

@@ -70,6 +70,43 @@ pub struct Config {
     pub alertmanager: Option<alertmanager::Config>,
 }
 
+impl Config {
+    /// Everything wrong with the section: a missing scripts directory, a credential that does
+    /// not resolve, a Kubernetes section that allows nothing or an unbounded scale step.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.scripts_dir
+            && !d.is_dir()
+        {
+            out.push(format!("executor.scripts_dir: {} is not a directory", d.display()));
+        }
+        for (host, headers) in &self.http_headers {
+            if !self.http_allowed_hosts.contains(host) {
+                out.push(format!("executor.http_headers.{host}: not in executor.http_allowed_hosts"));
+            }
+            for (name, secret) in headers {
+                if let Err(e) = secret.resolve() {
+                    out.push(format!("executor.http_headers.{host}.{name}: {e}"));
+                }
+            }
+        }
+        if let Some(k) = &self.kubernetes {
+            if k.namespaces.is_empty() {
+                out.push("executor.kubernetes.namespaces: empty, so every Kubernetes step would be refused".into());
+            }
+            if !(1..=100).contains(&k.max_scale_step_percent) {
+                out.push("executor.kubernetes.max_scale_step_percent: expected 1 to 100".into());
+            }
+        }
+        if let Some(a) = &self.alertmanager
+            && let Err(e) = reqwest::Url::parse(&a.url)
+        {
+            out.push(format!("executor.alertmanager.url {:?}: {e}", a.url));
+        }
+        out
+    }
+}
+
 const NO_CLUSTER: &str = "no cluster is configured for Kubernetes actions (executor.kubernetes)";
 const NO_ALERTMANAGER: &str = "no Alertmanager is configured for silences (executor.alertmanager)";
 

@@ -81,6 +81,15 @@ impl WorkloadKind {
         }
     }
 
+    /// The API's resource name: `deployments`, `statefulsets`, `daemonsets`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployments",
+            WorkloadKind::StatefulSet => "statefulsets",
+            WorkloadKind::DaemonSet => "daemonsets",
+        }
+    }
+
     /// kubectl's spelling: `deployment`, `statefulset`, `daemonset`.
     pub fn lower(self) -> &'static str {
         match self {

@@ -119,14 +119,6 @@ fn qualified(resource: &str) -> String {
     }
 }
 
-fn plural(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::StatefulSet => "statefulsets",
-        WorkloadKind::DaemonSet => "daemonsets",
-    }
-}
-
 fn template_hash(template: &Value) -> String {
     use sha2::Digest;
     let mut t = template.clone();
@@ -273,7 +265,7 @@ fn add_workload(st: &mut State, w: &Workload, pods: &[ScenarioPod]) {
         spec["paused"] = json!(true);
     }
     let obj = json!({"apiVersion": "apps/v1", "kind": api_kind, "metadata": meta, "spec": spec, "status": status});
-    st.objects.insert((plural(w.kind).into(), w.namespace.clone(), w.name.clone()), obj);
+    st.objects.insert((w.kind.plural().into(), w.namespace.clone(), w.name.clone()), obj);
     let given: Vec<&ScenarioPod> = pods.iter().filter(|p| p.service == w.name).collect();
     if given.is_empty() {
         for i in 0..w.replicas.max(0) {

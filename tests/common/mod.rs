@@ -256,3 +256,26 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Proposes `plan` (asked for by `requester`) and has console:bob, of sre-oncall, approve it.
+pub async fn approve_as_bob(
+    store: &dyn Store,
+    plan: &medic::plan::ProposedPlan,
+    requester: &str,
+    now: i64,
+) -> medic::approval::ApprovedPlan {
+    use medic::approval::{Click, Decision, Groups, Identity};
+    store.propose(plan, &Identity(requester.into()), now).await.unwrap();
+    let groups = Groups {
+        members: [("sre-oncall".to_string(), vec![Identity("console:bob".into())])].into(),
+        default_approvers: vec![],
+    };
+    let click = Click {
+        who: Identity("console:bob".into()),
+        decision: Decision::Approve,
+        via: "console".into(),
+        at: now,
+        reason: None,
+    };
+    store.decide(&plan.hash, &click, &groups, None).await.unwrap().1.expect("approved")
+}
