@@ -136,6 +136,25 @@ async fn the_wire_format_is_kubernetes_own() {
     assert_eq!(code, 404);
     let status: kube::core::Status = serde_json::from_value(status).unwrap();
     assert_eq!((status.code, status.reason.as_str()), (404, "NotFound"));
+    // 422, 409 and 403 are Status objects too.
+    let patch = |body: Value| {
+        let req = http
+            .patch(format!("{}/apis/apps/v1/namespaces/shop/deployments/checkout/scale", s.cluster.url))
+            .header("content-type", "application/merge-patch+json")
+            .body(body.to_string());
+        async move {
+            let text = req.send().await.unwrap().text().await.unwrap();
+            let status: kube::core::Status = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            (status.code, status.reason)
+        }
+    };
+    assert_eq!(patch(json!({"spec": {"replicas": -1}})).await, (422, "Invalid".to_string()));
+    assert_eq!(
+        patch(json!({"metadata": {"resourceVersion": "0"}, "spec": {"replicas": 3}})).await,
+        (409, "Conflict".into())
+    );
+    s.cluster.forbid("patch", "deployments/scale");
+    assert_eq!(patch(json!({"spec": {"replicas": 3}})).await, (403, "Forbidden".into()));
 }
 
 #[tokio::test]
