@@ -18,7 +18,7 @@ use crate::runbook::Runbook;
 use crate::store::{IncidentFilter, Store};
 use crate::time::{Clock, Millis};
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
@@ -167,14 +167,17 @@ fn ms(d: Duration) -> f64 {
 /// Most investigations running at once.
 const PARALLEL: usize = 8;
 
-/// The incidents waiting for an investigation. Intake pushes an incident id when an alert opens
-/// or joins it; an incident triggered again while its investigation runs is investigated once
-/// more afterwards, so a burst costs at most two. Nothing is dropped, and memory is bounded by
-/// the number of distinct incidents.
-#[derive(Default)]
+/// The incidents waiting for an investigation. Intake pushes an incident id when an alert opens,
+/// joins, re-fires in or resolves out of it. An incident is investigated at once the first time;
+/// after that at most once per `every` (its later triggers wait, coalesced into one), and an
+/// incident triggered again while its investigation runs is investigated once more afterwards.
+/// So a storm of alerts into one incident costs one investigation per `every`, not one per
+/// batch. Nothing is dropped, and memory is bounded by the number of incidents active within
+/// `every`.
 pub struct Triggers {
     state: Mutex<TriggerState>,
     notify: Notify,
+    every: Duration,
 }
 
 #[derive(Default)]
@@ -182,52 +185,111 @@ struct TriggerState {
     pending: BTreeSet<i64>,
     /// Running investigations, and whether each was triggered again meanwhile.
     busy: HashMap<i64, bool>,
+    /// When each incident's last investigation started (dropped once older than `every`).
+    last: HashMap<i64, tokio::time::Instant>,
+    /// Incidents triggered within `every` of their last investigation, and when they are due.
+    deferred: BTreeMap<i64, tokio::time::Instant>,
+    /// Incidents whose triggers since their last investigation include a resolve or a re-fire:
+    /// they are diagnosed again even if their alert names and services did not change.
+    significant: BTreeSet<i64>,
     closed: bool,
 }
 
+/// One incident to investigate, and whether an alert of it resolved or fired again since the
+/// last investigation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trigger {
+    pub id: i64,
+    pub significant: bool,
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        Triggers::new(Duration::from_secs(30))
+    }
+}
+
 impl Triggers {
-    pub fn push(&self, id: i64) {
+    pub fn new(every: Duration) -> Triggers {
+        Triggers { state: Mutex::default(), notify: Notify::new(), every }
+    }
+
+    /// Incident `id` changed; `significant` when an alert of it resolved or fired again.
+    pub fn push(&self, id: i64, significant: bool) {
         let mut st = self.state.lock().unwrap();
+        if significant {
+            st.significant.insert(id);
+        }
+        let now = tokio::time::Instant::now();
         match st.busy.get_mut(&id) {
             Some(again) => *again = true,
-            None => {
-                st.pending.insert(id);
-            }
+            None => match st.last.get(&id).map(|t| *t + self.every).filter(|due| *due > now) {
+                Some(due) => {
+                    st.deferred.entry(id).or_insert(due);
+                }
+                None => {
+                    st.pending.insert(id);
+                }
+            },
         }
         drop(st);
         self.notify.notify_one();
     }
 
-    /// No more pushes are coming: the responder ends once the work left is done.
+    /// No more pushes are coming: the responder ends once the work left is done (what waits
+    /// for its interval runs now).
     pub fn close(&self) {
         self.state.lock().unwrap().closed = true;
         self.notify.notify_one();
     }
 
     /// The next incidents to investigate (marked running), or `None` once closed and idle.
-    async fn take(&self) -> Option<Vec<i64>> {
+    async fn take(&self) -> Option<Vec<Trigger>> {
         loop {
-            {
+            let next_due = {
                 let mut st = self.state.lock().unwrap();
+                let now = tokio::time::Instant::now();
+                let closed = st.closed;
+                let due: Vec<i64> =
+                    st.deferred.iter().filter(|(_, t)| closed || **t <= now).map(|(id, _)| *id).collect();
+                for id in due {
+                    st.deferred.remove(&id);
+                    st.pending.insert(id);
+                }
+                let every = self.every;
+                st.last.retain(|_, t| *t + every > now);
                 if !st.pending.is_empty() {
                     let ids: Vec<i64> = std::mem::take(&mut st.pending).into_iter().collect();
-                    for id in &ids {
-                        st.busy.insert(*id, false);
+                    let mut out = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        st.busy.insert(id, false);
+                        st.last.insert(id, now);
+                        out.push(Trigger { id, significant: st.significant.remove(&id) });
                     }
-                    return Some(ids);
+                    return Some(out);
                 }
-                if st.closed && st.busy.is_empty() {
+                if st.closed && st.busy.is_empty() && st.deferred.is_empty() {
                     return None;
                 }
+                st.deferred.values().min().copied()
+            };
+            match next_due {
+                Some(due) => {
+                    tokio::select! {
+                        _ = self.notify.notified() => {}
+                        _ = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                None => self.notify.notified().await,
             }
-            self.notify.notified().await;
         }
     }
 
     fn finish(&self, id: i64) {
         let mut st = self.state.lock().unwrap();
         if st.busy.remove(&id) == Some(true) {
-            st.pending.insert(id);
+            let due = st.last.get(&id).map(|t| *t + self.every).unwrap_or_else(tokio::time::Instant::now);
+            st.deferred.insert(id, due);
         }
         drop(st);
         self.notify.notify_one();
@@ -249,6 +311,19 @@ pub struct Responder {
     /// The executor's clients: a plan's Kubernetes and Alertmanager steps are surveyed with
     /// them before it is proposed (what they will touch, or why they would be refused).
     pub limits: crate::executor::Limits,
+    /// What each incident's last diagnosis read: its firing alerts' names and services.
+    pub digests: Mutex<HashMap<i64, u64>>,
+}
+
+/// The firing alerts' distinct (alert name, service) pairs, hashed: what a new diagnosis would
+/// see differently.
+fn digest(alerts: &[Alert]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let pairs: BTreeSet<(&str, &str)> =
+        alerts.iter().map(|a| (a.name(), a.labels.get("service").map(String::as_str).unwrap_or(""))).collect();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    pairs.hash(&mut h);
+    h.finish()
 }
 
 /// One finished investigation.
@@ -266,12 +341,12 @@ impl Responder {
     pub async fn run(self: Arc<Self>, triggers: Arc<Triggers>) {
         let limit = Arc::new(Semaphore::new(PARALLEL));
         let mut tasks = JoinSet::new();
-        while let Some(ids) = triggers.take().await {
-            for id in ids {
+        while let Some(batch) = triggers.take().await {
+            for Trigger { id, significant } in batch {
                 let permit = limit.clone().acquire_owned().await.expect("never closed");
                 let (me, triggers) = (self.clone(), triggers.clone());
                 tasks.spawn(async move {
-                    match me.investigate(id).await {
+                    match me.investigate_if_changed(id, significant).await {
                         Ok(_) => {}
                         Err(e) => tracing::warn!(incident = id, error = %format!("{e:#}"), "investigation failed"),
                     }
@@ -284,12 +359,38 @@ impl Responder {
         while tasks.join_next().await.is_some() {}
     }
 
+    /// [`Responder::investigate`], unless nothing diagnosis reads changed since the last time:
+    /// no alert resolved or fired again (`significant`), and the firing alerts' names and
+    /// services are the same set.
+    pub async fn investigate_if_changed(&self, id: i64, significant: bool) -> anyhow::Result<Option<Report>> {
+        let Some((incident, rows)) = self.store.incident(id).await? else { return Ok(None) };
+        let alerts: Vec<Alert> =
+            rows.into_iter().map(|r| r.alert).filter(|a| a.status == crate::alert::AlertStatus::Firing).collect();
+        let digest = digest(&alerts);
+        let same = self.digests.lock().unwrap().get(&id) == Some(&digest);
+        if same && !significant {
+            return Ok(None);
+        }
+        let report = self.diagnose(incident, alerts).await?;
+        let mut digests = self.digests.lock().unwrap();
+        if digests.len() > 10_000 {
+            digests.clear();
+        }
+        digests.insert(id, digest);
+        Ok(report)
+    }
+
     /// Gathers, diagnoses, proposes and records for incident `id`; `None` if it has no firing
     /// alert any more.
     pub async fn investigate(&self, id: i64) -> anyhow::Result<Option<Report>> {
         let Some((incident, rows)) = self.store.incident(id).await? else { return Ok(None) };
         let alerts: Vec<Alert> =
             rows.into_iter().map(|r| r.alert).filter(|a| a.status == crate::alert::AlertStatus::Firing).collect();
+        self.diagnose(incident, alerts).await
+    }
+
+    async fn diagnose(&self, incident: Incident, alerts: Vec<Alert>) -> anyhow::Result<Option<Report>> {
+        let id = incident.id;
         if alerts.is_empty() {
             return Ok(None);
         }
@@ -349,5 +450,45 @@ impl Responder {
             "diagnosed"
         );
         Ok(Some(Report { incident_id: id, gather, diagnose, cached }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(batch: Option<Vec<Trigger>>) -> Vec<(i64, bool)> {
+        batch.unwrap().into_iter().map(|t| (t.id, t.significant)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_into_one_incident_is_investigated_once_per_interval() {
+        let t = Triggers::new(Duration::from_secs(30));
+        t.push(1, false);
+        assert_eq!(ids(t.take().await), [(1, false)], "the first trigger runs at once");
+        t.finish(1);
+        let started = tokio::time::Instant::now();
+        for _ in 0..1000 {
+            t.push(1, false);
+        }
+        t.push(2, false);
+        assert_eq!(ids(t.take().await), [(2, false)], "another incident is not held up");
+        t.finish(2);
+        t.push(1, true);
+        assert_eq!(ids(t.take().await), [(1, true)], "1000 triggers, one investigation, significant");
+        assert_eq!(started.elapsed(), Duration::from_secs(30), "and only once the interval passed");
+        // Triggered while it runs: once more afterwards, at the next interval.
+        t.push(1, false);
+        t.finish(1);
+        assert_eq!(ids(t.take().await), [(1, false)]);
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        t.finish(1);
+        // Closing runs what still waits, then ends.
+        t.push(1, false);
+        t.close();
+        assert_eq!(ids(t.take().await), [(1, false)]);
+        t.finish(1);
+        assert!(t.take().await.is_none());
+        assert_eq!(started.elapsed(), Duration::from_secs(60), "closing does not wait out the interval");
     }
 }

@@ -241,10 +241,11 @@ pub async fn run_with(
         metrics: metrics.clone(),
         notifier: (!platforms.is_empty()).then_some(notifier),
         limits,
+        digests: Default::default(),
         cache: crate::context::Cache::new(config.context.cache_ttl),
         window: (&config.context).into(),
     };
-    let triggers = Arc::new(Triggers::default());
+    let triggers = Arc::new(Triggers::new(config.context.rediagnose_every));
     let responder = tokio::spawn(Arc::new(responder).run(triggers.clone()));
     let (pipeline, writer) = Pipeline::start(store.clone(), policy, clock.clone(), metrics.clone(), TICK);
     let intake = Intake::new(&config.intake, pipeline, metrics.clone(), clock.clone(), triggers.clone())

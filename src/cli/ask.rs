@@ -84,6 +84,7 @@ impl Offline {
             window: Default::default(),
             notifier: None,
             limits,
+            digests: Default::default(),
         };
         responder.investigate(id).await?;
         let asker = Asker {

@@ -24,6 +24,10 @@ pub struct Config {
     /// How long one incident's context is reused while alerts keep joining it.
     #[serde(default = "one_minute", with = "humantime_serde")]
     pub cache_ttl: std::time::Duration,
+    /// While an incident keeps growing, it is diagnosed again at most this often, and only when
+    /// what diagnosis reads changed (a new alert name or service, a resolve, a re-fire).
+    #[serde(default = "thirty_seconds", with = "humantime_serde")]
+    pub rediagnose_every: std::time::Duration,
     #[serde(default)]
     pub prometheus: Option<PrometheusConfig>,
     #[serde(default)]
@@ -44,6 +48,9 @@ fn five_seconds() -> std::time::Duration {
 fn ten_seconds() -> std::time::Duration {
     std::time::Duration::from_secs(10)
 }
+fn thirty_seconds() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
 fn one_minute() -> std::time::Duration {
     std::time::Duration::from_secs(60)
 }
@@ -62,6 +69,7 @@ impl Default for Config {
             look_back: two_hours(),
             changes_look_back: one_day(),
             cache_ttl: one_minute(),
+            rediagnose_every: thirty_seconds(),
             prometheus: None,
             loki: None,
             alertmanager: None,

@@ -330,15 +330,28 @@ impl Intake {
             incidents.dedup();
             // An alert opened, joined, re-fired in or resolved out of an incident: the responder
             // looks again (an incident with nothing firing is left alone).
-            let mut grown: Vec<i64> = res
+            // A resolve or a re-fire (Updated) is always worth a look; new alerts, when they
+            // bring a new alert name or service (the responder compares).
+            let mut grown: Vec<(i64, bool)> = res
                 .outcomes
                 .iter()
                 .zip(&res.incidents)
-                .filter_map(|(o, i)| if matches!(o, Outcome::New | Outcome::Updated) { *i } else { None })
+                .filter_map(|(o, i)| match o {
+                    Outcome::New => i.map(|i| (i, false)),
+                    Outcome::Updated => i.map(|i| (i, true)),
+                    _ => None,
+                })
                 .collect();
-            grown.dedup();
-            for id in grown {
-                self.triggers.push(id);
+            grown.sort_unstable();
+            grown.dedup_by(|b, a| {
+                // Keep one per incident, significant if any was.
+                a.0 == b.0 && {
+                    a.1 |= b.1;
+                    true
+                }
+            });
+            for (id, significant) in grown {
+                self.triggers.push(id, significant);
             }
             let mut body = json!({"stored": true, "alerts": n_alerts, "incidents": incidents});
             for (name, n) in by_outcome {
