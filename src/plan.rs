@@ -118,6 +118,11 @@ pub enum KubeVerb {
 pub struct Seen {
     /// `metadata.generation`: bumped by every change of the spec.
     pub generation: i64,
+    /// A hash of the pod template: what a restart, an undo or a pod deletion was approved
+    /// against (a scale step is checked against `replicas` instead, so an autoscaler's change
+    /// of the count does not stop a restart).
+    #[serde(default)]
+    pub template: String,
     pub replicas: Option<i32>,
     /// The Deployment's current revision.
     pub revision: Option<i64>,

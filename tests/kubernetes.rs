@@ -265,17 +265,32 @@ async fn deletes_one_crashing_pod_and_never_the_last_ready_one() {
 async fn a_spec_changed_since_the_plan_stops_the_step() {
     let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
     let p = plan(&s, "{scale: {name: checkout, namespace: shop, by: 1, min: 2, max: 10}}", false).await;
-    // Someone changes the Deployment between proposal and approval.
+    // Someone scales the Deployment between proposal and approval.
+    s.cluster.edit("deployments", "shop", "checkout", |d| d["spec"]["replicas"] = json!(6));
+    let out = run(&s, &p).await;
+    assert!(
+        matches!(&out, Outcome::RolledBack { reason, .. } if reason.contains("its replica count changed since the plan was proposed (4 → 6)")),
+        "{out:?}"
+    );
+    assert_eq!(deployment(&s)["spec"]["replicas"], 6);
+    assert!(writes(&s).iter().all(|w| w.contains("dryRun=All")), "nothing changed: {:?}", writes(&s));
+
+    // Someone deploys between proposal and approval: the undo stops.
+    let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
+    let p = plan(&s, "{rollout_undo: {name: checkout, namespace: shop}}", false).await;
     s.cluster.edit("deployments", "shop", "checkout", |d| {
         d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("shop/checkout:hotfix")
     });
     let out = run(&s, &p).await;
     assert!(
-        matches!(&out, Outcome::RolledBack { reason, .. } if reason.contains("changed since the plan was proposed (generation 1 → 2)")),
+        matches!(&out, Outcome::RolledBack { reason, .. } if reason.contains("its pod template changed since the plan was proposed (generation 1 → 2)")),
         "{out:?}"
     );
-    assert_eq!(deployment(&s)["spec"]["replicas"], 4);
-    assert!(writes(&s).iter().all(|w| w.contains("dryRun=All")), "nothing changed: {:?}", writes(&s));
+    // An autoscaler changing the count does not stop a restart.
+    let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
+    let p = plan(&s, "{rollout_restart: {name: checkout, namespace: shop}}", false).await;
+    s.cluster.edit("deployments", "shop", "checkout", |d| d["spec"]["replicas"] = json!(5));
+    assert_eq!(run(&s, &p).await, Outcome::Succeeded);
 }
 
 #[tokio::test]

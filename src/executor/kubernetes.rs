@@ -3,8 +3,9 @@
 //!
 //! Every step passes the same gates before it changes anything:
 //! 1. the namespace is on `executor.kubernetes.namespaces`;
-//! 2. the workload exists and its spec is what the plan was proposed against
-//!    (`metadata.generation`; a person who changed it since stops the step);
+//! 2. the workload exists and is what the plan was proposed against: the same pod template (a
+//!    restart, an undo, a pod deletion) or the same replica count (a scale step); a person who
+//!    changed it since stops the step;
 //! 3. the step's own limits (paused Deployment, revision, min/max and per-step scale, the last
 //!    ready pod, scale to zero only in allowed namespaces);
 //! 4. a server-side dry run (`dryRun=All`) of the exact request succeeds.
@@ -84,6 +85,8 @@ const REVISION: &str = "deployment.kubernetes.io/revision";
 struct Workload {
     obj: DynamicObject,
     generation: i64,
+    /// A hash of `spec.template`.
+    template: String,
     resource_version: String,
     replicas: Option<i32>,
     revision: Option<i64>,
@@ -185,6 +188,10 @@ impl Cluster {
         let revision = obj.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).and_then(|r| r.parse().ok());
         Ok(Workload {
             generation: obj.metadata.generation.unwrap_or(0),
+            template: {
+                use sha2::Digest;
+                hex::encode(&sha2::Sha256::digest(obj.data["spec"]["template"].to_string().as_bytes())[..8])
+            },
             resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
             replicas: obj.data["spec"]["replicas"].as_i64().map(|r| r as i32),
             revision,
@@ -219,16 +226,27 @@ impl Cluster {
     async fn attempt(&self, op: &KubeOp, dry_run: bool, sleep: &dyn Sleep, clock: &dyn Clock) -> Result<Acted, Error> {
         let t = &op.target;
         let w = self.read(t).await?;
-        if let Some(seen) = op.seen.as_ref().filter(|_| !op.restore)
-            && seen.generation != w.generation
-        {
-            return refused(format!(
-                "{} changed since the plan was proposed (generation {} → {}): someone changed its spec, so medic \
-                 stops rather than act on what was not approved",
-                who(t),
-                seen.generation,
-                w.generation
-            ));
+        if let Some(seen) = op.seen.as_ref().filter(|_| !op.restore) {
+            let changed = match op.verb {
+                KubeVerb::Scale { .. } => (seen.replicas != w.replicas).then(|| {
+                    format!(
+                        "its replica count changed since the plan was proposed ({} → {}): someone, or an autoscaler, \
+                         scaled it",
+                        seen.replicas.unwrap_or(0),
+                        w.replicas.unwrap_or(0)
+                    )
+                }),
+                _ => (seen.template != w.template).then(|| {
+                    format!(
+                        "its pod template changed since the plan was proposed (generation {} → {}): someone deployed \
+                         or edited it",
+                        seen.generation, w.generation
+                    )
+                }),
+            };
+            if let Some(what) = changed {
+                return refused(format!("{}: {what}, so medic stops rather than act on what was not approved", who(t)));
+            }
         }
         let p = self.prepare(op, &w, clock).await?;
         if let Some(seen) = op.seen.as_ref().filter(|_| !op.restore)
@@ -301,6 +319,7 @@ impl Cluster {
         let paused = w.obj.data["spec"]["paused"].as_bool().unwrap_or(false);
         let seen = |to_replicas, to_revision| Seen {
             generation: w.generation,
+            template: w.template.clone(),
             replicas: w.replicas,
             revision: w.revision,
             to_replicas,
@@ -464,6 +483,7 @@ impl Cluster {
             touches: format!("{}: revision {current} ({from_images}) → revision {to} ({to_images})", who(t)),
             seen: Seen {
                 generation: w.generation,
+                template: w.template.clone(),
                 replicas: w.replicas,
                 revision: Some(current),
                 to_replicas: None,
@@ -516,6 +536,7 @@ impl Cluster {
             ),
             seen: Seen {
                 generation: w.generation,
+                template: w.template.clone(),
                 replicas: w.replicas,
                 revision: w.revision,
                 to_replicas: None,
