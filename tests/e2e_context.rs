@@ -70,7 +70,7 @@ async fn diagnosis_from_real_prometheus_and_alertmanager() {
     let cfg = Config::parse(
         &format!(
             "intake:\n  alertmanager:\n    auth: {{bearer: [{{file: {token}}}]}}\n\
-             context:\n  timeout: 2s\n  budget: 4s\n  cache_ttl: 0s\n\
+             context:\n  timeout: 2s\n  budget: 4s\n  cache_ttl: 0s\n  rediagnose_every: 1s\n\
              \x20 prometheus:\n    url: http://127.0.0.1:{prom_port}\n    golden_signals:\n\
              \x20   - {{name: error_ratio, unit: ratio, promql: 'max(medic_e2e_error_ratio{{service=\"{{{{service}}}}\"}})'}}\n\
              \x20 alertmanager: {{url: 'http://127.0.0.1:{am_port}'}}\n\

@@ -200,6 +200,34 @@ async fn large_batches_are_chunked(db: Db) {
     s.close().await;
 }
 
+/// A big incident is never read whole: its first and latest alerts, and pages by key.
+async fn a_big_incident_is_read_in_bounded_slices(db: Db) {
+    let Some((_db, s)) = open(db).await else { return };
+    let p = Policy::default();
+    let n = store::ALERTS_READ + 200;
+    for batch in 0..n / 100 {
+        let alerts: Vec<Alert> = (batch * 100..batch * 100 + 100)
+            .map(|i| alert(&format!("fp{i:05}"), "big", AlertStatus::Firing, T0))
+            .collect();
+        s.ingest(&alerts, &[], T0 + batch, &p).await.unwrap();
+    }
+    let id = s.incidents(&IncidentFilter { limit: 10, ..Default::default() }).await.unwrap()[0].id;
+    let (inc, alerts) = s.incident(id).await.unwrap().unwrap();
+    assert_eq!(inc.n_alerts, n);
+    assert_eq!(alerts.len() as i64, store::ALERTS_READ);
+    let keys: Vec<String> = alerts.iter().map(|r| r.alert.fingerprint.clone()).collect();
+    assert_eq!(keys[0], "fp00000", "the first seen first");
+    assert_eq!(keys[499], "fp00499");
+    assert_eq!(keys[500], format!("fp{:05}", n - 500), "then the latest");
+    assert_eq!(keys.last().unwrap(), &format!("fp{:05}", n - 1));
+    let (page, total) = s.incident_alerts(id, None, 3).await.unwrap();
+    assert_eq!(total, n);
+    let after = page.last().unwrap().alert.key();
+    let (next, _) = s.incident_alerts(id, Some(&after), 3).await.unwrap();
+    assert!(next[0].alert.key() > after);
+    s.close().await;
+}
+
 /// Two stores on one database stand for two replicas: one chain, one incident per group.
 async fn two_writers_share_one_chain(db: Db) {
     let Some((db, a)) = open(db).await else { return };
@@ -273,5 +301,6 @@ both_stores!(
     flapping_is_damped_across_batches,
     audit_tampering_is_detected,
     large_batches_are_chunked,
+    a_big_incident_is_read_in_bounded_slices,
     two_writers_share_one_chain,
 );

@@ -184,21 +184,23 @@ pub async fn detail(
         Ok(x) => x,
         Err(e) => return internal(e),
     };
-    let Some((inc, mut alerts)) = found else {
+    let Some((inc, _)) = found else {
         return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no incident {id}")})))
             .into_response();
+    };
+    let page = app.store.incident_alerts(id, alerts_page.after.as_deref(), alerts_page.limit as i64 + 1).await;
+    let (mut shown, total) = match page {
+        Ok(p) => p,
+        Err(e) => return internal(e),
     };
     match app.store.audit_for_incident(id).await {
         Ok(records) => {
             let mut v = incident_json(&inc);
-            alerts.sort_by_key(|r| r.alert.key());
-            let start =
-                alerts_page.after.as_ref().map(|k| alerts.partition_point(|r| r.alert.key() <= *k)).unwrap_or(0);
-            let shown = &alerts[start..(start + alerts_page.limit).min(alerts.len())];
+            let more = shown.len() > alerts_page.limit;
+            shown.truncate(alerts_page.limit);
             v["alerts"] = json!(shown.iter().map(alert_json).collect::<Vec<_>>());
-            v["alerts_total"] = json!(alerts.len());
-            v["alerts_next"] =
-                json!((start + shown.len() < alerts.len()).then(|| shown.last().map(|r| r.alert.key())).flatten());
+            v["alerts_total"] = json!(total);
+            v["alerts_next"] = json!(more.then(|| shown.last().map(|r| r.alert.key())).flatten());
             let after: Vec<&AuditRecord> = records.iter().filter(|r| r.seq > after_seq).collect();
             let later = &after[..after.len().min(timeline_page.limit)];
             let more = after.len() > later.len();

@@ -194,12 +194,48 @@ impl SqlStore {
         else {
             return Ok(None);
         };
-        let alerts =
-            sqlx::query(&format!("SELECT {ALERT_COLS} FROM alerts WHERE incident_id = $1 ORDER BY first_seen_at, key"))
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(Some((incident_from(&row)?, alerts.iter().map(alert_from).collect::<Result<_>>()?)))
+        let incident = incident_from(&row)?;
+        let mut rows = self.alerts_of(id, "ASC", ALERTS_READ).await?;
+        if rows.len() as i64 == ALERTS_READ && incident.n_alerts > ALERTS_READ {
+            // A big incident: its first and its latest alerts.
+            rows.truncate((ALERTS_READ / 2) as usize);
+            let mut latest = self.alerts_of(id, "DESC", ALERTS_READ / 2).await?;
+            latest.reverse();
+            rows.extend(latest);
+        }
+        let mut alerts = rows.iter().map(alert_from).collect::<Result<Vec<_>>>()?;
+        alerts.dedup_by(|a, b| a.alert.key() == b.alert.key());
+        Ok(Some((incident, alerts)))
+    }
+
+    pub(super) async fn incident_alerts(
+        &self,
+        id: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<AlertRow>, i64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ALERT_COLS} FROM alerts WHERE incident_id = $1 AND key > $2 ORDER BY key LIMIT $3"
+        ))
+        .bind(id)
+        .bind(after.unwrap_or("").to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM alerts WHERE incident_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok((rows.iter().map(alert_from).collect::<Result<_>>()?, total))
+    }
+
+    /// Up to `limit` alerts of incident `id`, first seen first (`ASC`) or last (`DESC`).
+    async fn alerts_of(&self, id: i64, order: &'static str, limit: i64) -> Result<Vec<AnyRow>> {
+        let sql = format!(
+            "SELECT {ALERT_COLS} FROM alerts WHERE incident_id = $1 ORDER BY first_seen_at {order}, key {order} LIMIT $2"
+        );
+        Ok(sqlx::query(&sql).bind(id).bind(limit).fetch_all(&self.pool).await?)
     }
 
     pub(super) async fn unresolved_counts(&self) -> Result<(i64, i64)> {

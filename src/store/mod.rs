@@ -126,7 +126,12 @@ pub trait Store: Send + Sync + 'static {
     /// Moves incidents whose grace period or flap hold has passed; returns how many changed.
     async fn tick(&self, now: Millis, policy: &Policy) -> Result<usize>;
     async fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>>;
+    /// An incident and its alerts in the order they were first seen: all of them up to
+    /// [`ALERTS_READ`], else the first and the latest `ALERTS_READ / 2` (the incident's
+    /// `n_alerts` and `n_firing` count them all). Memory and time stay bounded in a storm.
     async fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<AlertRow>)>>;
+    /// A page of incident `id`'s alerts by key, after `after`, and how many it has in all.
+    async fn incident_alerts(&self, id: i64, after: Option<&str>, limit: i64) -> Result<(Vec<AlertRow>, i64)>;
     /// A person resolves (`resolve`) or reopens incident `id`, audited with who and where; the
     /// refusal worded for them (no such incident, already so, another of its group open).
     async fn resolve_by_hand(
@@ -339,6 +344,9 @@ async fn open_with(
     backend.migrator().run(&pool).await.with_context(|| format!("cannot apply migrations to {masked}"))?;
     Ok(Arc::new(SqlStore { pool, backend }))
 }
+
+/// Most alerts of one incident read at once (see [`Store::incident`]).
+pub const ALERTS_READ: i64 = 1000;
 
 pub struct SqlStore {
     pool: AnyPool,
@@ -596,6 +604,10 @@ impl Store for SqlStore {
 
     async fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<AlertRow>)>> {
         SqlStore::incident(self, id).await
+    }
+
+    async fn incident_alerts(&self, id: i64, after: Option<&str>, limit: i64) -> Result<(Vec<AlertRow>, i64)> {
+        SqlStore::incident_alerts(self, id, after, limit).await
     }
 
     async fn unresolved_counts(&self) -> Result<(i64, i64)> {
