@@ -422,7 +422,7 @@ impl SqlStore {
         while keys.peek().is_some() {
             let chunk: Vec<Arg> = keys.by_ref().take(CHUNK).collect();
             let sql = format!("{sql_prefix} ({})", list(self.backend, 1, chunk.len()));
-            out.extend(bind_all(sqlx::query(&sql), chunk).fetch_all(&mut **tx).await?);
+            out.extend(bind_all(sqlx::query(&sql).persistent(false), chunk).fetch_all(&mut **tx).await?);
         }
         Ok(out)
     }
@@ -443,7 +443,10 @@ impl SqlStore {
                 "INSERT INTO {table} ({cols}) VALUES {} {conflict}",
                 placeholders(self.backend, chunk.len(), ncols)
             );
-            bind_all(sqlx::query(&sql), chunk.into_iter().flatten().collect())
+            // Not kept in the connection's statement cache: a statement of each row count would
+            // stay prepared (hundreds of KiB each for thousands of placeholders), and a storm
+            // meets every count.
+            bind_all(sqlx::query(&sql).persistent(false), chunk.into_iter().flatten().collect())
                 .execute(&mut **tx)
                 .await
                 .with_context(|| format!("writing {table}"))?;
