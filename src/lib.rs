@@ -30,8 +30,10 @@
 //!   and `scenario::cluster`, a local Kubernetes API server for its workloads, for `medic test`,
 //!   `medic replay` and the demo (plans act on it through the executor's real client).
 //! - [`responder`] — what `serve` does when an incident opens or grows: gather, read similar
-//!   past incidents from the store, diagnose, propose the plan, audit the diagnosis. Intake
-//!   triggers it after the commit; it never delays an acknowledgement.
+//!   past incidents from the store, diagnose, survey and propose the plan, audit the diagnosis.
+//!   Intake triggers it after the commit; it never delays an acknowledgement. Triggers
+//!   coalesce: a new incident at once, then at most once per `context.rediagnose_every` and only
+//!   when what diagnosis reads changed, so a storm costs a few investigations, not one per batch.
 //! - [`diagnosis`] — pure: incident + context + runbooks + history → ranked hypotheses, each
 //!   with evidence items a person can check (metric findings in robust σ, preceding changes, new
 //!   or jumped log patterns, pods, healthy or anomalous dependencies, similar past incidents)
@@ -62,7 +64,9 @@
 //!   spent) refuse the approval; warnings (change freeze, deploy in progress) are shown.
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
 //!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`; one
-//!   file per aggregate (incidents, audit log, plans, executions, outbox, changes).
+//!   file per aggregate (incidents, audit log, plans, executions, outbox, changes). Intake reads
+//!   only the alerts of a batch (by key) and their incidents, whose counts live on the row; an
+//!   incident's alerts are read in bounded slices (first and latest, or a page by key).
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
 //!   `verify` finds the first altered, removed or reordered record; `export` writes an
 //!   incident's timeline as JSON and Markdown.
