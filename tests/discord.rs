@@ -233,7 +233,9 @@ async fn role_approves_once_others_refused(db: Db) {
         assert_eq!(s.send(&ok, &s.key, None).await.0, 200);
     }
     poll_until(15, || async { (s.restarts.load(Ordering::SeqCst) == 1).then_some(()) }).await.expect("the plan ran");
-    let edited = poll_until(15, || async {
+    // 30 s: on a loaded CI machine one edit may time out and be retried after the outbox's
+    // backoff (1 s, 2 s, 4 s, 8 s), which alone is 15 s.
+    let edited = poll_until(30, || async {
         s.fake
             .calls("PATCH", "messages/")
             .into_iter()
