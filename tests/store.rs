@@ -220,10 +220,10 @@ async fn a_big_incident_is_read_in_bounded_slices(db: Db) {
     assert_eq!(keys[499], "fp00499");
     assert_eq!(keys[500], format!("fp{:05}", n - 500), "then the latest");
     assert_eq!(keys.last().unwrap(), &format!("fp{:05}", n - 1));
-    let (page, total) = s.incident_alerts(id, None, 3).await.unwrap();
+    let (_, page, total) = s.incident_alerts(id, None, 3).await.unwrap().unwrap();
     assert_eq!(total, n);
     let after = page.last().unwrap().alert.key();
-    let (next, _) = s.incident_alerts(id, Some(&after), 3).await.unwrap();
+    let (_, next, _) = s.incident_alerts(id, Some(&after), 3).await.unwrap().unwrap();
     assert!(next[0].alert.key() > after);
     s.close().await;
 }

@@ -180,17 +180,16 @@ pub async fn detail(
         Some(Ok(n)) => n,
         Some(Err(_)) => return bad_request("timeline_after: expected a sequence number".to_string()),
     };
-    let found = match app.store.incident(id).await {
-        Ok(x) => x,
-        Err(e) => return internal(e),
-    };
-    let Some((inc, _)) = found else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no incident {id}")})))
-            .into_response();
-    };
-    let page = app.store.incident_alerts(id, alerts_page.after.as_deref(), alerts_page.limit as i64 + 1).await;
-    let (mut shown, total) = match page {
-        Ok(p) => p,
+    let found = app.store.incident_alerts(id, alerts_page.after.as_deref(), alerts_page.limit as i64 + 1).await;
+    let (inc, mut shown, total) = match found {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "not_found", "message": format!("no incident {id}")})),
+            )
+                .into_response();
+        }
         Err(e) => return internal(e),
     };
     match app.store.audit_for_incident(id).await {

@@ -163,10 +163,6 @@ fn refused<T>(s: String) -> Result<T, Error> {
     Err(Error::Refused(s))
 }
 
-fn int(v: &Value) -> Option<i64> {
-    v.as_i64()
-}
-
 impl Cluster {
     pub async fn connect(cfg: &Config, timeout: Duration) -> Result<Cluster, String> {
         let client = crate::context::kubernetes::client(
@@ -602,18 +598,18 @@ fn pod_state(p: &Pod, states: &[String]) -> Option<String> {
 fn rollout_status(kind: WorkloadKind, obj: &DynamicObject) -> (bool, String) {
     let (spec, st) = (&obj.data["spec"], &obj.data["status"]);
     let generation = obj.metadata.generation.unwrap_or(0);
-    let observed = int(&st["observedGeneration"]).unwrap_or(0) >= generation;
-    let n = |v: &Value| int(v).unwrap_or(0);
+    let observed = st["observedGeneration"].as_i64().unwrap_or(0) >= generation;
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
     match kind {
         WorkloadKind::Deployment => {
-            let want = int(&spec["replicas"]).unwrap_or(1);
+            let want = spec["replicas"].as_i64().unwrap_or(1);
             let (updated, available, total) =
                 (n(&st["updatedReplicas"]), n(&st["availableReplicas"]), n(&st["replicas"]));
             let done = observed && updated >= want && total <= updated && available >= updated;
             (done, format!("{updated}/{want} updated, {available} available"))
         }
         WorkloadKind::StatefulSet => {
-            let want = int(&spec["replicas"]).unwrap_or(1);
+            let want = spec["replicas"].as_i64().unwrap_or(1);
             let (updated, ready) = (n(&st["updatedReplicas"]), n(&st["readyReplicas"]));
             let done = observed && updated >= want && ready >= want;
             (done, format!("{updated}/{want} updated, {ready} ready"))

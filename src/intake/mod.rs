@@ -332,24 +332,12 @@ impl Intake {
             // looks again (an incident with nothing firing is left alone).
             // A resolve or a re-fire (Updated) is always worth a look; new alerts, when they
             // bring a new alert name or service (the responder compares).
-            let mut grown: Vec<(i64, bool)> = res
-                .outcomes
-                .iter()
-                .zip(&res.incidents)
-                .filter_map(|(o, i)| match o {
-                    Outcome::New => i.map(|i| (i, false)),
-                    Outcome::Updated => i.map(|i| (i, true)),
-                    _ => None,
-                })
-                .collect();
-            grown.sort_unstable();
-            grown.dedup_by(|b, a| {
-                // Keep one per incident, significant if any was.
-                a.0 == b.0 && {
-                    a.1 |= b.1;
-                    true
+            let mut grown: std::collections::BTreeMap<i64, bool> = Default::default();
+            for (o, i) in res.outcomes.iter().zip(&res.incidents) {
+                if let (Outcome::New | Outcome::Updated, Some(i)) = (o, i) {
+                    *grown.entry(*i).or_default() |= *o == Outcome::Updated;
                 }
-            });
+            }
             for (id, significant) in grown {
                 self.triggers.push(id, significant);
             }

@@ -213,7 +213,14 @@ impl SqlStore {
         id: i64,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<(Vec<AlertRow>, i64)> {
+    ) -> Result<Option<(Incident, Vec<AlertRow>, i64)>> {
+        let Some(row) = sqlx::query(&format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
         let rows = sqlx::query(&format!(
             "SELECT {ALERT_COLS} FROM alerts WHERE incident_id = $1 AND key > $2 ORDER BY key LIMIT $3"
         ))
@@ -227,7 +234,7 @@ impl SqlStore {
             .fetch_one(&self.pool)
             .await?
             .try_get("n")?;
-        Ok((rows.iter().map(alert_from).collect::<Result<_>>()?, total))
+        Ok(Some((incident_from(&row)?, rows.iter().map(alert_from).collect::<Result<_>>()?, total)))
     }
 
     /// Up to `limit` alerts of incident `id`, first seen first (`ASC`) or last (`DESC`).

@@ -130,8 +130,13 @@ pub trait Store: Send + Sync + 'static {
     /// [`ALERTS_READ`], else the first and the latest `ALERTS_READ / 2` (the incident's
     /// `n_alerts` and `n_firing` count them all). Memory and time stay bounded in a storm.
     async fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<AlertRow>)>>;
-    /// A page of incident `id`'s alerts by key, after `after`, and how many it has in all.
-    async fn incident_alerts(&self, id: i64, after: Option<&str>, limit: i64) -> Result<(Vec<AlertRow>, i64)>;
+    /// Incident `id` with a page of its alerts by key, after `after`, and how many it has in all.
+    async fn incident_alerts(
+        &self,
+        id: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Option<(Incident, Vec<AlertRow>, i64)>>;
     /// A person resolves (`resolve`) or reopens incident `id`, audited with who and where; the
     /// refusal worded for them (no such incident, already so, another of its group open).
     async fn resolve_by_hand(
@@ -609,7 +614,12 @@ impl Store for SqlStore {
         SqlStore::incident(self, id).await
     }
 
-    async fn incident_alerts(&self, id: i64, after: Option<&str>, limit: i64) -> Result<(Vec<AlertRow>, i64)> {
+    async fn incident_alerts(
+        &self,
+        id: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Option<(Incident, Vec<AlertRow>, i64)>> {
         SqlStore::incident_alerts(self, id, after, limit).await
     }
 
