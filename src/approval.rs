@@ -28,6 +28,9 @@ impl std::fmt::Display for Identity {
 pub enum Decision {
     Approve,
     Reject,
+    /// Stop a plan that runs by itself: before it starts (like Reject), or while it runs (it
+    /// halts before the next step and rolls back what ran).
+    Stop,
 }
 
 /// One click on Approve or Reject.
@@ -107,6 +110,8 @@ pub struct Facts<'a> {
     pub approvers: &'a [Identity],
     /// Why automation may not act now (pause, freeze, deploy in progress, budget), if so.
     pub guardrail: Option<String>,
+    /// Whether the plan's execution is running now.
+    pub running: bool,
 }
 
 /// What a click does.
@@ -127,6 +132,8 @@ pub enum Verdict {
         approvers: Vec<Identity>,
     },
     Rejected,
+    /// A running automatic plan will halt before its next step and roll back.
+    StopRequested,
     /// A repeat of a click already counted (double click, retried delivery): nothing changes.
     AlreadyCounted {
         state: PlanState,
@@ -148,27 +155,42 @@ pub fn decide(facts: &Facts, groups: &Groups, who: &Identity, decision: Decision
     if facts.approvers.contains(who) && decision == Decision::Approve {
         return Verdict::AlreadyCounted { state: sp.state };
     }
+    let runs_itself = p.auto.as_ref().is_some_and(|a| a.runs_itself);
+    if decision == Decision::Stop {
+        if !runs_itself {
+            return refused(format!("plan {short} does not run by itself; Reject it instead"));
+        }
+        if sp.state == PlanState::Approved {
+            if !groups.is_member(who, &groups.allowed(p)) {
+                return refused(format!(
+                    "you are not in {}, who may stop plans of {}",
+                    groups.allowed(p).join(" or "),
+                    p.runbook
+                ));
+            }
+            return if facts.running {
+                Verdict::StopRequested
+            } else {
+                refused(format!("plan {short} is not running any more; nothing to stop"))
+            };
+        }
+    }
     match sp.state {
         PlanState::Proposed => {}
         PlanState::Approved if decision == Decision::Approve => return Verdict::AlreadyCounted { state: sp.state },
         PlanState::Rejected if decision == Decision::Reject => return Verdict::AlreadyCounted { state: sp.state },
         other => return refused(format!("plan {short} is already {}; nothing to decide", other.as_str())),
     }
-    if let Some(newer) = facts.superseded_by {
-        return refused(format!(
-            "plan {short} is no longer current: plan {} replaced it",
-            &newer[..12.min(newer.len())]
-        ));
-    }
-    if !facts.incident_open {
-        return refused(format!("incident {} is resolved; its plan can no longer run", p.incident_id));
-    }
-    if now >= sp.expires_at {
-        return refused(format!("plan {short} expired at {}; ask for a new plan", rfc3339(sp.expires_at)));
+    if let Some(v) = stale(facts, now) {
+        return v;
     }
     let allowed = groups.allowed(p);
     if !groups.is_member(who, &allowed) {
-        let verb = if decision == Decision::Approve { "approve" } else { "reject" };
+        let verb = match decision {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+            Decision::Stop => "stop",
+        };
         return refused(if allowed.is_empty() {
             format!(
                 "no responder group may {verb} plans of {}: configure `approval.groups` or `responders.default_approvers`",
@@ -178,7 +200,7 @@ pub fn decide(facts: &Facts, groups: &Groups, who: &Identity, decision: Decision
             format!("you are not in {}, which may {verb} tier-{} plans of {}", allowed.join(" or "), p.tier, p.runbook)
         });
     }
-    if decision == Decision::Reject {
+    if decision != Decision::Approve {
         return Verdict::Rejected;
     }
     if p.autonomy == crate::runbook::Autonomy::Suggest {
@@ -201,6 +223,55 @@ pub fn decide(facts: &Facts, groups: &Groups, who: &Identity, decision: Decision
     } else {
         Verdict::Recorded { approvals: n, needed: p.approval.min_approvers }
     }
+}
+
+/// Who approves a plan that runs by itself (audited as its approver).
+pub const AUTO: &str = "medic:auto";
+
+/// Whether a plan that runs by itself may start now, at the end of its delay: the rules of
+/// [`decide`] that do not depend on a person (intact, still proposed and current, incident
+/// open, not expired), plus the runbook still holding `auto` (`granted`) and no guardrail.
+pub fn decide_auto(facts: &Facts, granted: bool, now: Millis) -> Verdict {
+    let p = &facts.plan.plan;
+    let short = &p.hash[..12.min(p.hash.len())];
+    if !p.is_intact() {
+        return refused(format!("plan {short} does not match its content hash"));
+    }
+    if facts.plan.state != PlanState::Proposed {
+        return refused(format!("plan {short} is already {}", facts.plan.state.as_str()));
+    }
+    if let Some(v) = stale(facts, now) {
+        return v;
+    }
+    if !p.auto.as_ref().is_some_and(|a| a.runs_itself) {
+        return refused(format!("plan {short} does not run by itself"));
+    }
+    if !granted {
+        return refused(format!("{} lost its automatic level since the plan was proposed", p.runbook));
+    }
+    if let Some(why) = &facts.guardrail {
+        return refused(format!("not now: {why}"));
+    }
+    Verdict::Approved { approvers: vec![Identity(AUTO.into())] }
+}
+
+/// Why a proposed plan can no longer be decided: replaced, incident resolved, expired.
+fn stale(facts: &Facts, now: Millis) -> Option<Verdict> {
+    let (sp, p) = (facts.plan, &facts.plan.plan);
+    let short = &p.hash[..12.min(p.hash.len())];
+    if let Some(newer) = facts.superseded_by {
+        return Some(refused(format!(
+            "plan {short} is no longer current: plan {} replaced it",
+            &newer[..12.min(newer.len())]
+        )));
+    }
+    if !facts.incident_open {
+        return Some(refused(format!("incident {} is resolved; its plan can no longer run", p.incident_id)));
+    }
+    if now >= sp.expires_at {
+        return Some(refused(format!("plan {short} expired at {}; ask for a new plan", rfc3339(sp.expires_at))));
+    }
+    None
 }
 
 /// A plan whose approval completed. Only this module builds one (`approved`).
@@ -272,6 +343,7 @@ mod tests {
             },
             autonomy: Autonomy::Approve,
             dry_run: false,
+            auto: None,
             hash: String::new(),
         };
         p.hash = p.content_hash();
@@ -296,7 +368,7 @@ mod tests {
     }
 
     fn facts(p: &StoredPlan) -> Facts<'_> {
-        Facts { plan: p, incident_open: true, superseded_by: None, approvers: &[], guardrail: None }
+        Facts { plan: p, incident_open: true, superseded_by: None, approvers: &[], guardrail: None, running: false }
     }
 
     fn reason(v: Verdict) -> String {

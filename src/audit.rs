@@ -43,6 +43,10 @@ pub enum Kind {
     Escalated,
     AutomationPaused,
     AutomationResumed,
+    AutonomyGranted,
+    AutonomyLost,
+    StopRequested,
+    AutoRunDeclined,
 }
 
 impl Kind {
@@ -73,6 +77,10 @@ impl Kind {
             Kind::Escalated => "escalated",
             Kind::AutomationPaused => "automation_paused",
             Kind::AutomationResumed => "automation_resumed",
+            Kind::AutonomyGranted => "autonomy_granted",
+            Kind::AutonomyLost => "autonomy_lost",
+            Kind::StopRequested => "stop_requested",
+            Kind::AutoRunDeclined => "auto_run_declined",
         }
     }
 }

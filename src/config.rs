@@ -37,6 +37,9 @@ pub struct Config {
     pub executor: crate::executor::Config,
     #[serde(default)]
     pub guardrails: crate::guardrails::GuardrailConfig,
+    /// Earned autonomy: when a runbook's plans may run by themselves.
+    #[serde(default)]
+    pub autonomy: crate::autonomy::Config,
     /// The runbooks directory `serve` loads (default: ./runbooks when it exists).
     #[serde(default)]
     pub runbooks: Option<PathBuf>,
@@ -68,6 +71,7 @@ impl Default for Config {
             responders: Default::default(),
             executor: Default::default(),
             guardrails: Default::default(),
+            autonomy: Default::default(),
             runbooks: None,
             context: Default::default(),
             api: Default::default(),
@@ -224,6 +228,7 @@ impl Config {
     pub fn problems(&self) -> Vec<String> {
         let mut out = self.incidents.problems();
         out.extend(self.guardrails.problems());
+        out.extend(self.autonomy.problems(None));
         for g in &self.responders.default_approvers {
             if !self.responders.groups.contains_key(g) {
                 out.push(format!("responders.default_approvers: no group named {g:?} in responders.groups"));

@@ -133,6 +133,7 @@ pub mod api;
 pub mod approval;
 pub mod ask;
 pub mod audit;
+pub mod autonomy;
 pub mod chat;
 pub mod cli;
 pub mod config;

@@ -23,6 +23,9 @@ pub struct ProposedPlan {
     /// Actions are logged, not run (the runbook's `dry_run`).
     #[serde(default)]
     pub dry_run: bool,
+    /// For a runbook whose ceiling is `auto`: whether this plan runs by itself, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<crate::autonomy::AutoNote>,
     /// SHA-256 of everything above (hex).
     pub hash: String,
 }
@@ -463,6 +466,7 @@ pub fn build(rb: &Runbook, ctx: &Value, incident_id: i64) -> Result<ProposedPlan
         },
         autonomy: rb.autonomy,
         dry_run: rb.dry_run,
+        auto: None,
         hash: String::new(),
     };
     p.hash = p.content_hash();

@@ -311,6 +311,9 @@ pub struct Responder {
     /// The executor's clients: a plan's Kubernetes and Alertmanager steps are surveyed with
     /// them before it is proposed (what they will touch, or why they would be refused).
     pub limits: crate::executor::Limits,
+    /// When a plan runs by itself, and the guardrails that stop that.
+    pub autonomy: crate::autonomy::Config,
+    pub guardrails: crate::guardrails::GuardrailConfig,
     /// What each incident's last diagnosis read: its firing alerts' names and services.
     pub digests: Mutex<HashMap<i64, u64>>,
 }
@@ -324,6 +327,35 @@ fn digest(alerts: &[Alert]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     pairs.hash(&mut h);
     h.finish()
+}
+
+impl Responder {
+    /// For a runbook whose ceiling is `auto`: whether this plan runs by itself for this
+    /// incident, and why (its record, the environment's policy, the guardrails now).
+    async fn earned(&self, plan: &mut ProposedPlan, alerts: &[Alert], now: crate::time::Millis) -> anyhow::Result<()> {
+        if plan.autonomy != crate::runbook::Autonomy::Auto {
+            return Ok(());
+        }
+        let record = self.store.autonomy(&plan.runbook).await?;
+        let label = &self.autonomy.environment_label;
+        let env = alerts.iter().find_map(|a| a.labels.get(label).map(String::as_str));
+        let service = alerts.iter().find_map(|a| a.labels.get("service").map(String::as_str));
+        let store = self.store.as_ref();
+        let a = crate::store::guardrails_for(
+            store,
+            &self.guardrails,
+            &self.runbooks,
+            plan.incident_id,
+            &plan.runbook,
+            service,
+            now,
+        )
+        .await?;
+        let guardrail = a.refusal().or_else(|| a.warnings.first().cloned());
+        plan.auto = crate::autonomy::assess(&self.autonomy, plan, &record, env, guardrail.as_deref());
+        plan.hash = plan.content_hash();
+        Ok(())
+    }
 }
 
 /// One finished investigation.
@@ -408,6 +440,7 @@ impl Responder {
         let diagnose = started.elapsed();
         if let Some(Ok(p)) = &mut plan {
             crate::executor::survey(&self.limits, self.clock.as_ref(), p).await;
+            self.earned(p, &alerts, now).await?;
         }
         if !cached {
             for q in &ctx.queries {

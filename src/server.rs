@@ -119,6 +119,10 @@ pub async fn run_with(
         Some(dir) => crate::runbook::load(dir)?,
         None => Vec::new(),
     };
+    let wrong = config.autonomy.problems(Some(&runbooks));
+    if !wrong.is_empty() {
+        anyhow::bail!("the autonomy policy does not fit the runbooks:\n  - {}", wrong.join("\n  - "));
+    }
     // Chat: the platforms, their delivery workers, and what a click does.
     let (stop_chat, chat_stopped) = tokio::sync::watch::channel(false);
     let mut chat_tasks = Vec::new();
@@ -158,6 +162,7 @@ pub async fn run_with(
         owner,
     );
     executor.lease = lease;
+    executor.grant_after = config.autonomy.grant_after;
     if !platforms.is_empty() {
         let n = notifier.clone();
         executor.on_progress = Some(Arc::new(move |entry| {
@@ -196,6 +201,7 @@ pub async fn run_with(
     if let Some(tx) = parts.clicks {
         let _ = tx.send(clicks.clone());
     }
+    chat_tasks.push(tokio::spawn(run_auto_plans(clicks.clone(), chat_stopped.clone())));
     let responders = Arc::new(config.responders.clone());
     let asker = Arc::new(crate::ask::answer::Asker {
         store: store.clone(),
@@ -241,6 +247,8 @@ pub async fn run_with(
         metrics: metrics.clone(),
         notifier: (!platforms.is_empty()).then_some(notifier),
         limits,
+        autonomy: config.autonomy.clone(),
+        guardrails: config.guardrails.clone(),
         digests: Default::default(),
         cache: crate::context::Cache::new(config.context.cache_ttl),
         window: (&config.context).into(),
@@ -303,6 +311,21 @@ async fn sweep_orphans(
         match crate::executor::recover(store.as_ref(), &owner, false, lease, clock.now()).await {
             Ok(orphans) => notifier.interrupted(&orphans).await,
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not look for orphaned executions"),
+        }
+    }
+}
+
+/// Every second, starts the plans that run by themselves whose delay has passed. Safe on every
+/// replica: the store approves each one once, under the write lock, and an execution is claimed
+/// once.
+async fn run_auto_plans(clicks: Arc<crate::chat::clicks::Clicks>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = clicks.run_due().await {
+            tracing::warn!(error = %format!("{e:#}"), "could not start the plans that run by themselves");
         }
     }
 }

@@ -45,26 +45,7 @@ impl Clicks {
             return Ok(Some("this button does not belong to that incident's plan".into()));
         }
         let guardrail = if decision == Decision::Approve {
-            let service = self
-                .store
-                .incident(incident_id)
-                .await?
-                .and_then(|(_, alerts)| alerts.iter().find_map(|a| a.alert.labels.get("service").cloned()));
-            let changes = match &service {
-                Some(s) => self.store.changes(s, now - 24 * 3_600_000, now).await?,
-                None => Vec::new(),
-            };
-            let budget = self.runbooks.iter().find(|r| r.id == stored.plan.runbook).and_then(|r| r.attempt_budget);
-            let a = crate::store::guardrails_now(
-                self.store.as_ref(),
-                &self.guardrails,
-                incident_id,
-                service.as_deref(),
-                &changes,
-                budget,
-                now,
-            )
-            .await?;
+            let a = self.guardrails(incident_id, &stored.plan.runbook, now).await?;
             for w in &a.warnings {
                 self.notifier.thread(incident_id, &format!("warning: {w}")).await?;
             }
@@ -83,7 +64,17 @@ impl Clicks {
             }
             Verdict::Rejected => {
                 let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
-                self.notifier.thread(incident_id, &format!("plan rejected by {}{why}; nothing runs", who.0)).await?;
+                let what = if decision == Decision::Stop { "stopped before it started" } else { "rejected" };
+                self.notifier.thread(incident_id, &format!("plan {what} by {}{why}; nothing runs", who.0)).await?;
+                None
+            }
+            Verdict::StopRequested => {
+                self.notifier
+                    .thread(
+                        incident_id,
+                        &format!("{} stopped the plan: it halts before its next step and rolls back what ran", who.0),
+                    )
+                    .await?;
                 None
             }
             Verdict::Approved { approvers } => {
@@ -104,6 +95,65 @@ impl Clicks {
             });
         }
         Ok(reply)
+    }
+
+    /// The guardrails for incident `incident_id` and a plan of `runbook` now.
+    async fn guardrails(
+        &self,
+        incident_id: i64,
+        runbook: &str,
+        now: crate::time::Millis,
+    ) -> anyhow::Result<crate::guardrails::Assessment> {
+        let service = self
+            .store
+            .incident(incident_id)
+            .await?
+            .and_then(|(_, alerts)| alerts.iter().find_map(|a| a.alert.labels.get("service").cloned()));
+        let store = self.store.as_ref();
+        crate::store::guardrails_for(
+            store,
+            &self.guardrails,
+            &self.runbooks,
+            incident_id,
+            runbook,
+            service.as_deref(),
+            now,
+        )
+        .await
+    }
+
+    /// Starts the plans that run by themselves whose delay has passed, each exactly once (any
+    /// replica may call this). A plan is declined, and waits for a person, when its runbook
+    /// lost `auto` meanwhile or a guardrail blocks or warns (a freeze or a deploy stops
+    /// automation; a person may still approve).
+    pub async fn run_due(self: &Arc<Self>) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        for (hash, incident_id) in self.store.due_auto_plans(now).await? {
+            let Some(stored) = self.store.plan(&hash).await? else { continue };
+            let a = self.guardrails(incident_id, &stored.plan.runbook, now).await?;
+            let guardrail = a.refusal().or_else(|| a.warnings.first().cloned());
+            let (verdict, approved) = self.store.auto_approve(&hash, guardrail, now).await?;
+            match (verdict, approved) {
+                (_, Some(approved)) => {
+                    let why = stored.plan.auto.as_ref().map(|a| a.why.as_str()).unwrap_or("running automatically");
+                    self.notifier.thread(incident_id, &format!("plan {} started: {why}", &hash[..12])).await?;
+                    self.notifier.incident_changed(incident_id).await?;
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me.execute(incident_id, approved).await {
+                            tracing::error!(incident = incident_id, error = %format!("{e:#}"), "execution failed to run");
+                        }
+                    });
+                }
+                (Verdict::Refused { reason }, None) => {
+                    let text = format!("not running plan {} automatically: {reason}; it needs approval", &hash[..12]);
+                    self.notifier.thread(incident_id, &text).await?;
+                    self.notifier.incident_changed(incident_id).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Runs the plan; each step's result reaches the thread as the step ends (the executor's

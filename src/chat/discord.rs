@@ -462,7 +462,8 @@ impl Discord {
                 tokio::spawn(async move {
                     let r = async {
                         match action.as_str() {
-                            "approve" => {
+                            id @ ("approve" | "stop") => {
+                                let decision = if id == "stop" { Decision::Stop } else { Decision::Approve };
                                 let groups = Discord::groups(&responders, &user, &roles);
                                 let who = Identity(format!("discord:{user}"));
                                 clicks
@@ -470,7 +471,7 @@ impl Discord {
                                         incident,
                                         &hash,
                                         who,
-                                        Decision::Approve,
+                                        decision,
                                         &format!("discord:{channel}"),
                                         None,
                                         &groups,

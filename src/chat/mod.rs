@@ -164,7 +164,17 @@ pub async fn view_for(store: &dyn crate::store::Store, id: i64) -> anyhow::Resul
             "progress": progress,
             "outcome": outcome,
         });
-        view.0["buttons"] = json!(s.plan.state == crate::approval::PlanState::Proposed && !resolved);
+        let proposed = s.plan.state == crate::approval::PlanState::Proposed && !resolved;
+        let running = matches!(s.execution.as_ref(), Some((st, _)) if st == "running");
+        view.0["buttons"] = json!(proposed);
+        view.0["can_approve"] = json!(proposed && s.plan.plan.autonomy != crate::runbook::Autonomy::Suggest);
+        if let Some(a) = &s.plan.plan.auto {
+            let runs_at = s.plan.proposed_at + a.delay_secs as i64 * 1000;
+            view.0["auto"] = json!({"runs_itself": a.runs_itself, "why": crate::redact::redact(&a.why),
+                                     "runs_at": (a.runs_itself && proposed).then(|| rfc3339(runs_at))});
+            // Stop: while it waits for its delay, or while it runs.
+            view.0["stop"] = json!(a.runs_itself && (proposed || running));
+        }
     } else {
         view.0["buttons"] = json!(false);
     }
@@ -224,6 +234,9 @@ impl IncidentView {
             "plan": plan_view,
             "no_plan": no_plan,
             "paused": paused.map(|(by, at)| json!({"by": by, "since": rfc3339(*at)})),
+            // Set by `view_for` from the plan's state: which buttons show, and whether it runs
+            // by itself.
+            "can_approve": false, "stop": false, "auto": null,
         });
         // Everything shown passes redaction, the plan's text included (its step URLs, its
         // expected impact, the confirm dialog): the plan itself keeps what it must call.

@@ -423,9 +423,10 @@ impl Slack {
                     let who = Identity(format!("slack:{user}"));
                     let via = format!("slack:{channel}");
                     let reply = match action.action_id.to_string().as_str() {
-                        "approve" => {
+                        id @ ("approve" | "stop") => {
+                            let decision = if id == "stop" { Decision::Stop } else { Decision::Approve };
                             let groups = self.groups(responders).await;
-                            clicks.decide(incident, &hash, who, Decision::Approve, &via, None, &groups).await?
+                            clicks.decide(incident, &hash, who, decision, &via, None, &groups).await?
                         }
                         "reject" => {
                             self.reject_modal(ev.trigger_id.as_ref(), incident, &hash, &channel).await;

@@ -84,6 +84,8 @@ impl Offline {
             window: Default::default(),
             notifier: None,
             limits,
+            autonomy: Default::default(),
+            guardrails: Default::default(),
             digests: Default::default(),
         };
         responder.investigate(id).await?;

@@ -252,14 +252,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                             .map(|(rb, g)| {
                                 format!("{}: approval.groups names {g:?}, which is not in responders.groups", rb.id)
                             })
+                            .chain(cfg.iter().flat_map(|c| c.autonomy.problems(Some(&list))))
                             .collect();
                         if missing.is_empty() {
                             println!("{}: OK ({} runbooks)", dir.display(), list.len());
                         } else {
-                            problems.push(format!(
-                                "runbooks name unknown responder groups:\n  - {}",
-                                missing.join("\n  - ")
-                            ));
+                            problems.push(format!("runbooks and config disagree:\n  - {}", missing.join("\n  - ")));
                         }
                     }
                     Err(errors) => problems.push(format!("invalid runbooks:\n  - {}", errors.join("\n  - "))),

@@ -258,6 +258,8 @@ pub struct Executor {
     pub sleep: Arc<dyn Sleep>,
     /// Called after each recorded step event (chat shows the progress).
     pub on_progress: Option<Progress>,
+    /// Verified runs in a row that grant a runbook `auto` (`autonomy.grant_after`).
+    pub grant_after: u32,
     http: reqwest::Client,
 }
 
@@ -330,6 +332,7 @@ impl Executor {
             lease: LEASE,
             sleep: Arc::new(RealSleep),
             on_progress: None,
+            grant_after: crate::autonomy::Config::default().grant_after,
             http,
         }
     }
@@ -346,7 +349,7 @@ impl Executor {
         let p = approved.plan();
         let entry =
             AuditEntry { at: self.clock.now(), kind, incident_id: Some(p.incident_id), actor: "medic".into(), data };
-        self.store.execution_event(&p.hash, step as i64, state, entry.clone()).await?;
+        self.store.execution_event(&p.hash, step as i64, state, entry.clone(), self.grant_after).await?;
         if let Some(f) = &self.on_progress {
             f(entry).await;
         }
@@ -361,6 +364,9 @@ impl Executor {
         let steps = approved.plan().steps.clone();
         let mut done: Vec<(&PlanStep, Option<PlanAction>)> = Vec::new();
         for (i, step) in steps.iter().enumerate() {
+            if let Some(by) = self.store.stop_requested(&approved.plan().hash).await? {
+                return self.stop(&approved, i, &done, &by).await;
+            }
             let failure = match self.run_step(step, approved.plan().dry_run).await {
                 Ok((result, undo)) => {
                     self.event(
@@ -410,10 +416,33 @@ impl Executor {
             last,
             ExecState::Succeeded,
             Kind::ExecutionFinished,
-            json!({"plan": approved.plan().hash, "result": "succeeded"}),
+            json!({"plan": approved.plan().hash, "result": "succeeded",
+                   "dry_run": approved.plan().dry_run || self.limits.dry_run}),
         )
         .await?;
         Ok(Outcome::Succeeded)
+    }
+
+    /// A person stopped the plan before step `at`: what ran is rolled back, and a person takes
+    /// over. (The stop already took the runbook's `auto` away.)
+    async fn stop(
+        &self,
+        approved: &ApprovedPlan,
+        at: usize,
+        done: &[(&PlanStep, Option<PlanAction>)],
+        by: &str,
+    ) -> anyhow::Result<Outcome> {
+        let clean = self.roll_back(approved, at, done).await?;
+        let state = if clean { ExecState::RolledBack } else { ExecState::Failed };
+        let reason = format!("stopped by {by} before step {} of {}", at + 1, approved.plan().steps.len());
+        let data = json!({"plan": approved.plan().hash, "stopped_by": by, "reason": reason,
+            "message": if clean { "stopped; the steps that ran were rolled back; a person must take over" }
+                       else { "stopped, and a rollback failed: the system is in a partial state; a person must take over now" }});
+        self.event(approved, at, state, Kind::Escalated, data).await?;
+        Ok(Outcome::RolledBack {
+            step: approved.plan().steps.get(at).map(|s| s.id.clone()).unwrap_or_default(),
+            reason,
+        })
     }
 
     /// Renews the execution's heartbeat until the returned guard is dropped.

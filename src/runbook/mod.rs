@@ -526,12 +526,24 @@ impl Default for Approval {
 }
 
 /// `suggest`: the plan is shown without an execute button. `approve`: it runs on approval.
+/// `auto`: the ceiling it may earn — it runs by itself once [`crate::autonomy`] grants it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Autonomy {
     Suggest,
     #[default]
     Approve,
+    Auto,
+}
+
+impl Autonomy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Autonomy::Suggest => "suggest",
+            Autonomy::Approve => "approve",
+            Autonomy::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
@@ -579,6 +591,13 @@ impl Runbook {
         }
         if !(1..=5).contains(&self.tier) {
             out.push(format!("tier: expected 1 to 5, got {}", self.tier));
+        }
+        if self.autonomy == Autonomy::Auto && self.tier > crate::autonomy::MAX_AUTO_TIER {
+            out.push(format!(
+                "autonomy: a tier-{} runbook cannot run by itself; `auto` is for tiers 1-{}",
+                self.tier,
+                crate::autonomy::MAX_AUTO_TIER
+            ));
         }
         check_template(&mut out, "hypothesis", &self.hypothesis);
         for (i, e) in self.matches.evidence.iter().enumerate() {

@@ -1,6 +1,7 @@
 //! Executions: the one claim of an approved plan, its step events, its lease, and the orphans interrupted.
 
 use super::*;
+use crate::autonomy::Event;
 
 impl SqlStore {
     pub(super) async fn claim_execution(&self, approved: &ApprovedPlan, owner: &str, now: Millis) -> Result<bool> {
@@ -47,8 +48,39 @@ impl SqlStore {
         step: i64,
         state: ExecState,
         entry: AuditEntry,
+        grant_after: u32,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
+        let mut entries = Vec::new();
+        if state != ExecState::Running
+            && let Some(sp) = Self::load_plan(&mut tx, hash).await?
+        {
+            let p = &sp.plan;
+            let event = match state {
+                ExecState::Succeeded if entry.data["dry_run"] != true => {
+                    let approvers =
+                        sqlx::query("SELECT approver FROM approvals WHERE plan_hash = $1 ORDER BY at, approver")
+                            .bind(hash.to_string())
+                            .fetch_all(&mut *tx)
+                            .await?
+                            .iter()
+                            .map(|r| r.try_get::<String, _>("approver"))
+                            .collect::<Result<Vec<_>, _>>()?;
+                    Some(Event::Verified { incident: p.incident_id, approvers })
+                }
+                ExecState::RolledBack | ExecState::Failed if entry.data.get("stopped_by").is_none() => {
+                    let why = entry.data["reason"].as_str().unwrap_or("the plan failed");
+                    Some(Event::Failed {
+                        incident: p.incident_id,
+                        reason: format!("{}: {why}", state.as_str().replace('_', " ")),
+                    })
+                }
+                _ => None,
+            };
+            if let Some(event) = event {
+                entries.extend(Self::learn_in(&mut tx, p, event, grant_after, entry.at, "medic").await?);
+            }
+        }
         let finished = (state != ExecState::Running).then_some(entry.at);
         sqlx::query(
             "UPDATE executions SET state = $1, step = $2, finished_at = $3, heartbeat_at = $4 WHERE plan_hash = $5",
@@ -60,7 +92,8 @@ impl SqlStore {
         .bind(hash.to_string())
         .execute(&mut *tx)
         .await?;
-        self.append_audit(&mut tx, vec![entry]).await?;
+        entries.insert(0, entry);
+        self.append_audit(&mut tx, entries).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -127,6 +160,11 @@ impl SqlStore {
                 actor: "medic".into(),
                 data,
             });
+            if let Some(sp) = Self::load_plan(&mut tx, &hash).await? {
+                let event = Event::Failed { incident, reason: "interrupted: medic stopped while it ran".into() };
+                // A loss needs no threshold.
+                entries.extend(Self::learn_in(&mut tx, &sp.plan, event, u32::MAX, now, "medic").await?);
+            }
             hashes.push((hash, incident));
         }
         self.append_audit(&mut tx, entries).await?;

@@ -14,6 +14,7 @@
 //! aggregate shares (the write lock, the audit append, row binding) stay here.
 
 mod audit_log;
+mod autonomy;
 mod changes;
 mod executions;
 mod incidents;
@@ -21,12 +22,13 @@ mod outbox;
 mod plans;
 
 use audit_log::audit_args;
+pub use autonomy::{RunbookRef, RunbookStats};
 pub use changes::StoredChanges;
 use changes::change_args;
 use incidents::{alert_args, incident_args, json_text};
 
 use crate::alert::{Alert, AlertStatus, Change, Labels, Source};
-use crate::approval::{self, ApprovedPlan, Click, Facts, Groups, Identity, PlanState, StoredPlan, Verdict};
+use crate::approval::{self, ApprovedPlan, Click, Decision, Facts, Groups, Identity, PlanState, StoredPlan, Verdict};
 use crate::audit::{self, AuditEntry, AuditRecord, Kind};
 use crate::incident::{AlertRow, Incident, IncidentState, Outcome, Policy, WorkingSet};
 use crate::plan::ProposedPlan;
@@ -168,8 +170,44 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(Verdict, Option<ApprovedPlan>)>;
     /// Claims an approved plan for execution by `owner`; false if it was already claimed.
     async fn claim_execution(&self, plan: &ApprovedPlan, owner: &str, now: Millis) -> Result<bool>;
-    /// Records the execution's progress (`state`, `step`) and its audit entry, together.
-    async fn execution_event(&self, hash: &str, step: i64, state: ExecState, entry: AuditEntry) -> Result<()>;
+    /// Records the execution's progress (`state`, `step`) and its audit entry, together. An
+    /// ending state updates the runbook's autonomy record in the same transaction: verified (not
+    /// a dry run, whose entry says `"dry_run": true`) grants `auto` at `grant_after` in a row;
+    /// a rollback or failure takes it away (a stopped run already lost it).
+    async fn execution_event(
+        &self,
+        hash: &str,
+        step: i64,
+        state: ExecState,
+        entry: AuditEntry,
+        grant_after: u32,
+    ) -> Result<()>;
+    /// Who asked the running plan `hash` to stop, if anyone has.
+    async fn stop_requested(&self, hash: &str) -> Result<Option<String>>;
+    /// A runbook's autonomy record (an empty one if it never ran).
+    async fn autonomy(&self, runbook: &str) -> Result<crate::autonomy::Record>;
+    /// A person grants (within `crate::autonomy::may_grant`) or revokes `auto`; audited. The
+    /// reply worded for them, or why not.
+    async fn set_autonomy(
+        &self,
+        runbook: &RunbookRef<'_>,
+        grant: bool,
+        by: &Identity,
+        via: &str,
+        now: Millis,
+    ) -> Result<std::result::Result<String, String>>;
+    /// Plans that run by themselves and whose delay has passed: (hash, incident).
+    async fn due_auto_plans(&self, now: Millis) -> Result<Vec<(String, i64)>>;
+    /// Approves a plan that runs by itself, by `approval::decide_auto` under the write lock,
+    /// exactly once; a refusal is audited and leaves the plan waiting for a person.
+    async fn auto_approve(
+        &self,
+        hash: &str,
+        guardrail: Option<String>,
+        now: Millis,
+    ) -> Result<(Verdict, Option<ApprovedPlan>)>;
+    /// Every runbook with a record or an execution or a shadow incident, with its figures.
+    async fn runbook_stats(&self) -> Result<Vec<RunbookStats>>;
     /// Renews the lease of a running execution.
     async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()>;
     /// Marks running executions interrupted and audits an escalation for each; returns their
@@ -214,6 +252,26 @@ pub trait Store: Send + Sync + 'static {
     /// Changes received on `/v1/changes` for `service` in `[start, end]`, oldest first.
     async fn changes(&self, service: &str, start: Millis, end: Millis) -> Result<Vec<Change>>;
     async fn close(&self);
+}
+
+/// The guardrails for a plan of `runbook` on incident `incident_id` (whose service is
+/// `service`) now: [`guardrails_now`] with the service's changes of the last day and the
+/// runbook's attempt budget.
+pub async fn guardrails_for(
+    store: &dyn Store,
+    cfg: &crate::guardrails::GuardrailConfig,
+    runbooks: &[crate::runbook::Runbook],
+    incident_id: i64,
+    runbook: &str,
+    service: Option<&str>,
+    now: Millis,
+) -> Result<crate::guardrails::Assessment> {
+    let changes = match service {
+        Some(s) => store.changes(s, now - 24 * 3_600_000, now).await?,
+        None => Vec::new(),
+    };
+    let budget = runbooks.iter().find(|r| r.id == runbook).and_then(|r| r.attempt_budget);
+    guardrails_now(store, cfg, incident_id, service, &changes, budget, now).await
 }
 
 /// The guardrails as they stand now for incident `incident_id`: the kill switch and the attempt
@@ -693,8 +751,51 @@ impl Store for SqlStore {
         SqlStore::claim_execution(self, approved, owner, now).await
     }
 
-    async fn execution_event(&self, hash: &str, step: i64, state: ExecState, entry: AuditEntry) -> Result<()> {
-        SqlStore::execution_event(self, hash, step, state, entry).await
+    async fn execution_event(
+        &self,
+        hash: &str,
+        step: i64,
+        state: ExecState,
+        entry: AuditEntry,
+        grant_after: u32,
+    ) -> Result<()> {
+        SqlStore::execution_event(self, hash, step, state, entry, grant_after).await
+    }
+
+    async fn stop_requested(&self, hash: &str) -> Result<Option<String>> {
+        SqlStore::stop_requested(self, hash).await
+    }
+
+    async fn autonomy(&self, runbook: &str) -> Result<crate::autonomy::Record> {
+        SqlStore::autonomy(self, runbook).await
+    }
+
+    async fn set_autonomy(
+        &self,
+        runbook: &RunbookRef<'_>,
+        grant: bool,
+        by: &Identity,
+        via: &str,
+        now: Millis,
+    ) -> Result<std::result::Result<String, String>> {
+        SqlStore::set_autonomy(self, runbook, grant, by, via, now).await
+    }
+
+    async fn due_auto_plans(&self, now: Millis) -> Result<Vec<(String, i64)>> {
+        SqlStore::due_auto_plans(self, now).await
+    }
+
+    async fn auto_approve(
+        &self,
+        hash: &str,
+        guardrail: Option<String>,
+        now: Millis,
+    ) -> Result<(Verdict, Option<ApprovedPlan>)> {
+        SqlStore::auto_approve(self, hash, guardrail, now).await
+    }
+
+    async fn runbook_stats(&self) -> Result<Vec<RunbookStats>> {
+        SqlStore::runbook_stats(self).await
     }
 
     async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()> {

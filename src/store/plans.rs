@@ -60,9 +60,10 @@ impl SqlStore {
             });
         }
         let expires_at = now + (plan.approval.expires_after_secs as i64) * 1000;
+        let auto_at = plan.auto.as_ref().filter(|a| a.runs_itself).map(|a| now + a.delay_secs as i64 * 1000);
         sqlx::query(
-            "INSERT INTO plans (hash, incident_id, runbook, body, state, requested_by, proposed_at, expires_at) \
-             VALUES ($1, $2, $3, $4, 'proposed', $5, $6, $7)",
+            "INSERT INTO plans (hash, incident_id, runbook, body, state, requested_by, proposed_at, expires_at, auto_at) \
+             VALUES ($1, $2, $3, $4, 'proposed', $5, $6, $7, $8)",
         )
         .bind(plan.hash.clone())
         .bind(plan.incident_id)
@@ -71,6 +72,7 @@ impl SqlStore {
         .bind(requested_by.0.clone())
         .bind(now)
         .bind(expires_at)
+        .bind(auto_at)
         .execute(&mut *tx)
         .await?;
         entries.push(AuditEntry {
@@ -82,6 +84,8 @@ impl SqlStore {
                 "plan": plan.hash, "runbook": plan.runbook, "tier": plan.tier,
                 "steps": plan.steps.iter().map(|s| crate::redact::redact(&format!("{}: {}", s.id, s.action.summary()))).collect::<Vec<_>>(),
                 "expires_at": crate::time::rfc3339(expires_at),
+                "auto": plan.auto.as_ref().map(|a| &a.why),
+                "runs_at": auto_at.map(crate::time::rfc3339),
             }),
         });
         self.append_audit(&mut tx, entries).await?;
@@ -110,8 +114,12 @@ impl SqlStore {
             return Ok((Verdict::Refused { reason: format!("there is no plan {short}") }, None));
         };
         let incident = sp.plan.incident_id;
-        let state = Self::text_for(&mut tx, "SELECT state FROM incidents WHERE id = $1", "state", incident).await?;
-        let current = Self::text_for(&mut tx, Self::CURRENT_PLAN, "hash", incident).await?;
+        let (incident_open, current) = Self::plan_facts(&mut tx, incident).await?;
+        let running = sqlx::query("SELECT 1 FROM executions WHERE plan_hash = $1 AND state = 'running'")
+            .bind(hash.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
         let approvers: Vec<Identity> =
             sqlx::query("SELECT approver FROM approvals WHERE plan_hash = $1 ORDER BY at, approver")
                 .bind(hash.to_string())
@@ -122,10 +130,11 @@ impl SqlStore {
                 .collect::<Result<_, _>>()?;
         let facts = Facts {
             plan: &sp,
-            incident_open: state.as_deref().is_some_and(|s| s != "resolved"),
+            incident_open,
             superseded_by: current.as_deref().filter(|h| *h != hash),
             approvers: &approvers,
             guardrail,
+            running,
         };
         let verdict = approval::decide(&facts, groups, &click.who, click.decision, click.at);
         let record = |kind: Kind, data: serde_json::Value| AuditEntry {
@@ -169,21 +178,30 @@ impl SqlStore {
             }
             Verdict::Rejected => {
                 sqlx::query(
-                    "UPDATE plans SET state = 'rejected', decided_at = $1 WHERE hash = $2 AND state = 'proposed'",
+                    "UPDATE plans SET state = 'rejected', decided_at = $1, auto_at = NULL WHERE hash = $2 AND state = 'proposed'",
                 )
                 .bind(click.at)
                 .bind(hash.to_string())
                 .execute(&mut *tx)
                 .await?;
-                self.append_audit(
-                    &mut tx,
-                    vec![record(
-                        Kind::PlanRejected,
-                        serde_json::json!({"plan": hash, "via": click.via,
-                                           "reason": click.reason.as_deref().map(crate::redact::redact)}),
-                    )],
-                )
-                .await?;
+                let mut entries = vec![record(
+                    Kind::PlanRejected,
+                    serde_json::json!({"plan": hash, "via": click.via, "stopped": click.decision == Decision::Stop,
+                                       "reason": click.reason.as_deref().map(crate::redact::redact)}),
+                )];
+                entries.extend(self.stopped(&mut tx, &sp.plan, click).await?);
+                self.append_audit(&mut tx, entries).await?;
+            }
+            Verdict::StopRequested => {
+                sqlx::query("UPDATE executions SET stop_by = $1 WHERE plan_hash = $2 AND state = 'running'")
+                    .bind(click.who.0.clone())
+                    .bind(hash.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                let mut entries =
+                    vec![record(Kind::StopRequested, serde_json::json!({"plan": hash, "via": click.via}))];
+                entries.extend(self.stopped(&mut tx, &sp.plan, click).await?);
+                self.append_audit(&mut tx, entries).await?;
             }
             Verdict::Refused { reason } => {
                 tracing::info!(plan = %hash, who = %click.who, via = %click.via, reason = %reason, "approval refused");
@@ -192,6 +210,15 @@ impl SqlStore {
         }
         tx.commit().await?;
         Ok((verdict, approved))
+    }
+
+    /// A person rejected or stopped a plan that runs by itself: its runbook loses `auto`.
+    async fn stopped(&self, tx: &mut Tx, plan: &ProposedPlan, click: &Click) -> Result<Option<AuditEntry>> {
+        if !plan.auto.as_ref().is_some_and(|a| a.runs_itself) {
+            return Ok(None);
+        }
+        let event = crate::autonomy::Event::Stopped { incident: plan.incident_id, by: click.who.0.clone() };
+        Self::learn_in(tx, plan, event, u32::MAX, click.at, &click.who.0).await
     }
 
     pub(super) async fn set_paused(&self, by: &Identity, via: &str, paused: bool, now: Millis) -> Result<()> {
