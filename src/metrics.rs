@@ -96,8 +96,15 @@ impl Metrics {
     }
 
     /// The exposition text; `open` and `resolving` are read from the store by the caller.
-    /// `chat`: (platform, state, deliveries) for the `medic_chat_deliveries` gauge.
-    pub fn render(&self, open: i64, resolving: i64, chat: &[(&str, &str, i64)]) -> String {
+    /// `chat`: (platform, state, deliveries) for the `medic_chat_deliveries` gauge; `runbooks`:
+    /// each runbook's autonomy record.
+    pub fn render(
+        &self,
+        open: i64,
+        resolving: i64,
+        chat: &[(&str, &str, i64)],
+        runbooks: &[crate::store::RunbookStats],
+    ) -> String {
         let mut out = String::new();
         out.push_str("# HELP medic_intake_requests_total Intake requests by source and result.\n# TYPE medic_intake_requests_total counter\n");
         for ((s, r), n) in self.requests.lock().unwrap().iter() {
@@ -144,6 +151,37 @@ impl Metrics {
         out.push_str("# HELP medic_investigation_duration_seconds Time from trigger to diagnosis, by phase.\n# TYPE medic_investigation_duration_seconds histogram\n");
         self.gather.render(&mut out, "medic_investigation_duration_seconds", "phase=\"gather\"");
         self.diagnose.render(&mut out, "medic_investigation_duration_seconds", "phase=\"diagnose\"");
+        out.push_str("# HELP medic_runbook_auto Whether the runbook has earned (or was granted) running by itself: 1, else 0.\n# TYPE medic_runbook_auto gauge\n");
+        for r in runbooks {
+            let _ =
+                writeln!(out, "medic_runbook_auto{{runbook=\"{}\"}} {}", label(&r.record.runbook), r.record.auto as u8);
+        }
+        out.push_str("# HELP medic_runbook_streak Verified executions in a row since the runbook's last failure, stop or revocation.\n# TYPE medic_runbook_streak gauge\n");
+        for r in runbooks {
+            let _ =
+                writeln!(out, "medic_runbook_streak{{runbook=\"{}\"}} {}", label(&r.record.runbook), r.record.streak);
+        }
+        out.push_str("# HELP medic_runbook_executions_total Executions of the runbook's plans by result (verified, failed: rolled back, failed or interrupted).\n# TYPE medic_runbook_executions_total counter\n");
+        for r in runbooks {
+            let rb = label(&r.record.runbook);
+            let _ = writeln!(
+                out,
+                "medic_runbook_executions_total{{runbook=\"{rb}\",result=\"verified\"}} {}",
+                r.record.verified
+            );
+            let _ = writeln!(
+                out,
+                "medic_runbook_executions_total{{runbook=\"{rb}\",result=\"failed\"}} {}",
+                r.record.failed
+            );
+        }
+        out.push_str("# HELP medic_runbook_median_fix_seconds Median time from an incident's first alert to the verified end of the runbook's plan.\n# TYPE medic_runbook_median_fix_seconds gauge\n");
+        for r in runbooks {
+            if let Some(m) = r.median_fix_secs {
+                let _ =
+                    writeln!(out, "medic_runbook_median_fix_seconds{{runbook=\"{}\"}} {m}", label(&r.record.runbook));
+            }
+        }
         out
     }
 }
@@ -158,7 +196,19 @@ mod tests {
         m.intake_request("alertmanager", "stored");
         m.alerts("alertmanager", &[("new", 1), ("stale", 0)]);
         m.observe_request("/v1/alerts/alertmanager", 200, Duration::from_millis(3));
-        let text = m.render(2, 1, &[]);
+        let rb = crate::store::RunbookStats {
+            record: crate::autonomy::Record {
+                runbook: "restart".into(),
+                auto: true,
+                streak: 5,
+                verified: 6,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let text = m.render(2, 1, &[], &[rb]);
+        assert!(text.contains("medic_runbook_auto{runbook=\"restart\"} 1"));
+        assert!(text.contains("medic_runbook_executions_total{runbook=\"restart\",result=\"verified\"} 6"));
         assert!(text.contains("medic_intake_requests_total{source=\"alertmanager\",result=\"stored\"} 1"));
         assert!(text.contains("medic_incidents{state=\"open\"} 2"));
         assert!(text.contains("route=\"/v1/alerts/alertmanager\",status=\"200\",le=\"0.005\"} 1"));

@@ -34,6 +34,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub chat: ChatApp,
     pub clock: Arc<dyn Clock>,
+    /// `autonomy.grant_after`, shown with each runbook's streak.
+    pub grant_after: u32,
 }
 
 /// What the chat routes need.
@@ -258,7 +260,8 @@ pub async fn run_with(
     let (pipeline, writer) = Pipeline::start(store.clone(), policy, clock.clone(), metrics.clone(), TICK);
     let intake = Intake::new(&config.intake, pipeline, metrics.clone(), clock.clone(), triggers.clone())
         .map_err(anyhow::Error::msg)?;
-    let app = Arc::new(App { store: store.clone(), asker, api_tokens, intake, metrics, chat, clock });
+    let grant_after = config.autonomy.grant_after;
+    let app = Arc::new(App { store: store.clone(), asker, api_tokens, intake, metrics, chat, clock, grant_after });
     tracing::info!(%addr, store = store.backend(), "medic listening");
     crate::serve::serve(listener, router(app), &config.http, shutdown).await.context("server failed")?;
     tracing::info!("stopped accepting; draining the writer and the responder");
@@ -367,6 +370,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/incidents", get(crate::api::list))
         .route("/v1/incidents/{id}", get(crate::api::detail))
         .route("/v1/ask", post(crate::api::ask))
+        .route("/v1/runbooks", get(crate::api::runbooks))
         .layer(middleware::from_fn_with_state(app.api_tokens.clone(), crate::api::auth::authenticate));
     let mut r = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -430,7 +434,9 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
                 .map(|(state, n)| (h.platform.as_str(), state, n))
         })
         .collect();
-    ([("content-type", "text/plain; version=0.0.4")], app.metrics.render(open, resolving, &gauges)).into_response()
+    let runbooks = app.store.runbook_stats().await.unwrap_or_default();
+    let text = app.metrics.render(open, resolving, &gauges, &runbooks);
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
 fn refuse(status: StatusCode, error: &str, message: String) -> Response {

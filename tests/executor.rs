@@ -226,7 +226,7 @@ async fn crash_mid_plan_is_interrupted_not_rerun(db: Db) {
         actor: "medic".into(),
         data: json!({"step": "roll-back"}),
     };
-    s.store.execution_event(&plan.plan().hash, 0, medic::store::ExecState::Running, entry).await.unwrap();
+    s.store.execution_event(&plan.plan().hash, 0, medic::store::ExecState::Running, entry, 5).await.unwrap();
     // The restarted process recovers: the plan is interrupted and escalated, never re-run.
     let ex = executor(&s, limits(&s));
     let recover = || medic::executor::recover(s.store.as_ref(), &ex.owner, true, ex.lease, s.clock.now());

@@ -136,6 +136,58 @@ pub async fn list(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, S
     }
 }
 
+/// `GET /v1/runbooks`: each runbook's declared ceiling, earned level, streak, verified and
+/// failed runs, median time from alert to verified fix, last outcomes and shadow record.
+pub async fn runbooks(State(app): State<Arc<App>>) -> Response {
+    match app.store.runbook_stats().await {
+        Ok(stats) => Json(runbooks_json(&stats, &app.asker.runbooks, app.grant_after)).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// The runbooks' records as `GET /v1/runbooks` and `medic runbooks --format json` show them:
+/// every loaded runbook, and any other with a record in the store.
+pub fn runbooks_json(
+    stats: &[crate::store::RunbookStats],
+    runbooks: &[crate::runbook::Runbook],
+    grant_after: u32,
+) -> Value {
+    use crate::runbook::Autonomy;
+    let mut ids: Vec<&str> = runbooks.iter().map(|r| r.id.as_str()).collect();
+    ids.extend(stats.iter().map(|s| s.record.runbook.as_str()).filter(|id| !runbooks.iter().any(|r| r.id == *id)));
+    let rows: Vec<Value> = ids
+        .into_iter()
+        .map(|id| {
+            let rb = runbooks.iter().find(|r| r.id == id);
+            let s = stats.iter().find(|s| s.record.runbook == id).cloned().unwrap_or_default();
+            let ceiling = rb.map(|r| r.autonomy);
+            let level = match ceiling {
+                Some(Autonomy::Suggest) => "suggest",
+                Some(Autonomy::Auto) if s.record.auto => "auto",
+                _ => "approve",
+            };
+            json!({
+                "runbook": id,
+                "loaded": rb.is_some(),
+                "tier": rb.map(|r| r.tier),
+                "ceiling": ceiling.map(Autonomy::as_str),
+                "level": level,
+                "streak": s.record.streak,
+                "grant_after": grant_after,
+                "verified": s.record.verified,
+                "failed": s.record.failed,
+                "last_verified_incident": s.record.last_incident,
+                "last_approved_by": s.record.last_by,
+                "level_changed_because": s.record.reason,
+                "median_fix_secs": s.median_fix_secs,
+                "last_outcomes": s.last_outcomes,
+                "shadow": {"handled_by_people": s.shadow_incidents, "resolved_alone": s.shadow_resolved_alone},
+            })
+        })
+        .collect();
+    json!({"runbooks": rows})
+}
+
 /// A page of an incident's alerts or timeline: at most `limit` items after the cursor.
 struct Page {
     limit: usize,

@@ -115,10 +115,49 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Each runbook's autonomy: level, streak, outcomes, time to fix, shadow record; or grant / revoke `auto`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Runbooks {
+        #[command(subcommand)]
+        command: Option<RunbooksCommand>,
+        #[command(flatten)]
+        args: RunbooksArgs,
+    },
     /// Verify or export the audit log.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunbooksArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Runbooks directory
+    #[arg(long, default_value = "runbooks")]
+    runbooks: PathBuf,
+    /// `text` (a line per runbook) or `json` (as `GET /v1/runbooks`)
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+#[derive(Subcommand)]
+enum RunbooksCommand {
+    /// Let a runbook that declares `autonomy: auto` run by itself where policy allows, without
+    /// waiting for its streak (audited with who).
+    Grant {
+        /// The runbook's id
+        runbook: String,
+        #[command(flatten)]
+        args: RunbooksArgs,
+    },
+    /// Take `auto` away: the runbook's plans need approval again and its streak restarts.
+    Revoke {
+        /// The runbook's id
+        runbook: String,
+        #[command(flatten)]
+        args: RunbooksArgs,
     },
 }
 
@@ -296,6 +335,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Runbooks { command: None, args } => list_runbooks(&args).await,
+        Command::Runbooks { command: Some(RunbooksCommand::Grant { runbook, args }), .. } => {
+            set_autonomy(&args, &runbook, true).await
+        }
+        Command::Runbooks { command: Some(RunbooksCommand::Revoke { runbook, args }), .. } => {
+            set_autonomy(&args, &runbook, false).await
+        }
         Command::Pause { store } => set_paused(&store, true).await,
         Command::Resume { store } => set_paused(&store, false).await,
         Command::Audit { command: AuditCommand::Verify { store, expect_head } } => {
@@ -339,6 +385,69 @@ async fn set_paused(args: &StoreArgs, pause: bool) -> Result<ExitCode> {
         if pause { "automation paused" } else { "automation resumed" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `medic runbooks`: one line per runbook (or the JSON of `GET /v1/runbooks`).
+async fn list_runbooks(args: &RunbooksArgs) -> Result<ExitCode> {
+    let config = load(args.store.config.as_deref())?;
+    let runbooks = if args.runbooks.is_dir() { crate::runbook::load(&args.runbooks)? } else { Vec::new() };
+    let store = existing_store(&args.store).await?;
+    let stats = store.runbook_stats().await;
+    store.close().await;
+    let view = crate::api::runbooks_json(&stats?, &runbooks, config.autonomy.grant_after);
+    if args.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<28} {:<8} {:<8} {:>6} {:>8} {:>6} {:>10}  {:<32} SHADOW (handled by people / resolved alone)",
+        "RUNBOOK", "CEILING", "LEVEL", "STREAK", "VERIFIED", "FAILED", "MEDIAN FIX", "LAST OUTCOMES"
+    );
+    for r in view["runbooks"].as_array().into_iter().flatten() {
+        let fix = r["median_fix_secs"].as_f64().map(|s| format!("{:.0}s", s)).unwrap_or_else(|| "-".into());
+        let last: Vec<&str> = r["last_outcomes"].as_array().into_iter().flatten().filter_map(|o| o.as_str()).collect();
+        println!(
+            "{:<28} {:<8} {:<8} {:>6} {:>8} {:>6} {:>10}  {:<32} {} / {}",
+            r["runbook"].as_str().unwrap_or(""),
+            r["ceiling"].as_str().unwrap_or("-"),
+            r["level"].as_str().unwrap_or(""),
+            format!("{}/{}", r["streak"], r["grant_after"]),
+            r["verified"],
+            r["failed"],
+            fix,
+            if last.is_empty() { "-".to_string() } else { last.join(", ") },
+            r["shadow"]["handled_by_people"],
+            r["shadow"]["resolved_alone"],
+        );
+        if let Some(why) = r["level_changed_because"].as_str() {
+            println!("{:<28} level changed: {why}", "");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `medic runbooks grant|revoke ID`, as the OS user.
+async fn set_autonomy(args: &RunbooksArgs, id: &str, grant: bool) -> Result<ExitCode> {
+    let runbooks = crate::runbook::load(&args.runbooks)?;
+    let Some(rb) = runbooks.iter().find(|r| r.id == id) else {
+        eprintln!("error: no runbook {id} in {}", args.runbooks.display());
+        return Ok(ExitCode::from(1));
+    };
+    let store = existing_store(&args.store).await?;
+    let who = crate::chat::console::identity();
+    let target = store::RunbookRef { id, autonomy: rb.autonomy, tier: rb.tier };
+    let r = store.set_autonomy(&target, grant, &who, "cli", crate::time::Clock::now(&SystemClock)).await;
+    store.close().await;
+    match r? {
+        Ok(said) => {
+            println!("{said} (by {who}, the OS user; audited)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("error: {why}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// `medic test`: every scenario, every expectation; exit 1 if any failed.

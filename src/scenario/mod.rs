@@ -69,8 +69,63 @@ pub struct Scenario {
     /// The world once the plan's first action has run.
     #[serde(default)]
     pub after: Option<After>,
+    /// The runbook's record and the autonomy policy, to test when its plan runs by itself.
+    #[serde(default)]
+    pub autonomy: Option<Autonomy>,
     #[serde(default)]
     pub expect: Option<Expect>,
+}
+
+/// `autonomy:` — what the plan's runbook has done before and the policy it is judged by.
+///
+/// ```yaml
+/// autonomy:
+///   history: [verified, verified, failed, verified, verified, verified, verified, verified]
+///   environments: {staging: {}, production: {runbooks: [rollback-bad-deploy]}}
+/// expect:
+///   autonomy: auto            # or approve
+///   autonomy_reason: "5 verified runs"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autonomy {
+    /// The runbook's past executions, oldest first: `verified`, `failed` (a failed post-check,
+    /// a rollback, an interruption), `stopped` (a person stopped or rejected an automatic run),
+    /// `granted` or `revoked` (by a person).
+    #[serde(default)]
+    pub history: Vec<String>,
+    /// The `autonomy` config section (default: medic's defaults, which allow no environment).
+    #[serde(default)]
+    pub policy: crate::autonomy::Config,
+    /// Automation is paused (the kill switch).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl Autonomy {
+    /// The runbook's record after its history; `may_auto`: its ceiling and tier allow `auto`.
+    pub fn record(&self, runbook: &str, may_auto: bool) -> Result<crate::autonomy::Record, String> {
+        use crate::autonomy::Event;
+        let mut r = crate::autonomy::Record { runbook: runbook.into(), ..Default::default() };
+        for (i, h) in self.history.iter().enumerate() {
+            let incident = i as i64 + 1;
+            let by = "scenario:person".to_string();
+            let event = match h.as_str() {
+                "verified" => Event::Verified { incident, approvers: vec![by] },
+                "failed" => Event::Failed { incident, reason: "failed".into() },
+                "stopped" => Event::Stopped { incident, by },
+                "granted" => Event::Granted { by },
+                "revoked" => Event::Revoked { by },
+                other => {
+                    return Err(format!(
+                        "autonomy.history[{i}]: expected verified, failed, stopped, granted or revoked, got {other:?}"
+                    ));
+                }
+            };
+            crate::autonomy::learn(&mut r, &event, self.policy.grant_after, may_auto);
+        }
+        Ok(r)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,6 +222,12 @@ pub struct Expect {
     /// precondition: a paused Deployment, a namespace medic may not change, a scale limit…).
     #[serde(default)]
     pub refused: Option<String>,
+    /// `auto` (the plan runs by itself) or `approve` (it waits for a person).
+    #[serde(default)]
+    pub autonomy: Option<String>,
+    /// Text of the reason shown with the plan's autonomy.
+    #[serde(default)]
+    pub autonomy_reason: Option<String>,
 }
 
 /// A scenario with its times resolved and its series expanded: the world as data.
@@ -185,6 +246,7 @@ pub struct World {
     /// Series of the world after the action, with times relative to the action (0 = the action).
     pub after_series: Vec<Series>,
     pub after_pods: Option<Vec<Pod>>,
+    pub autonomy: Autonomy,
     pub expect: Expect,
 }
 
@@ -293,6 +355,14 @@ impl Scenario {
         {
             return Err(format!("expect.verification: expected passed or failed, got {v:?}"));
         }
+        if let Some(v) = &expect.autonomy
+            && v != "auto"
+            && v != "approve"
+        {
+            return Err(format!("expect.autonomy: expected auto or approve, got {v:?}"));
+        }
+        let autonomy = self.autonomy.clone().unwrap_or_default();
+        autonomy.record("", false)?;
         Ok(World {
             name: self.name.clone(),
             now,
@@ -306,6 +376,7 @@ impl Scenario {
             policy: self.policy.clone(),
             after_series,
             after_pods: after.pods,
+            autonomy,
             expect,
         })
     }

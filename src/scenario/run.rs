@@ -73,8 +73,25 @@ pub async fn run_with(
     let (diagnosis, mut plan) = responder::conclude(&world.alerts, runbooks, &[], &ctx, incident, &[]);
     if let Some(Ok(p)) = &mut plan {
         crate::executor::survey(limits, clock, p).await;
+        if let Err(e) = earned(world, p) {
+            plan = Some(Err(e));
+        }
     }
     Outcome { diagnosis, plan }
+}
+
+/// Whether the plan runs by itself, given the scenario's `autonomy` (its runbook's history,
+/// the policy, the kill switch): the rules `serve` applies, by the same code.
+fn earned(world: &World, p: &mut ProposedPlan) -> Result<(), String> {
+    let a = &world.autonomy;
+    let may = crate::autonomy::may_grant(p.autonomy, p.tier).is_ok();
+    let record = a.record(&p.runbook, may)?;
+    let label = &a.policy.environment_label;
+    let env = world.alerts.iter().find_map(|al| al.labels.get(label).map(String::as_str));
+    let paused = a.paused.then_some("automation is paused by scenario:person");
+    p.auto = crate::autonomy::assess(&a.policy, p, &record, env, paused);
+    p.hash = p.content_hash();
+    Ok(())
 }
 
 /// One expectation and how it went.
@@ -181,6 +198,28 @@ pub async fn check(world: &World, outcome: &Outcome) -> Vec<Verdict> {
             detail: format!("expected a step refused with {want:?}, got {refusals:?}"),
         });
     }
+    if world.expect.autonomy.is_some() || world.expect.autonomy_reason.is_some() {
+        let auto = match &outcome.plan {
+            Some(Ok(p)) => p.auto.clone(),
+            _ => None,
+        };
+        let got = if auto.as_ref().is_some_and(|a| a.runs_itself) { "auto" } else { "approve" };
+        let why = auto.map(|a| a.why).unwrap_or_else(|| "the runbook does not declare `autonomy: auto`".into());
+        if let Some(want) = &world.expect.autonomy {
+            out.push(Verdict {
+                what: "autonomy".into(),
+                ok: got == want,
+                detail: format!("expected {want}, got {got}: {why}"),
+            });
+        }
+        if let Some(want) = &world.expect.autonomy_reason {
+            out.push(Verdict {
+                what: "autonomy reason".into(),
+                ok: why.contains(want.as_str()),
+                detail: format!("expected {want:?} in {why:?}"),
+            });
+        }
+    }
     if let Some(want) = &world.expect.verification {
         let (ok, detail) = match &outcome.plan {
             Some(Ok(plan)) => match verify(world, plan).await {
@@ -249,6 +288,9 @@ pub fn report(world: &World, outcome: &Outcome) -> String {
                 if let Some(r) = step.rollback_text() {
                     let _ = writeln!(s, "     rollback: {r}");
                 }
+            }
+            if let Some(auto) = &p.auto {
+                let _ = writeln!(s, "  Autonomy: {}", auto.why);
             }
             let a = &p.approval;
             let _ = writeln!(
