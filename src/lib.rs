@@ -49,8 +49,15 @@
 //!   (queries, URLs and arguments escaped for where each value lands); immutable and
 //!   content-hashed (a changed plan is a new plan).
 //! - [`approval`] — pure rules for a click (group, distinct approvers, self-approval, expiry,
-//!   open incident, current plan, guardrails), each refusal worded for the clicker; the store
-//!   applies an accepted click exactly once. Only this module builds an `ApprovedPlan`.
+//!   open incident, current plan, guardrails; Stop of a plan that runs by itself), each refusal
+//!   worded for the clicker; the store applies an accepted click exactly once. Only this module
+//!   builds an `ApprovedPlan` (`decide_auto` for a plan that runs by itself).
+//! - [`autonomy`] — earned autonomy, pure: a runbook's record (streak, verified, failed) and
+//!   whether it holds `auto` (`learn`), and whether a plan runs by itself for an incident
+//!   (`assess`: ceiling and tier, record, environment policy, guardrails). The store applies
+//!   `learn` in the transaction that records each outcome; the responder marks a plan with
+//!   `assess`; `chat::clicks::Clicks::run_due` starts a plan whose delay passed, through
+//!   `approval::decide_auto` under the write lock; Stop halts a running one.
 //! - [`executor`] — runs an `ApprovedPlan` only: per step precondition → action → post-check,
 //!   rollback of the steps done when one fails, escalation; claimed once and held by a lease
 //!   it renews; a crash mid-plan is marked interrupted at start, an orphan whose lease lapsed by
@@ -64,7 +71,7 @@
 //!   spent) refuse the approval; warnings (change freeze, deploy in progress) are shown.
 //! - [`store`] — the one storage trait ([`store::Store`]) and its SQL implementation for SQLite
 //!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`; one
-//!   file per aggregate (incidents, audit log, plans, executions, outbox, changes). Intake reads
+//!   file per aggregate (incidents, audit log, plans, executions, autonomy, outbox, changes). Intake reads
 //!   only the alerts of a batch (by key) and their incidents, whose counts live on the row; an
 //!   incident's alerts are read in bounded slices (first and latest, or a page by key).
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
@@ -122,9 +129,13 @@
 //! - **A value is data.** Label values and other incident values reach PromQL/LogQL, URLs and
 //!   script arguments only through [`render`], escaped for their position or refused; text
 //!   sent to Slack is escaped and Discord messages mention no one.
-//! - **Words never act by themselves.** A question can pause or resume automation only for
-//!   `ask.control_groups`, from exact words, never under a negation, never through the LLM
-//!   (whose tools are read-only); plans are approved and run only by a person's button.
+//! - **Words never act by themselves.** A question can pause or resume automation, or grant or
+//!   revoke a runbook's autonomy, only for `ask.control_groups`, from exact words, never under a
+//!   negation, never through the LLM (whose tools are read-only); plans are approved by a
+//!   person's button, or by `approval::decide_auto` for a runbook that earned `auto` (never
+//!   above tier 3, only where the environment policy allows, never while a guardrail objects).
+//! - **Losing autonomy is never lost.** A failure, rollback, interruption, Stop or Reject that
+//!   takes a runbook's `auto` away is recorded in the same transaction as the outcome itself.
 //! - **Only [`intake`] knows payload formats; only [`chat`] adapters know platform formats;
 //!   only [`store`] knows SQL.**
 

@@ -362,6 +362,10 @@ async fn production_and_pause_need_a_person(db: Db) {
     assert_eq!(s.clicks.decide(id, &plan.hash, bob, Decision::Reject, "test", why, &groups()).await.unwrap(), None);
     assert!(!s.runs_by_itself(id, 3).await);
     assert!(!s.store.autonomy("restart-by-webhook").await.unwrap().auto);
+    // Shadow record: three incidents people closed by hand, whose plan never ran.
+    let stats = s.store.runbook_stats().await.unwrap();
+    let r = stats.iter().find(|r| r.record.runbook == "restart-by-webhook").unwrap();
+    assert_eq!((r.shadow_incidents, r.shadow_resolved_alone), (3, 0), "{r:?}");
     s.chain_verifies().await;
 }
 

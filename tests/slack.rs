@@ -332,6 +332,29 @@ async fn pause_from_chat_needs_the_control_group(db: Db) {
     assert_eq!(rec.actor, "slack:U0ALLOWED");
     assert!(rec.data.contains("slack:C0INCIDENT"), "where: {}", rec.data);
 
+    // Granting and revoking a runbook's autonomy: the same group; the grant stays within policy.
+    assert_eq!(s.command("U0STRANGER", "revoke autonomy").await, 200);
+    poll_until(10, || async {
+        s.fake.calls("chat.postEphemeral").into_iter().find(|c| c.to_string().contains("may revoke autonomy"))
+    })
+    .await
+    .expect("a private refusal to revoke");
+    assert_eq!(s.command("U0ALLOWED", "grant autonomy to restart-on-chat-test").await, 200);
+    poll_until(10, || async {
+        s.fake.calls("chat.postEphemeral").into_iter().find(|c| c.to_string().contains("declares `autonomy: approve`"))
+    })
+    .await
+    .expect("a grant beyond the runbook's ceiling is refused");
+    assert_eq!(s.command("U0ALLOWED", "revoke autonomy of restart-on-chat-test").await, 200);
+    let revoked = poll_until(10, || async {
+        let audit = s.app.store.audit_page(0, 1000).await.unwrap();
+        audit.into_iter().find(|r| r.kind == "autonomy_lost")
+    })
+    .await
+    .expect("the revocation is audited");
+    assert_eq!(revoked.actor, "slack:U0ALLOWED");
+    assert!(revoked.data.contains("restart-on-chat-test"), "{}", revoked.data);
+
     // Resolving and reopening by hand: the same group, audited with who and where.
     let state = || async { s.app.store.incident(1).await.unwrap().unwrap().0.state.as_str().to_string() };
     assert_eq!(s.command("U0STRANGER", "resolve #1").await, 200);

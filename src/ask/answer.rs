@@ -378,6 +378,7 @@ impl Asker {
             Intent::Logs => self.logs(p, subject, service, now).await,
             Intent::Alerts => self.alerts(p, subject).await?,
             Intent::Pause | Intent::Resume => self.pause(p, q, now).await?,
+            Intent::Grant | Intent::Revoke => self.autonomy(p, subject, q, now).await?,
             Intent::Resolve | Intent::Reopen => self.resolve(p, subject.expect("checked"), q, now).await?,
         })
     }
@@ -941,6 +942,33 @@ impl Asker {
             false => "With no alert firing, it resolves again after the grace period.".into(),
         });
         Ok(a)
+    }
+
+    /// Grant (within policy) or revoke a runbook's `auto`: the one the question names, else the
+    /// runbook of the incident's plan.
+    async fn autonomy(&self, p: &Parsed, s: Option<&Subject>, q: &Question, now: Millis) -> anyhow::Result<Answer> {
+        let grant = p.intent == Intent::Grant;
+        if let Some(refusal) = self.control(p, q, if grant { "grant autonomy" } else { "revoke autonomy" }) {
+            return Ok(refusal);
+        }
+        let text = q.text.to_ascii_lowercase();
+        let named = self.runbooks.iter().filter(|r| text.contains(&r.id)).max_by_key(|r| r.id.len());
+        let of_plan = match s {
+            Some(s) => self.store.plan_status(s.incident.id).await?.map(|st| st.plan.plan.runbook),
+            None => None,
+        };
+        let Some(rb) = named.or_else(|| self.runbooks.iter().find(|r| Some(&r.id) == of_plan.as_ref())) else {
+            return Ok(Answer::refused(p, "Name the runbook (e.g. `revoke autonomy of restart-crashlooping`), or ask in the thread of an incident with a plan. Nothing changed.".into()));
+        };
+        let target = crate::store::RunbookRef { id: &rb.id, autonomy: rb.autonomy, tier: rb.tier };
+        Ok(match self.store.set_autonomy(&target, grant, &q.who, &q.via, now).await? {
+            Ok(said) => Answer::new(
+                p,
+                q.incident,
+                format!("{said} ({} by {}; audited).", if grant { "granted" } else { "revoked" }, q.who.0),
+            ),
+            Err(why) => Answer::refused(p, format!("Nothing changed: {why}.")),
+        })
     }
 
     async fn pause(&self, p: &Parsed, q: &Question, now: Millis) -> anyhow::Result<Answer> {

@@ -34,6 +34,10 @@ pub enum Intent {
     Silence,
     Pause,
     Resume,
+    /// Give the incident's runbook (or the one named) `auto`, within policy.
+    Grant,
+    /// Take `auto` away from the incident's runbook (or the one named).
+    Revoke,
     Resolve,
     Reopen,
     Help,
@@ -42,8 +46,10 @@ pub enum Intent {
 
 impl Intent {
     /// Every intent, in tie-break order: on equal scores the earlier (more specific) wins.
-    pub const ALL: [Intent; 17] = [
+    pub const ALL: [Intent; 19] = [
         Intent::WhoApproved,
+        Intent::Revoke,
+        Intent::Grant,
         Intent::Reopen,
         Intent::Resume,
         Intent::Pause,
@@ -77,6 +83,8 @@ impl Intent {
             Intent::Silence => "silence",
             Intent::Pause => "pause",
             Intent::Resume => "resume",
+            Intent::Grant => "grant",
+            Intent::Revoke => "revoke",
             Intent::Resolve => "resolve",
             Intent::Reopen => "reopen",
             Intent::Help => "help",
@@ -90,7 +98,16 @@ impl Intent {
 
     /// Whether the intent would change something (it is never taken from a typo or an LLM).
     pub fn mutating(self) -> bool {
-        matches!(self, Intent::Silence | Intent::Pause | Intent::Resume | Intent::Resolve | Intent::Reopen)
+        matches!(
+            self,
+            Intent::Silence
+                | Intent::Pause
+                | Intent::Resume
+                | Intent::Grant
+                | Intent::Revoke
+                | Intent::Resolve
+                | Intent::Reopen
+        )
     }
 
     /// A question that asks for it, for help texts and suggestions.
@@ -109,6 +126,8 @@ impl Intent {
             Intent::Silence => "silence this for 1h",
             Intent::Pause => "pause automation",
             Intent::Resume => "resume automation",
+            Intent::Grant => "grant autonomy to this runbook",
+            Intent::Revoke => "revoke autonomy of this runbook",
             Intent::Resolve => "resolve this incident",
             Intent::Reopen => "reopen this incident",
             Intent::Help => "help",
@@ -242,6 +261,11 @@ const DAY: Millis = 24 * HOUR;
 const TABLE: &[(Intent, &[(&str, u32)])] = &[
     (Intent::Help, &[("help", 6), ("commands", 4), ("what can you do", 7), ("how do i use you", 7), ("usage", 3)]),
     (Intent::Pause, &[("pause", 6), ("kill switch", 6), ("stop automation", 7), ("freeze automation", 7)]),
+    (Intent::Grant, &[("grant autonomy", 10), ("grant auto", 10), ("let it run by itself", 10), ("allow auto", 9)]),
+    (
+        Intent::Revoke,
+        &[("revoke autonomy", 10), ("revoke auto", 10), ("no more auto", 9), ("needs approval again", 10)],
+    ),
     (
         Intent::Resume,
         &[("resume", 6), ("unpause", 7), ("un-pause", 7), ("restart automation", 8), ("automation back on", 8)],

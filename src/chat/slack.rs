@@ -702,6 +702,52 @@ mod tests {
         assert!(checked_blocks(vec![json!({"type": "section", "text": 5})]).is_err(), "not Block Kit");
     }
 
+    /// A plan that runs by itself says why and when, and offers Stop (with a confirm); a plan
+    /// that only suggests offers no Approve.
+    #[test]
+    fn an_automatic_plan_shows_why_and_a_stop_button() {
+        let h = "a".repeat(64);
+        let mut view = json!({
+            "incident": {"id": 7, "title": "T", "state": "open", "severity": "critical"},
+            "service": "checkout", "services": "checkout", "onset": "2026-11-21T10:00:00Z",
+            "top": {"statement": "s", "confidence": 75, "runbook": "r", "tier": 2, "evidence": []},
+            "unavailable": [], "no_plan": "", "paused": null, "decision": null, "resolved": false,
+            "plan": {"short_hash": &h[..12], "hash": h, "expected_impact": "", "steps": [], "min_approvers": 1,
+                     "groups": "sre", "expires": null},
+            "buttons": true, "can_approve": true, "stop": true,
+            "auto": {"runs_itself": true, "why": "running automatically: 5 verified runs under approval in a row",
+                     "runs_at": "2026-11-21T10:01:00Z"},
+        });
+        let render = |v: &Value| -> Vec<Value> {
+            let msg: Value = serde_json::from_str(&templates().unwrap().render("incident", v).unwrap()).unwrap();
+            checked_blocks(msg["blocks"].as_array().unwrap().clone()).unwrap()
+        };
+        let blocks = render(&view);
+        let text = serde_json::to_string(&blocks).unwrap();
+        assert!(
+            text.contains(
+                "running automatically: 5 verified runs under approval in a row; first step at 2026-11-21T10:01:00Z"
+            ),
+            "{text}"
+        );
+        let ids: Vec<&str> = blocks
+            .iter()
+            .flat_map(|b| b["elements"].as_array().into_iter().flatten())
+            .filter_map(|e| e["action_id"].as_str())
+            .collect();
+        assert_eq!(ids, ["stop", "approve", "reject", "more_evidence"]);
+        view["can_approve"] = json!(false);
+        view["stop"] = json!(false);
+        view["auto"] = Value::Null;
+        let blocks = render(&view);
+        let ids: Vec<&str> = blocks
+            .iter()
+            .flat_map(|b| b["elements"].as_array().into_iter().flatten())
+            .filter_map(|e| e["action_id"].as_str())
+            .collect();
+        assert_eq!(ids, ["reject", "more_evidence"], "a suggest-only plan has no Approve");
+    }
+
     fn slack() -> Slack {
         let dir = std::env::temp_dir();
         let path = dir.join(format!("medic-slack-secret-{}", std::process::id()));

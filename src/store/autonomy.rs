@@ -101,6 +101,9 @@ impl SqlStore {
             None => {
                 // Revoking at `approve` still resets the streak: a person wants it earned again.
                 Self::save_record(&mut tx, &r, now).await?;
+                let c =
+                    auto::Change { granted: false, reason: format!("revoked by {}; the streak starts again", by.0) };
+                self.append_audit(&mut tx, vec![change_entry(runbook.id, c, None, now, &by.0, Some(via))]).await?;
                 Ok(format!("{} stays at `approve`; its streak starts again from 0", runbook.id))
             }
         };

@@ -9,7 +9,8 @@
 //!
 //! The SQL lives beside the aggregate it serves, one file each: `incidents` (alerts,
 //! correlation, the resolve tick), `audit_log`, `plans` (proposals, approvals, the kill switch,
-//! attempts), `executions`, `outbox`, `changes`. Each holds `SqlStore`'s methods for its
+//! attempts), `executions`, `autonomy` (runbook records, plans that run by themselves, Stop,
+//! per-runbook figures), `outbox`, `changes`. Each holds `SqlStore`'s methods for its
 //! aggregate; the one `impl Store for SqlStore` here delegates to them, and the helpers every
 //! aggregate shares (the write lock, the audit append, row binding) stay here.
 
