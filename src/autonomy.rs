@@ -245,19 +245,36 @@ pub fn assess(
     if let Some(step) = plan.steps.iter().find(|s| s.refused.is_some()) {
         return note(false, format!("needs approval: step {} would be refused now", step.id));
     }
+    let mut workloads: Vec<String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            crate::plan::PlanAction::Kubernetes(k) => Some(k.target.to_string()),
+            _ => None,
+        })
+        .collect();
+    workloads.sort();
+    workloads.dedup();
+    if workloads.len() > 1 {
+        return note(
+            false,
+            format!("needs approval: the plan changes {} workloads ({})", workloads.len(), workloads.join(", ")),
+        );
+    }
     if let Some(why) = cfg.refuses(env, &plan.runbook) {
         return note(false, format!("needs approval: {why}"));
     }
     if let Some(why) = guardrail {
         return note(false, format!("needs approval: {why}"));
     }
-    let earned = match (&record.reason, record.last_incident) {
-        (Some(r), _) if r.starts_with("granted by") => r.clone(),
-        (_, Some(last)) => format!(
-            "{} verified runs under approval in a row (last: #{last} by {})",
-            record.streak,
-            record.last_by.as_deref().unwrap_or("?")
-        ),
+    let earned = match (&record.reason, record.last_incident, record.last_by.as_deref()) {
+        (Some(r), _, _) if r.starts_with("granted by") => r.clone(),
+        (_, Some(last), Some(crate::approval::AUTO)) => {
+            format!("{} verified runs in a row (last: #{last}, which ran by itself)", record.streak)
+        }
+        (_, Some(last), by) => {
+            format!("{} verified runs under approval in a row (last: #{last} by {})", record.streak, by.unwrap_or("?"))
+        }
         _ => record.reason.clone().unwrap_or_default(),
     };
     note(true, format!("running automatically: {earned}"))
@@ -347,6 +364,38 @@ mod tests {
         assert_eq!(assess(&c, &plan(Autonomy::Approve, 2), &r, Some("staging"), None), None);
         let young = assess(&c, &p, &Record::default(), Some("staging"), None).unwrap();
         assert_eq!(young.why, "needs approval: 0 of 5 verified runs under approval in a row");
+    }
+
+    #[test]
+    fn a_plan_that_changes_two_workloads_needs_a_person() {
+        use crate::plan::{KubeOp, KubeVerb, PlanAction, PlanStep, Target};
+        use crate::runbook::actions::WorkloadKind;
+        let step = |name: &str| PlanStep {
+            id: name.into(),
+            action: PlanAction::Kubernetes(KubeOp {
+                target: Target { kind: WorkloadKind::Deployment, namespace: "shop".into(), name: name.into() },
+                verb: KubeVerb::RolloutRestart,
+                seen: None,
+                restore: false,
+            }),
+            precondition: None,
+            post_check: None,
+            rollback: None,
+            irreversible: None,
+            touches: None,
+            refused: None,
+        };
+        let mut r = Record::default();
+        verified(&mut r, 5);
+        let mut p = plan(Autonomy::Auto, 2);
+        p.steps = vec![step("checkout"), step("checkout")];
+        assert!(assess(&cfg(), &p, &r, Some("staging"), None).unwrap().runs_itself, "one workload, two steps");
+        p.steps.push(step("payments"));
+        let why = assess(&cfg(), &p, &r, Some("staging"), None).unwrap().why;
+        assert_eq!(
+            why,
+            "needs approval: the plan changes 2 workloads (deployment/checkout -n shop, deployment/payments -n shop)"
+        );
     }
 
     #[test]

@@ -239,6 +239,9 @@ async fn crash_mid_plan_is_interrupted_not_rerun(db: Db) {
         k.ends_with(&["execution_started", "step_succeeded", "execution_interrupted", "escalated"].map(String::from)),
         "{k:?}"
     );
+    // The interruption counts against the runbook: its streak restarts.
+    let record = s.store.autonomy("rollback-by-webhook").await.unwrap();
+    assert_eq!((record.failed, record.streak), (1, 0), "{record:?}");
 }
 
 async fn an_execution_whose_replica_is_gone_is_interrupted_by_another(db: Db) {
