@@ -742,5 +742,13 @@ async fn socket_mode_receives_a_click_and_acks() {
     poll_until(15, || async { (s.restarts.load(Ordering::SeqCst) == 1).then_some(()) })
         .await
         .expect("the click ran the plan");
-    s.app.stop().await.unwrap();
+    // This replica holds the Socket Mode lease while connected, and gives it up as it stops,
+    // so a standing-by replica connects at once.
+    let now = medic::time::Clock::now(&medic::time::SystemClock);
+    let ttl = medic::chat::slack::SOCKET_LEASE_TTL.as_millis() as i64;
+    let lease = medic::chat::slack::SOCKET_LEASE;
+    assert!(!s.app.store.lease(lease, "another-replica", now, ttl).await.unwrap(), "held");
+    let db = s.app.stop().await.unwrap();
+    let store = medic::store::open(&db.url, 2).await.unwrap();
+    assert!(store.lease(lease, "another-replica", now, ttl).await.unwrap(), "released");
 }

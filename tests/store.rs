@@ -294,7 +294,27 @@ async fn deliveries_once_and_resolve_by_hand(db: Db) {
     other.close().await;
 }
 
+/// A named lease has one holder among replicas (two store instances here); its holder renews
+/// it; another takes it once it lapses, or at once when it is released.
+async fn a_lease_has_one_holder_and_lapses(db: Db) {
+    let Some((db, a)) = open(db).await else { return };
+    let b = store::open(&db.url, 4).await.unwrap();
+    let ttl = 15_000;
+    assert!(a.lease("slack-socket-mode", "replica-a", T0, ttl).await.unwrap());
+    assert!(!b.lease("slack-socket-mode", "replica-b", T0 + 1, ttl).await.unwrap(), "held by a");
+    assert!(a.lease("slack-socket-mode", "replica-a", T0 + 5_000, ttl).await.unwrap(), "renewed");
+    assert!(!b.lease("slack-socket-mode", "replica-b", T0 + 19_999, ttl).await.unwrap(), "renewal counted");
+    assert!(b.lease("slack-socket-mode", "replica-b", T0 + 20_000, ttl).await.unwrap(), "lapsed: taken over");
+    assert!(!a.lease("slack-socket-mode", "replica-a", T0 + 20_001, ttl).await.unwrap(), "a lost it");
+    assert!(a.lease("other", "replica-a", T0 + 20_001, ttl).await.unwrap(), "leases are per name");
+    b.release("slack-socket-mode", "replica-a").await.unwrap();
+    assert!(!a.lease("slack-socket-mode", "replica-a", T0 + 20_002, ttl).await.unwrap(), "only its holder releases it");
+    b.release("slack-socket-mode", "replica-b").await.unwrap();
+    assert!(a.lease("slack-socket-mode", "replica-a", T0 + 20_003, ttl).await.unwrap(), "released: taken at once");
+}
+
 both_stores!(
+    a_lease_has_one_holder_and_lapses,
     deliveries_once_and_resolve_by_hand,
     grouping_resolve_reopen,
     group_window,

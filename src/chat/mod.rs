@@ -389,9 +389,13 @@ pub async fn watch_resolved(
         let mut newest = since;
         for i in list.iter().filter(|i| i.resolved_at.is_some_and(|t| t > since)) {
             newest = newest.max(i.resolved_at.unwrap_or(since));
-            // Only incidents chat has shown (they have a diagnosis) get the resolved line.
+            // Only incidents chat has shown (they have a diagnosis) get the resolved line, and
+            // once, whichever replica sees the resolution first.
+            let event = format!("resolved:{}:{}", i.id, i.resolved_at.unwrap_or_default());
             let r = async {
-                if notifier.incident_changed(i.id).await? {
+                if notifier.store.first_delivery("medic", &event, clock.now()).await?
+                    && notifier.incident_changed(i.id).await?
+                {
                     notifier.thread(i.id, &format!("incident #{} resolved", i.id)).await?;
                 }
                 Ok::<(), anyhow::Error>(())

@@ -570,9 +570,16 @@ impl Platform for Slack {
     }
 }
 
+/// The lease that says which replica holds the Socket Mode connection.
+pub const SOCKET_LEASE: &str = "slack-socket-mode";
+/// How long the Socket Mode lease holds without renewal: another replica takes the connection
+/// over within this time after its holder dies.
+pub const SOCKET_LEASE_TTL: Duration = Duration::from_secs(15);
+
 /// Socket Mode: connects with the app token, acknowledges each envelope at once, and handles
 /// interactive payloads like HTTP ones. Reconnects (with backoff) when Slack asks or the
-/// connection drops, until `stop`.
+/// connection drops, until `stop`. Only the replica holding [`SOCKET_LEASE`] connects; the
+/// others stand by and take over once it lapses.
 pub async fn socket_mode(
     slack: Arc<Slack>,
     clicks: Arc<Clicks>,
@@ -582,8 +589,44 @@ pub async fn socket_mode(
     let responders = asking.responders.clone();
     use futures_util::{SinkExt, StreamExt};
     let Some(app_token) = slack.app_token.clone() else { return };
+    let (store, me, clock) = (clicks.store.clone(), clicks.executor.owner.clone(), clicks.clock.clone());
+    let ttl = SOCKET_LEASE_TTL.as_millis() as crate::time::Millis;
     let mut failures = 0i64;
+    let mut waiting_logged = false;
     loop {
+        // One replica holds the connection: Slack would spread events over every open one.
+        match store.lease(SOCKET_LEASE, &me, clock.now(), ttl).await {
+            Ok(true) => waiting_logged = false,
+            other => {
+                if let Err(e) = &other {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot read the Socket Mode lease");
+                } else if !waiting_logged {
+                    tracing::info!("another replica holds the Slack Socket Mode connection; standing by");
+                    waiting_logged = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(SOCKET_LEASE_TTL / 3) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+        // Renewed every third of its time; lost when another replica took it, or when it
+        // could not be renewed for a whole lease time (this replica may be cut off).
+        let held = async {
+            let mut renewed = clock.now();
+            loop {
+                tokio::time::sleep(SOCKET_LEASE_TTL / 3).await;
+                match store.lease(SOCKET_LEASE, &me, clock.now(), ttl).await {
+                    Ok(true) => renewed = clock.now(),
+                    Ok(false) => return "another replica took the Socket Mode lease",
+                    Err(e) if clock.now() - renewed >= ttl => {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot renew the Socket Mode lease");
+                        return "the Socket Mode lease could not be renewed in time";
+                    }
+                    Err(_) => {}
+                }
+            }
+        };
         let url = async {
             let resp = slack
                 .http
@@ -654,7 +697,13 @@ pub async fn socket_mode(
                     tracing::warn!(error = %e, "Slack Socket Mode connection failed");
                 }
             },
-            _ = stop.changed() => return,
+            why = held => tracing::warn!(reason = why, "Slack Socket Mode connection closed"),
+            _ = stop.changed() => {
+                if let Err(e) = store.release(SOCKET_LEASE, &me).await {
+                    tracing::warn!(error = %format!("{e:#}"), "could not release the Socket Mode lease");
+                }
+                return;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(if failures == 0 { 1000 } else { super::outbox::backoff(failures) as u64 })) => {}

@@ -10,7 +10,7 @@
 //! The SQL lives beside the aggregate it serves, one file each: `incidents` (alerts,
 //! correlation, the resolve tick), `audit_log`, `plans` (proposals, approvals, the kill switch,
 //! attempts), `executions`, `autonomy` (runbook records, plans that run by themselves, Stop,
-//! per-runbook figures), `outbox`, `changes`. Each holds `SqlStore`'s methods for its
+//! per-runbook figures), `leases` (one holder among replicas), `outbox`, `changes`. Each holds `SqlStore`'s methods for its
 //! aggregate; the one `impl Store for SqlStore` here delegates to them, and the helpers every
 //! aggregate shares (the write lock, the audit append, row binding) stay here.
 
@@ -19,6 +19,7 @@ mod autonomy;
 mod changes;
 mod executions;
 mod incidents;
+mod leases;
 mod outbox;
 mod plans;
 
@@ -209,6 +210,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(Verdict, Option<ApprovedPlan>)>;
     /// Every runbook with a record or an execution or a shadow incident, with its figures.
     async fn runbook_stats(&self) -> Result<Vec<RunbookStats>>;
+    /// Takes or renews the lease `name` for `holder` until `now + ttl`: true when `holder`
+    /// holds it (it was free, lapsed, or already its own), false while another holds it.
+    async fn lease(&self, name: &str, holder: &str, now: Millis, ttl: Millis) -> Result<bool>;
+    /// Gives the lease up, if `holder` holds it (another replica may take it at once).
+    async fn release(&self, name: &str, holder: &str) -> Result<()>;
     /// Renews the lease of a running execution.
     async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()>;
     /// Marks running executions interrupted and audits an escalation for each; returns their
@@ -797,6 +803,14 @@ impl Store for SqlStore {
 
     async fn runbook_stats(&self) -> Result<Vec<RunbookStats>> {
         SqlStore::runbook_stats(self).await
+    }
+
+    async fn lease(&self, name: &str, holder: &str, now: Millis, ttl: Millis) -> Result<bool> {
+        SqlStore::lease(self, name, holder, now, ttl).await
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> Result<()> {
+        SqlStore::release(self, name, holder).await
     }
 
     async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()> {
