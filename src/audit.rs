@@ -47,6 +47,7 @@ pub enum Kind {
     AutonomyLost,
     StopRequested,
     AutoRunDeclined,
+    AuditPruned,
 }
 
 impl Kind {
@@ -81,6 +82,7 @@ impl Kind {
             Kind::AutonomyLost => "autonomy_lost",
             Kind::StopRequested => "stop_requested",
             Kind::AutoRunDeclined => "auto_run_declined",
+            Kind::AuditPruned => "audit_pruned",
         }
     }
 }
@@ -185,6 +187,12 @@ impl Default for Verifier {
 }
 
 impl Verifier {
+    /// Starts after the record `seq` whose hash is `hash`: what retention removed before it is
+    /// vouched for by that hash, which covers every record up to it.
+    pub fn from_checkpoint(seq: i64, hash: &str) -> Verifier {
+        Verifier { expected_seq: seq + 1, prev_hash: hash.to_string(), checked: 0 }
+    }
+
     pub fn check(&mut self, r: &AuditRecord) -> Result<(), Broken> {
         if r.seq != self.expected_seq {
             return Err(Broken::Gap { seq: r.seq, expected: self.expected_seq });

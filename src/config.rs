@@ -40,6 +40,9 @@ pub struct Config {
     /// Earned autonomy: when a runbook's plans may run by themselves.
     #[serde(default)]
     pub autonomy: crate::autonomy::Config,
+    /// How long resolved incidents, chat deliveries and audit records are kept.
+    #[serde(default)]
+    pub retention: crate::store::retention::Config,
     /// The runbooks directory `serve` loads (default: ./runbooks when it exists).
     #[serde(default)]
     pub runbooks: Option<PathBuf>,
@@ -72,6 +75,7 @@ impl Default for Config {
             executor: Default::default(),
             guardrails: Default::default(),
             autonomy: Default::default(),
+            retention: Default::default(),
             runbooks: None,
             context: Default::default(),
             api: Default::default(),
@@ -229,6 +233,7 @@ impl Config {
         let mut out = self.incidents.problems();
         out.extend(self.guardrails.problems());
         out.extend(self.autonomy.problems(None));
+        out.extend(self.retention.problems());
         for g in &self.responders.default_approvers {
             if !self.responders.groups.contains_key(g) {
                 out.push(format!("responders.default_approvers: no group named {g:?} in responders.groups"));

@@ -204,6 +204,7 @@ pub async fn run_with(
         let _ = tx.send(clicks.clone());
     }
     chat_tasks.push(tokio::spawn(run_auto_plans(clicks.clone(), chat_stopped.clone())));
+    chat_tasks.push(tokio::spawn(retain(store.clone(), config.retention.clone(), clock.clone(), chat_stopped.clone())));
     let responders = Arc::new(config.responders.clone());
     let asker = Arc::new(crate::ask::answer::Asker {
         store: store.clone(),
@@ -329,6 +330,35 @@ async fn run_auto_plans(clicks: Arc<crate::chat::clicks::Clicks>, mut stop: toki
         }
         if let Err(e) = clicks.run_due().await {
             tracing::warn!(error = %format!("{e:#}"), "could not start the plans that run by themselves");
+        }
+    }
+}
+
+/// Runs retention every `retention.every`, when any is configured. Safe on every replica: it
+/// runs under the write lock, and a second run finds nothing left to remove.
+async fn retain(
+    store: Arc<dyn Store>,
+    cfg: crate::store::retention::Config,
+    clock: Arc<dyn Clock>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if cfg.incidents.is_none() && cfg.outbox.is_none() && cfg.audit.is_none() {
+        return;
+    }
+    loop {
+        match store.prune(clock.now(), &cfg).await {
+            Ok(p) if p == Default::default() => {}
+            Ok(p) => tracing::info!(
+                incidents = p.incidents,
+                outbox = p.outbox,
+                audit = p.audit,
+                "retention removed old records"
+            ),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "retention failed; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.every()) => {}
+            _ = stop.changed() => return,
         }
     }
 }

@@ -313,7 +313,54 @@ async fn a_lease_has_one_holder_and_lapses(db: Db) {
     assert!(a.lease("slack-socket-mode", "replica-a", T0 + 20_003, ttl).await.unwrap(), "released: taken at once");
 }
 
+/// Retention removes an incident resolved long ago (and its alerts) and the audit records
+/// older than the cut behind a checkpoint; the chain still verifies from the checkpoint, and
+/// altering what remains, or the checkpoint, is still detected.
+async fn retention_keeps_the_chain_verifiable(db: Db) {
+    use medic::store::retention::Config;
+    let Some((db, s)) = open(db).await else { return };
+    let p = Policy::default();
+    const DAY: Millis = 24 * 60 * MIN;
+    ingest(&*s, vec![alert("a", "pay", AlertStatus::Firing, T0)], T0, &p).await;
+    ingest(&*s, vec![alert("a", "pay", AlertStatus::Resolved, T0)], T0 + MIN, &p).await;
+    s.tick(T0 + 10 * MIN, &p).await.unwrap();
+    assert_eq!(state(&*s, 1).await, IncidentState::Resolved);
+    let later = T0 + 10 * DAY;
+    ingest(&*s, vec![alert("b", "web", AlertStatus::Firing, later)], later, &p).await;
+    let before = s.audit_page(0, 1_000_000).await.unwrap();
+    let week = Some(std::time::Duration::from_secs(7 * 86_400));
+    let cfg = Config { incidents: week, audit: week, outbox: week, every: None };
+    let pruned = s.prune(later + MIN, &cfg).await.unwrap();
+    assert_eq!(pruned.incidents, 1);
+    let old = before.iter().filter(|r| r.at < later + MIN - 7 * DAY).count() as u64;
+    assert!(old > 0 && pruned.audit == old, "{pruned:?}, {old} old records");
+    assert!(s.incident(1).await.unwrap().is_none(), "the old incident is gone");
+    assert!(s.incident(2).await.unwrap().is_some(), "the open one stays");
+    let v = medic::store::verify_audit(&*s).await.unwrap().expect("intact after retention");
+    let last_removed = before[old as usize - 1].clone();
+    assert_eq!(v.from, Some(last_removed.seq));
+    assert_eq!(v.checked as usize, before.len() - old as usize + 1, "what stays, and the audit_pruned record");
+    assert_eq!(s.prune(later + 2 * MIN, &cfg).await.unwrap(), Default::default(), "a second run removes nothing");
+    // Tampering with what remains, or with the checkpoint, is still found.
+    let raw = raw_pool(&db).await;
+    let first = last_removed.seq + 1;
+    let tamper = format!("UPDATE audit_log SET data = '{{\"alert\":\"forged\"}}' WHERE seq = {first}");
+    sqlx::query(&tamper).execute(&raw).await.unwrap();
+    let broken = medic::store::verify_audit(&*s).await.unwrap().unwrap_err();
+    assert!(broken.contains(&format!("record {first}: content does not match")), "{broken}");
+    let restore = format!("UPDATE audit_log SET data = $1 WHERE seq = {first}");
+    sqlx::query(&restore).bind(before[first as usize - 1].data.clone()).execute(&raw).await.unwrap();
+    assert!(medic::store::verify_audit(&*s).await.unwrap().is_ok(), "restored");
+    let forged = format!("UPDATE audit_checkpoint SET seq = {}, hash = '{}'", first, before[first as usize - 1].hash);
+    sqlx::query(&forged).execute(&raw).await.unwrap();
+    sqlx::query(&format!("DELETE FROM audit_log WHERE seq = {first}")).execute(&raw).await.unwrap();
+    let broken = medic::store::verify_audit(&*s).await.unwrap().unwrap_err();
+    assert!(broken.contains("not the one the chain's newest audit_pruned record attests"), "{broken}");
+    raw.close().await;
+}
+
 both_stores!(
+    retention_keeps_the_chain_verifiable,
     a_lease_has_one_holder_and_lapses,
     deliveries_once_and_resolve_by_hand,
     grouping_resolve_reopen,

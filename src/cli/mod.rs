@@ -4,7 +4,7 @@
 pub mod ask;
 pub mod demo;
 
-use crate::audit::{self, Verifier};
+use crate::audit;
 use crate::config::{Config, mask_url};
 use crate::store::{self, Store};
 use crate::time::SystemClock;
@@ -526,20 +526,14 @@ async fn scenario_tests(paths: &[PathBuf], default_runbooks: &Path) -> Result<Ex
 
 /// Walks the whole chain page by page. Prints OK with the head, or the first bad record.
 pub async fn verify(store: &dyn Store, expect_head: Option<&str>) -> Result<ExitCode> {
-    let mut v = Verifier::default();
-    let mut after = 0;
-    loop {
-        let page = store.audit_page(after, 5000).await.context("reading the audit log")?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for r in &page {
-            if let Err(broken) = v.check(r) {
-                println!("FAILED: {broken}");
-                return Ok(ExitCode::from(1));
-            }
+    let v = match store::verify_audit(store).await? {
+        Ok(v) => v,
+        Err(broken) => {
+            println!("FAILED: {broken}");
+            return Ok(ExitCode::from(1));
         }
-    }
-    let (seq, hash) = v.head();
+    };
+    let (seq, hash) = (&v.head.0, &v.head.1);
     if v.checked == 0 {
         println!(
             "FAILED: the audit log is empty: there is nothing to vouch for (is this the store `medic serve` uses?)"
@@ -554,7 +548,12 @@ pub async fn verify(store: &dyn Store, expect_head: Option<&str>) -> Result<Exit
         );
         return Ok(ExitCode::from(1));
     }
-    println!("OK: {} records, head {seq}:{hash}", v.checked);
+    match v.from {
+        Some(cp) => {
+            println!("OK: {} records after the retention checkpoint at record {cp}, head {seq}:{hash}", v.checked)
+        }
+        None => println!("OK: {} records, head {seq}:{hash}", v.checked),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

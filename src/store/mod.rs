@@ -10,7 +10,8 @@
 //! The SQL lives beside the aggregate it serves, one file each: `incidents` (alerts,
 //! correlation, the resolve tick), `audit_log`, `plans` (proposals, approvals, the kill switch,
 //! attempts), `executions`, `autonomy` (runbook records, plans that run by themselves, Stop,
-//! per-runbook figures), `leases` (one holder among replicas), `outbox`, `changes`. Each holds `SqlStore`'s methods for its
+//! per-runbook figures), `leases` (one holder among replicas), `retention` (old rows, the audit
+//! prefix behind a checkpoint), `outbox`, `changes`. Each holds `SqlStore`'s methods for its
 //! aggregate; the one `impl Store for SqlStore` here delegates to them, and the helpers every
 //! aggregate shares (the write lock, the audit append, row binding) stay here.
 
@@ -22,12 +23,14 @@ mod incidents;
 mod leases;
 mod outbox;
 mod plans;
+pub mod retention;
 
 use audit_log::audit_args;
 pub use autonomy::{RunbookRef, RunbookStats};
 pub use changes::StoredChanges;
 use changes::change_args;
 use incidents::{alert_args, incident_args, json_text};
+pub use retention::{Verified, verify_audit};
 
 use crate::alert::{Alert, AlertStatus, Change, Labels, Source};
 use crate::approval::{self, ApprovedPlan, Click, Decision, Facts, Groups, Identity, PlanState, StoredPlan, Verdict};
@@ -215,6 +218,10 @@ pub trait Store: Send + Sync + 'static {
     async fn lease(&self, name: &str, holder: &str, now: Millis, ttl: Millis) -> Result<bool>;
     /// Gives the lease up, if `holder` holds it (another replica may take it at once).
     async fn release(&self, name: &str, holder: &str) -> Result<()>;
+    /// Removes what `retention` says is old enough, the audit prefix behind a checkpoint.
+    async fn prune(&self, now: Millis, retention: &retention::Config) -> Result<retention::Pruned>;
+    /// Where the audit chain starts after retention: the last removed record's (seq, hash).
+    async fn audit_checkpoint(&self) -> Result<Option<(i64, String)>>;
     /// Renews the lease of a running execution.
     async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()>;
     /// Marks running executions interrupted and audits an escalation for each; returns their
@@ -811,6 +818,14 @@ impl Store for SqlStore {
 
     async fn release(&self, name: &str, holder: &str) -> Result<()> {
         SqlStore::release(self, name, holder).await
+    }
+
+    async fn prune(&self, now: Millis, retention: &retention::Config) -> Result<retention::Pruned> {
+        SqlStore::prune(self, now, retention).await
+    }
+
+    async fn audit_checkpoint(&self) -> Result<Option<(i64, String)>> {
+        SqlStore::audit_checkpoint(self).await
     }
 
     async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()> {
