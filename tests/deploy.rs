@@ -123,3 +123,359 @@ fn the_alertmanager_example_passes_amtool() {
     assert!(settings["url"].as_str().unwrap().ends_with("/v1/alerts/grafana"));
     assert_eq!(settings["authorization_scheme"], "Bearer");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Packaging: the Helm chart, the systemd unit, the Dockerfile, the Grafana dashboard.
+// ---------------------------------------------------------------------------------------------
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The subset of Go templates the chart is written in — `{{ .Values.x }}`, `{{ $.Release.Name }}`,
+/// `{{- if X }}`, `{{- range X }}` over a list with `{{ . }}`, `{{- end }}`, and
+/// `{{- toYaml X | nindent N }}`, with `{{-`/`-}}` trimming — rendered as Helm would. Anything
+/// else is an error, so the chart cannot drift into what this test cannot check. (Debian has
+/// no `helm` package; where `helm` is on PATH, `helm lint` and `helm template` run too.)
+mod gotmpl {
+    use serde_json::Value;
+
+    enum Node {
+        Text(String),
+        Print(String),
+        ToYaml(String, usize),
+        If(String, Vec<Node>),
+        Range(String, Vec<Node>),
+    }
+
+    fn tokens(src: &str) -> Result<Vec<(bool, String)>, String> {
+        let mut out: Vec<(bool, String)> = Vec::new();
+        let mut rest = src;
+        let mut trim_next = false;
+        while let Some(i) = rest.find("{{") {
+            let mut text = rest[..i].to_string();
+            if trim_next {
+                text = text.trim_start().to_string();
+            }
+            let after = &rest[i + 2..];
+            let j = after.find("}}").ok_or("an unclosed {{")?;
+            let mut action = &after[..j];
+            if let Some(a) = action.strip_prefix('-') {
+                text = text.trim_end().to_string();
+                action = a;
+            }
+            trim_next = action.ends_with('-');
+            let action = action.trim_end_matches('-').trim().to_string();
+            out.push((false, text));
+            out.push((true, action));
+            rest = &after[j + 2..];
+        }
+        out.push((false, if trim_next { rest.trim_start().to_string() } else { rest.to_string() }));
+        Ok(out)
+    }
+
+    fn parse(toks: &mut std::iter::Peekable<std::vec::IntoIter<(bool, String)>>) -> Result<(Vec<Node>, bool), String> {
+        let mut nodes = Vec::new();
+        while let Some((action, t)) = toks.next() {
+            if !action {
+                nodes.push(Node::Text(t));
+                continue;
+            }
+            let words: Vec<&str> = t.split_whitespace().collect();
+            match words.as_slice() {
+                ["end"] => return Ok((nodes, true)),
+                ["if", x] => {
+                    let (body, ended) = parse(toks)?;
+                    if !ended {
+                        return Err(format!("`if {x}` has no end"));
+                    }
+                    nodes.push(Node::If(x.to_string(), body));
+                }
+                ["range", x] => {
+                    let (body, ended) = parse(toks)?;
+                    if !ended {
+                        return Err(format!("`range {x}` has no end"));
+                    }
+                    nodes.push(Node::Range(x.to_string(), body));
+                }
+                ["toYaml", x, "|", "nindent", n] => {
+                    nodes.push(Node::ToYaml(x.to_string(), n.parse().map_err(|_| format!("nindent {n}"))?))
+                }
+                [x] if x.starts_with('.') || x.starts_with("$.") => nodes.push(Node::Print(x.to_string())),
+                _ => return Err(format!("unsupported template action {{{{ {t} }}}}")),
+            }
+        }
+        Ok((nodes, false))
+    }
+
+    fn lookup<'a>(path: &str, root: &'a Value, dot: &'a Value) -> Result<&'a Value, String> {
+        if path == "." {
+            return Ok(dot);
+        }
+        let (base, rest) = match path.strip_prefix("$.") {
+            Some(r) => (root, r),
+            None => (dot, path.trim_start_matches('.')),
+        };
+        let mut v = base;
+        for part in rest.split('.') {
+            v = v.get(part).ok_or_else(|| format!("{path}: no {part}"))?;
+        }
+        Ok(v)
+    }
+
+    fn truthy(v: &Value) -> bool {
+        match v {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::String(s) => !s.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            Value::Number(n) => n.as_f64() != Some(0.0),
+        }
+    }
+
+    fn run(nodes: &[Node], root: &Value, dot: &Value, out: &mut String) -> Result<(), String> {
+        for n in nodes {
+            match n {
+                Node::Text(t) => out.push_str(t),
+                Node::Print(p) => match lookup(p, root, dot)? {
+                    Value::String(s) => out.push_str(s),
+                    Value::Number(_) | Value::Bool(_) => out.push_str(&lookup(p, root, dot)?.to_string()),
+                    other => return Err(format!("{p} prints a {other}; use toYaml")),
+                },
+                Node::ToYaml(p, n) => {
+                    let yaml = serde_norway::to_string(lookup(p, root, dot)?).map_err(|e| e.to_string())?;
+                    for line in yaml.trim_end().lines() {
+                        out.push('\n');
+                        out.push_str(&" ".repeat(*n));
+                        out.push_str(line);
+                    }
+                }
+                Node::If(p, body) => {
+                    if truthy(lookup(p, root, dot)?) {
+                        run(body, root, dot, out)?;
+                    }
+                }
+                Node::Range(p, body) => {
+                    for item in lookup(p, root, dot)?.as_array().ok_or_else(|| format!("range {p}: not a list"))? {
+                        run(body, root, item, out)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders `src` with `root` as both `$` and `.`.
+    pub fn render(src: &str, root: &Value) -> Result<String, String> {
+        let mut toks = tokens(src)?.into_iter().peekable();
+        let (nodes, ended) = parse(&mut toks)?;
+        if ended {
+            return Err("an `end` with no `if` or `range`".into());
+        }
+        let mut out = String::new();
+        run(&nodes, root, root, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// The chart's templates rendered with `values` merged over values.yaml: every document.
+fn helm_template(overrides: Value) -> Vec<Value> {
+    let chart = root().join("deploy/helm/medic");
+    let mut values: Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
+    for (k, v) in overrides.as_object().unwrap() {
+        values[k] = v.clone();
+    }
+    let ctx = serde_json::json!({"Values": values, "Release": {"Name": "medic", "Namespace": "ops"}});
+    let mut files: Vec<_> = std::fs::read_dir(chart.join("templates")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut docs = Vec::new();
+    for f in files {
+        let text = gotmpl::render(&std::fs::read_to_string(&f).unwrap(), &ctx)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        for d in serde_norway::Deserializer::from_str(&text) {
+            let v = Value::deserialize(d).unwrap_or_else(|e| panic!("{}: not YAML: {e}\n{text}", f.display()));
+            if !v.is_null() {
+                docs.push(v);
+            }
+        }
+    }
+    docs
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+#[test]
+fn the_helm_chart_renders_what_several_replicas_need() {
+    let docs = helm_template(serde_json::json!({}));
+    let dep = find(&docs, "Deployment")[0];
+    assert_eq!(dep["spec"]["replicas"], 2);
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["envFrom"][0]["secretRef"]["name"], "medic", "secrets by reference");
+    assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name", "each replica's own name");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    // The config map holds a config medic accepts.
+    let cm = find(&docs, "ConfigMap")[0];
+    let cfg = cm["data"]["medic.yaml"].as_str().unwrap();
+    let parsed: medic::config::Config = serde_norway::from_str(cfg).expect("a valid medic config");
+    assert_eq!(parsed.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(find(&docs, "Service")[0]["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(find(&docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"], 1);
+    assert!(find(&docs, "ServiceMonitor").is_empty(), "optional, off by default");
+    assert!(find(&docs, "Role").is_empty(), "no write access unless namespaces are listed");
+    read_only(&find(&docs, "ClusterRole")[0]["rules"]);
+
+    let docs = helm_template(serde_json::json!({
+        "rbac": {"readCluster": false, "actNamespaces": ["shop", "pay"]},
+        "serviceMonitor": {"enabled": true, "interval": "15s"},
+        "runbooks": {"restart.yaml": "id: restart\n"},
+    }));
+    assert!(find(&docs, "ClusterRole").is_empty());
+    let roles = find(&docs, "Role");
+    assert_eq!(roles.iter().map(|r| r["metadata"]["namespace"].as_str().unwrap()).collect::<Vec<_>>(), ["shop", "pay"]);
+    // The act Role grants what write-namespace.yaml grants, plus the reads it relies on.
+    let written = docs_of("write-namespace.yaml");
+    for rule in written[0]["rules"].as_array().unwrap() {
+        assert!(roles[0]["rules"].as_array().unwrap().contains(rule), "missing {rule}");
+    }
+    let binding = find(&docs, "RoleBinding")[1];
+    assert_eq!(binding["subjects"][0]["namespace"], "ops");
+    assert_eq!(find(&docs, "ServiceMonitor")[0]["spec"]["endpoints"][0]["path"], "/metrics");
+    let dep = find(&docs, "Deployment")[0];
+    let mounts = dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| m["mountPath"] == "/usr/share/medic/runbooks"));
+    assert_eq!(find(&docs, "ConfigMap")[1]["data"]["restart.yaml"], "id: restart\n");
+}
+
+fn docs_of(file: &str) -> Vec<Value> {
+    docs(file)
+}
+
+/// `helm lint` and `helm template`, where helm is installed (Debian packages none).
+#[test]
+fn helm_lints_the_chart_where_it_is_installed() {
+    if !common::stack::on_path("helm") {
+        eprintln!("helm is not installed (Debian has no package): the chart is checked by rendering it in Rust only");
+        return;
+    }
+    let chart = root().join("deploy/helm/medic");
+    let out = std::process::Command::new("helm").arg("lint").arg(&chart).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// The unit file passes `systemd-analyze verify` (with the binary path pointed at the one
+/// built) and keeps its sandboxing.
+#[test]
+fn the_systemd_unit_verifies() {
+    let text = std::fs::read_to_string(root().join("deploy/systemd/medic.service")).unwrap();
+    for opt in [
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "StateDirectory=medic",
+        "CapabilityBoundingSet=",
+    ] {
+        assert!(text.lines().any(|l| l == opt), "{opt}");
+    }
+    if !common::stack::on_path("systemd-analyze") {
+        if common::in_ci() {
+            panic!("systemd-analyze is needed in CI (Debian's systemd package)");
+        }
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("medic-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unit = dir.join("medic.service");
+    std::fs::write(&unit, text.replace("/usr/local/bin/medic", env!("CARGO_BIN_EXE_medic"))).unwrap();
+    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}
+
+/// The Dockerfile is multi-stage, runs as a non-root user, carries the runbooks and templates,
+/// checks health through `medic health`, and copies only what the build needs (which exists).
+#[test]
+fn the_dockerfile_is_multi_stage_non_root_and_healthy() {
+    let text = std::fs::read_to_string(root().join("deploy/docker/Dockerfile")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("FROM ")).count(), 2, "a build stage and a runtime stage");
+    let runtime: Vec<&&str> = lines.iter().skip_while(|l| !l.starts_with("FROM gcr.io/distroless")).collect();
+    assert!(runtime.iter().any(|l| l.starts_with("USER 65532")), "non-root");
+    assert!(runtime.iter().any(|l| l.starts_with("HEALTHCHECK")));
+    assert!(text.contains("\"health\", \"--url\""), "the health check uses medic itself");
+    for dir in ["runbooks", "templates"] {
+        assert!(runtime.iter().any(|l| l.starts_with(&format!("COPY {dir} /usr/share/medic/{dir}"))), "{dir}");
+    }
+    for l in lines.iter().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+        let src = l.split_whitespace().nth(1).unwrap();
+        assert!(root().join(src).exists(), "COPY of a missing path: {l}");
+    }
+    // `medic health` is what HEALTHCHECK runs: it must exist and fail on a dead address.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["health", "--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The Grafana dashboard asks only for metrics medic exports, in PromQL that Prometheus
+/// parses (`promtool check rules` over the expressions, with `$job` as `.*`).
+#[test]
+fn the_grafana_dashboard_reads_medics_own_metrics() {
+    let dash: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("deploy/grafana/medic.json")).unwrap()).unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    // What /metrics exposes, histograms with their series.
+    let m = medic::metrics::Metrics::default();
+    m.observe_request("/healthz", 200, std::time::Duration::from_millis(1));
+    m.observe_commit(std::time::Duration::from_millis(1), 1);
+    m.observe_investigation(std::time::Duration::from_millis(1), std::time::Duration::from_millis(1));
+    m.observe_context_query("metrics", "prometheus", false, std::time::Duration::from_millis(1));
+    let text = m.render(0, 0, &[], &[]);
+    let mut exported: Vec<String> = Vec::new();
+    for l in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = l.split_once(' ').unwrap();
+        exported.push(name.to_string());
+        if kind == "histogram" {
+            exported.extend(["_bucket", "_sum", "_count"].map(|s| format!("{name}{s}")));
+        }
+    }
+    let names = regex::Regex::new(r"medic_[a-z_]+").unwrap();
+    for e in &exprs {
+        for n in names.find_iter(e) {
+            assert!(exported.iter().any(|x| x == n.as_str()), "{e}: medic does not export {}", n.as_str());
+        }
+    }
+    if !common::stack::on_path("promtool") {
+        if common::in_ci() {
+            panic!("promtool is needed in CI (Debian's prometheus package)");
+        }
+        eprintln!("skipped the PromQL syntax check: promtool is not installed");
+        return;
+    }
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"record": format!("dashboard:expr_{i}"), "expr": e.replace("$job", ".*")}))
+        .collect();
+    let file = std::env::temp_dir().join(format!("medic-dashboard-{}.yml", std::process::id()));
+    std::fs::write(&file, serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string()).unwrap();
+    let out = std::process::Command::new("promtool").args(["check", "rules"]).arg(&file).output().unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

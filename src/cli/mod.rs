@@ -123,6 +123,13 @@ enum Command {
         #[command(flatten)]
         args: RunbooksArgs,
     },
+    /// Ask a running medic whether it is alive (`/healthz`); exit 0 if so. For container
+    /// health checks in images with no shell or curl.
+    Health {
+        /// The medic to ask
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
     /// Verify or export the audit log.
     Audit {
         #[command(subcommand)]
@@ -342,6 +349,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Runbooks { command: Some(RunbooksCommand::Revoke { runbook, args }), .. } => {
             set_autonomy(&args, &runbook, false).await
         }
+        Command::Health { url } => health(&url).await,
         Command::Pause { store } => set_paused(&store, true).await,
         Command::Resume { store } => set_paused(&store, false).await,
         Command::Audit { command: AuditCommand::Verify { store, expect_head } } => {
@@ -385,6 +393,26 @@ async fn set_paused(args: &StoreArgs, pause: bool) -> Result<ExitCode> {
         if pause { "automation paused" } else { "automation resumed" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `medic health`: GET /healthz within 5 s.
+async fn health(url: &str) -> Result<ExitCode> {
+    let client = crate::telemetry::http_client_builder().timeout(std::time::Duration::from_secs(5)).build()?;
+    let target = format!("{}/healthz", url.trim_end_matches('/'));
+    match client.get(&target).send().await {
+        Ok(r) if r.status().is_success() => {
+            println!("{target}: {}", r.status());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(r) => {
+            eprintln!("error: {target}: {}", r.status());
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("error: {target}: {}", e.without_url());
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// `medic runbooks`: one line per runbook (or the JSON of `GET /v1/runbooks`).
