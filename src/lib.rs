@@ -73,7 +73,9 @@
 //!   (WAL, the default) and PostgreSQL, with `migrations/sqlite` and `migrations/postgres`; one
 //!   file per aggregate (incidents, audit log, plans, executions, autonomy, outbox, changes). Intake reads
 //!   only the alerts of a batch (by key) and their incidents, whose counts live on the row; an
-//!   incident's alerts are read in bounded slices (first and latest, or a page by key).
+//!   incident's alerts are read in bounded slices (first and latest, or a page by key). Named
+//!   leases give one replica the Slack Socket Mode connection; retention removes old rows and
+//!   the audit prefix behind a checkpoint that `verify_audit` starts from.
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
 //!   `verify` finds the first altered, removed or reordered record; `export` writes an
 //!   incident's timeline as JSON and Markdown.
