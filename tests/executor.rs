@@ -272,6 +272,22 @@ async fn an_execution_whose_replica_is_gone_is_interrupted_by_another(db: Db) {
     assert!(s.calls.lock().unwrap().is_empty());
 }
 
+/// A plan approved on a replica that died before claiming it: past a lease, any replica marks
+/// it interrupted and escalates it; it never runs late.
+async fn an_approved_plan_nobody_started_is_interrupted(db: Db) {
+    let Some(s) = setup(db, "0.004x30").await else { return };
+    let plan = approved(&s, &s.api).await;
+    let lease_d = medic::executor::LEASE;
+    let t0 = s.clock.now();
+    let sweep = |at: Millis| medic::executor::recover(s.store.as_ref(), "medic-other-pod", false, lease_d, at);
+    assert!(sweep(t0 + 1000).await.unwrap().is_empty(), "its replica may still be starting it");
+    assert_eq!(sweep(t0 + 2 * lease_d.as_millis() as Millis).await.unwrap(), [(plan.plan().hash.clone(), 1)]);
+    let k = kinds(&s).await;
+    assert!(k.ends_with(&["execution_interrupted", "escalated"].map(String::from)), "{k:?}");
+    assert_eq!(executor(&s, limits(&s)).execute(plan).await.unwrap(), Outcome::AlreadyClaimed, "never run late");
+    assert!(s.calls.lock().unwrap().is_empty());
+}
+
 async fn script_output_is_redacted(db: Db) {
     let Some(s) = setup(db, "0.004x30").await else { return };
     let scripts = tempfile::tempdir().unwrap();
@@ -324,5 +340,6 @@ both_stores!(
     allow_list_is_enforced,
     crash_mid_plan_is_interrupted_not_rerun,
     an_execution_whose_replica_is_gone_is_interrupted_by_another,
+    an_approved_plan_nobody_started_is_interrupted,
     script_output_is_redacted,
 );

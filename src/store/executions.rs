@@ -115,16 +115,22 @@ impl SqlStore {
         stale_before: Millis,
         now: Millis,
     ) -> Result<Vec<(String, i64)>> {
-        // Looked for first without the write lock: every replica asks every few seconds.
+        // Executions cut off mid-plan, and plans approved longer than a lease ago that no
+        // execution ever claimed (the replica that approved them died before it started).
         let orphans = "SELECT plan_hash, incident_id, step, owner FROM executions WHERE state = 'running' \
              AND ((owner = $1 AND $2 = 1) OR (owner <> $1 AND COALESCE(heartbeat_at, started_at) < $3))";
+        let unclaimed = "SELECT hash AS plan_hash, incident_id FROM plans p WHERE state = 'approved' AND decided_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.plan_hash = p.hash)";
+        // Looked for first without the write lock: every replica asks every few seconds.
         let any = sqlx::query(orphans)
             .bind(owner.to_string())
             .bind(own as i64)
             .bind(stale_before)
             .fetch_optional(&self.pool)
-            .await?;
-        if any.is_none() {
+            .await?
+            .is_some()
+            || sqlx::query(unclaimed).bind(stale_before).fetch_optional(&self.pool).await?.is_some();
+        if !any {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
@@ -134,8 +140,7 @@ impl SqlStore {
             .bind(stale_before)
             .fetch_all(&mut *tx)
             .await?;
-        let mut hashes = Vec::new();
-        let mut entries = Vec::new();
+        let mut found = Vec::new();
         for r in &rows {
             let (hash, incident, step, ran_by): (String, i64, i64, String) =
                 (r.try_get("plan_hash")?, r.try_get("incident_id")?, r.try_get("step")?, r.try_get("owner")?);
@@ -146,20 +151,36 @@ impl SqlStore {
                 .await?;
             let data = serde_json::json!({"plan": hash, "step": step, "owner": ran_by,
                 "reason": "medic stopped while this plan ran; it is not re-run: a person must check the state of each step"});
-            entries.push(AuditEntry {
+            found.push((hash, incident, data));
+        }
+        for r in sqlx::query(unclaimed).bind(stale_before).fetch_all(&mut *tx).await? {
+            let (hash, incident): (String, i64) = (r.try_get("plan_hash")?, r.try_get("incident_id")?);
+            // Claimed as interrupted: a late claim by the approving replica finds it taken.
+            sqlx::query(
+                "INSERT INTO executions (plan_hash, incident_id, state, step, owner, started_at, heartbeat_at, finished_at) \
+                 VALUES ($1, $2, 'interrupted', 0, '', $3, $3, $3) ON CONFLICT (plan_hash) DO NOTHING",
+            )
+            .bind(hash.clone())
+            .bind(incident)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let data = serde_json::json!({"plan": hash, "step": 0,
+                "reason": "the plan was approved, but the replica that was to run it stopped before its first step; it is not run now: a person must decide"});
+            found.push((hash, incident, data));
+        }
+        let mut hashes = Vec::new();
+        let mut entries = Vec::new();
+        for (hash, incident, data) in found {
+            let entry = |kind| AuditEntry {
                 at: now,
-                kind: Kind::ExecutionInterrupted,
+                kind,
                 incident_id: Some(incident),
                 actor: "medic".into(),
                 data: data.clone(),
-            });
-            entries.push(AuditEntry {
-                at: now,
-                kind: Kind::Escalated,
-                incident_id: Some(incident),
-                actor: "medic".into(),
-                data,
-            });
+            };
+            entries.push(entry(Kind::ExecutionInterrupted));
+            entries.push(entry(Kind::Escalated));
             if let Some(sp) = Self::load_plan(&mut tx, &hash).await? {
                 let event = Event::Failed { incident, reason: "interrupted: medic stopped while it ran".into() };
                 // A loss needs no threshold.
