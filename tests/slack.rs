@@ -28,6 +28,9 @@ struct Fake {
     refuse_auth: AtomicUsize,
     /// Socket Mode: the WebSocket URL apps.connections.open hands out.
     ws_url: Mutex<String>,
+    /// chat.postMessage answers still to lose: the message is posted, the answer is a 502
+    /// (as when medic's replica dies after Slack took the message).
+    lose_answer: AtomicUsize,
 }
 
 impl Fake {
@@ -79,7 +82,22 @@ async fn fake_slack(fake: Arc<Fake>) -> String {
                             let ts = format!("1700000000.{:06}", calls.len());
                             // Recorded with the call, so a test can reply in its thread.
                             calls.last_mut().unwrap().1["__ts"] = json!(ts);
+                            if f.lose_answer.load(Ordering::SeqCst) > 0 {
+                                f.lose_answer.fetch_sub(1, Ordering::SeqCst);
+                                return (axum::http::StatusCode::BAD_GATEWAY, "lost").into_response();
+                            }
                             json!({"ok": true, "channel": v["channel"], "ts": ts})
+                        }
+                        "conversations.history" => {
+                            assert_eq!(v["include_all_metadata"], "true", "{v}");
+                            let calls = f.calls.lock().unwrap();
+                            let messages: Vec<Value> = calls
+                                .iter()
+                                .filter(|(m, b, _)| m == "chat.postMessage" && b["channel"] == v["channel"])
+                                .map(|(_, b, _)| json!({"type": "message", "ts": b["__ts"], "text": b["text"], "metadata": b["metadata"]}))
+                                .rev()
+                                .collect();
+                            json!({"ok": true, "messages": messages, "has_more": false})
                         }
                         "usergroups.users.list" => json!({"ok": true, "users": ["U0GROUPIE"]}),
                         "files.getUploadURLExternal" => {
@@ -528,6 +546,34 @@ async fn user_group_member_rejects_with_a_reason(db: Db) {
     s.app.stop().await.unwrap();
 }
 
+/// A root message Slack took whose answer was lost (the replica died, or the connection broke)
+/// is found by its metadata on the retry, and not posted twice; updates go to it.
+async fn a_lost_answer_does_not_post_a_second_root(db: Db) {
+    let Some(s) = setup(db, "", 0, None).await else { return };
+    s.fake.lose_answer.store(1, Ordering::SeqCst);
+    s.alert().await;
+    let root = s.root().await;
+    assert_eq!(root["metadata"], json!({"event_type": "medic_incident", "event_payload": {"incident_id": 1}}));
+    poll_until(20, || async { (!s.fake.calls("conversations.history").is_empty()).then_some(()) })
+        .await
+        .expect("the retry looks for the root it may have posted");
+    let value = button(&root, "approve");
+    assert_eq!(
+        s.click(
+            &payload("block_actions.json", "U0ALLOWED", &[("ACTION_ID", "approve"), ("BUTTON_VALUE", &value)]),
+            SECRET,
+            None
+        )
+        .await,
+        200
+    );
+    let update = poll_until(20, || async { s.fake.calls("chat.update").into_iter().next() }).await.expect("an update");
+    assert_eq!(update["ts"], root["__ts"], "the update edits the root Slack took");
+    let roots = s.fake.calls("chat.postMessage").into_iter().filter(|c| c["blocks"].is_array()).count();
+    assert_eq!(roots, 1, "one root message");
+    s.app.stop().await.unwrap();
+}
+
 async fn rate_limited_then_delivered(db: Db) {
     let Some(s) = setup(db, "", 1, None).await else { return };
     s.alert().await;
@@ -699,6 +745,7 @@ both_stores!(
     approve_once_refuse_strangers,
     user_group_member_rejects_with_a_reason,
     rate_limited_then_delivered,
+    a_lost_answer_does_not_post_a_second_root,
     more_evidence_escapes_hostile_labels,
     refused_credentials_are_an_outage_not_a_drop,
     questions_in_the_thread_are_answered_once,

@@ -176,6 +176,21 @@ impl Slack {
         self.call_with(method, req).await
     }
 
+    /// The `ts` of incident `incident`'s root message in `channel`, if one was posted among
+    /// the channel's latest 200 messages (`conversations.history` with their metadata).
+    async fn posted_root(&self, channel: &str, incident: i64) -> Option<String> {
+        let form = [("channel", channel), ("limit", "200"), ("include_all_metadata", "true")];
+        let v = self.call_form("conversations.history", &form).await.ok()?;
+        let want = root_metadata(incident);
+        let found = v["messages"].as_array()?.iter().find(|m| {
+            m["metadata"]["event_type"] == want["event_type"]
+                && m["metadata"]["event_payload"]["incident_id"] == want["event_payload"]["incident_id"]
+        })?;
+        let ts = found["ts"].as_str()?.to_string();
+        tracing::info!(incident, %ts, "the root message was already posted by an attempt that did not record it");
+        Some(ts)
+    }
+
     /// Calls a Web API method that takes form arguments (`files.getUploadURLExternal`).
     async fn call_form(&self, method: &str, form: &[(&str, &str)]) -> Result<Value, Delivery> {
         let body: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
@@ -552,7 +567,17 @@ impl Platform for Slack {
             return Delivery::Failed { error: "the queued body is not JSON".into() };
         };
         let method = match row.item.op.as_str() {
-            "post" => "chat.postMessage",
+            "post" => {
+                // An earlier attempt may have reached Slack before its replica died: look for
+                // it (by the metadata every root carries) rather than post a second root.
+                if row.attempts > 1
+                    && let Some(ts) = self.posted_root(&row.item.channel, row.item.incident_id).await
+                {
+                    return Delivery::Sent { result: Some(ts) };
+                }
+                body["metadata"] = root_metadata(row.item.incident_id);
+                "chat.postMessage"
+            }
             "update" => {
                 body["ts"] = json!(row.root);
                 "chat.update"
@@ -568,6 +593,12 @@ impl Platform for Slack {
             Err(failed) => super::outbox::with_backoff(failed, row.attempts),
         }
     }
+}
+
+/// Slack message metadata on each root message: which incident it shows, so a retried post
+/// can find an earlier one that reached Slack (Slack has no idempotency key).
+fn root_metadata(incident: i64) -> Value {
+    json!({"event_type": "medic_incident", "event_payload": {"incident_id": incident}})
 }
 
 /// The lease that says which replica holds the Socket Mode connection.
