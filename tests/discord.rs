@@ -203,6 +203,7 @@ async fn role_approves_once_others_refused(db: Db) {
 
     assert_eq!(s.app.post("/v1/alerts/generic", common::chat::alert("firing"), &[]).await.0, 200);
     let root = s.root().await;
+    assert_eq!((root["nonce"].as_str(), root["enforce_nonce"].as_bool()), (Some("medic-1"), Some(true)), "posted once");
     let embed = &root["embeds"][0];
     assert_eq!(embed["title"], "Incident #1: ChatTest on checkout");
     assert_eq!(embed["color"], 0xe0_1e_5a, "critical is red");

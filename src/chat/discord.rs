@@ -547,7 +547,14 @@ impl Platform for Discord {
         let channel = &row.item.channel;
         let root = row.root.clone().unwrap_or_default();
         let result = match row.item.op.as_str() {
-            "post" => self.call(reqwest::Method::POST, &format!("channels/{channel}/messages"), &body).await,
+            "post" => {
+                // Discord's idempotency: a retried root (an earlier answer lost) returns the
+                // message created with the same nonce in the past few minutes, not a second one.
+                let mut body = body;
+                body["nonce"] = json!(format!("medic-{}", row.item.incident_id));
+                body["enforce_nonce"] = json!(true);
+                self.call(reqwest::Method::POST, &format!("channels/{channel}/messages"), &body).await
+            }
             "update" => {
                 // EditMessage has the same fields; build it for the PATCH's shape.
                 let mut patch = serde_json::to_value(EditMessage::new()).expect("builders serialise");
