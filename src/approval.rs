@@ -452,6 +452,35 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_that_runs_by_itself_starts_only_while_everything_still_holds() {
+        let mut p = plan(1, false);
+        let auto = |p: &StoredPlan, granted, guardrail: Option<&str>| {
+            let f = Facts { guardrail: guardrail.map(str::to_string), ..facts(p) };
+            decide_auto(&f, granted, NOW)
+        };
+        assert!(reason(auto(&p, true, None)).contains("does not run by itself"));
+        assert!(reason(decide(&facts(&p), &groups(), &id("bob"), Decision::Stop, NOW)).contains("Reject it instead"));
+        p.plan.auto = Some(crate::autonomy::AutoNote { runs_itself: true, why: "earned".into(), delay_secs: 60 });
+        p.plan.hash = p.plan.content_hash();
+        assert_eq!(auto(&p, true, None), Verdict::Approved { approvers: vec![Identity(AUTO.into())] });
+        assert!(reason(auto(&p, false, None)).contains("lost its automatic level"));
+        assert_eq!(reason(auto(&p, true, Some("automation is paused"))), "not now: automation is paused");
+        // Stop before it starts is a rejection; while it runs, a stop request; from a stranger, nothing.
+        assert_eq!(decide(&facts(&p), &groups(), &id("bob"), Decision::Stop, NOW), Verdict::Rejected);
+        let mut running = p.clone();
+        running.state = PlanState::Approved;
+        let f = Facts { running: true, ..facts(&running) };
+        assert_eq!(decide(&f, &groups(), &id("bob"), Decision::Stop, NOW), Verdict::StopRequested);
+        assert!(
+            reason(decide(&f, &groups(), &id("mallory"), Decision::Stop, NOW)).contains("you are not in sre-oncall")
+        );
+        assert!(reason(decide(&facts(&running), &groups(), &id("bob"), Decision::Stop, NOW)).contains("not running"));
+        running.state = PlanState::Proposed;
+        running.expires_at = NOW;
+        assert!(reason(auto(&running, true, None)).contains("expired"));
+    }
+
+    #[test]
     fn self_approval_when_the_runbook_allows_it() {
         let p = plan(1, true);
         assert!(matches!(

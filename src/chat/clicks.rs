@@ -87,12 +87,7 @@ impl Clicks {
         };
         self.notifier.incident_changed(incident_id).await?;
         if let Some(approved) = approved {
-            let me = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = me.execute(incident_id, approved).await {
-                    tracing::error!(incident = incident_id, error = %format!("{e:#}"), "execution failed to run");
-                }
-            });
+            self.start(incident_id, approved);
         }
         Ok(reply)
     }
@@ -138,12 +133,7 @@ impl Clicks {
                     let why = stored.plan.auto.as_ref().map(|a| a.why.as_str()).unwrap_or("running automatically");
                     self.notifier.thread(incident_id, &format!("plan {} started: {why}", &hash[..12])).await?;
                     self.notifier.incident_changed(incident_id).await?;
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = me.execute(incident_id, approved).await {
-                            tracing::error!(incident = incident_id, error = %format!("{e:#}"), "execution failed to run");
-                        }
-                    });
+                    self.start(incident_id, approved);
                 }
                 (Verdict::Refused { reason }, None) => {
                     let text = format!("not running plan {} automatically: {reason}; it needs approval", &hash[..12]);
@@ -154,6 +144,16 @@ impl Clicks {
             }
         }
         Ok(())
+    }
+
+    /// Runs the approved plan in the background.
+    fn start(self: &Arc<Self>, incident_id: i64, approved: crate::approval::ApprovedPlan) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.execute(incident_id, approved).await {
+                tracing::error!(incident = incident_id, error = %format!("{e:#}"), "execution failed to run");
+            }
+        });
     }
 
     /// Runs the plan; each step's result reaches the thread as the step ends (the executor's
