@@ -346,8 +346,15 @@ async fn production_and_pause_need_a_person(db: Db) {
     s.store.set_paused(&carol, "test", false, s.clock.now()).await.unwrap();
     let (id, plan) = s.incident("staging").await;
     assert!(plan.auto.unwrap().runs_itself);
+    let view = medic::chat::view_for(s.store.as_ref(), id).await.unwrap().unwrap().0;
+    assert_eq!((view["stop"].as_bool(), view["auto"]["runs_itself"].as_bool()), (Some(true), Some(true)), "{view:#}");
+    assert!(view["auto"]["runs_at"].is_string(), "the message says when it starts");
     s.store.set_paused(&carol, "test", true, s.clock.now()).await.unwrap();
     assert!(!s.runs_by_itself(id, 3).await);
+    let view = medic::chat::view_for(s.store.as_ref(), id).await.unwrap().unwrap().0;
+    assert_eq!(view["stop"], false, "declined: nothing to stop");
+    assert!(view["auto"]["why"].as_str().unwrap().contains("needs approval"), "{view:#}");
+    assert!(view["auto"]["runs_at"].is_null());
     let records = s.store.audit_for_incident(id).await.unwrap();
     let declined = records.iter().find(|r| r.kind == "auto_run_declined").expect("declined");
     assert!(declined.data.contains("paused"), "{}", declined.data);

@@ -169,11 +169,17 @@ pub async fn view_for(store: &dyn crate::store::Store, id: i64) -> anyhow::Resul
         view.0["buttons"] = json!(proposed);
         view.0["can_approve"] = json!(proposed && s.plan.plan.autonomy != crate::runbook::Autonomy::Suggest);
         if let Some(a) = &s.plan.plan.auto {
-            let runs_at = s.plan.proposed_at + a.delay_secs as i64 * 1000;
-            view.0["auto"] = json!({"runs_itself": a.runs_itself, "why": crate::redact::redact(&a.why),
-                                     "runs_at": (a.runs_itself && proposed).then(|| rfc3339(runs_at))});
-            // Stop: while it waits for its delay, or while it runs.
-            view.0["stop"] = json!(a.runs_itself && (proposed || running));
+            let waiting = proposed && s.auto_at.is_some();
+            let by_itself = s.approvers.iter().any(|p| p.0 == crate::approval::AUTO);
+            // Declined by the auto runner (paused, level lost, a guardrail): a person decides.
+            let why = match a.runs_itself && proposed && !waiting {
+                true => "not running by itself any more (the thread says why): it needs approval".to_string(),
+                false => crate::redact::redact(&a.why),
+            };
+            view.0["auto"] = json!({"runs_itself": waiting || by_itself, "why": why,
+                                     "runs_at": s.auto_at.filter(|_| waiting).map(rfc3339)});
+            // Stop: while it waits for its delay, or while it runs by itself.
+            view.0["stop"] = json!(waiting || (running && by_itself));
         }
     } else {
         view.0["buttons"] = json!(false);

@@ -110,6 +110,9 @@ pub struct PlanStatus {
     /// The execution's state (`running`, `succeeded`, `rolled_back`, `failed`, `interrupted`)
     /// and its current step (0-based), once claimed.
     pub execution: Option<(String, i64)>,
+    /// When a plan that runs by itself starts, while it still will (cleared once it was
+    /// approved, rejected, or declined by the auto runner).
+    pub auto_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -28,13 +28,18 @@ impl SqlStore {
             .map(|r| r.try_get::<String, _>("approver").map(Identity))
             .collect::<Result<Vec<_>, _>>()?;
         let execution = sqlx::query("SELECT state, step FROM executions WHERE plan_hash = $1")
-            .bind(hash)
+            .bind(hash.clone())
             .fetch_optional(&mut *tx)
             .await?
             .map(|r| Ok::<_, sqlx::Error>((r.try_get("state")?, r.try_get("step")?)))
             .transpose()?;
+        let auto_at: Option<Millis> = sqlx::query("SELECT auto_at FROM plans WHERE hash = $1")
+            .bind(hash)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("auto_at")?;
         tx.commit().await?;
-        Ok(Some(PlanStatus { plan, approvers, execution }))
+        Ok(Some(PlanStatus { plan, approvers, execution, auto_at }))
     }
 
     pub(super) async fn propose(&self, plan: &ProposedPlan, requested_by: &Identity, now: Millis) -> Result<()> {
