@@ -90,6 +90,12 @@ impl Assessment {
     pub fn refusal(&self) -> Option<String> {
         (!self.blocks.is_empty()).then(|| self.blocks.join("; "))
     }
+
+    /// The reason automation may not act by itself now: a block, or a warning (a freeze or a
+    /// deploy in progress lets a person approve, not medic alone).
+    pub fn stops_automation(&self) -> Option<String> {
+        self.refusal().or_else(|| self.warnings.first().cloned())
+    }
 }
 
 pub fn assess(cfg: &GuardrailConfig, s: &Situation) -> Assessment {

@@ -351,7 +351,7 @@ impl Responder {
             now,
         )
         .await?;
-        let guardrail = a.refusal().or_else(|| a.warnings.first().cloned());
+        let guardrail = a.stops_automation();
         plan.auto = crate::autonomy::assess(&self.autonomy, plan, &record, env, guardrail.as_deref());
         plan.hash = plan.content_hash();
         Ok(())

@@ -126,7 +126,7 @@ impl Clicks {
         for (hash, incident_id) in self.store.due_auto_plans(now).await? {
             let Some(stored) = self.store.plan(&hash).await? else { continue };
             let a = self.guardrails(incident_id, &stored.plan.runbook, now).await?;
-            let guardrail = a.refusal().or_else(|| a.warnings.first().cloned());
+            let guardrail = a.stops_automation();
             let (verdict, approved) = self.store.auto_approve(&hash, guardrail, now).await?;
             match (verdict, approved) {
                 (_, Some(approved)) => {

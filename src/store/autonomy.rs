@@ -157,19 +157,8 @@ impl SqlStore {
         let mut approved = None;
         match &verdict {
             Verdict::Approved { approvers } => {
-                sqlx::query("INSERT INTO approvals (plan_hash, approver, at, via) VALUES ($1, $2, $3, 'auto')")
-                    .bind(hash.to_string())
-                    .bind(approval::AUTO)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE plans SET state = 'approved', decided_at = $1, auto_at = NULL WHERE hash = $2 AND state = 'proposed'",
-                )
-                .bind(now)
-                .bind(hash.to_string())
-                .execute(&mut *tx)
-                .await?;
+                Self::record_approval(&mut tx, hash, approval::AUTO, "auto", now).await?;
+                Self::mark_approved(&mut tx, hash, now).await?;
                 let why = sp.plan.auto.as_ref().map(|a| a.why.clone());
                 self.append_audit(
                     &mut tx,

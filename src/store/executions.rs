@@ -58,14 +58,7 @@ impl SqlStore {
             let p = &sp.plan;
             let event = match state {
                 ExecState::Succeeded if entry.data["dry_run"] != true => {
-                    let approvers =
-                        sqlx::query("SELECT approver FROM approvals WHERE plan_hash = $1 ORDER BY at, approver")
-                            .bind(hash.to_string())
-                            .fetch_all(&mut *tx)
-                            .await?
-                            .iter()
-                            .map(|r| r.try_get::<String, _>("approver"))
-                            .collect::<Result<Vec<_>, _>>()?;
+                    let approvers = Self::approvers(&mut tx, hash).await?.into_iter().map(|a| a.0).collect();
                     Some(Event::Verified { incident: p.incident_id, approvers })
                 }
                 ExecState::RolledBack | ExecState::Failed if entry.data.get("stopped_by").is_none() => {
@@ -119,17 +112,22 @@ impl SqlStore {
         // execution ever claimed (the replica that approved them died before it started).
         let orphans = "SELECT plan_hash, incident_id, step, owner FROM executions WHERE state = 'running' \
              AND ((owner = $1 AND $2 = 1) OR (owner <> $1 AND COALESCE(heartbeat_at, started_at) < $3))";
-        let unclaimed = "SELECT hash AS plan_hash, incident_id FROM plans p WHERE state = 'approved' AND decided_at < $1 \
+        let unclaimed_where = "FROM plans p WHERE state = 'approved' AND decided_at < {t} \
              AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.plan_hash = p.hash)";
-        // Looked for first without the write lock: every replica asks every few seconds.
-        let any = sqlx::query(orphans)
+        let unclaimed = format!("SELECT hash AS plan_hash, incident_id {}", unclaimed_where.replace("{t}", "$1"));
+        let unclaimed_at_3 = format!("SELECT hash AS plan_hash {}", unclaimed_where.replace("{t}", "$3"));
+        // Looked for first, in one round trip, without the write lock: every replica asks
+        // every few seconds.
+        let any = format!(
+            "SELECT plan_hash FROM ({orphans}) AS o UNION ALL SELECT plan_hash FROM ({unclaimed_at_3}) AS u LIMIT 1"
+        );
+        let any = sqlx::query(&any)
             .bind(owner.to_string())
             .bind(own as i64)
             .bind(stale_before)
             .fetch_optional(&self.pool)
             .await?
-            .is_some()
-            || sqlx::query(unclaimed).bind(stale_before).fetch_optional(&self.pool).await?.is_some();
+            .is_some();
         if !any {
             return Ok(Vec::new());
         }
@@ -153,7 +151,7 @@ impl SqlStore {
                 "reason": "medic stopped while this plan ran; it is not re-run: a person must check the state of each step"});
             found.push((hash, incident, data));
         }
-        for r in sqlx::query(unclaimed).bind(stale_before).fetch_all(&mut *tx).await? {
+        for r in sqlx::query(&unclaimed).bind(stale_before).fetch_all(&mut *tx).await? {
             let (hash, incident): (String, i64) = (r.try_get("plan_hash")?, r.try_get("incident_id")?);
             // Claimed as interrupted: a late claim by the approving replica finds it taken.
             sqlx::query(

@@ -5,39 +5,28 @@ use super::*;
 impl SqlStore {
     pub(super) async fn plan_status(&self, incident_id: i64) -> Result<Option<PlanStatus>> {
         let mut tx = self.pool.begin().await?;
-        let hash = Self::text_for(
-            &mut tx,
-            "SELECT hash FROM plans WHERE incident_id = $1 ORDER BY proposed_at DESC, hash LIMIT 1",
-            "hash",
-            incident_id,
+        let latest = sqlx::query(
+            "SELECT hash, auto_at FROM plans WHERE incident_id = $1 ORDER BY proposed_at DESC, hash LIMIT 1",
         )
+        .bind(incident_id)
+        .fetch_optional(&mut *tx)
         .await?;
-        let Some(hash) = hash else {
+        let Some(latest) = latest else {
             tx.commit().await?;
             return Ok(None);
         };
+        let (hash, auto_at): (String, Option<Millis>) = (latest.try_get("hash")?, latest.try_get("auto_at")?);
         let Some(plan) = Self::load_plan(&mut tx, &hash).await? else {
             tx.commit().await?;
             return Ok(None);
         };
-        let approvers = sqlx::query("SELECT approver FROM approvals WHERE plan_hash = $1 ORDER BY at, approver")
-            .bind(hash.clone())
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>("approver").map(Identity))
-            .collect::<Result<Vec<_>, _>>()?;
+        let approvers = Self::approvers(&mut tx, &hash).await?;
         let execution = sqlx::query("SELECT state, step FROM executions WHERE plan_hash = $1")
-            .bind(hash.clone())
+            .bind(hash)
             .fetch_optional(&mut *tx)
             .await?
             .map(|r| Ok::<_, sqlx::Error>((r.try_get("state")?, r.try_get("step")?)))
             .transpose()?;
-        let auto_at: Option<Millis> = sqlx::query("SELECT auto_at FROM plans WHERE hash = $1")
-            .bind(hash)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("auto_at")?;
         tx.commit().await?;
         Ok(Some(PlanStatus { plan, approvers, execution, auto_at }))
     }
@@ -125,14 +114,7 @@ impl SqlStore {
             .fetch_optional(&mut *tx)
             .await?
             .is_some();
-        let approvers: Vec<Identity> =
-            sqlx::query("SELECT approver FROM approvals WHERE plan_hash = $1 ORDER BY at, approver")
-                .bind(hash.to_string())
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String, _>("approver").map(Identity))
-                .collect::<Result<_, _>>()?;
+        let approvers = Self::approvers(&mut tx, hash).await?;
         let facts = Facts {
             plan: &sp,
             incident_open,
@@ -152,27 +134,11 @@ impl SqlStore {
         let mut approved = None;
         match &verdict {
             Verdict::Recorded { .. } | Verdict::Approved { .. } => {
-                sqlx::query("INSERT INTO approvals (plan_hash, approver, at, via) VALUES ($1, $2, $3, $4)")
-                    .bind(hash.to_string())
-                    .bind(click.who.0.clone())
-                    .bind(click.at)
-                    .bind(click.via.clone())
-                    .execute(&mut *tx)
-                    .await?;
+                Self::record_approval(&mut tx, hash, &click.who.0, &click.via, click.at).await?;
                 let mut entries =
                     vec![record(Kind::ApprovalRecorded, serde_json::json!({"plan": hash, "via": click.via}))];
                 if let Verdict::Approved { approvers } = &verdict {
-                    let moved = sqlx::query(
-                        "UPDATE plans SET state = 'approved', decided_at = $1 WHERE hash = $2 AND state = 'proposed'",
-                    )
-                    .bind(click.at)
-                    .bind(hash.to_string())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if moved != 1 {
-                        bail!("plan {hash} left the proposed state under the write lock");
-                    }
+                    Self::mark_approved(&mut tx, hash, click.at).await?;
                     entries.push(record(
                         Kind::PlanApproved,
                         serde_json::json!({"plan": hash, "approvers": approvers, "runbook": sp.plan.runbook}),
@@ -215,6 +181,44 @@ impl SqlStore {
         }
         tx.commit().await?;
         Ok((verdict, approved))
+    }
+
+    /// Who approved plan `hash`, in the order they did.
+    pub(super) async fn approvers(tx: &mut Tx, hash: &str) -> Result<Vec<Identity>> {
+        sqlx::query("SELECT approver FROM approvals WHERE plan_hash = $1 ORDER BY at, approver")
+            .bind(hash.to_string())
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| Ok(Identity(r.try_get("approver")?)))
+            .collect()
+    }
+
+    pub(super) async fn record_approval(tx: &mut Tx, hash: &str, who: &str, via: &str, at: Millis) -> Result<()> {
+        sqlx::query("INSERT INTO approvals (plan_hash, approver, at, via) VALUES ($1, $2, $3, $4)")
+            .bind(hash.to_string())
+            .bind(who.to_string())
+            .bind(at)
+            .bind(via.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves plan `hash` from proposed to approved (no longer waiting to start by itself).
+    pub(super) async fn mark_approved(tx: &mut Tx, hash: &str, at: Millis) -> Result<()> {
+        let moved = sqlx::query(
+            "UPDATE plans SET state = 'approved', decided_at = $1, auto_at = NULL WHERE hash = $2 AND state = 'proposed'",
+        )
+        .bind(at)
+        .bind(hash.to_string())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            bail!("plan {hash} left the proposed state under the write lock");
+        }
+        Ok(())
     }
 
     /// A person rejected or stopped a plan that runs by itself: its runbook loses `auto`.
