@@ -464,7 +464,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
                 .map(|(state, n)| (h.platform.as_str(), state, n))
         })
         .collect();
-    let runbooks = app.store.runbook_stats().await.unwrap_or_default();
+    let runbooks = app.store.runbook_stats(false).await.unwrap_or_default();
     let text = app.metrics.render(open, resolving, &gauges, &runbooks);
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }

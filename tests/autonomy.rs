@@ -283,7 +283,7 @@ async fn earned_then_lost(db: Db) {
     let lost = kinds.iter().position(|k| k == "autonomy_lost").unwrap();
     assert!(granted < lost);
     s.chain_verifies().await;
-    let stats = s.store.runbook_stats().await.unwrap();
+    let stats = s.store.runbook_stats(true).await.unwrap();
     let r = stats.iter().find(|r| r.record.runbook == "restart-by-webhook").unwrap();
     assert_eq!(r.last_outcomes.first().map(String::as_str), Some("rolled_back"));
     assert!(r.median_fix_secs.is_some_and(|m| m >= 0.0), "{r:?}");
@@ -370,7 +370,7 @@ async fn production_and_pause_need_a_person(db: Db) {
     assert!(!s.runs_by_itself(id, 3).await);
     assert!(!s.store.autonomy("restart-by-webhook").await.unwrap().auto);
     // Shadow record: three incidents people closed by hand, whose plan never ran.
-    let stats = s.store.runbook_stats().await.unwrap();
+    let stats = s.store.runbook_stats(true).await.unwrap();
     let r = stats.iter().find(|r| r.record.runbook == "restart-by-webhook").unwrap();
     assert_eq!((r.shadow_incidents, r.shadow_resolved_alone), (3, 0), "{r:?}");
     s.chain_verifies().await;

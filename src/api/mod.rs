@@ -139,7 +139,7 @@ pub async fn list(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, S
 /// `GET /v1/runbooks`: each runbook's declared ceiling, earned level, streak, verified and
 /// failed runs, median time from alert to verified fix, last outcomes and shadow record.
 pub async fn runbooks(State(app): State<Arc<App>>) -> Response {
-    match app.store.runbook_stats().await {
+    match app.store.runbook_stats(true).await {
         Ok(stats) => Json(runbooks_json(&stats, &app.asker.runbooks, app.grant_after)).into_response(),
         Err(e) => internal(e),
     }

@@ -420,7 +420,7 @@ async fn list_runbooks(args: &RunbooksArgs) -> Result<ExitCode> {
     let config = load(args.store.config.as_deref())?;
     let runbooks = if args.runbooks.is_dir() { crate::runbook::load(&args.runbooks)? } else { Vec::new() };
     let store = existing_store(&args.store).await?;
-    let stats = store.runbook_stats().await;
+    let stats = store.runbook_stats(true).await;
     store.close().await;
     let view = crate::api::runbooks_json(&stats?, &runbooks, config.autonomy.grant_after);
     if args.format == "json" {

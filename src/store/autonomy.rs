@@ -202,7 +202,7 @@ impl SqlStore {
         Ok(r.map(|r| r.try_get::<Option<String>, _>("stop_by")).transpose()?.flatten())
     }
 
-    pub(super) async fn runbook_stats(&self) -> Result<Vec<RunbookStats>> {
+    pub(super) async fn runbook_stats(&self, shadow: bool) -> Result<Vec<RunbookStats>> {
         let mut out: BTreeMap<String, RunbookStats> = BTreeMap::new();
         let rows = sqlx::query(&format!("SELECT {RECORD_COLS} FROM runbook_autonomy")).fetch_all(&self.pool).await?;
         for r in &rows {
@@ -238,6 +238,9 @@ impl SqlStore {
             if let Some(s) = out.get_mut(&rb) {
                 s.median_fix_secs = Some(median);
             }
+        }
+        if !shadow {
+            return Ok(out.into_values().collect());
         }
         // Shadow: resolved incidents with a plan and no execution; resolved alone unless a
         // person resolved it by hand.

@@ -214,8 +214,10 @@ pub trait Store: Send + Sync + 'static {
         guardrail: Option<String>,
         now: Millis,
     ) -> Result<(Verdict, Option<ApprovedPlan>)>;
-    /// Every runbook with a record or an execution or a shadow incident, with its figures.
-    async fn runbook_stats(&self) -> Result<Vec<RunbookStats>>;
+    /// Every runbook with a record or an execution (or, with `shadow`, a shadow incident), with
+    /// its figures. `/metrics` asks without `shadow`: that count reads the audit trail of every
+    /// resolved incident, too much for every scrape.
+    async fn runbook_stats(&self, shadow: bool) -> Result<Vec<RunbookStats>>;
     /// Takes or renews the lease `name` for `holder` until `now + ttl`: true when `holder`
     /// holds it (it was free, lapsed, or already its own), false while another holds it.
     async fn lease(&self, name: &str, holder: &str, now: Millis, ttl: Millis) -> Result<bool>;
@@ -811,8 +813,8 @@ impl Store for SqlStore {
         SqlStore::auto_approve(self, hash, guardrail, now).await
     }
 
-    async fn runbook_stats(&self) -> Result<Vec<RunbookStats>> {
-        SqlStore::runbook_stats(self).await
+    async fn runbook_stats(&self, shadow: bool) -> Result<Vec<RunbookStats>> {
+        SqlStore::runbook_stats(self, shadow).await
     }
 
     async fn lease(&self, name: &str, holder: &str, now: Millis, ttl: Millis) -> Result<bool> {
