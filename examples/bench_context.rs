@@ -155,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         start,
         end,
         step,
+        service: None,
     };
     let series = medic::context::Metrics::query_range(&prom, &q).await.map_err(anyhow::Error::msg)?;
     let n_points = series.first().map(|s| s.points.len()).unwrap_or(0);

@@ -29,19 +29,25 @@ use tokio::task::JoinSet;
 pub struct Window {
     /// Metrics and logs.
     pub look_back: Duration,
+    /// Logs and traces (their baseline).
+    pub logs_look_back: Duration,
     /// Changes: a deploy hours before the onset still explains it.
     pub changes_look_back: Duration,
 }
 
 impl From<&crate::context::Config> for Window {
     fn from(c: &crate::context::Config) -> Window {
-        Window { look_back: c.look_back, changes_look_back: c.changes_look_back }
+        Window { look_back: c.look_back, logs_look_back: c.logs_look_back, changes_look_back: c.changes_look_back }
     }
 }
 
 impl Default for Window {
     fn default() -> Self {
-        Window { look_back: Duration::from_secs(2 * 3600), changes_look_back: Duration::from_secs(24 * 3600) }
+        Window {
+            look_back: Duration::from_secs(2 * 3600),
+            logs_look_back: Duration::from_secs(30 * 60),
+            changes_look_back: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -70,7 +76,14 @@ pub fn request(
                 match crate::render::query(promql, &tctx, false) {
                     Ok(promql) => {
                         let step = context::prometheus::step_for(start, now);
-                        queries.push(MetricQuery { name: q.name.clone(), promql, start, end: now, step });
+                        queries.push(MetricQuery {
+                            name: q.name.clone(),
+                            promql,
+                            start,
+                            end: now,
+                            step,
+                            service: None,
+                        });
                     }
                     Err(e) => tracing::warn!(runbook = %r.id, query = %q.name, error = %e, "context query not run"),
                 }
@@ -81,6 +94,8 @@ pub fn request(
         services,
         start,
         end: now,
+        split: first_start,
+        logs_start: first_start - window.logs_look_back.as_millis() as Millis,
         changes_start: first_start - window.changes_look_back.as_millis() as Millis,
         queries,
         golden: golden.to_vec(),

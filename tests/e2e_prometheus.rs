@@ -67,6 +67,7 @@ async fn prometheus_alertmanager_medic() {
         start: now - 120_000,
         end: now,
         step: 1_000,
+        service: None,
     };
     let series = medic::context::Metrics::query_range(&prom, &q).await.expect("real Prometheus answers");
     assert_eq!(series.len(), 1, "{series:?}");

@@ -52,6 +52,7 @@ fn q(promql: &str) -> MetricQuery {
         start: 1_700_000_000_000,
         end: 1_700_000_600_000,
         step: 15_000,
+        service: None,
     }
 }
 

@@ -742,7 +742,7 @@ impl Asker {
         }
         for g in &self.golden {
             if let Ok(promql) = crate::render::query(&g.promql, &json!({"service": svc}), false) {
-                candidates.push(MetricQuery { name: g.name.clone(), promql, start, end, step });
+                candidates.push(MetricQuery { name: g.name.clone(), promql, start, end, step, service: None });
             }
         }
         let chosen = match p.slots.signal {

@@ -18,6 +18,9 @@ pub struct Config {
     /// How far before the first alert's start metrics and logs are read.
     #[serde(default = "two_hours", with = "humantime_serde")]
     pub look_back: std::time::Duration,
+    /// How far before the first alert's start logs and traces are read (their baseline).
+    #[serde(default = "thirty_minutes", with = "humantime_serde")]
+    pub logs_look_back: std::time::Duration,
     /// How far back changes are looked for.
     #[serde(default = "one_day", with = "humantime_serde")]
     pub changes_look_back: std::time::Duration,
@@ -38,6 +41,9 @@ pub struct Config {
     pub kubernetes: Option<crate::context::kubernetes::KubernetesConfig>,
     #[serde(default)]
     pub github: Option<GitHubConfig>,
+    /// A trace backend (Tempo or Jaeger).
+    #[serde(default)]
+    pub traces: Option<crate::context::traces::Config>,
     #[serde(default)]
     pub topology: TopologyConfig,
 }
@@ -54,6 +60,9 @@ fn thirty_seconds() -> std::time::Duration {
 fn one_minute() -> std::time::Duration {
     std::time::Duration::from_secs(60)
 }
+fn thirty_minutes() -> std::time::Duration {
+    std::time::Duration::from_secs(30 * 60)
+}
 fn two_hours() -> std::time::Duration {
     std::time::Duration::from_secs(2 * 3600)
 }
@@ -67,6 +76,7 @@ impl Default for Config {
             timeout: five_seconds(),
             budget: ten_seconds(),
             look_back: two_hours(),
+            logs_look_back: thirty_minutes(),
             changes_look_back: one_day(),
             cache_ttl: one_minute(),
             rediagnose_every: thirty_seconds(),
@@ -75,6 +85,7 @@ impl Default for Config {
             alertmanager: None,
             kubernetes: None,
             github: None,
+            traces: None,
             topology: TopologyConfig::default(),
         }
     }
@@ -183,10 +194,11 @@ impl Config {
         if self.timeout.is_zero() || self.budget < self.timeout {
             out.push("context: expected 0 < timeout <= budget".into());
         }
-        let backends: [(&str, Option<&HttpBackend>); 3] = [
+        let backends: [(&str, Option<&HttpBackend>); 4] = [
             ("context.prometheus", self.prometheus.as_ref().map(|p| &p.http)),
             ("context.loki", self.loki.as_ref().map(|l| &l.http)),
             ("context.alertmanager", self.alertmanager.as_ref()),
+            ("context.traces", self.traces.as_ref().map(|t| &t.http)),
         ];
         for (what, b) in backends {
             let Some(b) = b else { continue };
@@ -224,6 +236,9 @@ impl Config {
             && !sel.contains("{{service}}")
         {
             out.push(format!("context.kubernetes.selector: {sel:?} does not mention {{{{service}}}}"));
+        }
+        if self.traces.as_ref().is_some_and(|t| t.limit == 0 || t.limit > 5000) {
+            out.push("context.traces.limit: expected 1 to 5000 traces".into());
         }
         if self.topology.service_graph.is_some() && self.prometheus.is_none() {
             out.push("context.topology.service_graph: needs context.prometheus".into());

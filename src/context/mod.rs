@@ -21,12 +21,16 @@ pub mod alertmanager;
 pub mod config;
 pub mod github;
 pub mod http;
+pub mod jaeger;
 pub mod kubernetes;
 pub mod loki;
 pub mod prometheus;
+pub mod tempo;
 pub mod topology;
+pub mod traces;
 
 pub use config::Config;
+pub use traces::Span;
 
 use crate::alert::{Change, Labels};
 use crate::time::Millis;
@@ -94,6 +98,8 @@ pub struct MetricQuery {
     pub start: Millis,
     pub end: Millis,
     pub step: Millis,
+    /// The service a golden signal was rendered for (`None` for a runbook's own query).
+    pub service: Option<String>,
 }
 
 /// An alert active in Alertmanager (firing, possibly silenced or inhibited).
@@ -173,6 +179,14 @@ pub trait Topology: Send + Sync {
 }
 
 #[async_trait]
+pub trait Traces: Send + Sync {
+    fn name(&self) -> &str;
+    /// The spans of at most `limit` traces through `service` that started in `[start, end]`,
+    /// every span of each (across services).
+    async fn spans(&self, service: &str, start: Millis, end: Millis, limit: usize) -> Result<Vec<Span>, String>;
+}
+
+#[async_trait]
 pub trait Alerts: Send + Sync {
     fn name(&self) -> &str;
     /// Every active alert (filtered to the incident's services by [`gather`]).
@@ -190,6 +204,9 @@ pub struct Sources {
     pub pods: Option<Arc<dyn Pods>>,
     pub topology: Vec<Arc<dyn Topology>>,
     pub alerts: Option<Arc<dyn Alerts>>,
+    pub traces: Option<Arc<dyn Traces>>,
+    /// Most traces read per question.
+    pub trace_limit: usize,
     /// Each call's deadline.
     pub timeout: Duration,
     /// The whole gathering's deadline: calls still running then are cut off.
@@ -205,6 +222,8 @@ impl Default for Sources {
             pods: None,
             topology: Vec::new(),
             alerts: None,
+            traces: None,
+            trace_limit: 200,
             timeout: Duration::from_secs(5),
             budget: Duration::from_secs(10),
         }
@@ -221,6 +240,8 @@ impl Sources {
             pods: Some(b.clone()),
             topology: vec![b],
             alerts: None,
+            traces: None,
+            trace_limit: 200,
             timeout,
             budget: timeout * 2,
         }
@@ -244,6 +265,12 @@ pub struct Request {
     pub services: Vec<String>,
     pub start: Millis,
     pub end: Millis,
+    /// Where the incident starts (the first alert's start): logs and traces are read before
+    /// it (from `logs_start`, the baseline) and after it separately, so a chatty baseline
+    /// never crowds out the incident's own lines. At or before `logs_start`: one range.
+    pub split: Millis,
+    /// Logs and traces are read from here (they are heavier than metrics).
+    pub logs_start: Millis,
     /// Changes are looked for further back than metrics: a deploy hours before the onset
     /// still explains it.
     pub changes_start: Millis,
@@ -256,7 +283,7 @@ pub struct Request {
 /// One call to a source, for the audit and `/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueryRecord {
-    /// `metrics`, `logs`, `changes`, `pods`, `topology`, `alerts`, `silences`.
+    /// `metrics`, `logs`, `traces`, `changes`, `pods`, `topology`, `alerts`, `silences`.
     pub kind: &'static str,
     /// The backend's name.
     pub source: String,
@@ -274,7 +301,12 @@ pub struct Context {
     pub start: Millis,
     pub end: Millis,
     pub series: Vec<Series>,
+    /// Log lines of the incident's services and their dependencies, oldest first per service.
     pub logs: Vec<LogLine>,
+    /// Spans of traces through the incident's services (each span once).
+    pub spans: Vec<Span>,
+    /// Where the baseline ends and the incident begins (see [`Request::split`]).
+    pub split: Millis,
     /// One timeline, oldest first, from every change source (duplicates by id dropped).
     pub changes: Vec<Change>,
     pub pods: Vec<Pod>,
@@ -351,6 +383,14 @@ pub async fn from_config(cfg: &Config, received: Arc<dyn Changes>) -> Result<(So
             g.token.as_ref().map(|t| t.resolve()).transpose().map_err(|e| format!("context.github.token: {e}"))?;
         s.changes.push(Arc::new(github::GitHub::new(&g.url, token, g.repos.clone(), t)?));
     }
+    if let Some(tr) = &cfg.traces {
+        let (auth, headers) = tr.http.resolve("context.traces")?;
+        s.traces = Some(match tr.kind {
+            traces::Kind::Tempo => Arc::new(tempo::Tempo::new(&tr.http.url, auth, headers, t)?) as Arc<dyn Traces>,
+            traces::Kind::Jaeger => Arc::new(jaeger::Jaeger::new(&tr.http.url, auth, headers, t)?),
+        });
+        s.trace_limit = tr.limit;
+    }
     if let Some(f) = &cfg.topology.file {
         s.topology.push(Arc::new(topology::FileTopology::new(f)));
     }
@@ -361,8 +401,9 @@ pub async fn from_config(cfg: &Config, received: Arc<dyn Changes>) -> Result<(So
     Ok((s, golden))
 }
 
-/// Most services below the incident's that are gathered (nearest first).
-pub const DOWNSTREAM_LIMIT: usize = 10;
+/// Most services below the incident's that are gathered (nearest first): enough for the
+/// 40-odd services behind one gateway.
+pub const DOWNSTREAM_LIMIT: usize = 60;
 
 /// The services `services` depend on, directly or through others, nearest first (breadth
 /// first), at most [`DOWNSTREAM_LIMIT`]: a cascade's origin is often two hops down.
@@ -390,12 +431,31 @@ pub async fn gather(sources: &Sources, req: &Request) -> Context {
     let t = sources.timeout;
     let mut out = Outcomes::default();
 
-    // The topology first: dependencies widen the metrics and alerts asked for.
+    // The topology and the traces first: dependencies widen the metrics, logs and alerts asked
+    // for, and a dependency seen in a trace is a dependency.
     let topology = join_all(
         sources.topology.iter().map(|g| bounded("topology", g.name(), "edges".into(), t, deadline, g.edges())),
-    )
-    .await;
+    );
+    let ranges = ranges(req);
+    let traced = async {
+        match &sources.traces {
+            Some(tr) => {
+                join_all(req.services.iter().flat_map(|s| {
+                    ranges.iter().map(move |(a, b)| {
+                        bounded("traces", tr.name(), s.clone(), t, deadline, tr.spans(s, *a, *b, sources.trace_limit))
+                    })
+                }))
+                .await
+            }
+            None => Vec::new(),
+        }
+    };
+    let (topology, traced) = tokio::join!(topology, traced);
     let mut edges = out.collect(topology);
+    let mut spans = out.collect(traced);
+    let mut seen_spans = std::collections::HashSet::new();
+    spans.retain(|s| seen_spans.insert((s.trace_id.clone(), s.span_id.clone())));
+    edges.extend(traces::edges(&spans));
     edges.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
     edges.dedup();
     let dependencies = downstream(&edges, &req.services);
@@ -409,7 +469,14 @@ pub async fn gather(sources: &Sources, req: &Request) -> Context {
         for g in &req.golden {
             match crate::render::query(&g.promql, &serde_json::json!({"service": s}), false) {
                 Ok(promql) => asks.push((
-                    MetricQuery { name: g.name.clone(), promql, start: req.start, end: req.end, step },
+                    MetricQuery {
+                        name: g.name.clone(),
+                        promql,
+                        start: req.start,
+                        end: req.end,
+                        step,
+                        service: Some(s.to_string()),
+                    },
                     Some(*s),
                 )),
                 Err(e) => tracing::warn!(signal = %g.name, error = %e, "golden signal not queried"),
@@ -432,18 +499,19 @@ pub async fn gather(sources: &Sources, req: &Request) -> Context {
             None => Vec::new(),
         }
     };
-    let logs =
-        async {
-            match &sources.logs {
-                Some(l) => {
-                    join_all(req.services.iter().map(|s| {
-                        bounded("logs", l.name(), s.clone(), t, deadline, l.lines(s, req.start, req.end, 5000))
-                    }))
-                    .await
-                }
-                None => Vec::new(),
+    let logs = async {
+        match &sources.logs {
+            Some(l) => {
+                join_all(everyone.iter().flat_map(|s| {
+                    ranges.iter().map(move |(a, b)| {
+                        bounded("logs", l.name(), s.to_string(), t, deadline, l.lines(s, *a, *b, 5000))
+                    })
+                }))
+                .await
             }
-        };
+            None => Vec::new(),
+        }
+    };
     let changes = async {
         join_all(sources.changes.iter().flat_map(|c| {
             everyone.iter().map(move |s| {
@@ -501,6 +569,8 @@ pub async fn gather(sources: &Sources, req: &Request) -> Context {
         end: req.end,
         series,
         logs: out.collect(logs),
+        spans,
+        split: req.split.max(req.logs_start),
         changes,
         pods: out.collect(pods),
         topology: edges,
@@ -509,6 +579,17 @@ pub async fn gather(sources: &Sources, req: &Request) -> Context {
         silences,
         unavailable: out.unavailable,
         queries: out.queries,
+    }
+}
+
+/// The ranges logs and traces are read in: the baseline before the split and the incident
+/// after it, or one range when there is no split.
+fn ranges(req: &Request) -> Vec<(Millis, Millis)> {
+    let from = if req.logs_start > 0 { req.logs_start.max(req.start) } else { req.start };
+    if req.split > from && req.split < req.end {
+        vec![(from, req.split - 1), (req.split, req.end)]
+    } else {
+        vec![(from, req.end)]
     }
 }
 

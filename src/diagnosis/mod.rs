@@ -27,6 +27,7 @@ mod changes;
 mod history;
 pub mod logs;
 mod patterns;
+pub mod rca;
 mod signatures;
 mod situation;
 mod topology;
@@ -53,6 +54,8 @@ pub enum EvidenceKind {
     Unavailable,
     /// A past incident like this one, and what resolved it.
     History,
+    /// What the traces show: a service's own time, its errors, the calls into it.
+    Trace,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +107,9 @@ pub struct Diagnosis {
     pub hypotheses: Vec<Hypothesis>,
     /// Sources that could not answer.
     pub unavailable: Vec<String>,
+    /// Services ranked as the root cause across logs, metrics and traces (at most five).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspects: Vec<rca::Suspect>,
 }
 
 impl Diagnosis {
@@ -296,6 +302,8 @@ pub(super) struct Facts<'a> {
     alert_ev: Vec<Evidence>,
     other_alerts: Vec<&'a crate::context::ActiveAlert>,
     context_ev: Vec<Evidence>,
+    /// Every service ranked as the root cause ([`rca`]).
+    suspects: Vec<rca::Suspect>,
 }
 
 impl<'a> Facts<'a> {
@@ -325,7 +333,14 @@ impl<'a> Facts<'a> {
         let log_ev = patterns::evidence(&service_logs, onset, latest_change, (ctx.start, ctx.end));
         let other_alerts: Vec<&crate::context::ActiveAlert> =
             ctx.other_alerts.iter().filter(|o| !alerts.iter().any(|a| a.fingerprint == o.fingerprint)).collect();
+        // Across services: split where the incident starts, with past incidents' windows left
+        // out of the baselines.
+        let split = if ctx.split > ctx.start { ctx.split } else { alert_start };
+        let quiet: Vec<(Millis, Millis)> =
+            input.history.iter().map(|p| (p.opened_at, p.resolved_at.unwrap_or(p.opened_at + 3_600_000))).collect();
+        let suspects = rca::rank(ctx, split, &quiet, &units);
         Facts {
+            suspects,
             ctx,
             alerts,
             pod_ev: situation::pods(ctx),
@@ -387,7 +402,10 @@ impl<'a> Facts<'a> {
 pub fn diagnose(input: &Input) -> Diagnosis {
     let facts = Facts::gather(input);
     let mut hypotheses = signatures::hypotheses(&facts, input);
-    hypotheses.extend(topology::downstream(&facts));
+    match rca::hypothesis(&facts) {
+        Some(h) => hypotheses.push(h),
+        None => hypotheses.extend(topology::downstream(&facts)),
+    }
     hypotheses.sort_by(|a, b| {
         b.confidence.total_cmp(&a.confidence).then(a.tier.cmp(&b.tier)).then(a.runbook.cmp(&b.runbook))
     });
@@ -401,7 +419,14 @@ pub fn diagnose(input: &Input) -> Diagnosis {
             e.text = crate::redact::redact(&e.text);
         }
     }
-    Diagnosis { service: facts.service, onset: facts.onset, hypotheses, unavailable: input.context.unavailable.clone() }
+    let suspects = facts.suspects.iter().take(5).cloned().collect();
+    Diagnosis {
+        service: facts.service,
+        onset: facts.onset,
+        hypotheses,
+        unavailable: input.context.unavailable.clone(),
+        suspects,
+    }
 }
 
 #[cfg(test)]

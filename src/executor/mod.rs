@@ -540,6 +540,7 @@ impl Executor {
                 start: now - 300_000,
                 end: now,
                 step: 15_000,
+                service: None,
             };
             match self.metrics.query_range(&q).await {
                 Ok(series) => {

@@ -29,6 +29,7 @@
 //! ```
 
 pub mod cluster;
+pub mod nezha;
 pub mod recorded;
 pub mod run;
 pub mod series;

@@ -163,6 +163,7 @@ mod tests {
             start: now - 3_600_000,
             end: now + 3_600_000,
             step: 60_000,
+            service: None,
         };
         Request {
             services: vec!["s".into()],

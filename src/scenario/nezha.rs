@@ -1,0 +1,362 @@
+//! A recorded backend for data in the shape Nezha (Yu et al., FSE 2023) published for
+//! TrainTicket: per-pod metric CSVs at one-minute steps, application-log CSVs and span CSVs in
+//! files named by UTC minute, and a fault list. [`Nezha::open`] reads a directory holding such
+//! days (`rca_data/<day>/…`, `construct_data/<day>/…`, or one day's folder) and serves any time
+//! window through the same traits as the live backends: [`Metrics`] (the golden signals of
+//! [`golden`], by service), [`Logs`], [`Traces`] and [`Pods`]. A pod's service is its name
+//! without the last two `-` parts. Log and span files are parsed when a window first needs
+//! them, and kept.
+//!
+//! Times in the files are UTC; the clock printed inside a log message is not read.
+
+use crate::context::{Golden, LogLine, Logs, MetricQuery, Metrics, Pod, Pods, Series, Span, Traces};
+use crate::runbook::Unit;
+use crate::time::Millis;
+use async_trait::async_trait;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The metric columns served, by golden-signal name: the column, its unit, and the factor to
+/// that unit.
+const COLUMNS: [(&str, &str, Unit, f64); 4] = [
+    ("cpu", "CpuUsageRate(%)", Unit::Ratio, 0.01),
+    ("memory", "MemoryUsage(Mi)", Unit::Bytes, 1048576.0),
+    ("latency_p90", "PodServerLatencyP90(s)", Unit::Seconds, 1.0),
+    ("requests", "PodWorkload(Ops)", Unit::Number, 1.0),
+];
+
+/// The golden signals this data answers, written as the PromQL a Kubernetes cluster with
+/// cAdvisor and Istio metrics would run for them.
+pub fn golden() -> Vec<Golden> {
+    let promql = [
+        r#"sum(rate(container_cpu_usage_seconds_total{container!="",pod=~"{{service}}-.*"}[1m])) / sum(kube_pod_container_resource_limits{resource="cpu",pod=~"{{service}}-.*"})"#,
+        r#"sum(container_memory_working_set_bytes{container!="",pod=~"{{service}}-.*"})"#,
+        r#"histogram_quantile(0.9, sum by (le) (rate(istio_request_duration_milliseconds_bucket{reporter="destination",destination_workload="{{service}}"}[1m]))) / 1000"#,
+        r#"sum(rate(istio_requests_total{reporter="destination",destination_workload="{{service}}"}[1m]))"#,
+    ];
+    COLUMNS
+        .iter()
+        .zip(promql)
+        .map(|((name, _, unit, _), q)| Golden { name: name.to_string(), promql: q.into(), unit: *unit })
+        .collect()
+}
+
+/// One injected fault of a fault list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub at: Millis,
+    pub pod: String,
+    pub service: String,
+    pub kind: String,
+}
+
+/// The service of a pod: its name without the ReplicaSet and pod suffixes.
+pub fn service_of(pod: &str) -> &str {
+    let mut parts = pod.rsplitn(3, '-');
+    let (_, _, rest) = (parts.next(), parts.next(), parts.next());
+    rest.unwrap_or(pod)
+}
+
+/// A file of one kind covering about the minute before its name's minute (some cover up to
+/// three); the range it is read for is wider.
+#[derive(Debug, Clone)]
+struct Window {
+    path: PathBuf,
+    from: Millis,
+    to: Millis,
+}
+
+pub struct Nezha {
+    /// service → pod name, and per metric column its points.
+    pods: BTreeMap<String, (String, Vec<Vec<(Millis, f64)>>)>,
+    logs: Vec<Window>,
+    traces: Vec<Window>,
+    parsed_logs: Mutex<HashMap<PathBuf, Arc<Vec<LogLine>>>>,
+    parsed_spans: Mutex<HashMap<PathBuf, Arc<Vec<Span>>>>,
+}
+
+fn day_of(dir: &Path) -> Option<Millis> {
+    let name = dir.file_name()?.to_str()?;
+    let d = chrono::NaiveDate::parse_from_str(name, "%Y-%m-%d").ok()?;
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+/// The day folders under `dir` (itself, or up to two levels down).
+fn days(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        if day_of(&d).is_some() {
+            out.push(d);
+            continue;
+        }
+        if depth < 2
+            && let Ok(rd) = std::fs::read_dir(&d)
+        {
+            stack.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| (e.path(), depth + 1)));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn windows(day: &Path, kind: &str) -> Vec<Window> {
+    let Some(base) = day_of(day) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(day.join(kind)) else { return Vec::new() };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let hhmm = name.strip_suffix(&format!("_{kind}.csv"))?;
+            let (h, m) = hhmm.split_once('_')?;
+            let t = base + (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?) * 60_000;
+            Some(Window { path: e.path(), from: t - 4 * 60_000, to: t + 2 * 60_000 })
+        })
+        .collect()
+}
+
+fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>, String> {
+    csv::ReaderBuilder::new().flexible(true).from_path(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn parse_f64(s: &str) -> f64 {
+    s.trim().parse().unwrap_or(f64::NAN)
+}
+
+impl Nezha {
+    /// Reads the metric files under `dir` and indexes its log and trace files.
+    pub fn open(dir: &Path) -> Result<Nezha, String> {
+        let days = days(dir);
+        if days.is_empty() {
+            return Err(format!("{}: no day folder (YYYY-MM-DD) with metric, log or trace files", dir.display()));
+        }
+        let mut pods: BTreeMap<String, (String, BTreeMap<Millis, Vec<f64>>)> = BTreeMap::new();
+        let (mut logs, mut traces) = (Vec::new(), Vec::new());
+        for day in &days {
+            logs.extend(windows(day, "log"));
+            traces.extend(windows(day, "trace"));
+            let Ok(rd) = std::fs::read_dir(day.join("metric")) else { continue };
+            for e in rd.flatten() {
+                let path = e.path();
+                if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("_metric.csv")) {
+                    continue;
+                }
+                let mut r = csv::Reader::from_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let header = r.headers().map_err(|e| format!("{}: {e}", path.display()))?.clone();
+                let col = |name: &str| {
+                    header.iter().position(|h| h == name).ok_or_else(|| format!("{}: no column {name}", path.display()))
+                };
+                let (ts, pod_col) = (col("TimeStamp")?, col("PodName")?);
+                let cols: Vec<usize> = COLUMNS.iter().map(|c| col(c.1)).collect::<Result<_, _>>()?;
+                for rec in r.records() {
+                    let rec = rec.map_err(|e| format!("{}: {e}", path.display()))?;
+                    let (Some(t), Some(pod)) = (rec.get(ts).and_then(|t| t.parse::<i64>().ok()), rec.get(pod_col))
+                    else {
+                        continue;
+                    };
+                    let values = cols.iter().zip(COLUMNS).map(|(i, c)| parse_f64(rec.get(*i).unwrap_or("")) * c.3);
+                    let entry =
+                        pods.entry(service_of(pod).to_string()).or_insert_with(|| (pod.to_string(), BTreeMap::new()));
+                    entry.1.insert(t * 1000, values.collect());
+                }
+            }
+        }
+        let pods = pods
+            .into_iter()
+            .map(|(s, (pod, rows))| {
+                let per: Vec<Vec<(Millis, f64)>> = (0..COLUMNS.len())
+                    .map(|i| rows.iter().filter(|(_, v)| v[i].is_finite()).map(|(t, v)| (*t, v[i])).collect())
+                    .collect();
+                (s, (pod, per))
+            })
+            .collect();
+        Ok(Nezha { pods, logs, traces, parsed_logs: Default::default(), parsed_spans: Default::default() })
+    }
+
+    /// Every service with metrics.
+    pub fn services(&self) -> Vec<String> {
+        self.pods.keys().cloned().collect()
+    }
+
+    fn log_file(&self, w: &Window) -> Result<Arc<Vec<LogLine>>, String> {
+        if let Some(p) = self.parsed_logs.lock().unwrap().get(&w.path) {
+            return Ok(p.clone());
+        }
+        let mut r = reader(&w.path)?;
+        let mut out = Vec::new();
+        // A malformed row (a few have stray fields) is skipped, not the file.
+        for rec in r.records().flatten() {
+            let (Some(ns), Some(pod), Some(raw)) = (rec.get(1), rec.get(3), rec.get(7)) else { continue };
+            let Ok(ns) = ns.parse::<i64>() else { continue };
+            // The container runtime's JSON line; the message is its `log`.
+            let line = serde_json::from_str::<serde_json::Value>(raw)
+                .ok()
+                .and_then(|v| v["log"].as_str().map(|s| s.trim_end().to_string()))
+                .unwrap_or_else(|| raw.trim_end().to_string());
+            out.push(LogLine { at: ns / 1_000_000, service: service_of(pod).to_string(), line });
+        }
+        out.sort_by_key(|l| l.at);
+        let out = Arc::new(out);
+        self.parsed_logs.lock().unwrap().insert(w.path.clone(), out.clone());
+        Ok(out)
+    }
+
+    fn span_file(&self, w: &Window) -> Result<Arc<Vec<Span>>, String> {
+        if let Some(p) = self.parsed_spans.lock().unwrap().get(&w.path) {
+            return Ok(p.clone());
+        }
+        let mut r = reader(&w.path)?;
+        let mut out = Vec::new();
+        for rec in r.records().flatten() {
+            let f = |i: usize| rec.get(i).unwrap_or("");
+            let (Ok(start), Ok(us)) = (f(5).parse::<i64>(), f(7).parse::<u64>()) else { continue };
+            out.push(Span {
+                trace_id: f(0).to_string(),
+                span_id: f(1).to_string(),
+                parent: Some(f(2).to_string()).filter(|p| p != "root" && !p.is_empty()),
+                service: service_of(f(3)).to_string(),
+                operation: f(4).to_string(),
+                start: start / 1_000_000,
+                duration_us: us,
+                error: false,
+            });
+        }
+        let out = Arc::new(out);
+        self.parsed_spans.lock().unwrap().insert(w.path.clone(), out.clone());
+        Ok(out)
+    }
+}
+
+/// The fault lists (`*fault_list.json`) of the days under `dir`, oldest first.
+pub fn faults(dir: &Path) -> Result<Vec<Fault>, String> {
+    let mut out = Vec::new();
+    for day in days(dir) {
+        let Ok(rd) = std::fs::read_dir(&day) else { continue };
+        for e in rd.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with("fault_list.json"))) {
+            let text = std::fs::read_to_string(e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
+            let by_hour: BTreeMap<String, Vec<serde_json::Value>> =
+                serde_json::from_str(&text).map_err(|err| format!("{}: {err}", e.path().display()))?;
+            for f in by_hour.into_values().flatten() {
+                let (Some(at), Some(pod)) = (f["inject_time"].as_str(), f["inject_pod"].as_str()) else {
+                    return Err(format!("{}: a fault without inject_time or inject_pod", e.path().display()));
+                };
+                // `inject_time` is UTC; `inject_timestamp` is not reliable (the data's README).
+                let at = chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S")
+                    .map_err(|err| format!("{}: inject_time {at:?}: {err}", e.path().display()))?
+                    .and_utc()
+                    .timestamp_millis();
+                out.push(Fault {
+                    at,
+                    pod: pod.to_string(),
+                    service: service_of(pod).to_string(),
+                    kind: f["inject_type"].as_str().unwrap_or("").to_string(),
+                });
+            }
+        }
+    }
+    out.sort_by_key(|f| f.at);
+    Ok(out)
+}
+
+#[async_trait]
+impl Metrics for Nezha {
+    fn name(&self) -> &str {
+        "nezha"
+    }
+
+    async fn query_range(&self, q: &MetricQuery) -> Result<Vec<Series>, String> {
+        let Some(i) = COLUMNS.iter().position(|c| c.0 == q.name) else {
+            return Err(format!("the recorded data has no series for {:?}", q.name));
+        };
+        let Some((pod, per)) = q.service.as_ref().and_then(|s| self.pods.get(s)) else { return Ok(Vec::new()) };
+        let points: Vec<(Millis, f64)> = per[i].iter().copied().filter(|(t, _)| *t >= q.start && *t <= q.end).collect();
+        Ok(vec![Series {
+            query: q.name.clone(),
+            labels: [("pod".to_string(), pod.clone()), ("service".to_string(), service_of(pod).to_string())].into(),
+            points,
+        }])
+    }
+}
+
+#[async_trait]
+impl Logs for Nezha {
+    fn name(&self) -> &str {
+        "nezha"
+    }
+
+    async fn lines(&self, service: &str, start: Millis, end: Millis, limit: usize) -> Result<Vec<LogLine>, String> {
+        let mut out = Vec::new();
+        for w in self.logs.iter().filter(|w| w.to >= start && w.from <= end) {
+            let file = self.log_file(w)?;
+            out.extend(file.iter().filter(|l| l.service == service && l.at >= start && l.at <= end).cloned());
+        }
+        out.sort_by_key(|l| l.at);
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Traces for Nezha {
+    fn name(&self) -> &str {
+        "nezha"
+    }
+
+    async fn spans(&self, service: &str, start: Millis, end: Millis, limit: usize) -> Result<Vec<Span>, String> {
+        let mut files = Vec::new();
+        for w in self.traces.iter().filter(|w| w.to >= start && w.from <= end) {
+            files.push(self.span_file(w)?);
+        }
+        // The traces with a span of `service` that started in the range, the first `limit`.
+        let mut ids: Vec<(Millis, &str)> = files
+            .iter()
+            .flat_map(|f| f.iter())
+            .filter(|s| s.service == service && s.start >= start && s.start <= end)
+            .map(|s| (s.start, s.trace_id.as_str()))
+            .collect();
+        ids.sort();
+        let mut chosen = BTreeSet::new();
+        for (_, id) in ids {
+            if chosen.len() >= limit {
+                break;
+            }
+            chosen.insert(id);
+        }
+        Ok(files.iter().flat_map(|f| f.iter()).filter(|s| chosen.contains(s.trace_id.as_str())).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl Pods for Nezha {
+    fn name(&self) -> &str {
+        "nezha"
+    }
+
+    async fn pods(&self, service: &str) -> Result<Vec<Pod>, String> {
+        Ok(self
+            .pods
+            .get(service)
+            .map(|(pod, _)| Pod {
+                name: pod.clone(),
+                service: service.to_string(),
+                phase: "Running".into(),
+                reason: None,
+                restarts: 0,
+                last_termination: None,
+                events: Vec::new(),
+            })
+            .into_iter()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_map_to_services() {
+        assert_eq!(service_of("ts-food-service-f5756978c-k8vqf"), "ts-food-service");
+        assert_eq!(service_of("solo"), "solo");
+    }
+}
