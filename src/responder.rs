@@ -45,7 +45,7 @@ impl Default for Window {
     fn default() -> Self {
         Window {
             look_back: Duration::from_secs(2 * 3600),
-            logs_look_back: Duration::from_secs(30 * 60),
+            logs_look_back: Duration::from_secs(60 * 60),
             changes_look_back: Duration::from_secs(24 * 3600),
         }
     }

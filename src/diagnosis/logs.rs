@@ -86,6 +86,23 @@ const FNV_START: u64 = 0xcbf29ce484222325;
 /// The hash of the bare wildcard token.
 const WILDCARD_ID: u64 = fnv_extend(FNV_START, WILDCARD.as_bytes());
 
+/// A code location names the log statement, so it is part of the template, not a variable:
+/// `t.s.TravelServiceImpl#451`, `handler.go:88`, `Main.java:120` (a dotted name without digits,
+/// then `#` or `:`, then the line number).
+fn code_location(core: &[u8]) -> bool {
+    const SOURCES: [&[u8]; 12] =
+        [b".java", b".go", b".py", b".rs", b".c", b".cc", b".cpp", b".h", b".js", b".ts", b".rb", b".scala"];
+    let Some(sep) = core.iter().rposition(|c| *c == b'#' || *c == b':') else { return false };
+    let (name, line) = (&core[..sep], &core[sep + 1..]);
+    // `host.example.org:8080` is an address: after `:` only a source file's name counts.
+    let file = core[sep] == b'#' || SOURCES.iter().any(|ext| name.ends_with(ext));
+    file && !line.is_empty()
+        && line.iter().all(u8::is_ascii_digit)
+        && name.contains(&b'.')
+        && name.last().is_some_and(u8::is_ascii_alphabetic)
+        && name.iter().all(|c| c.is_ascii_alphabetic() || matches!(c, b'.' | b'_' | b'$' | b'/' | b'-'))
+}
+
 /// Splits a line at ASCII whitespace and masks each token: a token whose core carries a digit (ids,
 /// numbers, addresses, durations) is a variable; so is a long hex string. Punctuation around
 /// the core is kept, so `(pool size 10)` masks to `(pool size <*>)`. (All the punctuation is
@@ -97,7 +114,8 @@ fn scan(line: &str) -> impl Iterator<Item = Tok<'_>> {
         let end = b.iter().rposition(|c| !punctuation(*c)).map_or(start, |i| i + 1);
         let core = &b[start..end];
         let variable = !core.is_empty()
-            && (core.iter().any(u8::is_ascii_digit) || (core.len() >= 8 && core.iter().all(u8::is_ascii_hexdigit)));
+            && ((core.iter().any(u8::is_ascii_digit) && !code_location(core))
+                || (core.len() >= 8 && core.iter().all(u8::is_ascii_hexdigit)));
         let id = if variable {
             fnv_extend(fnv_extend(fnv_extend(FNV_START, &b[..start]), WILDCARD.as_bytes()), &b[end..])
         } else {
@@ -221,6 +239,11 @@ mod tests {
         assert_eq!(e, f, "a differing word in the same position merges");
         assert_eq!(m.template(e), "session opened for user <*> by sshd service on the gateway");
         assert_ne!(e, g, "the leading words key the tree");
+        // A code location is the statement's identity; an address is not.
+        assert_eq!(
+            tokens("INFO t.s.TravelServiceImpl#451 at handler.go:88 from 10.0.0.1:80 localhost:8080").join(" "),
+            "INFO t.s.TravelServiceImpl#451 at handler.go:88 from <*> <*>"
+        );
         // Text beyond ASCII passes through whole, and its numbers are still masked.
         assert_eq!(tokens("Fehler beim Öffnen: «datei-7» nach 30s").join(" "), "Fehler beim Öffnen: <*> nach <*>");
         let h = m.add("Fehler beim Öffnen: «datei-7» nach 30s");

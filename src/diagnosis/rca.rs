@@ -71,6 +71,13 @@ fn head(line: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// How far `observed` counts are from `expected` ones, in standard deviations, through
+/// Anscombe's square-root transform of Poisson counts: honest for small counts (3 lines where
+/// none were expected is not 8σ) and for large ones alike.
+fn anscombe(observed: f64, expected: f64) -> f64 {
+    2.0 * ((observed + 0.375).sqrt() - (expected + 0.375).sqrt())
+}
+
 /// The log signal of one service's lines.
 fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> Option<Signal> {
     let mut miner = logs::Miner::new(logs::Config::default());
@@ -105,18 +112,17 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
     let (af, bf) = (a as f64, b as f64);
     let mut best: Option<(f64, usize)> = None;
     for (g, (x, y, _)) in &counts {
-        let p0 = (*x as f64 + 0.5) / (af + 1.0);
-        let p1 = *y as f64 / bf;
-        // The spread of the pattern's share between baseline minutes widens what is normal.
-        let between = if minutes.len() > 1 {
-            let shares: Vec<f64> = minutes.iter().map(|(n, m)| *m.get(g).unwrap_or(&0) as f64 / *n as f64).collect();
-            let mean = shares.iter().sum::<f64>() / shares.len() as f64;
-            shares.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / shares.len() as f64 / shares.len() as f64
+        let share = *x as f64 / af;
+        let z = anscombe(*y as f64, share * bf);
+        // How much the pattern's share wobbles from one baseline minute to the next, in the
+        // same units: a pattern that is always erratic needs a bigger change to count.
+        let spread = if minutes.len() >= 3 {
+            let sq: f64 = minutes.iter().map(|(n, m)| anscombe(*m.get(g).unwrap_or(&0) as f64, share * *n as f64).powi(2)).sum();
+            (sq / minutes.len() as f64).sqrt().max(1.0)
         } else {
-            0.0
+            1.0
         };
-        let var = p0 * (1.0 - p0) * (1.0 / bf + 1.0 / af) + between;
-        let z = (p1 - p0).abs() / var.sqrt();
+        let z = z.abs() / spread;
         if best.is_none_or(|(bz, _)| z > bz) {
             best = Some((z, *g));
         }
@@ -132,7 +138,7 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
     };
     let template = miner.template(g);
     let text = format!(
-        "log pattern {how} at {}: \"{template}\" was {} of the service's lines before ({x} of {a}), {} after ({y} of {b}); {z:.1} standard errors (e.g. \"{}\")",
+        "log pattern {how} at {}: \"{template}\" was {} of the service's lines before ({x} of {a}), {} after ({y} of {b}); {z:.1}σ beyond its usual spread (e.g. \"{}\")",
         hhmm(split),
         pct(x, af),
         pct(y, bf),
@@ -212,22 +218,22 @@ fn ms(us: u64) -> String {
 /// The trace signal of one service: its spans' own time and errors, before and after.
 fn trace_signal(
     service: &str,
-    spans: &[Span],
-    own: &[u64],
+    mine: &[(&Span, u64)],
+    edges: &[traces::EdgeStats],
     split: Millis,
     quiet: &[(Millis, Millis)],
 ) -> Option<Signal> {
     let (mut before, mut after) = (Vec::new(), Vec::new());
     let (mut err_before, mut err_after) = (0usize, 0usize);
-    for (s, o) in spans.iter().zip(own) {
-        if s.service != service || (s.start < split && excluded(s.start, quiet)) {
+    for &(s, o) in mine {
+        if s.start < split && excluded(s.start, quiet) {
             continue;
         }
         if s.start < split {
-            before.push(*o);
+            before.push(o);
             err_before += usize::from(s.error);
         } else {
-            after.push(*o);
+            after.push(o);
             err_after += usize::from(s.error);
         }
     }
@@ -245,10 +251,9 @@ fn trace_signal(
     let pe = (err_before + err_after) as f64 / (nb + na);
     let errors =
         if pe > 0.0 { ((e1 - e0) / (pe * (1.0 - pe) * (1.0 / nb + 1.0 / na)).sqrt()).max(0.0) / LOG_Z } else { 0.0 };
-    let callers: Vec<traces::EdgeStats> =
-        traces::edge_stats(spans, split, Millis::MAX).into_iter().filter(|e| e.to == service).collect();
-    let calls = callers
+    let calls = edges
         .iter()
+        .filter(|e| e.to == service)
         .map(|e| {
             format!(
                 "{} → {service}: {} calls, p90 {}, {:.0}% errors",
@@ -302,13 +307,18 @@ pub(super) fn rank(
         services.entry(s.service.as_str()).or_default();
     }
     let own = traces::exclusive(&ctx.spans);
+    let edges = traces::edge_stats(&ctx.spans, split, Millis::MAX);
+    let mut by_service: HashMap<&str, Vec<(&Span, u64)>> = HashMap::new();
+    for (s, o) in ctx.spans.iter().zip(own) {
+        by_service.entry(s.service.as_str()).or_default().push((s, o));
+    }
     let mut out: Vec<Suspect> = services
         .iter()
         .map(|(svc, (lines, series))| {
             let mut signals: Vec<Signal> = [
                 log_signal(lines, split, quiet),
                 metric_signal(series, split, units),
-                trace_signal(svc, &ctx.spans, &own, split, quiet),
+                trace_signal(svc, by_service.get(svc).map_or(&[][..], Vec::as_slice), &edges, split, quiet),
             ]
             .into_iter()
             .flatten()
@@ -329,20 +339,38 @@ pub(super) fn rank(
     out
 }
 
-/// A clearly anomalous service that calls another clearly anomalous one is more likely its
-/// symptom: its score is halved (decided on the scores before any halving).
+/// The services `from` calls, directly or through others, at most `hops` calls down.
+fn within<'e>(edges: &'e [Edge], from: &str, hops: usize) -> Vec<&'e str> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut frontier: Vec<&str> = vec![from];
+    for _ in 0..hops {
+        let next: Vec<&str> = edges
+            .iter()
+            .filter(|e| frontier.contains(&e.from.as_str()) && e.to != from && !seen.contains(&e.to.as_str()))
+            .map(|e| e.to.as_str())
+            .collect();
+        seen.extend(next.iter().copied());
+        seen.dedup();
+        frontier = next;
+    }
+    seen
+}
+
+/// A clearly anomalous service that depends on another clearly anomalous one (directly or up to
+/// three calls down) is more likely its symptom: its score is halved (decided on the scores
+/// before any halving).
 fn demote_symptoms(suspects: &mut [Suspect], edges: &[Edge]) {
     let score: HashMap<String, f64> = suspects.iter().map(|s| (s.service.clone(), s.score)).collect();
     for s in suspects.iter_mut().filter(|s| s.score >= 1.0) {
-        let worst = edges
+        let below = within(edges, &s.service, 3);
+        let worst = below
             .iter()
-            .filter(|e| e.from == s.service && e.to != s.service)
-            .filter_map(|e| score.get(&e.to).map(|v| (e.to.as_str(), *v)))
+            .filter_map(|c| score.get(*c).map(|v| (*c, *v)))
             .filter(|(_, v)| *v >= 1.0)
             .max_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((callee, v)) = worst {
             s.score *= 0.5;
-            s.reasons.push(format!("halved: it calls {callee}, anomalous too ({v:.1})"));
+            s.reasons.push(format!("halved: it depends on {callee}, anomalous too ({v:.1})"));
         }
     }
 }
@@ -444,7 +472,7 @@ mod tests {
         };
         let r = rank(&ctx, 20 * 60_000, &[], &BTreeMap::new());
         assert_eq!(r[0].service, "contacts", "{r:#?}");
-        assert!(r[1].reasons.iter().any(|x| x.starts_with("halved: it calls contacts")), "{r:#?}");
+        assert!(r[1].reasons.iter().any(|x| x.starts_with("halved: it depends on contacts")), "{r:#?}");
         assert!(r[0].evidence[0].text.starts_with("log pattern new at 00:20 UTC"), "{:#?}", r[0].evidence);
 
         // Past incidents' windows are not baseline: the same errors then do not hide them now.

@@ -72,7 +72,7 @@ pub struct Nezha {
     pods: BTreeMap<String, (String, Vec<Vec<(Millis, f64)>>)>,
     logs: Vec<Window>,
     traces: Vec<Window>,
-    parsed_logs: Mutex<HashMap<PathBuf, Arc<Vec<LogLine>>>>,
+    parsed_logs: Mutex<HashMap<PathBuf, Arc<HashMap<String, Vec<LogLine>>>>>,
     parsed_spans: Mutex<HashMap<PathBuf, Arc<Vec<Span>>>>,
 }
 
@@ -178,7 +178,8 @@ impl Nezha {
         self.pods.keys().cloned().collect()
     }
 
-    fn log_file(&self, w: &Window) -> Result<Arc<Vec<LogLine>>, String> {
+    /// A log file's lines by service, oldest first.
+    fn log_file(&self, w: &Window) -> Result<Arc<HashMap<String, Vec<LogLine>>>, String> {
         if let Some(p) = self.parsed_logs.lock().unwrap().get(&w.path) {
             return Ok(p.clone());
         }
@@ -195,8 +196,12 @@ impl Nezha {
                 .unwrap_or_else(|| raw.trim_end().to_string());
             out.push(LogLine { at: ns / 1_000_000, service: service_of(pod).to_string(), line });
         }
-        out.sort_by_key(|l| l.at);
-        let out = Arc::new(out);
+        let mut by: HashMap<String, Vec<LogLine>> = HashMap::new();
+        for l in out {
+            by.entry(l.service.clone()).or_default().push(l);
+        }
+        by.values_mut().for_each(|v| v.sort_by_key(|l| l.at));
+        let out = Arc::new(by);
         self.parsed_logs.lock().unwrap().insert(w.path.clone(), out.clone());
         Ok(out)
     }
@@ -288,7 +293,8 @@ impl Logs for Nezha {
         let mut out = Vec::new();
         for w in self.logs.iter().filter(|w| w.to >= start && w.from <= end) {
             let file = self.log_file(w)?;
-            out.extend(file.iter().filter(|l| l.service == service && l.at >= start && l.at <= end).cloned());
+            let lines = file.get(service).map_or(&[][..], Vec::as_slice);
+            out.extend(lines.iter().filter(|l| l.at >= start && l.at <= end).cloned());
         }
         out.sort_by_key(|l| l.at);
         out.truncate(limit);
