@@ -103,6 +103,14 @@ fn code_location(core: &[u8]) -> bool {
         && name.iter().all(|c| c.is_ascii_alphabetic() || matches!(c, b'.' | b'_' | b'$' | b'/' | b'-'))
 }
 
+/// Whether a whole token (punctuation around it aside) is a code location.
+pub fn is_code_location(token: &str) -> bool {
+    let b = token.as_bytes();
+    let start = b.iter().position(|c| !punctuation(*c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !punctuation(*c)).map_or(start, |i| i + 1);
+    code_location(&b[start..end])
+}
+
 /// Splits a line at ASCII whitespace and masks each token: a token whose core carries a digit (ids,
 /// numbers, addresses, durations) is a variable; so is a long hex string. Punctuation around
 /// the core is kept, so `(pool size 10)` masks to `(pool size <*>)`. (All the punctuation is

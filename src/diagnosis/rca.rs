@@ -81,6 +81,9 @@ fn anscombe(observed: f64, expected: f64) -> f64 {
 /// The log signal of one service's lines.
 fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> Option<Signal> {
     let mut miner = logs::Miner::new(logs::Config::default());
+    // A line that names its code location (`OrderServiceImpl#65`, `handler.go:88`) is grouped
+    // by it: that is its statement, whatever the words after it. Others go to the miner.
+    let mut located: HashMap<&str, usize> = HashMap::new();
     // Per group: baseline count, incident count, an example from the incident (or baseline).
     let mut counts: HashMap<usize, (usize, usize, &str)> = HashMap::new();
     let mut minutes: BTreeMap<Millis, HashMap<usize, usize>> = BTreeMap::new();
@@ -90,7 +93,13 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
         if before && excluded(l.at, quiet) {
             continue;
         }
-        let g = miner.add(&head(&l.line));
+        let g = match l.line.split_whitespace().take(6).find(|t| logs::is_code_location(t)) {
+            Some(loc) => {
+                let next = usize::MAX - located.len();
+                *located.entry(loc).or_insert(next)
+            }
+            None => miner.add(&head(&l.line)),
+        };
         let c = counts.entry(g).or_insert((0, 0, l.line.as_str()));
         if before {
             c.0 += 1;
@@ -136,7 +145,7 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
         _ if (y as f64 / bf) > (x as f64 / af) => "up",
         _ => "down",
     };
-    let template = miner.template(g);
+    let template = if g > usize::MAX / 2 { logs::tokens(&head(example)).join(" ") } else { miner.template(g) };
     let text = format!(
         "log pattern {how} at {}: \"{template}\" was {} of the service's lines before ({x} of {a}), {} after ({y} of {b}); {z:.1}σ beyond its usual spread (e.g. \"{}\")",
         hhmm(split),
@@ -167,9 +176,18 @@ fn floor(unit: Unit) -> f64 {
 }
 
 /// The strongest metric signal of one service's series.
-fn metric_signal(series: &[&crate::context::Series], split: Millis, units: &BTreeMap<&str, Unit>) -> Option<Signal> {
+fn metric_signal(
+    series: &[&crate::context::Series],
+    split: Millis,
+    units: &BTreeMap<&str, Unit>,
+    waiting: bool,
+) -> Option<Signal> {
     let mut best: Option<Signal> = None;
     for s in series {
+        let unit = units.get(s.query.as_str()).copied().unwrap_or_default();
+        if waiting && unit == Unit::Seconds {
+            continue;
+        }
         let mut base: Vec<f64> = s.points.iter().filter(|(t, _)| *t < split).map(|p| p.1).collect();
         let after: Vec<(Millis, f64)> = s.points.iter().copied().filter(|(t, _)| *t >= split).collect();
         if base.len() < MIN_BASELINE || after.is_empty() {
@@ -179,7 +197,6 @@ fn metric_signal(series: &[&crate::context::Series], split: Millis, units: &BTre
         let med = base[base.len() / 2];
         let mut dev: Vec<f64> = base.iter().map(|x| (x - med).abs()).collect();
         dev.sort_by(f64::total_cmp);
-        let unit = units.get(s.query.as_str()).copied().unwrap_or_default();
         let scale = (1.4826 * dev[dev.len() / 2]).max(0.1 * med.abs()).max(floor(unit));
         let Some(&(at, peak)) = after.iter().max_by(|a, b| (a.1 - med).abs().total_cmp(&(b.1 - med).abs())) else {
             continue;
@@ -315,14 +332,15 @@ pub(super) fn rank(
     let mut out: Vec<Suspect> = services
         .iter()
         .map(|(svc, (lines, series))| {
-            let mut signals: Vec<Signal> = [
-                log_signal(lines, split, quiet),
-                metric_signal(series, split, units),
-                trace_signal(svc, by_service.get(svc).map_or(&[][..], Vec::as_slice), &edges, split, quiet),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
+            let traced = trace_signal(svc, by_service.get(svc).map_or(&[][..], Vec::as_slice), &edges, split, quiet);
+            // Latency that rose while the service's own span time did not is time spent
+            // waiting on its dependencies: its latency series are not its signal.
+            let waiting = traced.as_ref().is_some_and(|t| t.strength < 0.5);
+            let mut signals: Vec<Signal> =
+                [log_signal(lines, split, quiet), metric_signal(series, split, units, waiting), traced]
+                    .into_iter()
+                    .flatten()
+                    .collect();
             signals.sort_by(|a, b| b.strength.total_cmp(&a.strength));
             let top = signals.first().map_or(0.0, |s| s.strength);
             let rest: f64 = signals.iter().skip(1).map(|s| s.strength.min(top)).sum();
