@@ -22,13 +22,16 @@
 //!   to gather, the hypothesis, and the plan; strict schema, published as JSON Schema, with the
 //!   safety rules (tier per action kind, rollback or a reason per mutating step) checked on load.
 //! - [`context`] — what the observability stack says, one small trait per kind of source and one
-//!   module per backend (Prometheus, Loki, Alertmanager, Kubernetes, GitHub, topology), a
-//!   parallel fan-out with per-call timeouts under one budget (failures become "unavailable"
+//!   module per backend (Prometheus, Loki, Alertmanager, Kubernetes, GitHub, Tempo, Jaeger,
+//!   topology; `context::traces` holds spans and what is read from them: call edges, per-edge
+//!   stats, own time), a parallel fan-out with per-call timeouts under one budget (failures become "unavailable"
 //!   evidence, every call is recorded with its duration) and a per-incident cache. Its config
 //!   section is `context::Config`. [`scenario`] holds the format of recorded incidents
 //!   (promtool series notation), the recorded backend that serves one through the same traits,
 //!   and `scenario::cluster`, a local Kubernetes API server for its workloads, for `medic test`,
-//!   `medic replay` and the demo (plans act on it through the executor's real client).
+//!   `medic replay` and the demo (plans act on it through the executor's real client);
+//!   `scenario::nezha` serves data in the shape of Nezha's TrainTicket corpus (per-pod metric,
+//!   log and span CSVs) through the same traits, for `examples/bench_rca.rs`.
 //! - [`responder`] — what `serve` does when an incident opens or grows: gather, read similar
 //!   past incidents from the store, diagnose, survey and propose the plan, audit the diagnosis.
 //!   Intake triggers it after the commit; it never delays an acknowledgement. Triggers
@@ -36,11 +39,14 @@
 //!   when what diagnosis reads changed, so a storm costs a few investigations, not one per batch.
 //! - [`diagnosis`] — pure: incident + context + runbooks + history → ranked hypotheses, each
 //!   with evidence items a person can check (metric findings in robust σ, preceding changes, new
-//!   or jumped log patterns, pods, healthy or anomalous dependencies, similar past incidents)
-//!   and the weighted reasons for its confidence (log-odds). Topology ranking puts an anomalous
-//!   service with healthy dependencies above its callers. "No runbook matches" is a valid,
-//!   tier-5 outcome. One file per method over shared `Facts`: `topology` (series anomalies and
-//!   the downstream-cause hypothesis), `changes`, `patterns` (log evidence), `situation` (pods,
+//!   or jumped log patterns, pods, healthy or anomalous dependencies, what traces show, similar
+//!   past incidents) and the weighted reasons for its confidence (log-odds). Topology ranking puts an anomalous
+//!   service with healthy dependencies above its callers; `rca` ranks every service the context
+//!   saw by what changed at the incident's start in its logs, metrics and traces, halving a
+//!   service whose own dependency changed too (scored on Nezha's faults by
+//!   `examples/bench_rca.rs`). "No runbook matches" is a valid, tier-5 outcome. One file per
+//!   method over shared `Facts`: `topology` (series anomalies and the downstream-cause
+//!   hypothesis), `rca` (root cause across services), `changes`, `patterns` (log evidence), `situation` (pods,
 //!   alerts, silences, what could not be seen), `history`, `signatures` (runbook hypotheses);
 //!   `diagnose` composes and ranks them. `diagnosis::anomaly` is the streaming detector and the
 //!   window analysis (scored on NAB by `examples/bench_nab.rs`); `diagnosis::logs` is the online

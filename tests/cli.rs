@@ -341,3 +341,17 @@ fn check_reports_every_problem_at_once() {
         assert!(text(&o).contains(needle), "{needle} missing from:\n{}", text(&o));
     }
 }
+
+/// A trace-backed incident as a person reads it (the console's view, as `medic replay` prints
+/// it): the service to blame and the evidence from its spans.
+#[test]
+fn a_trace_backed_diagnosis_names_the_service_and_shows_the_traces() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = medic(&["replay", "runbooks/tests/rca.slow-downstream-traces.yaml"], root, &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("The cause is likely in payments"), "{out}");
+    assert!(out.contains("[trace] spans of payments spent 400.0 ms in the service itself at the median"), "{out}");
+    assert!(out.contains("checkout → payments: 21 calls, p90 400.0 ms"), "{out}");
+    assert!(out.contains("frontend's alert is likely a symptom"), "{out}");
+}

@@ -79,10 +79,19 @@ fn otlp(calls: &[Call], trace_id: &str, old_field_names: bool) -> Value {
             .collect()
     };
     let key = if old_field_names { "instrumentationLibrarySpans" } else { "scopeSpans" };
-    json!({"batches": ["frontend", "checkout", "payments"].iter().map(|svc| json!({
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
-        key: [{"scope": {"name": "otel"}, "spans": spans_of(svc)}],
-    })).collect::<Vec<_>>()})
+    let batches: Vec<Value> = ["frontend", "checkout", "payments"]
+        .iter()
+        .map(|svc| {
+            let mut b = serde_json::Map::new();
+            b.insert(
+                "resource".into(),
+                json!({"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]}),
+            );
+            b.insert(key.into(), json!([{"scope": {"name": "otel"}, "spans": spans_of(svc)}]));
+            Value::Object(b)
+        })
+        .collect();
+    json!({ "batches": batches })
 }
 
 async fn serve(app: axum::Router) -> String {

@@ -19,7 +19,7 @@ pub struct Config {
     #[serde(default = "two_hours", with = "humantime_serde")]
     pub look_back: std::time::Duration,
     /// How far before the first alert's start logs and traces are read (their baseline).
-    #[serde(default = "thirty_minutes", with = "humantime_serde")]
+    #[serde(default = "one_hour", with = "humantime_serde")]
     pub logs_look_back: std::time::Duration,
     /// How far back changes are looked for.
     #[serde(default = "one_day", with = "humantime_serde")]
@@ -60,8 +60,8 @@ fn thirty_seconds() -> std::time::Duration {
 fn one_minute() -> std::time::Duration {
     std::time::Duration::from_secs(60)
 }
-fn thirty_minutes() -> std::time::Duration {
-    std::time::Duration::from_secs(30 * 60)
+fn one_hour() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
 }
 fn two_hours() -> std::time::Duration {
     std::time::Duration::from_secs(2 * 3600)
@@ -76,7 +76,7 @@ impl Default for Config {
             timeout: five_seconds(),
             budget: ten_seconds(),
             look_back: two_hours(),
-            logs_look_back: thirty_minutes(),
+            logs_look_back: one_hour(),
             changes_look_back: one_day(),
             cache_ttl: one_minute(),
             rediagnose_every: thirty_seconds(),

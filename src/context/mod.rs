@@ -232,15 +232,18 @@ impl Default for Sources {
 
 impl Sources {
     /// Every source served by one backend (the recorded one, typically).
-    pub fn all<B: Metrics + Logs + Changes + Pods + Topology + 'static>(b: Arc<B>, timeout: Duration) -> Sources {
+    pub fn all<B: Metrics + Logs + Traces + Changes + Pods + Topology + 'static>(
+        b: Arc<B>,
+        timeout: Duration,
+    ) -> Sources {
         Sources {
             metrics: Some(b.clone()),
             logs: Some(b.clone()),
             changes: vec![b.clone()],
             pods: Some(b.clone()),
-            topology: vec![b],
+            topology: vec![b.clone()],
             alerts: None,
-            traces: None,
+            traces: Some(b.clone()),
             trace_limit: 200,
             timeout,
             budget: timeout * 2,

@@ -126,13 +126,16 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
         // How much the pattern's share wobbles from one baseline minute to the next, in the
         // same units: a pattern that is always erratic needs a bigger change to count.
         let spread = if minutes.len() >= 3 {
-            let sq: f64 = minutes.iter().map(|(n, m)| anscombe(*m.get(g).unwrap_or(&0) as f64, share * *n as f64).powi(2)).sum();
+            let sq: f64 =
+                minutes.iter().map(|(n, m)| anscombe(*m.get(g).unwrap_or(&0) as f64, share * *n as f64).powi(2)).sum();
             (sq / minutes.len() as f64).sqrt().max(1.0)
         } else {
             1.0
         };
         let z = z.abs() / spread;
-        if best.is_none_or(|(bz, _)| z > bz) {
+        // Ties go to the pattern with more lines after the split, then the first one seen.
+        let better = |(bz, bg): (f64, usize)| z.total_cmp(&bz).then(y.cmp(&counts[&bg].1)).then(bg.cmp(g)).is_gt();
+        if best.is_none_or(better) {
             best = Some((z, *g));
         }
     }
@@ -434,18 +437,18 @@ pub(super) fn hypothesis(f: &super::Facts) -> Option<super::Hypothesis> {
     };
     let mut evidence = top.evidence.clone();
     for n in f.suspects.iter().skip(1).take(2) {
-        evidence.push(Evidence {
-            kind: EvidenceKind::Metric,
-            text: format!("next in rank: {} ({:.1}: {})", n.service, n.score, n.reasons.join(", ")),
-            at: None,
-            spark: None,
-        });
+        odds.reasons.push(format!("next in rank: {} ({:.1}: {})", n.service, n.score, n.reasons.join(", ")));
     }
     evidence.extend(f.alert_ev.iter().cloned());
     evidence.extend(f.context_ev.iter().cloned());
+    let below = if top.reasons.iter().any(|r| r.starts_with("halved")) {
+        ", though a service it depends on changed too"
+    } else {
+        ", and nothing it depends on changed as much"
+    };
     Some(super::Hypothesis {
         statement: format!(
-            "The cause is likely in {s}: of the {} services seen, it changed most when the incident started, and the services it calls look like they did before.{symptom}",
+            "The cause is likely in {s}: of the {} services seen, it changed most when the incident started{below}.{symptom}",
             f.suspects.len()
         ),
         confidence: odds.confidence(),
@@ -491,7 +494,11 @@ mod tests {
         let r = rank(&ctx, 20 * 60_000, &[], &BTreeMap::new());
         assert_eq!(r[0].service, "contacts", "{r:#?}");
         assert!(r[1].reasons.iter().any(|x| x.starts_with("halved: it depends on contacts")), "{r:#?}");
-        assert!(r[0].evidence[0].text.starts_with("log pattern new at 00:20 UTC"), "{:#?}", r[0].evidence);
+        let t = &r[0].evidence[0].text;
+        assert!(
+            t.starts_with("log pattern new at 00:20 UTC: \"ERROR No contacts according to contactsId <*>\""),
+            "{t}"
+        );
 
         // Past incidents' windows are not baseline: the same errors then do not hide them now.
         let mut again = ctx.clone();

@@ -54,6 +54,9 @@ pub struct Scenario {
     pub series: Vec<ScenarioSeries>,
     #[serde(default)]
     pub logs: Vec<ScenarioLog>,
+    /// Traces through a call chain, one every `every` (see [`ScenarioTraces`]).
+    #[serde(default)]
+    pub traces: Vec<ScenarioTraces>,
     #[serde(default)]
     pub changes: Vec<ScenarioChange>,
     #[serde(default)]
@@ -153,6 +156,83 @@ pub struct ScenarioSeries {
     pub interval: Duration,
     /// promtool expanding notation, e.g. `0.31x30 0.31+0.02x30`.
     pub values: String,
+    /// The series' unit (`ratio`, `seconds`, `bytes`, `number`): a series with a `service`
+    /// label and a unit is a golden signal, read for every service of the incident.
+    #[serde(default)]
+    pub unit: Option<crate::runbook::Unit>,
+}
+
+/// `traces:` — one trace every `every` from `start` through `chain` (caller first), each
+/// service's own time per trace in milliseconds and its failures (1) in promtool notation:
+///
+/// ```yaml
+/// traces:
+///   - chain: [frontend, checkout, payments]
+///     start: -40m
+///     every: 30s
+///     own_ms: {frontend: "3x79", payments: "2x39 400x40"}   # others: 1 ms
+///     errors: {payments: "0x59 1x20"}
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioTraces {
+    pub chain: Vec<String>,
+    pub start: String,
+    #[serde(default = "thirty_seconds", with = "humantime_serde")]
+    pub every: Duration,
+    pub own_ms: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub errors: std::collections::BTreeMap<String, String>,
+}
+
+impl ScenarioTraces {
+    /// The spans, trace ids prefixed with `id`.
+    fn spans(&self, id: usize, now: Millis) -> Result<Vec<crate::context::Span>, String> {
+        let at = format!("traces[{id}]");
+        if self.chain.is_empty() {
+            return Err(format!("{at}.chain: expected at least one service"));
+        }
+        let start = resolve_time(&self.start, now).map_err(|e| format!("{at}.start: {e}"))?;
+        let expand = |what: &str, m: &std::collections::BTreeMap<String, String>| {
+            m.iter()
+                .map(|(svc, v)| {
+                    if !self.chain.contains(svc) {
+                        return Err(format!("{at}.{what}.{svc}: not in the chain"));
+                    }
+                    let values = series::expand(v).map_err(|e| format!("{at}.{what}.{svc}: {e}"))?;
+                    Ok((svc.clone(), values.into_iter().map(|x| x.unwrap_or(0.0)).collect::<Vec<f64>>()))
+                })
+                .collect::<Result<std::collections::BTreeMap<String, Vec<f64>>, String>>()
+        };
+        let (own, errors) = (expand("own_ms", &self.own_ms)?, expand("errors", &self.errors)?);
+        let n = own.values().map(Vec::len).max().ok_or(format!("{at}.own_ms: expected at least one service"))?;
+        let pick = |v: Option<&Vec<f64>>, k: usize, default: f64| {
+            v.and_then(|v| v.get(k).or(v.last())).copied().unwrap_or(default)
+        };
+        let mut out = Vec::new();
+        for k in 0..n {
+            let t = start + k as Millis * self.every.as_millis() as Millis;
+            let trace = format!("{id}-{k}");
+            // Nested calls: each span lasts its own time plus its callee's.
+            let mut total = 0u64;
+            let mut spans: Vec<crate::context::Span> = Vec::new();
+            for (hop, svc) in self.chain.iter().enumerate().rev() {
+                total += (pick(own.get(svc), k, 1.0) * 1000.0).max(0.0) as u64;
+                spans.push(crate::context::Span {
+                    trace_id: trace.clone(),
+                    span_id: format!("s{hop}"),
+                    parent: (hop > 0).then(|| format!("s{}", hop - 1)),
+                    service: svc.clone(),
+                    operation: format!("GET /{svc}"),
+                    start: t + hop as Millis,
+                    duration_us: total,
+                    error: pick(errors.get(svc), k, 0.0) != 0.0,
+                });
+            }
+            out.extend(spans.into_iter().rev());
+        }
+        Ok(out)
+    }
 }
 
 fn minute() -> Duration {
@@ -238,7 +318,10 @@ pub struct World {
     pub now: Millis,
     pub alerts: Vec<Alert>,
     pub series: Vec<Series>,
+    /// The golden signals the series stand for (series with a unit and a service).
+    pub golden: Vec<crate::context::Golden>,
     pub logs: Vec<LogLine>,
+    pub spans: Vec<crate::context::Span>,
     pub changes: Vec<Change>,
     pub pods: Vec<Pod>,
     pub topology: Vec<Edge>,
@@ -327,6 +410,18 @@ impl Scenario {
             }));
         }
         logs.sort_by_key(|l| l.at);
+        let mut spans = Vec::new();
+        for (i, t) in self.traces.iter().enumerate() {
+            spans.extend(t.spans(i, now)?);
+        }
+        let mut golden: Vec<crate::context::Golden> = Vec::new();
+        for s in self.series.iter().filter(|s| s.labels.contains_key("service")) {
+            if let Some(unit) = s.unit
+                && !golden.iter().any(|g| g.name == s.query)
+            {
+                golden.push(crate::context::Golden { name: s.query.clone(), promql: s.query.clone(), unit });
+            }
+        }
         let mut changes = Vec::new();
         for (i, c) in self.changes.iter().enumerate() {
             let at = resolve_time(&c.at, now).map_err(|e| format!("changes[{i}].at: {e}"))?;
@@ -369,7 +464,9 @@ impl Scenario {
             now,
             alerts,
             series,
+            golden,
             logs,
+            spans,
             changes,
             pods: self.pods.clone(),
             topology: self.topology.clone(),

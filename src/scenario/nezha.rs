@@ -67,12 +67,17 @@ struct Window {
     to: Millis,
 }
 
+/// A pod's name and, per metric column, its points.
+type PodMetrics = (String, Vec<Vec<(Millis, f64)>>);
+/// A log file's lines by service.
+type LogFile = Arc<HashMap<String, Vec<LogLine>>>;
+
 pub struct Nezha {
-    /// service → pod name, and per metric column its points.
-    pods: BTreeMap<String, (String, Vec<Vec<(Millis, f64)>>)>,
+    /// service → its pod's metrics.
+    pods: BTreeMap<String, PodMetrics>,
     logs: Vec<Window>,
     traces: Vec<Window>,
-    parsed_logs: Mutex<HashMap<PathBuf, Arc<HashMap<String, Vec<LogLine>>>>>,
+    parsed_logs: Mutex<HashMap<PathBuf, LogFile>>,
     parsed_spans: Mutex<HashMap<PathBuf, Arc<Vec<Span>>>>,
 }
 
@@ -179,7 +184,7 @@ impl Nezha {
     }
 
     /// A log file's lines by service, oldest first.
-    fn log_file(&self, w: &Window) -> Result<Arc<HashMap<String, Vec<LogLine>>>, String> {
+    fn log_file(&self, w: &Window) -> Result<LogFile, String> {
         if let Some(p) = self.parsed_logs.lock().unwrap().get(&w.path) {
             return Ok(p.clone());
         }

@@ -68,9 +68,9 @@ pub async fn run_with(
     limits: &crate::executor::Limits,
     clock: &dyn Clock,
 ) -> Outcome {
-    let request = responder::request(&world.alerts, runbooks, &[], world.now, incident, Default::default());
+    let request = responder::request(&world.alerts, runbooks, &world.golden, world.now, incident, Default::default());
     let ctx = context::gather(sources, &request).await;
-    let (diagnosis, mut plan) = responder::conclude(&world.alerts, runbooks, &[], &ctx, incident, &[]);
+    let (diagnosis, mut plan) = responder::conclude(&world.alerts, runbooks, &world.golden, &ctx, incident, &[]);
     if let Some(Ok(p)) = &mut plan {
         crate::executor::survey(limits, clock, p).await;
         if let Err(e) = earned(world, p) {
