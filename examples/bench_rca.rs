@@ -46,13 +46,29 @@ fn arg(name: &str) -> Option<String> {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "bench_rca: root-cause ranking on labelled faults in Nezha-format data (AS@1/3/5, time per fault)\n\n\
+             usage: bench_rca [--data DIR] [--entry SERVICE] [--why]\n  \
+             --data   a directory holding days of Nezha-format data (default ../shared/datasets/nezha-tt)\n  \
+             --entry  the service the alert fires on (default ts-gateway-service)\n  \
+             --why    print the evidence of each fault's top three"
+        );
+        return;
+    }
     let data = PathBuf::from(arg("--data").unwrap_or_else(|| "../shared/datasets/nezha-tt".into()));
     let entry = arg("--entry").unwrap_or_else(|| "ts-gateway-service".into());
     data::or_exit(&data.to_string_lossy(), "", "Nezha-format TrainTicket data (metric/log/trace CSVs, fault lists)");
     let started = Instant::now();
-    let recorded = Arc::new(Nezha::open(&data).unwrap_or_else(|e| panic!("{e}")));
-    let faults = nezha::faults(&data).unwrap_or_else(|e| panic!("{e}"));
-    assert!(!faults.is_empty(), "no fault list under {}", data.display());
+    let fail = |e: String| -> ! {
+        eprintln!("{e}");
+        std::process::exit(2)
+    };
+    let recorded = Arc::new(Nezha::open(&data).unwrap_or_else(|e| fail(e)));
+    let faults = nezha::faults(&data).unwrap_or_else(|e| fail(e));
+    if faults.is_empty() {
+        fail(format!("{}: no fault list (*fault_list.json) in any day folder", data.display()));
+    }
     println!(
         "{} faults, {} services with metrics; metrics read in {:.1} s",
         faults.len(),
