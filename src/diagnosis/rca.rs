@@ -1,19 +1,21 @@
 //! Method: root cause across services. Every service the context saw is scored on what
 //! changed at the incident's start (the split), against its own baseline before it:
 //!
-//! - **logs**: its lines grouped by the template miner; a pattern whose share of the service's
-//!   lines moved (new, gone, or jumped) by more than its spread in the baseline minutes allows,
-//!   measured in standard errors;
+//! - **logs**: its lines grouped into patterns (by the code location a line names, else by the
+//!   template miner on its first words); a pattern whose count after the split left what its
+//!   baseline share predicts (new, gone, up or down), in σ of Anscombe's transform, beyond how
+//!   much that share wobbles between baseline minutes;
 //! - **metrics**: its golden signals, how far the incident's values left the baseline's median,
 //!   in robust σ (with a floor per unit, so an idle service's tiny wobble is not a signal);
+//!   latency does not count for a service whose own span time did not change (it is waiting);
 //! - **traces**: the time its spans spent in the service itself (not waiting for callees) and
 //!   their error ratio, before and after; the calls into it show where in the call tree the
 //!   change starts.
 //!
 //! Each signal becomes a strength (1 = clearly changed); a service's score is its strongest
 //! signal plus a quarter of the others (agreement between sources). Then the topology: a service
-//! whose own dependency is clearly anomalous too is more likely a symptom than the cause, and
-//! its score is halved. Baselines leave out the times past incidents of the same kind were
+//! that depends (up to three calls down) on another clearly anomalous one is more likely a
+//! symptom than the cause, and its score is halved. Baselines leave out the times past incidents of the same kind were
 //! open. Every number that went into a rank is in its reasons.
 
 use super::{Evidence, EvidenceKind, format_value, hhmm, logs, sparkline};
@@ -55,10 +57,10 @@ fn excluded(t: Millis, quiet: &[(Millis, Millis)]) -> bool {
     quiet.iter().any(|(a, b)| t >= *a && t < *b)
 }
 
-fn error_like() -> regex::Regex {
+static ERROR_LIKE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
     regex::Regex::new(r"(?i)error|exception|fail|panic|fatal|timeout|timed out|refused|unavailable|denied")
         .expect("a valid regex")
-}
+});
 
 /// A log statement is told by its first words (level, logger, message); what follows is
 /// mostly data (lists of any length), which would split one statement into many patterns.
@@ -95,6 +97,7 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
         }
         let g = match l.line.split_whitespace().take(6).find(|t| logs::is_code_location(t)) {
             Some(loc) => {
+                // Ids counted down from the top, apart from the miner's (counted up from 0).
                 let next = usize::MAX - located.len();
                 *located.entry(loc).or_insert(next)
             }
@@ -157,7 +160,7 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
         example.chars().take(240).collect::<String>(),
     );
     let mut strength = z / LOG_Z;
-    if how == "new" && error_like().is_match(&template) {
+    if how == "new" && ERROR_LIKE.is_match(&template) {
         // A new error pattern is what a defect looks like; a new INFO line may be new traffic.
         strength *= 1.5;
     }
