@@ -54,11 +54,15 @@ pub enum Kind {
     Jaeger,
 }
 
+/// Each span by its trace and span id, to find a span's parent.
+fn index(spans: &[Span]) -> HashMap<(&str, &str), &Span> {
+    spans.iter().map(|s| ((s.trace_id.as_str(), s.span_id.as_str()), s)).collect()
+}
+
 /// The caller → callee pairs of `spans` (a span whose parent belongs to another service),
 /// each once, sorted.
 pub fn edges(spans: &[Span]) -> Vec<Edge> {
-    let by_id: HashMap<(&str, &str), &Span> =
-        spans.iter().map(|s| ((s.trace_id.as_str(), s.span_id.as_str()), s)).collect();
+    let by_id = index(spans);
     let mut out: Vec<Edge> = spans
         .iter()
         .filter_map(|s| {
@@ -92,8 +96,7 @@ impl EdgeStats {
 /// Per edge, the calls whose callee span started in `[from, to)`: how many, how many failed,
 /// and their latency.
 pub fn edge_stats(spans: &[Span], from: Millis, to: Millis) -> Vec<EdgeStats> {
-    let by_id: HashMap<(&str, &str), &Span> =
-        spans.iter().map(|s| ((s.trace_id.as_str(), s.span_id.as_str()), s)).collect();
+    let by_id = index(spans);
     let mut per: BTreeMap<(&str, &str), (usize, Vec<u64>)> = BTreeMap::new();
     for s in spans.iter().filter(|s| s.start >= from && s.start < to) {
         let Some(p) = s.parent.as_deref().and_then(|p| by_id.get(&(s.trace_id.as_str(), p))) else { continue };

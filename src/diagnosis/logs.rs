@@ -106,9 +106,15 @@ fn code_location(core: &[u8]) -> bool {
 /// Whether a whole token (punctuation around it aside) is a code location.
 pub fn is_code_location(token: &str) -> bool {
     let b = token.as_bytes();
+    let (start, end) = core(b);
+    code_location(&b[start..end])
+}
+
+/// Where a token's core lies: without the punctuation around it.
+fn core(b: &[u8]) -> (usize, usize) {
     let start = b.iter().position(|c| !punctuation(*c)).unwrap_or(b.len());
     let end = b.iter().rposition(|c| !punctuation(*c)).map_or(start, |i| i + 1);
-    code_location(&b[start..end])
+    (start, end)
 }
 
 /// Splits a line at ASCII whitespace and masks each token: a token whose core carries a digit (ids,
@@ -118,8 +124,7 @@ pub fn is_code_location(token: &str) -> bool {
 fn scan(line: &str) -> impl Iterator<Item = Tok<'_>> {
     line.split_ascii_whitespace().map(|raw| {
         let b = raw.as_bytes();
-        let start = b.iter().position(|c| !punctuation(*c)).unwrap_or(b.len());
-        let end = b.iter().rposition(|c| !punctuation(*c)).map_or(start, |i| i + 1);
+        let (start, end) = core(b);
         let core = &b[start..end];
         let variable = !core.is_empty()
             && ((core.iter().any(u8::is_ascii_digit) && !code_location(core))

@@ -32,6 +32,12 @@ pub struct Suspect {
     pub score: f64,
     /// What the score is made of: "logs 3.1", "traces 1.4", "metrics 0.2", "halved: …".
     pub reasons: Vec<String>,
+    /// How many of its sources changed clearly (strength ≥ 1).
+    #[serde(skip)]
+    pub strong: usize,
+    /// Halved as a likely symptom of a dependency that changed too.
+    #[serde(skip)]
+    pub halved: bool,
     #[serde(skip)]
     pub evidence: Vec<Evidence>,
 }
@@ -354,6 +360,8 @@ pub(super) fn rank(
                 service: svc.to_string(),
                 score: top + 0.25 * rest,
                 reasons: signals.iter().map(|s| format!("{} {:.1}", s.source, s.strength)).collect(),
+                strong: signals.iter().filter(|s| s.strength >= 1.0).count(),
+                halved: false,
                 evidence: signals.into_iter().filter(|s| s.strength >= 0.5).map(|s| s.evidence).collect(),
             }
         })
@@ -368,13 +376,13 @@ fn within<'e>(edges: &'e [Edge], from: &str, hops: usize) -> Vec<&'e str> {
     let mut seen: Vec<&str> = Vec::new();
     let mut frontier: Vec<&str> = vec![from];
     for _ in 0..hops {
-        let next: Vec<&str> = edges
-            .iter()
-            .filter(|e| frontier.contains(&e.from.as_str()) && e.to != from && !seen.contains(&e.to.as_str()))
-            .map(|e| e.to.as_str())
-            .collect();
-        seen.extend(next.iter().copied());
-        seen.dedup();
+        let mut next: Vec<&str> = Vec::new();
+        for e in edges.iter().filter(|e| frontier.contains(&e.from.as_str()) && e.to != from) {
+            if !seen.contains(&e.to.as_str()) {
+                seen.push(&e.to);
+                next.push(&e.to);
+            }
+        }
         frontier = next;
     }
     seen
@@ -395,6 +403,7 @@ fn demote_symptoms(suspects: &mut [Suspect], edges: &[Edge]) {
         if let Some((callee, v)) = worst {
             s.score *= 0.5;
             s.reasons.push(format!("halved: it depends on {callee}, anomalous too ({v:.1})"));
+            s.halved = true;
         }
     }
 }
@@ -425,11 +434,7 @@ pub(super) fn hypothesis(f: &super::Facts) -> Option<super::Hypothesis> {
         Some(n) => odds.add(-0.5, format!("close to the next, {} ({:.1})", n.service, n.score)),
         None => {}
     }
-    let strong = top
-        .reasons
-        .iter()
-        .filter(|r| r.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v >= 1.0))
-        .count();
+    let strong = top.strong;
     if strong > 1 {
         odds.add(0.5 * (strong - 1) as f64, format!("{strong} kinds of evidence agree"));
     }
@@ -444,7 +449,7 @@ pub(super) fn hypothesis(f: &super::Facts) -> Option<super::Hypothesis> {
     }
     evidence.extend(f.alert_ev.iter().cloned());
     evidence.extend(f.context_ev.iter().cloned());
-    let below = if top.reasons.iter().any(|r| r.starts_with("halved")) {
+    let below = if top.halved {
         ", though a service it depends on changed too"
     } else {
         ", and nothing it depends on changed as much"

@@ -120,6 +120,20 @@ fn windows(day: &Path, kind: &str) -> Vec<Window> {
         .collect()
 }
 
+/// A file parsed once: the kept result, or `parse`'s, kept.
+fn cached<T>(
+    cache: &Mutex<HashMap<PathBuf, Arc<T>>>,
+    path: &Path,
+    parse: impl FnOnce(&Path) -> Result<T, String>,
+) -> Result<Arc<T>, String> {
+    if let Some(p) = cache.lock().unwrap().get(path) {
+        return Ok(p.clone());
+    }
+    let parsed = Arc::new(parse(path)?);
+    cache.lock().unwrap().insert(path.to_path_buf(), parsed.clone());
+    Ok(parsed)
+}
+
 fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>, String> {
     csv::ReaderBuilder::new().flexible(true).from_path(path).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -185,10 +199,11 @@ impl Nezha {
 
     /// A log file's lines by service, oldest first.
     fn log_file(&self, w: &Window) -> Result<LogFile, String> {
-        if let Some(p) = self.parsed_logs.lock().unwrap().get(&w.path) {
-            return Ok(p.clone());
-        }
-        let mut r = reader(&w.path)?;
+        cached(&self.parsed_logs, &w.path, Self::parse_logs)
+    }
+
+    fn parse_logs(path: &Path) -> Result<HashMap<String, Vec<LogLine>>, String> {
+        let mut r = reader(path)?;
         let mut out = Vec::new();
         // A malformed row (a few have stray fields) is skipped, not the file.
         for rec in r.records().flatten() {
@@ -206,16 +221,15 @@ impl Nezha {
             by.entry(l.service.clone()).or_default().push(l);
         }
         by.values_mut().for_each(|v| v.sort_by_key(|l| l.at));
-        let out = Arc::new(by);
-        self.parsed_logs.lock().unwrap().insert(w.path.clone(), out.clone());
-        Ok(out)
+        Ok(by)
     }
 
     fn span_file(&self, w: &Window) -> Result<Arc<Vec<Span>>, String> {
-        if let Some(p) = self.parsed_spans.lock().unwrap().get(&w.path) {
-            return Ok(p.clone());
-        }
-        let mut r = reader(&w.path)?;
+        cached(&self.parsed_spans, &w.path, Self::parse_spans)
+    }
+
+    fn parse_spans(path: &Path) -> Result<Vec<Span>, String> {
+        let mut r = reader(path)?;
         let mut out = Vec::new();
         for rec in r.records().flatten() {
             let f = |i: usize| rec.get(i).unwrap_or("");
@@ -231,8 +245,6 @@ impl Nezha {
                 error: false,
             });
         }
-        let out = Arc::new(out);
-        self.parsed_spans.lock().unwrap().insert(w.path.clone(), out.clone());
         Ok(out)
     }
 }
