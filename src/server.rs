@@ -521,8 +521,15 @@ async fn discord_interactions(State(app): State<Arc<App>>, headers: HeaderMap, r
     }
 }
 
+/// How long a Slack click may take before Slack is answered anyway (it wants an answer within
+/// 3 s); the click goes on being handled after.
+const SLACK_ACK_BUDGET: Duration = Duration::from_millis(2500);
+
 /// `POST /slack/interactions`: button clicks and modal submissions (`payload=<json>`, form
-/// encoded). Answered at once (Slack wants an answer within 3 s); the click is handled after.
+/// encoded). Answered once the click is decided and stored, or after `SLACK_ACK_BUDGET`,
+/// whichever is first: a replica that dies after answering has not lost the click (with an
+/// answer sent first, a kill between the answer and the store lost it, and Slack never
+/// resends a click).
 async fn slack_interactions(State(app): State<Arc<App>>, headers: HeaderMap, req: Request) -> Response {
     let (slack, body) = match slack_request(&app, &headers, req).await {
         Ok(x) => x,
@@ -537,11 +544,12 @@ async fn slack_interactions(State(app): State<Arc<App>>, headers: HeaderMap, req
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid", format!("payload is not JSON: {e}")),
     };
     let (clicks, responders) = (app.chat.clicks.clone(), app.chat.responders.clone());
-    tokio::spawn(async move {
+    let handling = tokio::spawn(async move {
         if let Err(e) = slack.interaction(&payload, &clicks, &responders).await {
             tracing::warn!(error = %format!("{e:#}"), "Slack interaction failed");
         }
     });
+    let _ = tokio::time::timeout(SLACK_ACK_BUDGET, handling).await;
     StatusCode::OK.into_response()
 }
 

@@ -235,19 +235,30 @@ async fn three_replicas_survive_sigkill_under_a_storm() {
         }));
     }
 
-    // Clicks: three concurrent approvals of every plan shown, through the balancer.
+    // Clicks: three concurrent approvals of every plan shown, through the balancer. As a
+    // person would, a responder clicks again when the plan is still proposed 5 s after the
+    // click (a replica killed while deciding has not answered, or answered past Slack's budget).
+    let store = medic::store::open(&db.url, 2).await.unwrap();
     let clicking = Arc::new(AtomicBool::new(true));
-    let clicked = Arc::new(Mutex::new(BTreeSet::new()));
+    let reclicks = Arc::new(AtomicUsize::new(0));
     let clicker = {
-        let (http, lb, posts, clicking, clicked) =
-            (http.clone(), lb.clone(), posts.clone(), clicking.clone(), clicked.clone());
+        let (http, lb, posts, clicking, reclicks, store) =
+            (http.clone(), lb.clone(), posts.clone(), clicking.clone(), reclicks.clone(), store.clone());
         tokio::spawn(async move {
+            let mut clicked: HashMap<String, Instant> = HashMap::new();
             while clicking.load(Ordering::SeqCst) {
                 let values: Vec<String> = posts.lock().unwrap().iter().filter_map(approve_value).collect();
                 for v in values {
-                    if !clicked.lock().unwrap().insert(v.clone()) {
-                        continue;
+                    if let Some(at) = clicked.get(&v) {
+                        let incident: i64 = v.split(':').next().and_then(|i| i.parse().ok()).unwrap_or_default();
+                        let proposed = matches!(store.plan_status(incident).await, Ok(Some(s))
+                            if s.plan.state == medic::approval::PlanState::Proposed);
+                        if at.elapsed() < Duration::from_secs(5) || !proposed {
+                            continue;
+                        }
+                        reclicks.fetch_add(1, Ordering::Relaxed);
                     }
+                    clicked.insert(v.clone(), Instant::now());
                     for _ in 0..3 {
                         let (http, lb, v) = (http.clone(), lb.clone(), v.clone());
                         tokio::spawn(async move {
@@ -299,7 +310,6 @@ async fn three_replicas_survive_sigkill_under_a_storm() {
     }
     // Every incident gets its root message and its clicks; then the executions settle (a lease
     // is 2 s; the sweep runs every 0.5 s).
-    let store = medic::store::open(&db.url, 2).await.unwrap();
     let settled = common::poll_until(40, || async {
         let incidents =
             store.incidents(&medic::store::IncidentFilter { limit: 1000, ..Default::default() }).await.ok()?;
@@ -321,7 +331,17 @@ async fn three_replicas_survive_sigkill_under_a_storm() {
     clicker.await.unwrap();
     let logs: String = replicas.iter().map(|r| std::fs::read_to_string(&r.log).unwrap_or_default()).collect();
     let Some(n_incidents) = settled else {
-        panic!("did not settle within 40 s; replica logs:\n{}", &logs[logs.len().saturating_sub(4000)..])
+        let mut open = Vec::new();
+        let incidents = store.incidents(&medic::store::IncidentFilter { limit: 1000, ..Default::default() }).await;
+        for i in incidents.unwrap_or_default() {
+            let s = store.plan_status(i.id).await.ok().flatten();
+            open.push(format!("{}: {:?}", i.id, s.map(|s| (s.plan.state, s.execution))));
+        }
+        let shown = posts.lock().unwrap().iter().filter_map(approve_value).count();
+        panic!(
+            "did not settle within 40 s; {shown} plans shown; plans: {open:?}; replica logs:\n{}",
+            &logs[logs.len().saturating_sub(4000)..]
+        )
     };
 
     // 1. Every acknowledged alert is stored.
@@ -367,12 +387,13 @@ async fn three_replicas_survive_sigkill_under_a_storm() {
     let chain = medic::store::verify_audit(store.as_ref()).await.unwrap();
     println!(
         "chaos: {kills} SIGKILLs in {:.0} s; {} alerts acknowledged ({} retried requests), {stored} stored; \
-         {n_incidents} incidents, {} root messages; plans: {succeeded} ran once, {interrupted} interrupted and escalated; \
-         audit chain: {:?}",
+         {n_incidents} incidents, {} root messages; plans: {succeeded} ran once, {interrupted} interrupted and escalated, \
+         {} clicks repeated; audit chain: {:?}",
         started.elapsed().as_secs_f64(),
         acked.len(),
         retries.load(Ordering::Relaxed),
         roots.values().sum::<usize>(),
+        reclicks.load(Ordering::Relaxed),
         chain.as_ref().map(|v| v.checked)
     );
     assert_eq!(n_incidents, SERVICES, "one incident per service");
