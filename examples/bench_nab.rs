@@ -4,7 +4,7 @@
 //! scorer can check the figure.
 //!
 //! ```text
-//! cargo run --release --example bench_nab -- [--data ../shared/datasets/nab] [--results target/nab-results]
+//! cargo run --release --example bench_nab -- [--data ../shared/datasets/nab] [--results target/nab-results] [--half a|b]
 //! ```
 //!
 //! Scoring, as NAB's `sweeper.py` does it: the first 15% of each file (at most 750 rows) is
@@ -209,7 +209,23 @@ fn main() {
     data::or_exit(&data, "profiles.json", "NAB (data/ and labels/combined_windows.json, profiles.json)");
     let profiles_text = std::fs::read_to_string(format!("{data}/profiles.json")).expect("profiles.json");
     let profiles: BTreeMap<String, serde_json::Value> = serde_json::from_str(&profiles_text).expect("profiles");
-    let files = load(&data);
+    // `--half a|b`: every other file (in name order), so a change can be chosen on one half and
+    // reported on the other.
+    let half = arg("--half", "all");
+    let files: Vec<DataFile> = load(&data)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| match half.as_str() {
+            "a" => i % 2 == 0,
+            "b" => i % 2 == 1,
+            "all" => true,
+            other => {
+                eprintln!("--half {other:?}: expected a, b or all");
+                std::process::exit(2)
+            }
+        })
+        .map(|(_, f)| f)
+        .collect();
     let points: usize = files.iter().map(|f| f.values.len()).sum();
     let windows: usize = files.iter().map(|f| f.windows.len()).sum();
     println!("NAB: {} files, {points} points, {windows} windows, from {data}", files.len());
