@@ -31,7 +31,8 @@
 //!   and `scenario::cluster`, a local Kubernetes API server for its workloads, for `medic test`,
 //!   `medic replay` and the demo (plans act on it through the executor's real client);
 //!   `scenario::nezha` serves data in the shape of Nezha's TrainTicket corpus (per-pod metric,
-//!   log and span CSVs) through the same traits, for `examples/bench_rca.rs`.
+//!   log and span CSVs) through the same traits, for a scenario's `nezha:` and
+//!   `examples/bench_rca.rs`.
 //! - [`responder`] — what `serve` does when an incident opens or grows: gather, read similar
 //!   past incidents from the store, diagnose, survey and propose the plan, audit the diagnosis.
 //!   Intake triggers it after the commit; it never delays an acknowledgement. Triggers

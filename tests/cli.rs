@@ -355,3 +355,114 @@ fn a_trace_backed_diagnosis_names_the_service_and_shows_the_traces() {
     assert!(out.contains("checkout → payments: 21 calls, p90 400.0 ms"), "{out}");
     assert!(out.contains("frontend's alert is likely a symptom"), "{out}");
 }
+
+/// Writes one day of Nezha-format data (per-pod metric CSVs, log and span CSVs per minute)
+/// for gateway → order → station, 08:00–08:40 UTC, with station's own time and CPU jumping at
+/// 08:30 and its logs turning to timeouts.
+fn nezha_day(dir: &Path) {
+    let day = dir.join("2023-01-29");
+    for kind in ["metric", "log", "trace"] {
+        std::fs::create_dir_all(day.join(kind)).unwrap();
+    }
+    let base = chrono::DateTime::parse_from_rfc3339("2023-01-29T08:00:00Z").unwrap().timestamp();
+    let fault = base + 30 * 60;
+    let pods = [
+        ("ts-gateway-service-6f6cfc45b-h5m2n", "GatewayFilter#41"),
+        ("ts-order-service-84cbf6c798-7njv6", "t.s.OrderServiceImpl#120"),
+        ("ts-station-service-5b6f7d9c8-x2k4p", "t.s.StationServiceImpl#88"),
+    ];
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    for (k, (pod, _)) in pods.iter().enumerate() {
+        let mut csv = String::from(
+            "Time,TimeStamp,PodName,CpuUsage(m),CpuUsageRate(%),MemoryUsage(Mi),MemoryUsageRate(%),SyscallRead,\
+             SyscallWrite,NetworkReceiveBytes,NetworkTransmitBytes,PodClientLatencyP90(s),PodServerLatencyP90(s),\
+             PodClientLatencyP95(s),PodServerLatencyP95(s),PodClientLatencyP99(s),PodServerLatencyP99(s),\
+             PodWorkload(Ops),PodSuccessRate(%),NodeCpuUsageRate(%),NodeMemoryUsageRate(%),NodeNetworkReceiveBytes\n",
+        );
+        for m in 0..41 {
+            let t = base + m * 60 + 9;
+            let after = t >= fault;
+            let wobble = ((m * 7 + k as i64 * 3) % 5) as f64;
+            let cpu = if after && k == 2 { 92.0 + wobble } else { 10.0 + wobble };
+            let latency = if after { 0.4 + 0.01 * (3 - k) as f64 } else { 0.01 + 0.001 * wobble };
+            csv.push_str(&format!(
+                "x,{t},{pod},0,{cpu},{},0,0,0,0,0,0,{latency},0,0,0,0,{},100,0,0,0\n",
+                300.0 + wobble,
+                20.0 + wobble
+            ));
+        }
+        std::fs::write(day.join("metric").join(format!("{pod}_metric.csv")), csv).unwrap();
+    }
+    // Each minute's file holds the minute before its name.
+    for m in 1..41i64 {
+        let name = format!("08_{m:02}");
+        let mut spans =
+            String::from("TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration\n");
+        let mut logs = String::from("Timestamp,TimeUnixNano,Node,PodName,Container,TraceID,SpanID,Log\n");
+        for n in 0..20i64 {
+            let start = (base + (m - 1) * 60) * 1_000_000_000 + n * 3_000_000_000;
+            let after = start >= fault * 1_000_000_000;
+            let own = [3_000i64, 2_000, if after { 400_000 } else { 5_000 }];
+            let trace = format!("{:032x}", m * 100 + n);
+            let (mut parent, mut t) = ("root".to_string(), start);
+            for (k, (pod, at)) in pods.iter().enumerate() {
+                let us: i64 = own[k..].iter().sum();
+                let span = format!("{:016x}", (m * 100 + n) * 10 + k as i64);
+                spans.push_str(&format!("{trace},{span},{parent},{pod},GET /api/{k},{t},{},{us}\n", t + us * 1000));
+                let msg = if after && k == 2 {
+                    format!(
+                        "ERROR t.s.StationServiceImpl#95 TraceID: {trace} SpanID: {span} [getStation][java.net.SocketTimeoutException: Read timed out after 400 ms]"
+                    )
+                } else {
+                    format!(
+                        "INFO {at} TraceID: {trace} SpanID: {span} [handle][Response is: Response(status=1, msg=Success, id={n})]"
+                    )
+                };
+                let json = serde_json::json!({"log": format!("{msg}\n"), "stream": "stdout"}).to_string();
+                logs.push_str(&format!("x,{},10.0.0.1,{pod},server,{trace},{span},{}\n", t + 1000, quote(&json)));
+                parent = span;
+                t += 1_000_000;
+            }
+        }
+        std::fs::write(day.join("trace").join(format!("{name}_trace.csv")), spans).unwrap();
+        std::fs::write(day.join("log").join(format!("{name}_log.csv")), logs).unwrap();
+    }
+}
+
+/// A scenario reading a Nezha-format directory (`nezha:`): `medic test` checks the blamed
+/// service, and `medic replay` shows the evidence from the recorded metrics, logs and traces.
+#[test]
+fn a_scenario_reads_a_nezha_format_directory() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    nezha_day(&dir.path().join("data"));
+    let scenario = dir.path().join("station.yaml");
+    std::fs::write(
+        &scenario,
+        "name: station slows down under CPU contention (recorded)\n\
+         now: 2023-01-29T08:33:30Z\n\
+         nezha: data\n\
+         alerts:\n  - labels: {alertname: FrontendSlowOrFailing, service: ts-gateway-service, severity: critical}\n    \
+         starts: 2023-01-29T08:30:30Z\n\
+         expect:\n  runbook: none\n  suspect: ts-station-service\n",
+    )
+    .unwrap();
+    let runbooks = root.join("runbooks");
+    let args = |cmd: &'static str| [cmd, scenario.to_str().unwrap(), "--runbooks", runbooks.to_str().unwrap()];
+    let o = medic(&args("test"), dir.path(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("1 passed, 0 failed"), "{}", text(&o));
+    let o = medic(&args("replay"), dir.path(), &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("The cause is likely in ts-station-service"), "{out}");
+    assert!(out.contains("[trace] spans of ts-station-service spent 400.0 ms"), "{out}");
+    assert!(out.lines().any(|l| l.contains("[log]") && l.contains("t.s.StationServiceImpl")), "{out}");
+    assert!(out.contains("[metric] cpu of ts-station-service rose from 12.0% to 95.0%"), "{out}");
+    // A directory that holds no Nezha data is named, not ignored.
+    std::fs::write(&scenario, std::fs::read_to_string(&scenario).unwrap().replace("nezha: data", "nezha: nowhere"))
+        .unwrap();
+    let o = medic(&args("replay"), dir.path(), &[]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("nowhere: no day folder"), "{}", text(&o));
+}

@@ -70,14 +70,14 @@ impl Offline {
         let id =
             ingested.incidents.iter().flatten().next().copied().context("the scenario's alerts opened no incident")?;
         let recorded = Arc::new(Recorded::new(world.clone()));
-        let sources = crate::context::Sources::all(recorded.clone(), Duration::from_secs(5));
+        let sources = crate::scenario::run::sources(world, recorded.clone())?;
         let clock = Arc::new(crate::time::ManualClock::new(world.now));
         let (limits, _cluster) = crate::scenario::run::local_actions(world, recorded.clone(), clock.clone()).await?;
         let responder = crate::responder::Responder {
             store: store.clone(),
             sources: sources.clone(),
             runbooks: runbooks.clone(),
-            golden: Vec::new(),
+            golden: world.golden.clone(),
             clock: clock.clone(),
             metrics: Default::default(),
             cache: crate::context::Cache::new(Duration::ZERO),
@@ -92,7 +92,7 @@ impl Offline {
         let asker = Asker {
             store,
             sources,
-            golden: Vec::new(),
+            golden: world.golden.clone(),
             runbooks,
             clock,
             window: Default::default(),

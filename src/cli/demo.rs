@@ -10,7 +10,6 @@
 
 use crate::chat::console::Console;
 use crate::config::Config;
-use crate::context::Sources;
 use crate::runbook::Runbook;
 use crate::scenario::Scenario;
 use crate::scenario::cluster::LocalCluster;
@@ -94,7 +93,7 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (clicks_tx, clicks_rx) = tokio::sync::oneshot::channel();
     let parts = Parts {
-        sources: Some((Sources::all(recorded.clone(), Duration::from_secs(5)), Vec::new())),
+        sources: Some((crate::scenario::run::sources(&world, recorded.clone())?, world.golden.clone())),
         platforms: vec![console.clone()],
         clicks: Some(clicks_tx),
     };

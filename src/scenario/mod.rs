@@ -3,7 +3,9 @@
 //! plan's action, and the outcome expected of medic. The recorded context backend serves it
 //! (`scenario::recorded`); `medic test` and `medic replay` run it.
 //!
-//! Times are relative to `now` (`-30m`, `+2m`, `0`) or absolute RFC 3339.
+//! Times are relative to `now` (`-30m`, `+2m`, `0`) or absolute RFC 3339. `nezha: DIR` takes
+//! the metrics, logs, traces and pods from a directory of recorded Nezha-format data instead
+//! (`scenario::nezha`), for any window of it.
 //!
 //! ```yaml
 //! name: checkout pool leak after a deploy
@@ -38,7 +40,7 @@ use crate::alert::{Alert, AlertStatus, Change, ChangeKind, Labels, Source};
 use crate::context::{Edge, LogLine, Pod, Series};
 use crate::time::Millis;
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +65,12 @@ pub struct Scenario {
     pub pods: Vec<Pod>,
     #[serde(default)]
     pub topology: Vec<Edge>,
+    /// A directory of Nezha-format data (per-pod metric CSVs, log and span CSVs by minute;
+    /// see [`nezha`]), relative to the scenario file: it serves the metrics (its golden
+    /// signals), logs, traces and pods, for any window, in place of `series`, `logs`, `traces`
+    /// and `pods`.
+    #[serde(default)]
+    pub nezha: Option<PathBuf>,
     /// The workloads a plan's Kubernetes actions touch, served by a local API server
     /// ([`cluster::LocalCluster`]) with `pods` as their pods.
     #[serde(default)]
@@ -325,6 +333,8 @@ pub struct World {
     pub changes: Vec<Change>,
     pub pods: Vec<Pod>,
     pub topology: Vec<Edge>,
+    /// Recorded data that serves metrics, logs, traces and pods (`nezha:`), resolved.
+    pub nezha: Option<PathBuf>,
     pub kubernetes: Vec<cluster::Workload>,
     pub policy: cluster::Policy,
     /// Series of the world after the action, with times relative to the action (0 = the action).
@@ -368,7 +378,11 @@ fn expand_series(s: &ScenarioSeries, base: Millis, at: &str) -> Result<Series, S
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let mut s: Scenario = serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let (Some(dir), Some(base)) = (&mut s.nezha, path.parent()) {
+            *dir = base.join(&*dir);
+        }
+        Ok(s)
     }
 
     /// Resolves times and expands series; errors name the field.
@@ -422,6 +436,11 @@ impl Scenario {
                 golden.push(crate::context::Golden { name: s.query.clone(), promql: s.query.clone(), unit });
             }
         }
+        if self.nezha.is_some() {
+            golden.extend(
+                nezha::golden().into_iter().filter(|g| !golden.iter().any(|h| h.name == g.name)).collect::<Vec<_>>(),
+            );
+        }
         let mut changes = Vec::new();
         for (i, c) in self.changes.iter().enumerate() {
             let at = resolve_time(&c.at, now).map_err(|e| format!("changes[{i}].at: {e}"))?;
@@ -470,6 +489,7 @@ impl Scenario {
             changes,
             pods: self.pods.clone(),
             topology: self.topology.clone(),
+            nezha: self.nezha.clone(),
             kubernetes: self.kubernetes.clone(),
             policy: self.policy.clone(),
             after_series,

@@ -287,9 +287,8 @@ impl Metrics for Nezha {
     }
 
     async fn query_range(&self, q: &MetricQuery) -> Result<Vec<Series>, String> {
-        let Some(i) = COLUMNS.iter().position(|c| c.0 == q.name) else {
-            return Err(format!("the recorded data has no series for {:?}", q.name));
-        };
+        // A query the data has no column for matches no series, as in Prometheus.
+        let Some(i) = COLUMNS.iter().position(|c| c.0 == q.name) else { return Ok(Vec::new()) };
         let Some((pod, per)) = q.service.as_ref().and_then(|s| self.pods.get(s)) else { return Ok(Vec::new()) };
         let points: Vec<(Millis, f64)> = per[i].iter().copied().filter(|(t, _)| *t >= q.start && *t <= q.end).collect();
         Ok(vec![Series {

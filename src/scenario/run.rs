@@ -49,12 +49,28 @@ pub struct Outcome {
     pub plan: Option<Result<ProposedPlan, String>>,
 }
 
+/// The context sources of a scenario: the recorded world, with its metrics, logs, traces and
+/// pods from its Nezha-format directory when it names one.
+pub fn sources(world: &World, recorded: Arc<Recorded>) -> anyhow::Result<Sources> {
+    let mut sources = Sources::all(recorded, Duration::from_secs(5));
+    if let Some(dir) = &world.nezha {
+        let data = Arc::new(super::nezha::Nezha::open(dir).map_err(|e| anyhow::anyhow!("nezha: {e}"))?);
+        sources.metrics = Some(data.clone());
+        sources.logs = Some(data.clone());
+        sources.traces = Some(data.clone());
+        sources.pods = Some(data);
+        // A minute of this data holds thousands of traces.
+        sources.trace_limit = 5000;
+    }
+    Ok(sources)
+}
+
 pub async fn run(world: &World, runbooks: &[Runbook]) -> anyhow::Result<Outcome> {
     let recorded = Arc::new(Recorded::new(world.clone()));
     let clock = Arc::new(crate::time::ManualClock::new(world.now));
     let (limits, _cluster) = local_actions(world, recorded.clone(), clock.clone()).await?;
     let title = world.alerts[0].name().to_string();
-    let sources = Sources::all(recorded, Duration::from_secs(5));
+    let sources = sources(world, recorded)?;
     Ok(run_with(world, runbooks, &sources, (1, &title), &limits, clock.as_ref()).await)
 }
 
