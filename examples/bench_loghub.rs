@@ -4,10 +4,11 @@
 //! lines/s of the miner alone.
 //!
 //! ```text
-//! cargo run --release --example bench_loghub -- [--data ../shared/datasets/loghub-2k]
+//! cargo run --release --example bench_loghub -- [--data ../shared/datasets/loghub-2k] [--why SYSTEM]
 //! ```
-//! GA: a line is correct when the set of lines in its group is exactly the set of lines that
-//! share its ground-truth EventId. PA: its group's template equals the ground truth's.
+//! GA: a line is correct when the set of lines in its group (as merged at the end) is exactly
+//! the set of lines that share its ground-truth EventId. PA: its group's template equals the
+//! ground truth's. `--why SYSTEM` prints each event type of SYSTEM that is not exactly one group.
 
 #[path = "common/data.rs"]
 mod data;
@@ -125,6 +126,8 @@ fn main() {
     if let Some(s) = flag("--similarity") {
         config.similarity = s;
     }
+    // `--why SYSTEM`: each event type of SYSTEM that is not exactly one group, and its groups.
+    let why = args.iter().position(|a| a == "--why").and_then(|i| args.get(i + 1)).cloned();
     println!("config: {config:?}");
     println!("{:<10} {:>6} {:>6} {:>8} {:>9}", "system", "GA", "PA", "Drain GA", "groups");
     let (mut ga_sum, mut pa_sum) = (0.0, 0.0);
@@ -137,6 +140,8 @@ fn main() {
         drains.extend(drain);
         let mut miner = Miner::new(config);
         let assigned: Vec<usize> = rows.iter().map(|(content, _, _)| miner.add(content)).collect();
+        // Groups merged later count as one.
+        let assigned: Vec<usize> = assigned.into_iter().map(|g| miner.root(g)).collect();
 
         let mut truth_size: HashMap<&str, usize> = HashMap::new();
         for (_, e, _) in &rows {
@@ -158,12 +163,31 @@ fn main() {
                 }
             }
         }
+        if why.as_deref() == Some(system.as_str()) {
+            let mut by_truth: HashMap<&str, HashMap<usize, usize>> = HashMap::new();
+            for (i, g) in assigned.iter().enumerate() {
+                *by_truth.entry(rows[i].1.as_str()).or_default().entry(*g).or_default() += 1;
+            }
+            let mut bad: Vec<_> = by_truth.iter().collect();
+            bad.sort_by_key(|(_, gs)| std::cmp::Reverse(gs.values().sum::<usize>()));
+            for (e, gs) in bad {
+                let pure = gs.len() == 1 && groups[gs.keys().next().unwrap()].len() == gs.values().sum::<usize>();
+                if pure {
+                    continue;
+                }
+                let truth = rows.iter().find(|r| r.1 == *e).map(|r| r.2.clone()).unwrap_or_default();
+                println!("TRUTH {e} ({} lines) {truth}", gs.values().sum::<usize>());
+                for (g, n) in gs {
+                    println!("   {n:>4} in group {g} (size {}): {}", groups[g].len(), miner.template(*g));
+                }
+            }
+        }
         let ga = correct as f64 / rows.len() as f64;
         let pa = parsed as f64 / rows.len() as f64;
         ga_sum += ga;
         pa_sum += pa;
         let drain = drain.map(|d| format!("{d:.3}")).unwrap_or_else(|| "-".into());
-        println!("{system:<10} {ga:>6.3} {pa:>6.3} {drain:>8} {:>9}", miner.groups());
+        println!("{system:<10} {ga:>6.3} {pa:>6.3} {drain:>8} {:>9}", miner.groups().len());
         corpus.push(rows);
     }
     let n = systems.len() as f64;

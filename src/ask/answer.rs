@@ -832,11 +832,16 @@ impl Asker {
                 first_seen.resize(g + 1, l.at);
             }
         }
+        // A merged group was first seen when the first of its parts was.
+        for g in 0..first_seen.len() {
+            let r = miner.root(g);
+            first_seen[r] = first_seen[r].min(first_seen[g]);
+        }
         let errorish = |t: &str| {
             let t = t.to_ascii_lowercase();
             ["error", "exception", "fatal", "panic", "fail", "timeout", "refused"].iter().any(|w| t.contains(w))
         };
-        let mut groups: Vec<usize> = (0..miner.groups()).collect();
+        let mut groups = miner.groups();
         groups.sort_by_key(|g| (!errorish(&miner.template(*g)), std::cmp::Reverse(miner.size(*g))));
         let onset = s.map(Subject::onset);
         a.headline = format!(
@@ -844,7 +849,7 @@ impl Asker {
             clock(start, self.offset),
             clock(end, self.offset),
             lines.len(),
-            miner.groups()
+            groups.len()
         );
         for g in groups.into_iter().take(8) {
             let new = match onset {

@@ -3,7 +3,10 @@
 //! a digit, hex ids, IPs, paths with numbers), then a fixed-depth tree keyed by the token count
 //! and the first tokens leads to a few candidate groups, and the line joins the most similar one
 //! (or starts a new group). A group's template keeps the tokens all its lines share and `<*>`
-//! where they differ. Lines are added one at a time, so it works on a stream. Tokens are
+//! where they differ. Groups that later lines show are one template merge (see
+//! [`Miner::root`]): across token counts when the extra tokens are a value or its unit, a word
+//! seen with three values at one place, and an odd first line once the same place shows a
+//! variable. Lines are added one at a time, so it works on a stream. Tokens are
 //! scanned as bytes without allocating and matched by their FNV-1a hashes; strings are built only
 //! for a new group's template.
 
@@ -29,6 +32,9 @@ impl Default for Config {
 
 pub const WILDCARD: &str = "<*>";
 
+/// At most this many lines make a group an odd first line's (see `Miner::merge_values`).
+const ODD: usize = 2;
+
 #[derive(Debug, Clone)]
 struct Group {
     template: Vec<String>,
@@ -44,6 +50,11 @@ pub struct Miner {
     groups: Vec<Group>,
     /// A hash of (token count, first `depth` tokens, variables as the wildcard) → groups.
     leaves: HashMap<u64, Vec<usize>>,
+    /// A hash of the first `depth` tokens alone → groups, whatever their token count.
+    prefixes: HashMap<u64, Vec<usize>>,
+    /// Each group's parent in the merges (a union-find; a group that was never merged is its
+    /// own): a group of another token count that later evidence shows is the same template.
+    parent: Vec<usize>,
 }
 
 /// One token of a line: its text, where its core (without surrounding punctuation) lies, whether
@@ -148,14 +159,115 @@ impl Miner {
         Miner { config, ..Default::default() }
     }
 
-    fn key(&self, toks: &[Tok]) -> u64 {
+    /// The leaf's key and the prefix's key of a line.
+    fn key(&self, toks: &[Tok]) -> (u64, u64) {
         // A leading token that is a variable keys as the wildcard, so values do not split groups.
-        let mut h = toks.len() as u64;
+        let mut h: u64 = 0;
         for t in toks.iter().take(self.config.depth) {
             let id = if t.variable { WILDCARD_ID } else { t.id };
             h = (h.rotate_left(5) ^ id).wrapping_mul(0x9e3779b97f4a7c15);
         }
-        h
+        ((h ^ toks.len() as u64).wrapping_mul(0x9e3779b97f4a7c15), h)
+    }
+
+    /// Whether `short`'s tokens all appear, in order, in `long` (a template of more tokens),
+    /// and every run of `long`'s extra tokens is a value or its unit: it holds or borders a
+    /// variable, at most one word that is not one, and no named field. A field whose value
+    /// spans a varying number of tokens (`5 bytes` / `5 bytes (0.1 KB)`), not another message.
+    fn same_template(short: &Group, long: &Group) -> bool {
+        let (a, b) = (&short.ids, &long.ids);
+        if a.len() < 3 || a.len() >= b.len() || 2 * a.len() < b.len() {
+            return false;
+        }
+        // The longest common subsequence, then its path back.
+        let w = b.len() + 1;
+        let mut t = vec![0u16; (a.len() + 1) * w];
+        for i in 1..=a.len() {
+            for j in 1..=b.len() {
+                t[i * w + j] = if a[i - 1] == b[j - 1] {
+                    t[(i - 1) * w + j - 1] + 1
+                } else {
+                    t[(i - 1) * w + j].max(t[i * w + j - 1])
+                };
+            }
+        }
+        if t[a.len() * w + b.len()] as usize != a.len() {
+            return false;
+        }
+        let variable = |j: usize| long.template.get(j).is_some_and(|s| s.contains(WILDCARD));
+        let mut extra = vec![false; b.len()];
+        let (mut i, mut j) = (a.len(), b.len());
+        while j > 0 {
+            if i > 0 && a[i - 1] == b[j - 1] && t[i * w + j] == t[(i - 1) * w + j - 1] + 1 {
+                i -= 1;
+            } else {
+                extra[j - 1] = true;
+            }
+            j -= 1;
+        }
+        let mut k = 0;
+        while k < b.len() {
+            if !extra[k] {
+                k += 1;
+                continue;
+            }
+            let start = k;
+            while k < b.len() && extra[k] {
+                k += 1;
+            }
+            let borders = (start > 0 && variable(start - 1)) || variable(k);
+            // A named field (`user=<*>`, `port: <*>`) present in one and absent in the other
+            // makes two messages.
+            let named = (start..k).any(|j| long.template[j].contains('=') || long.template[j].ends_with(':'));
+            // A value with its unit (`(0.1 KB)`, `sec`), not a phrase (`over <*> seconds`).
+            let words = (start..k).filter(|&j| !variable(j)).count();
+            if named || words > 1 || (!borders && words == k - start) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Groups of one leaf alike but for the token at one place are one when they show three
+    /// values there (`session closed for user root` / `… cyrus` / `… news`), or when a new
+    /// group has a variable there and the other holds no more than `ODD` lines (an odd first
+    /// line, `Invalid user webmaster from <*>`, before `Invalid user <*> from <*>`): that token
+    /// is a value. They merge, and each takes the wildcard there.
+    fn merge_values(&mut self, key: u64, g: usize) {
+        let ids = &self.groups[g].ids;
+        let mut at: HashMap<usize, Vec<usize>> = HashMap::new();
+        for &h in &self.leaves[&key] {
+            let other = &self.groups[h].ids;
+            if h == g || other.len() != ids.len() {
+                continue;
+            }
+            let mut differ = (0..ids.len()).filter(|&i| ids[i] != other[i]);
+            if let (Some(p), None) = (differ.next(), differ.next()) {
+                at.entry(p).or_default().push(h);
+            }
+        }
+        let groups = &self.groups;
+        let Some((p, mut alike)) = at.into_iter().find(|(p, alike)| {
+            alike.len() >= 2 || (groups[g].template[*p] == WILDCARD && groups[alike[0]].size <= ODD)
+        }) else {
+            return;
+        };
+        alike.push(g);
+        let root = self.root(alike[0]);
+        for h in alike {
+            let r = self.root(h);
+            self.parent[r] = root;
+            self.groups[h].template[p] = WILDCARD.to_string();
+            self.groups[h].ids[p] = WILDCARD_ID;
+        }
+    }
+
+    /// The group `g` was merged into (itself if none).
+    pub fn root(&self, mut g: usize) -> usize {
+        while self.parent[g] != g {
+            g = self.parent[g];
+        }
+        g
     }
 
     /// The share of positions where `template` and `toks` agree (a wildcard agrees with anything
@@ -174,11 +286,12 @@ impl Miner {
         (same as f64 / template.len().max(1) as f64, exact)
     }
 
-    /// Adds a line; returns its group's id.
+    /// Adds a line; returns its group's id. Groups merge as evidence comes (see `root`), so
+    /// read a line's group at the end as `root(id)`.
     pub fn add(&mut self, line: &str) -> usize {
         let toks: Vec<Tok> = scan(line).collect();
         let ids: Vec<u64> = toks.iter().map(|t| t.id).collect();
-        let key = self.key(&toks);
+        let (key, prefix) = self.key(&toks);
         let candidates: &[usize] = self.leaves.get(&key).map(Vec::as_slice).unwrap_or_default();
         let best = candidates
             .iter()
@@ -202,13 +315,24 @@ impl Miner {
                 g
             }
             None => {
-                self.groups.push(Group {
-                    template: toks.iter().map(|t| t.text().into_owned()).collect(),
-                    ids,
-                    size: 1,
+                let group = Group { template: toks.iter().map(|t| t.text().into_owned()).collect(), ids, size: 1 };
+                let g = self.groups.len();
+                // A group of another token count with the same start that is the same template
+                // with a field one or more tokens longer: the two are one.
+                let others = self.prefixes.get(&prefix).map(Vec::as_slice).unwrap_or_default();
+                let same = others.iter().copied().find(|&h| {
+                    let other = &self.groups[h];
+                    match other.ids.len().cmp(&group.ids.len()) {
+                        std::cmp::Ordering::Less => Self::same_template(other, &group),
+                        std::cmp::Ordering::Greater => Self::same_template(&group, other),
+                        std::cmp::Ordering::Equal => false,
+                    }
                 });
-                let g = self.groups.len() - 1;
+                self.parent.push(same.map_or(g, |h| self.root(h)));
+                self.groups.push(group);
                 self.leaves.entry(key).or_default().push(g);
+                self.prefixes.entry(prefix).or_default().push(g);
+                self.merge_values(key, g);
                 g
             }
         }
@@ -216,15 +340,18 @@ impl Miner {
 
     /// The template of group `g`, tokens joined by spaces.
     pub fn template(&self, g: usize) -> String {
-        self.groups[g].template.join(" ")
+        self.groups[self.root(g)].template.join(" ")
     }
 
+    /// Lines in the group `g` belongs to now (with every group merged into it).
     pub fn size(&self, g: usize) -> usize {
-        self.groups[g].size
+        let r = self.root(g);
+        (0..self.groups.len()).filter(|&h| self.root(h) == r).map(|h| self.groups[h].size).sum()
     }
 
-    pub fn groups(&self) -> usize {
-        self.groups.len()
+    /// The groups as they stand, merged ones once: the ids `root` gives.
+    pub fn groups(&self) -> Vec<usize> {
+        (0..self.groups.len()).filter(|&g| self.parent[g] == g).collect()
     }
 }
 
@@ -261,5 +388,67 @@ mod tests {
         assert_eq!(tokens("Fehler beim Öffnen: «datei-7» nach 30s").join(" "), "Fehler beim Öffnen: <*> nach <*>");
         let h = m.add("Fehler beim Öffnen: «datei-7» nach 30s");
         assert_eq!(m.template(h), "Fehler beim Öffnen: <*> nach <*>");
+    }
+
+    /// Lines in order; the group each belongs to at the end.
+    fn mine(lines: &[&str]) -> (Miner, Vec<usize>) {
+        let mut m = Miner::new(Config::default());
+        let ids: Vec<usize> = lines.iter().map(|l| m.add(l)).collect();
+        let roots = ids.iter().map(|g| m.root(*g)).collect();
+        (m, roots)
+    }
+
+    #[test]
+    fn a_value_spanning_more_tokens_is_the_same_template() {
+        let (m, g) = mine(&[
+            "proxy.cse.cuhk.edu.hk:5070 close, 1190 bytes sent, 1671 bytes received, lifetime 00:02",
+            "proxy.cse.cuhk.edu.hk:5070 close, 1190 bytes sent, 1671 bytes received, lifetime <1 sec",
+            "proxy.cse.cuhk.edu.hk:5070 close, 451 bytes sent, 18846 bytes (18.4 KB) received, lifetime 00:03",
+            "proxy.cse.cuhk.edu.hk:5070 close, 2036 bytes (1.98 KB) sent, 8910 bytes (8.70 KB) received, lifetime 02:01",
+        ]);
+        assert!(
+            g.iter().all(|x| *x == g[0]),
+            "{g:?}: {:?}",
+            m.groups().iter().map(|x| m.template(*x)).collect::<Vec<_>>()
+        );
+        assert_eq!(m.size(g[0]), 4);
+        assert_eq!(m.groups().len(), 1);
+        // A named field present in one and absent in the other, or a phrase, makes two messages.
+        let (_, g) = mine(&[
+            "authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=10.0.0.1",
+            "authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=10.0.0.1 user=root",
+            "total of 12 ddr error(s) detected and corrected",
+            "total of 12 ddr error(s) detected and corrected over 3600 seconds",
+        ]);
+        assert_ne!(g[0], g[1]);
+        assert_ne!(g[2], g[3]);
+    }
+
+    #[test]
+    fn a_word_seen_with_three_values_or_an_odd_first_line_is_a_value() {
+        let (m, g) = mine(&[
+            "session closed for user root",
+            "session closed for user cyrus",
+            "session closed for user news",
+            "session closed for user test",
+        ]);
+        assert!(g.iter().all(|x| *x == g[0]), "{g:?}");
+        assert_eq!(m.template(g[0]), "session closed for user <*>");
+        // Two values are not enough: they may be two messages.
+        let (_, g) = mine(&["link state is up on port", "link state is down on port"]);
+        assert_ne!(g[0], g[1]);
+        // An odd first line does not keep its own group once the value shows as a variable.
+        let (_, g) = mine(&[
+            "Invalid user webmaster from 173.234.31.186",
+            "Invalid user test9 from 52.80.34.196",
+            "Invalid user webmaster from 173.234.31.186",
+            "Invalid user admin1 from 5.188.10.180",
+        ]);
+        assert!(g.iter().all(|x| *x == g[0]), "{g:?}");
+        // But a big group is not an odd line: `SOCKS5` masked is not evidence that `HTTPS` varies.
+        let mut lines = vec!["proxy.cse.cuhk.edu.hk:5070 open through proxy HTTPS"; 5];
+        lines.push("proxy.cse.cuhk.edu.hk:5070 open through proxy SOCKS5");
+        let (_, g) = mine(&lines);
+        assert_ne!(g[0], g[5]);
     }
 }

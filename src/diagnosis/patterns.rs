@@ -48,7 +48,24 @@ fn patterns(lines: &[LogLine], split: Millis) -> Vec<LogPattern> {
                 example: l.line.clone(),
             });
     }
-    let mut v: Vec<LogPattern> = by
+    // Groups merged as the lines came are one pattern.
+    let mut merged: BTreeMap<usize, LogPattern> = BTreeMap::new();
+    for (g, p) in by {
+        match merged.entry(miner.root(g)) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(p);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let m = e.get_mut();
+                m.count += p.count;
+                m.before += p.before;
+                if p.first_at < m.first_at {
+                    (m.first_at, m.example) = (p.first_at, p.example);
+                }
+            }
+        }
+    }
+    let mut v: Vec<LogPattern> = merged
         .into_iter()
         .map(|(g, mut p)| {
             p.template = miner.template(g);

@@ -125,6 +125,23 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
     if a < MIN_BASELINE || b < MIN_INCIDENT {
         return None;
     }
+    // Groups the miner merged as the lines came count as one.
+    let root = |g: usize| if g > usize::MAX / 2 { g } else { miner.root(g) };
+    let mut merged: HashMap<usize, (usize, usize, &str)> = HashMap::new();
+    for (g, (x, y, example)) in counts {
+        let m = merged.entry(root(g)).or_insert((0, 0, example));
+        if m.1 == 0 && y > 0 {
+            m.2 = example;
+        }
+        (m.0, m.1) = (m.0 + x, m.1 + y);
+    }
+    let counts = merged;
+    for m in minutes.values_mut() {
+        *m = m.drain().fold(HashMap::new(), |mut acc, (g, n)| {
+            *acc.entry(root(g)).or_default() += n;
+            acc
+        });
+    }
     let minutes: Vec<(usize, &HashMap<usize, usize>)> =
         minutes.values().map(|m| (m.values().sum::<usize>(), m)).filter(|(n, _)| *n >= 3).collect();
     let (af, bf) = (a as f64, b as f64);
