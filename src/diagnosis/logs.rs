@@ -35,6 +35,9 @@ pub const WILDCARD: &str = "<*>";
 /// At most this many lines make a group an odd first line's (see `Miner::merge_values`).
 const ODD: usize = 2;
 
+/// Templates longer than this (in tokens) are not aligned with others of another length.
+const MAX_ALIGNED: usize = 256;
+
 #[derive(Debug, Clone)]
 struct Group {
     template: Vec<String>,
@@ -53,7 +56,7 @@ pub struct Miner {
     /// A hash of the first `depth` tokens alone → groups, whatever their token count.
     prefixes: HashMap<u64, Vec<usize>>,
     /// Each group's parent in the merges (a union-find; a group that was never merged is its
-    /// own): a group of another token count that later evidence shows is the same template.
+    /// own): groups that later lines show are the same template.
     parent: Vec<usize>,
 }
 
@@ -176,7 +179,8 @@ impl Miner {
     /// spans a varying number of tokens (`5 bytes` / `5 bytes (0.1 KB)`), not another message.
     fn same_template(short: &Group, long: &Group) -> bool {
         let (a, b) = (&short.ids, &long.ids);
-        if a.len() < 3 || a.len() >= b.len() || 2 * a.len() < b.len() {
+        // The alignment costs a table of both lengths: a huge line is not aligned.
+        if a.len() < 3 || a.len() >= b.len() || 2 * a.len() < b.len() || b.len() > MAX_ALIGNED {
             return false;
         }
         // The longest common subsequence, then its path back.
@@ -235,7 +239,8 @@ impl Miner {
     /// is a value. They merge, and each takes the wildcard there.
     fn merge_values(&mut self, key: u64, g: usize) {
         let ids = &self.groups[g].ids;
-        let mut at: HashMap<usize, Vec<usize>> = HashMap::new();
+        // By place, in order, so the same lines always merge the same way.
+        let mut at: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for &h in &self.leaves[&key] {
             let other = &self.groups[h].ids;
             if h == g || other.len() != ids.len() {
@@ -450,5 +455,14 @@ mod tests {
         lines.push("proxy.cse.cuhk.edu.hk:5070 open through proxy SOCKS5");
         let (_, g) = mine(&lines);
         assert_ne!(g[0], g[5]);
+    }
+
+    #[test]
+    fn a_huge_line_is_mined_without_aligning_it() {
+        let long = format!("start of a record {}", "field value ".repeat(50_000));
+        let longer = format!("start of a record {} (1 KB)", "field value ".repeat(50_000));
+        let (m, g) = mine(&[&long, &longer]);
+        assert_ne!(g[0], g[1]);
+        assert_eq!(m.groups().len(), 2);
     }
 }
