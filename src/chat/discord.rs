@@ -11,8 +11,9 @@
 //!   its `retry_after`.
 //! - **In**: `POST /discord/interactions`, Ed25519-verified (serenity's verifier) plus our own
 //!   5-minute window on `X-Signature-Timestamp` (the verifier does not check age). PING →
-//!   PONG. A button is acknowledged at once (Discord allows 3 s) and handled after; a refusal
-//!   is an ephemeral follow-up (flag 64). Reject opens a modal asking why.
+//!   PONG. A button is decided and stored before the answer (for up to a budget; Discord
+//!   allows 3 s); a refusal is the answer, ephemeral (flag 64), or a follow-up past the budget.
+//!   Reject opens a modal asking why.
 //! - **Questions**: the `/medic` application command (`ask question:…`, `status`, `pause`,
 //!   `resume`, `help`), registered at start by bulk overwrite (a restart replaces, never
 //!   duplicates), and the "Ask" button on every incident message, which opens a modal. Each is
@@ -78,6 +79,9 @@ pub fn commands() -> Value {
     }])
 }
 pub const DEFAULT_API_URL: &str = "https://discord.com";
+
+/// A click being decided (its reply, if any) and the interaction's token for a follow-up.
+type Pending = (tokio::task::JoinHandle<Option<String>>, String);
 
 pub struct Discord {
     api: reqwest::Url,
@@ -364,14 +368,49 @@ impl Discord {
         }
     }
 
-    /// Handles a verified interaction; the JSON to answer with now. The click itself is
-    /// handled after the answer (in a task), within Discord's 3-second limit for the answer.
-    pub fn interaction(
+    /// Handles a verified interaction: the JSON to answer with. A click or a rejection is
+    /// decided and stored first, for up to `budget` (Discord wants the answer within 3 s), and
+    /// its reply, if any, is the answer (ephemeral); past the budget the answer acknowledges
+    /// it, and the reply follows when the decision is in. So a replica that dies after
+    /// answering has not lost the click. Questions are answered later, as follow-ups.
+    pub async fn interaction(
         self: &Arc<Self>,
         body: &[u8],
         clicks: &Arc<Clicks>,
         asking: &Arc<super::asking::Asking>,
+        budget: Duration,
     ) -> Result<Value, String> {
+        let (answer, pending) = self.interaction_now(body, clicks, asking)?;
+        let Some((mut task, token)) = pending else { return Ok(answer) };
+        match tokio::time::timeout(budget, &mut task).await {
+            Ok(Ok(Some(reply))) => {
+                let msg = serenity::builder::CreateInteractionResponseMessage::new()
+                    .content(cut(&reply, 2000))
+                    .allowed_mentions(CreateAllowedMentions::new())
+                    .ephemeral(true);
+                Ok(serde_json::to_value(CreateInteractionResponse::Message(msg)).expect("builders serialise"))
+            }
+            Ok(_) => Ok(answer),
+            Err(_) => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Ok(Some(reply)) = task.await {
+                        me.followup(&token, &reply).await;
+                    }
+                });
+                Ok(answer)
+            }
+        }
+    }
+
+    /// The answer to give at once, and for a click the task deciding it (its reply) with the
+    /// interaction's token.
+    fn interaction_now(
+        self: &Arc<Self>,
+        body: &[u8],
+        clicks: &Arc<Clicks>,
+        asking: &Arc<super::asking::Asking>,
+    ) -> Result<(Value, Option<Pending>), String> {
         use serenity::model::application::{CommandDataOptionValue, Interaction};
         let responders = &asking.responders;
         let interaction: Interaction =
@@ -382,7 +421,7 @@ impl Discord {
         };
         match interaction {
             Interaction::Command(c) if c.data.name == "medic" => {
-                let Some(sub) = c.data.options.first() else { return Ok(defer(true)) };
+                let Some(sub) = c.data.options.first() else { return Ok((defer(true), None)) };
                 let (mut question, mut incident) = (sub.name.clone(), None);
                 if let CommandDataOptionValue::SubCommand(opts) = &sub.value {
                     for o in opts {
@@ -403,7 +442,7 @@ impl Discord {
                     &c.channel_id.to_string(),
                 );
                 tokio::spawn(self.clone().answer(asking.clone(), c.token.clone(), q));
-                Ok(defer(private))
+                Ok((defer(private), None))
             }
             Interaction::Component(c) if c.data.custom_id.starts_with("ask:") => {
                 let input = CreateInputText::new(InputTextStyle::Short, "Your question", "question")
@@ -411,7 +450,7 @@ impl Discord {
                     .max_length(500);
                 let modal = CreateModal::new(c.data.custom_id.clone(), "Ask medic")
                     .components(vec![CreateActionRow::InputText(input)]);
-                Ok(serde_json::to_value(CreateInteractionResponse::Modal(modal)).expect("builders serialise"))
+                Ok((serde_json::to_value(CreateInteractionResponse::Modal(modal)).expect("builders serialise"), None))
             }
             Interaction::Modal(m) if m.data.custom_id.starts_with("ask:") => {
                 let incident = m.data.custom_id["ask:".len()..].parse::<i64>().ok();
@@ -425,7 +464,7 @@ impl Discord {
                     &m.channel_id.to_string(),
                 );
                 tokio::spawn(self.clone().answer(asking.clone(), m.token.clone(), q));
-                Ok(defer(false))
+                Ok((defer(false), None))
             }
             interaction => self.click(interaction, clicks, responders),
         }
@@ -437,29 +476,31 @@ impl Discord {
         interaction: serenity::model::application::Interaction,
         clicks: &Arc<Clicks>,
         responders: &Arc<crate::approval::Responders>,
-    ) -> Result<Value, String> {
+    ) -> Result<(Value, Option<Pending>), String> {
         use serenity::model::application::Interaction;
         let ack = serde_json::to_value(CreateInteractionResponse::Acknowledge).expect("builders serialise");
         match interaction {
             Interaction::Ping(_) => {
-                Ok(serde_json::to_value(CreateInteractionResponse::Pong).expect("builders serialise"))
+                Ok((serde_json::to_value(CreateInteractionResponse::Pong).expect("builders serialise"), None))
             }
             Interaction::Component(c) => {
-                let Some((action, incident, hash)) = parse_custom_id(&c.data.custom_id) else { return Ok(ack) };
+                let Some((action, incident, hash)) = parse_custom_id(&c.data.custom_id) else {
+                    return Ok((ack, None));
+                };
                 let user = c.user.id.to_string();
                 let roles = roles_of(c.member.as_ref());
                 if action == "reject" {
                     let input = CreateInputText::new(InputTextStyle::Paragraph, "Why?", "reason").max_length(2000);
                     let modal = CreateModal::new(format!("reject:{incident}:{hash}"), "Reject the plan")
                         .components(vec![CreateActionRow::InputText(input)]);
-                    return Ok(
-                        serde_json::to_value(CreateInteractionResponse::Modal(modal)).expect("builders serialise")
-                    );
+                    return Ok((
+                        serde_json::to_value(CreateInteractionResponse::Modal(modal)).expect("builders serialise"),
+                        None,
+                    ));
                 }
-                let (me, clicks, responders, token, channel) =
-                    (self.clone(), clicks.clone(), responders.clone(), c.token.clone(), c.channel_id.to_string());
+                let (clicks, responders, channel) = (clicks.clone(), responders.clone(), c.channel_id.to_string());
                 let action = action.to_string();
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let r = async {
                         match action.as_str() {
                             id @ ("approve" | "stop") => {
@@ -482,37 +523,36 @@ impl Discord {
                             _ => Ok(None),
                         }
                     };
-                    match r.await {
-                        Ok(Some(reply)) => me.followup(&token, &reply).await,
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "Discord click failed"),
-                    }
+                    r.await.unwrap_or_else(|e| {
+                        tracing::warn!(error = %format!("{e:#}"), "Discord click failed");
+                        None
+                    })
                 });
-                Ok(ack)
+                Ok((ack, Some((task, c.token.clone()))))
             }
             Interaction::Modal(m) => {
-                let Some(("reject", incident, hash)) = parse_custom_id(&m.data.custom_id) else { return Ok(ack) };
+                let Some(("reject", incident, hash)) = parse_custom_id(&m.data.custom_id) else {
+                    return Ok((ack, None));
+                };
                 let reason = modal_input(&m, "reason").map(|r| cut(&r, 2000));
                 let user = m.user.id.to_string();
                 let roles = roles_of(m.member.as_ref());
-                let (me, clicks, responders, token) =
-                    (self.clone(), clicks.clone(), responders.clone(), m.token.clone());
+                let (clicks, responders) = (clicks.clone(), responders.clone());
                 let channel = m.channel_id.to_string();
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let groups = Discord::groups(&responders, &user, &roles);
                     let who = Identity(format!("discord:{user}"));
-                    match clicks
+                    clicks
                         .decide(incident, &hash, who, Decision::Reject, &format!("discord:{channel}"), reason, &groups)
                         .await
-                    {
-                        Ok(Some(reply)) => me.followup(&token, &reply).await,
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "Discord rejection failed"),
-                    }
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(error = %format!("{e:#}"), "Discord rejection failed");
+                            None
+                        })
                 });
-                Ok(ack)
+                Ok((ack, Some((task, m.token.clone()))))
             }
-            _ => Ok(ack),
+            _ => Ok((ack, None)),
         }
     }
 }
