@@ -507,7 +507,7 @@ async fn slack_request(
 }
 
 /// `POST /discord/interactions`: PING, button clicks and modal submissions; a click is answered
-/// once it is decided and stored, or after `CHAT_ACK_BUDGET`.
+/// once it is decided and stored, or after `chat::ACK_BUDGET`.
 async fn discord_interactions(State(app): State<Arc<App>>, headers: HeaderMap, req: Request) -> Response {
     let discord = app.chat.discord.clone();
     let verify = |body: &[u8]| discord.as_ref().map_or(Ok(()), |d| d.verify(&headers, body));
@@ -516,18 +516,14 @@ async fn discord_interactions(State(app): State<Arc<App>>, headers: HeaderMap, r
         Err(resp) => return resp,
     };
     let discord = discord.expect("checked by chat_request");
-    match discord.interaction(&body, &app.chat.clicks, &app.chat.asking, CHAT_ACK_BUDGET).await {
+    match discord.interaction(&body, &app.chat.clicks, &app.chat.asking, crate::chat::ACK_BUDGET).await {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => refuse(StatusCode::BAD_REQUEST, "invalid", e),
     }
 }
 
-/// How long a click may take before Slack or Discord is answered anyway (both want an answer
-/// within 3 s); the click goes on being handled after.
-const CHAT_ACK_BUDGET: Duration = Duration::from_millis(2500);
-
 /// `POST /slack/interactions`: button clicks and modal submissions (`payload=<json>`, form
-/// encoded). Answered once the click is decided and stored, or after `CHAT_ACK_BUDGET`,
+/// encoded). Answered once the click is decided and stored, or after `chat::ACK_BUDGET`,
 /// whichever is first: a replica that dies after answering has not lost the click (with an
 /// answer sent first, a kill between the answer and the store lost it, and Slack never
 /// resends a click).
@@ -550,7 +546,7 @@ async fn slack_interactions(State(app): State<Arc<App>>, headers: HeaderMap, req
             tracing::warn!(error = %format!("{e:#}"), "Slack interaction failed");
         }
     });
-    let _ = tokio::time::timeout(CHAT_ACK_BUDGET, handling).await;
+    let _ = tokio::time::timeout(crate::chat::ACK_BUDGET, handling).await;
     StatusCode::OK.into_response()
 }
 

@@ -3,7 +3,8 @@
 //! authorized user (directly, or through a Slack user group) runs the plan once and updates the
 //! message; repeats and re-deliveries run nothing more; a stranger gets an ephemeral refusal; a
 //! bad signature or a stale timestamp gets 401; a 429 is retried after `Retry-After`; Reject
-//! asks for a reason in a modal; Socket Mode receives a click and acknowledges the envelope.
+//! asks for a reason in a modal; Socket Mode receives a click and acknowledges the envelope once
+//! the click is stored.
 
 mod common;
 
@@ -451,7 +452,11 @@ async fn approve_once_refuse_strangers(db: Db) {
 
     // The allowed user, signed with the older secret (rotation), clicks twice; Slack retries once.
     let ok = approve_by("U0ALLOWED");
-    for _ in 0..3 {
+    assert_eq!(s.click(&ok, OLD_SECRET, None).await, 200);
+    // Slack hears 200 once the approval is stored.
+    let status = s.app.store.plan_status(1).await.unwrap().expect("a plan");
+    assert_eq!(status.plan.state, medic::approval::PlanState::Approved, "the approval is stored before the answer");
+    for _ in 0..2 {
         assert_eq!(s.click(&ok, OLD_SECRET, None).await, 200);
     }
     poll_until(15, || async { (s.restarts.load(Ordering::SeqCst) == 1).then_some(()) }).await.expect("the plan ran");
@@ -786,6 +791,9 @@ async fn socket_mode_receives_a_click_and_acks() {
         .unwrap();
     let ack = tokio::time::timeout(Duration::from_secs(10), rx_ack).await.expect("an ack within 10 s").unwrap();
     assert_eq!(ack, json!({"envelope_id": "57d6a792-4d35-4d0b-b6aa-3361493e1caf"}));
+    // The envelope is acknowledged once the click is stored, not before.
+    let status = s.app.store.plan_status(1).await.unwrap().expect("a plan");
+    assert_eq!(status.plan.state, medic::approval::PlanState::Approved, "the approval is stored before the ack");
     poll_until(15, || async { (s.restarts.load(Ordering::SeqCst) == 1).then_some(()) })
         .await
         .expect("the click ran the plan");

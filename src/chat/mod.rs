@@ -59,6 +59,10 @@ pub fn is_plan_hash(h: &str) -> bool {
 /// What a cut text ends with: the rest is in the incident's thread.
 pub const MORE: &str = "… see thread";
 
+/// How long a click may take to be decided and stored before Slack or Discord is answered
+/// anyway (both want an answer within 3 s); the click goes on being handled after.
+pub const ACK_BUDGET: std::time::Duration = std::time::Duration::from_millis(2500);
+
 /// `s` cut to `max` characters, ending "… see thread" when cut.
 pub fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {

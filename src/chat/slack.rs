@@ -607,8 +607,9 @@ pub const SOCKET_LEASE: &str = "slack-socket-mode";
 /// over within this time after its holder dies.
 pub const SOCKET_LEASE_TTL: Duration = Duration::from_secs(15);
 
-/// Socket Mode: connects with the app token, acknowledges each envelope at once, and handles
-/// interactive payloads like HTTP ones. Reconnects (with backoff) when Slack asks or the
+/// Socket Mode: connects with the app token, acknowledges each envelope (a click once it is
+/// stored, or after [`super::ACK_BUDGET`]; the rest at once), and handles interactive
+/// payloads like HTTP ones. Reconnects (with backoff) when Slack asks or the
 /// connection drops, until `stop`. Only the replica holding [`SOCKET_LEASE`] connects; the
 /// others stand by and take over once it lapses.
 pub async fn socket_mode(
@@ -676,13 +677,26 @@ pub async fn socket_mode(
             let url = url.await?;
             let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string())?;
             tracing::info!("Slack Socket Mode connected");
-            while let Some(msg) = ws.next().await {
+            // Acknowledgements of clicks, sent once each is stored (or after the budget).
+            let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel::<String>();
+            loop {
+                let msg = tokio::select! {
+                    Some(ack) = acked.recv() => {
+                        ws.send(tokio_tungstenite::tungstenite::Message::Text(ack.into()))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        continue;
+                    }
+                    msg = ws.next() => msg,
+                };
+                let Some(msg) = msg else { break };
                 let msg = msg.map_err(|e| e.to_string())?;
                 let tokio_tungstenite::tungstenite::Message::Text(text) = msg else { continue };
                 let Ok(env) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                if let Some(id) = env["envelope_id"].as_str() {
-                    let ack = json!({"envelope_id": id}).to_string();
-                    ws.send(tokio_tungstenite::tungstenite::Message::Text(ack.into()))
+                let ack = env["envelope_id"].as_str().map(|id| json!({"envelope_id": id}).to_string());
+                let interactive = env["type"] == "interactive";
+                if let (Some(ack), false) = (&ack, interactive) {
+                    ws.send(tokio_tungstenite::tungstenite::Message::Text(ack.clone().into()))
                         .await
                         .map_err(|e| e.to_string())?;
                 }
@@ -690,9 +704,17 @@ pub async fn socket_mode(
                     Some("interactive") => {
                         let (slack, clicks, responders, payload) =
                             (slack.clone(), clicks.clone(), responders.clone(), env["payload"].clone());
-                        tokio::spawn(async move {
+                        let handling = tokio::spawn(async move {
                             if let Err(e) = slack.interaction(&payload, &clicks, &responders).await {
                                 tracing::warn!(error = %format!("{e:#}"), "Slack interaction failed");
+                            }
+                        });
+                        // As over HTTP: the click is stored before Slack hears the answer.
+                        let acks = acks.clone();
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(super::ACK_BUDGET, handling).await;
+                            if let Some(ack) = ack {
+                                let _ = acks.send(ack);
                             }
                         });
                     }
