@@ -250,10 +250,13 @@ async fn three_replicas_survive_sigkill_under_a_storm() {
                 let values: Vec<String> = posts.lock().unwrap().iter().filter_map(approve_value).collect();
                 for v in values {
                     if let Some(at) = clicked.get(&v) {
+                        if at.elapsed() < Duration::from_secs(5) {
+                            continue;
+                        }
                         let incident: i64 = v.split(':').next().and_then(|i| i.parse().ok()).unwrap_or_default();
                         let proposed = matches!(store.plan_status(incident).await, Ok(Some(s))
                             if s.plan.state == medic::approval::PlanState::Proposed);
-                        if at.elapsed() < Duration::from_secs(5) || !proposed {
+                        if !proposed {
                             continue;
                         }
                         reclicks.fetch_add(1, Ordering::Relaxed);

@@ -43,7 +43,11 @@ struct Group {
     template: Vec<String>,
     /// Each template token's hash, so matching compares integers.
     ids: Vec<u64>,
+    /// Lines that joined this group.
     size: usize,
+    /// On a group no other was merged into's root: its lines and those of every group merged
+    /// into it.
+    lines: usize,
 }
 
 /// The miner: add lines, read groups and templates.
@@ -261,7 +265,10 @@ impl Miner {
         let root = self.root(alike[0]);
         for h in alike {
             let r = self.root(h);
-            self.parent[r] = root;
+            if r != root {
+                self.parent[r] = root;
+                self.groups[root].lines += self.groups[r].lines;
+            }
             self.groups[h].template[p] = WILDCARD.to_string();
             self.groups[h].ids[p] = WILDCARD_ID;
         }
@@ -317,10 +324,13 @@ impl Miner {
                     }
                 }
                 group.size += 1;
+                let r = self.root(g);
+                self.groups[r].lines += 1;
                 g
             }
             None => {
-                let group = Group { template: toks.iter().map(|t| t.text().into_owned()).collect(), ids, size: 1 };
+                let group =
+                    Group { template: toks.iter().map(|t| t.text().into_owned()).collect(), ids, size: 1, lines: 1 };
                 let g = self.groups.len();
                 // A group of another token count with the same start that is the same template
                 // with a field one or more tokens longer: the two are one.
@@ -333,8 +343,12 @@ impl Miner {
                         std::cmp::Ordering::Equal => false,
                     }
                 });
-                self.parent.push(same.map_or(g, |h| self.root(h)));
+                let root = same.map_or(g, |h| self.root(h));
+                self.parent.push(root);
                 self.groups.push(group);
+                if root != g {
+                    self.groups[root].lines += 1;
+                }
                 self.leaves.entry(key).or_default().push(g);
                 self.prefixes.entry(prefix).or_default().push(g);
                 self.merge_values(key, g);
@@ -350,8 +364,7 @@ impl Miner {
 
     /// Lines in the group `g` belongs to now (with every group merged into it).
     pub fn size(&self, g: usize) -> usize {
-        let r = self.root(g);
-        (0..self.groups.len()).filter(|&h| self.root(h) == r).map(|h| self.groups[h].size).sum()
+        self.groups[self.root(g)].lines
     }
 
     /// The groups as they stand, merged ones once: the ids `root` gives.
