@@ -4,8 +4,12 @@
 //! scorer can check the figure.
 //!
 //! ```text
-//! cargo run --release --example bench_nab -- [--data ../shared/datasets/nab] [--results target/nab-results] [--half a|b]
+//! cargo run --release --example bench_nab -- [--data ../shared/datasets/nab] [--results target/nab-results]
+//!     [--half a|b] [--detector combined|level|novelty] [--rounds 3]
 //! ```
+//!
+//! The detector is `novelty::Combined` (the level detector and context novelty under one rest
+//! period); `level` and `novelty` score each part alone.
 //!
 //! Scoring, as NAB's `sweeper.py` does it: the first 15% of each file (at most 750 rows) is
 //! probation and not scored. A point inside a window scores the scaled sigmoid of its relative
@@ -21,6 +25,7 @@ mod data;
 
 use chrono::NaiveDateTime;
 use medic::diagnosis::anomaly::{Config, Detector};
+use medic::diagnosis::novelty::{Combined, Novelty, NoveltyConfig};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -193,9 +198,29 @@ fn config_for(f: &DataFile, seasonal: bool) -> Config {
     Config { period, ..Config::default() }
 }
 
-fn detect(f: &DataFile, cfg: Config) -> Vec<f64> {
-    let mut d = Detector::new(cfg);
-    f.values.iter().map(|x| d.push(*x).score).collect()
+/// NAB hands every detector the file's range and its probation (`inputMin`, `inputMax`,
+/// `probationaryPeriod`); the rest after a report is a fifth of the probation, as in CAD OSE.
+fn novelty_for(f: &DataFile) -> NoveltyConfig {
+    let (lo, hi) = f.values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+    NoveltyConfig::new(lo, hi, probation(f.values.len()) / 5)
+}
+
+/// `--detector combined` (the default), `level` or `novelty`: each point's anomaly score.
+fn detect(f: &DataFile, which: &str, seasonal: bool) -> Vec<f64> {
+    match which {
+        "level" => {
+            let mut d = Detector::new(config_for(f, seasonal));
+            f.values.iter().map(|x| d.push(*x).score).collect()
+        }
+        "novelty" => {
+            let mut d = Novelty::new(novelty_for(f));
+            f.values.iter().map(|x| d.push(*x).score).collect()
+        }
+        _ => {
+            let mut d = Combined::new(config_for(f, seasonal), novelty_for(f));
+            f.values.iter().map(|x| d.push(*x).score).collect()
+        }
+    }
 }
 
 fn main() {
@@ -230,7 +255,12 @@ fn main() {
     let windows: usize = files.iter().map(|f| f.windows.len()).sum();
     println!("NAB: {} files, {points} points, {windows} windows, from {data}", files.len());
 
-    let scores: Vec<Vec<f64>> = files.iter().map(|f| detect(f, config_for(f, seasonal))).collect();
+    let which = arg("--detector", "combined");
+    if !["combined", "level", "novelty"].contains(&which.as_str()) {
+        eprintln!("--detector {which:?}: expected combined, level or novelty");
+        std::process::exit(2)
+    }
+    let scores: Vec<Vec<f64>> = files.iter().map(|f| detect(f, &which, seasonal)).collect();
 
     // Result files, as NAB's runner writes them: results/<detector>/<category>/<detector>_<file>.
     for (f, s) in files.iter().zip(&scores) {
@@ -261,22 +291,25 @@ fn main() {
         println!("  {who:<20} {s:>5.1}");
     }
 
-    // Throughput of the detector alone: every file, several rounds.
-    let rounds = 20;
+    // Throughput of the detector alone: every file, several rounds (`--rounds 0` skips it).
+    let rounds: usize = arg("--rounds", "3").parse().unwrap_or_else(|e| {
+        eprintln!("--rounds: {e}");
+        std::process::exit(2)
+    });
+    if rounds == 0 {
+        return;
+    }
     let started = Instant::now();
     let mut sink = 0.0;
     for _ in 0..rounds {
         for f in &files {
-            let mut d = Detector::new(config_for(f, seasonal));
-            for x in &f.values {
-                sink += d.push(*x).score;
-            }
+            sink += detect(f, &which, seasonal).iter().sum::<f64>();
         }
     }
     let secs = started.elapsed().as_secs_f64();
     println!();
     println!(
-        "speed: {:.1} M points/s on one core ({} points in {:.1} ms per round; checksum {sink:.0})",
+        "speed: {:.2} M points/s on one core ({} points in {:.1} ms per round; checksum {sink:.0})",
         (points * rounds) as f64 / secs / 1e6,
         points,
         secs * 1000.0 / rounds as f64

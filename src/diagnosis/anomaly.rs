@@ -1,7 +1,7 @@
 //! Metric anomalies, two ways, both explainable:
 //!
-//! - [`Detector`]: a streaming detector, O(1) time and memory per point, for a series seen one
-//!   point at a time (the NAB benchmark runs it). Each point is compared with what the series
+//! - [`Detector`]: a streaming level detector, O(1) time and memory per point, for a series seen one
+//!   point at a time (NAB scores it inside `novelty::Combined`). Each point is compared with what the series
 //!   led one to expect (a level that ignores spikes, plus a daily profile when a period is
 //!   given), in robust σ; the surprise of the last few points is then judged against the surprise
 //!   the series usually shows (an anomaly likelihood, as Numenta's detectors do), so a noisy

@@ -26,6 +26,7 @@ pub mod anomaly;
 mod changes;
 mod history;
 pub mod logs;
+pub mod novelty;
 mod patterns;
 pub mod rca;
 mod signatures;

@@ -1,0 +1,357 @@
+//! Context novelty: a streaming detector that asks "have I seen this *sequence* before?" rather
+//! than "is this value far from the expected one?". It is the idea of Smirnov's Contextual
+//! Anomaly Detector (CAD OSE, third on NAB's scoreboard), written afresh for medic.
+//!
+//! Each value becomes a few *facts* (its level on a coarse scale, one fact per bit). A *context*
+//! joins what was true at the last step (its facts, plus the contexts that were active then) to
+//! the facts of this step. The detector remembers every context it has seen; at each step it
+//! counts how many of the contexts whose left side fully held last step are confirmed by this
+//! step, and how many contexts it has to learn. Anomaly = (1 − confirmed share + new share) / 2:
+//! a series that keeps doing what it did scores near 0, a series entering a new regime, or an old
+//! level in a new order, scores high. Every point's score can be explained by the two shares.
+//!
+//! After a score at or above the threshold, scores are held at 0 for a rest period: the same event
+//! is not news twice.
+
+use super::anomaly::{Config, Detector, Score};
+use std::collections::{HashMap, HashSet};
+
+/// Settings; the defaults are CAD OSE's published ones.
+#[derive(Debug, Clone, Copy)]
+pub struct NoveltyConfig {
+    /// The range values are expected in; values outside are clamped to its edges.
+    pub min: f64,
+    pub max: f64,
+    /// Levels are 2^bits steps across the range; each bit is one fact.
+    pub bits: u32,
+    /// A left side with more matched facts than this does not seed new contexts.
+    pub max_left: usize,
+    /// How many of the most-confirmed active contexts carry over as facts to the next step.
+    pub max_active: usize,
+    /// A score at or above this starts a rest period.
+    pub threshold: f64,
+    /// Points held at 0 after a score at or above the threshold (also at the start).
+    pub rest: usize,
+}
+
+impl NoveltyConfig {
+    pub fn new(min: f64, max: f64, rest: usize) -> NoveltyConfig {
+        NoveltyConfig { min, max, bits: 3, max_left: 7, max_active: 15, threshold: 0.75, rest }
+    }
+}
+
+/// A fact that stands for an active context rather than a value bit.
+const CONTEXT_FACT: u64 = 1 << 31;
+
+/// One half of a context: a set of facts, and which of them hold at the current step.
+#[derive(Debug, Default)]
+struct Half {
+    len: usize,
+    held: Vec<u64>,
+    /// Left halves only: (right half, context) pairs, in the order they were learned.
+    contexts: Vec<(u32, u32)>,
+}
+
+/// Every left (or every right) half the detector has learned, indexed by fact.
+#[derive(Debug, Default)]
+struct Side {
+    ids: HashMap<Vec<u64>, u32>,
+    halves: Vec<Half>,
+    by_fact: HashMap<u64, Vec<u32>>,
+    /// The halves with at least one fact holding, in id order.
+    touched: Vec<u32>,
+}
+
+impl Side {
+    /// The half with exactly these facts (sorted), learned if new.
+    fn intern(&mut self, facts: &[u64]) -> u32 {
+        if let Some(&id) = self.ids.get(facts) {
+            return id;
+        }
+        let id = self.halves.len() as u32;
+        self.halves.push(Half { len: facts.len(), ..Half::default() });
+        for f in facts {
+            self.by_fact.entry(*f).or_default().push(id);
+        }
+        self.ids.insert(facts.to_vec(), id);
+        id
+    }
+
+    /// Marks which facts of each half hold now.
+    fn hold(&mut self, facts: &[u64]) {
+        for id in self.touched.drain(..) {
+            self.halves[id as usize].held.clear();
+        }
+        for f in facts {
+            for &id in self.by_fact.get(f).map(Vec::as_slice).unwrap_or_default() {
+                let half = &mut self.halves[id as usize];
+                if half.held.is_empty() {
+                    self.touched.push(id);
+                }
+                half.held.push(*f);
+            }
+        }
+        self.touched.sort_unstable();
+    }
+
+    fn full(&self, id: u32) -> bool {
+        let h = &self.halves[id as usize];
+        h.held.len() == h.len
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Context {
+    seen: u32,
+    /// Learned from a raw step (left facts → right facts), not from a crossing of two others;
+    /// only those seed new contexts.
+    raw: bool,
+}
+
+/// The streaming context-novelty detector (see the module docs).
+#[derive(Debug)]
+pub struct Novelty {
+    cfg: NoveltyConfig,
+    step: f64,
+    left: Side,
+    right: Side,
+    pairs: HashMap<(u32, u32), u32>,
+    contexts: Vec<Context>,
+    /// Last step's facts and active contexts: the left side of this step's raw context.
+    last: Vec<u64>,
+    /// Steps since the last score at or above the threshold (the start counts as one).
+    since_high: usize,
+}
+
+/// What the detector says about one point, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoveltyScore {
+    /// 0–1, after the rest period.
+    pub score: f64,
+    /// Before the rest period.
+    pub raw: f64,
+    /// Share of the contexts expected from the last step that this step confirmed.
+    pub confirmed: f64,
+    /// Share of the candidate contexts this step that were new.
+    pub new: f64,
+}
+
+impl Novelty {
+    pub fn new(cfg: NoveltyConfig) -> Novelty {
+        let levels = ((1u64 << cfg.bits) - 1) as f64;
+        let range = if cfg.max > cfg.min { cfg.max - cfg.min } else { levels };
+        Novelty {
+            cfg,
+            step: range / levels,
+            left: Side::default(),
+            right: Side::default(),
+            pairs: HashMap::new(),
+            contexts: Vec::new(),
+            last: Vec::new(),
+            since_high: 0,
+        }
+    }
+
+    /// The facts for a value: bit `b` of its level gives fact `2b` or `2b + 1`.
+    fn facts(&self, x: f64) -> Vec<u64> {
+        let top = (1u64 << self.cfg.bits) - 1;
+        let level = ((x - self.cfg.min) / self.step).clamp(0.0, top as f64) as u64;
+        (0..self.cfg.bits as u64).map(|b| 2 * b + ((level >> b) & 1)).collect()
+    }
+
+    /// The context joining `l` to `r`: (id, whether it is new).
+    fn learn(&mut self, l: &[u64], r: &[u64], raw: bool) -> (u32, bool) {
+        let (li, ri) = (self.left.intern(l), self.right.intern(r));
+        if let Some(&id) = self.pairs.get(&(li, ri)) {
+            if raw {
+                self.contexts[id as usize].raw = true;
+            }
+            return (id, false);
+        }
+        let id = self.contexts.len() as u32;
+        self.contexts.push(Context { seen: 0, raw });
+        self.pairs.insert((li, ri), id);
+        self.left.halves[li as usize].contexts.push((ri, id));
+        (id, true)
+    }
+
+    /// Feeds one point; returns its score.
+    pub fn push(&mut self, x: f64) -> NoveltyScore {
+        if !x.is_finite() {
+            return NoveltyScore { score: 0.0, raw: 0.0, confirmed: 0.0, new: 0.0 };
+        }
+        let now = self.facts(x);
+        // The raw context of this step; a new one is not expected to confirm itself.
+        let last = std::mem::take(&mut self.last);
+        let (fresh, raw_new) = match last.is_empty() {
+            true => (None, false),
+            false => match self.learn(&last, &now, true) {
+                (id, true) => (Some(id), true),
+                (_, false) => (None, false),
+            },
+        };
+        let mut candidates: Vec<(Vec<u64>, Vec<u64>)> = Vec::new();
+        self.right.hold(&now);
+        // Which learned contexts were expected (left side fully held last step) and which came
+        // true; partial matches of raw contexts are candidates for new, smaller contexts.
+        let (mut expected, mut active) = (0usize, Vec::new());
+        for &li in &self.left.touched {
+            let lh = &self.left.halves[li as usize];
+            let left_full = lh.held.len() == lh.len;
+            // A half that did not fully hold only seeds candidates, and only on a new raw step.
+            if !left_full && !raw_new {
+                continue;
+            }
+            for &(ri, id) in &lh.contexts {
+                if Some(id) == fresh {
+                    continue;
+                }
+                let rh = &self.right.halves[ri as usize];
+                if left_full {
+                    expected += 1;
+                }
+                if rh.held.is_empty() {
+                    continue;
+                }
+                if left_full && self.right.full(ri) {
+                    let c = &mut self.contexts[id as usize];
+                    c.seen += 1;
+                    active.push((c.seen, id));
+                } else if self.contexts[id as usize].raw && raw_new && lh.held.len() <= self.cfg.max_left {
+                    candidates.push((lh.held.clone(), rh.held.clone()));
+                }
+            }
+        }
+        let confirmed = if expected > 0 { active.len() as f64 / expected as f64 } else { 0.0 };
+        // The most-confirmed active contexts become facts of the next step's left side.
+        active.sort_unstable();
+        let mut next = now.clone();
+        next.extend(active.iter().rev().take(self.cfg.max_active).map(|&(_, id)| CONTEXT_FACT + id as u64));
+        next.sort_unstable();
+        next.dedup();
+        // Learn the candidates; count how many were really new.
+        let mut unique: HashSet<(Vec<u64>, Vec<u64>)> = HashSet::with_capacity(candidates.len() + 1);
+        if !last.is_empty() {
+            unique.insert((last, now));
+        }
+        let mut learned = usize::from(raw_new);
+        for (l, r) in candidates {
+            learned += usize::from(self.learn(&l, &r, false).1);
+            unique.insert((l, r));
+        }
+        let new = if unique.is_empty() { 0.0 } else { learned as f64 / unique.len() as f64 };
+        self.left.hold(&next);
+        self.last = next;
+
+        let raw = (1.0 - confirmed + new) / 2.0;
+        let resting = self.since_high < self.cfg.rest;
+        self.since_high = if raw >= self.cfg.threshold { 0 } else { self.since_high + 1 };
+        NoveltyScore { score: if resting { 0.0 } else { raw }, raw, confirmed, new }
+    }
+}
+
+/// The streaming detector medic scores on NAB: the level detector ([`Detector`], which knows how
+/// far a value is from what was expected) and context novelty (which knows whether this sequence
+/// has been seen before), the higher of the two, under one rest period. The level detector's own
+/// damping is off here: the shared rest does that job, once.
+#[derive(Debug)]
+pub struct Combined {
+    level: Detector,
+    novelty: Novelty,
+    rest: usize,
+    threshold: f64,
+    since_high: usize,
+}
+
+/// What [`Combined`] says about one point: its score and each part's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CombinedScore {
+    pub score: f64,
+    pub level: Score,
+    pub novelty: NoveltyScore,
+}
+
+impl Combined {
+    pub fn new(level: Config, novelty: NoveltyConfig) -> Combined {
+        Combined {
+            level: Detector::new(Config { quiet: 0, ..level }),
+            rest: novelty.rest,
+            threshold: novelty.threshold,
+            novelty: Novelty::new(novelty),
+            since_high: 0,
+        }
+    }
+
+    pub fn push(&mut self, x: f64) -> CombinedScore {
+        let (level, novelty) = (self.level.push(x), self.novelty.push(x));
+        let raw = level.score.max(novelty.raw);
+        let resting = self.since_high < self.rest;
+        self.since_high = if raw >= self.threshold { 0 } else { self.since_high + 1 };
+        CombinedScore { score: if resting { 0.0 } else { raw }, level, novelty }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A saw-tooth over 0..8, repeated: every context is learned within a few periods.
+    fn saw(n: usize) -> impl Iterator<Item = f64> {
+        (0..n).map(|i| (i % 8) as f64)
+    }
+
+    #[test]
+    fn a_learned_sequence_is_not_news_and_a_new_order_is() {
+        let mut d = Novelty::new(NoveltyConfig::new(0.0, 7.0, 0));
+        let early: Vec<f64> = saw(16).map(|x| d.push(x).raw).collect();
+        let learned: Vec<f64> = saw(400).map(|x| d.push(x).raw).collect();
+        assert!(early[1] >= 0.75, "the first step is all new: {early:?}");
+        assert!(learned.iter().rev().take(80).all(|s| *s < 0.1), "{:?}", &learned[320..]);
+        // The same levels, backwards: each value is familiar, the order is not.
+        let reversed: Vec<NoveltyScore> = (0..8).rev().map(|x| d.push(x as f64)).collect();
+        let top = reversed.iter().map(|s| s.raw).fold(0.0, f64::max);
+        assert!(top >= 0.75, "{reversed:?}");
+        assert!(reversed.iter().any(|s| s.confirmed < 0.5 && s.new > 0.5), "{reversed:?}");
+    }
+
+    #[test]
+    fn a_score_at_the_threshold_starts_a_rest_and_so_does_the_start() {
+        let mut d = Novelty::new(NoveltyConfig::new(0.0, 7.0, 5));
+        let start: Vec<f64> = saw(5).map(|x| d.push(x).score).collect();
+        assert_eq!(start, vec![0.0; 5], "the first `rest` points are held at 0");
+        for x in saw(400) {
+            d.push(x);
+        }
+        let jump: Vec<NoveltyScore> = [7.0, 0.0, 7.0, 0.0, 7.0, 0.0, 7.0, 0.0].iter().map(|x| d.push(*x)).collect();
+        let first = jump.iter().position(|s| s.score >= 0.75).expect("the new order is reported");
+        for s in &jump[first + 1..(first + 6).min(jump.len())] {
+            assert_eq!(s.score, 0.0, "resting after a report: {jump:?}");
+        }
+    }
+
+    #[test]
+    fn values_outside_the_range_are_clamped_and_non_finite_ones_ignored() {
+        let mut d = Novelty::new(NoveltyConfig::new(0.0, 7.0, 0));
+        assert_eq!(d.facts(-5.0), d.facts(0.0));
+        assert_eq!(d.facts(1e9), d.facts(7.0));
+        assert_eq!(d.facts(5.0), vec![1, 2, 5], "5 = 0b101: bits 0 and 2 set");
+        assert_eq!(d.push(f64::NAN).raw, 0.0);
+        // A flat range does not divide by zero.
+        let mut flat = Novelty::new(NoveltyConfig::new(3.0, 3.0, 0));
+        assert!(flat.push(3.0).raw.is_finite());
+    }
+
+    #[test]
+    fn combined_reports_what_either_part_sees_once() {
+        let cfg = NoveltyConfig::new(0.0, 100.0, 20);
+        let mut d = Combined::new(Config::default(), cfg);
+        let mut quiet = Vec::new();
+        for i in 0..600 {
+            quiet.push(d.push(50.0 + (i % 3) as f64).score);
+        }
+        assert!(quiet[500..].iter().all(|s| *s < 0.75), "a calm series stays calm");
+        let spike: Vec<CombinedScore> = [100.0, 50.0, 51.0, 52.0, 50.0].iter().map(|x| d.push(*x)).collect();
+        assert!(spike[0].score >= 0.75, "{spike:?}");
+        assert!(spike[1..].iter().all(|s| s.score == 0.0), "one report per event: {spike:?}");
+    }
+}
