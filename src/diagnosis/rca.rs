@@ -3,8 +3,9 @@
 //!
 //! - **logs**: its lines grouped into patterns (by the code location a line names, else by the
 //!   template miner on its first words); a pattern whose count after the split left what its
-//!   baseline share predicts (new, gone, up or down), in σ of Anscombe's transform, beyond how
-//!   much that share wobbles between baseline minutes;
+//!   baseline share predicts (new, gone, up or down), in σ of Anscombe's transform for two
+//!   Poisson counts (a short baseline's own error counts), beyond how much that share wobbles
+//!   between baseline minutes;
 //! - **metrics**: its golden signals, how far the incident's values left the baseline's median,
 //!   in robust σ (with a floor per unit, so an idle service's tiny wobble is not a signal);
 //!   latency does not count for a service whose own span time did not change (it is waiting);
@@ -51,6 +52,8 @@ const TRACE_RATIO: f64 = 2.0;
 /// Least lines, points or spans on each side for a signal to be read at all.
 const MIN_BASELINE: usize = 20;
 const MIN_INCIDENT: usize = 10;
+/// Logs weigh the baseline's sampling error (see `log_signal`), so fewer lines are enough.
+const MIN_LOG_BASELINE: usize = 10;
 
 /// One signal of one service.
 struct Signal {
@@ -122,7 +125,7 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
             b += 1;
         }
     }
-    if a < MIN_BASELINE || b < MIN_INCIDENT {
+    if a < MIN_LOG_BASELINE || b < MIN_INCIDENT {
         return None;
     }
     // Groups the miner merged as the lines came count as one.
@@ -148,7 +151,9 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
     let mut best: Option<(f64, usize)> = None;
     for (g, (x, y, _)) in &counts {
         let share = *x as f64 / af;
-        let z = anscombe(*y as f64, share * bf);
+        // Two Poisson counts over unequal spans: the baseline's own sampling error counts too,
+        // so a short baseline needs a bigger change (a long one is the one-sample test).
+        let z = 2.0 * ((*y as f64 + 0.375).sqrt() - ((*x as f64 + 0.375) * bf / af).sqrt()) / (1.0 + bf / af).sqrt();
         // How much the pattern's share wobbles from one baseline minute to the next, in the
         // same units: a pattern that is always erratic needs a bigger change to count.
         let spread = if minutes.len() >= 3 {
@@ -532,6 +537,37 @@ mod tests {
         );
         let quiet = [(5 * 60_000, 6 * 60_000)];
         assert_eq!(rank(&again, 20 * 60_000, &quiet, &BTreeMap::new())[0].service, "contacts");
+    }
+
+    /// A service that logged only a minute before the split (data had just begun): a template
+    /// that is new and frequent after it is still a clear change, but a rare line seen once or
+    /// twice is not, because a short baseline may simply have missed it.
+    #[test]
+    fn a_short_baseline_still_shows_a_clear_change_but_not_a_rare_line() {
+        let mut before: Vec<LogLine> =
+            (0..12).map(|i| line(i * 5_000, "contacts", &format!("INFO contact {i} found"))).collect();
+        let after = |bad: i64| -> Vec<LogLine> {
+            (0..40)
+                .map(|i| match i % 20 < bad {
+                    true => {
+                        line(60_000 + i * 3_000, "contacts", &format!("ERROR No contacts according to contactsId {i}"))
+                    }
+                    false => line(60_000 + i * 3_000, "contacts", &format!("INFO contact {i} found")),
+                })
+                .collect()
+        };
+        let score = |lines: &[LogLine]| {
+            let refs: Vec<&LogLine> = lines.iter().collect();
+            log_signal(&refs, 60_000, &[]).map(|s| (s.strength, s.evidence.text))
+        };
+        let storm = [before.clone(), after(10)].concat();
+        let (strength, text) = score(&storm).expect("12 baseline lines are enough to read");
+        assert!(strength >= 1.0 && text.starts_with("log pattern new"), "{strength} {text}");
+        let (strength, text) = score(&[before.clone(), after(1)].concat()).expect("read");
+        assert!(strength < 1.0, "two lines after a 12-line baseline: {strength} {text}");
+        // A baseline of fewer than 10 lines is not read at all.
+        before.truncate(9);
+        assert!(score(&[before, after(10)].concat()).is_none());
     }
 
     #[test]
