@@ -43,11 +43,11 @@ impl NoveltyConfig {
 /// A fact that stands for an active context rather than a value bit.
 const CONTEXT_FACT: u64 = 1 << 31;
 
-/// One half of a context: a set of facts, and which of them hold at the current step.
+/// One half of a context: a set of facts, and how many of them hold at the current step.
 #[derive(Debug, Default)]
 struct Half {
-    len: usize,
-    held: Vec<u64>,
+    facts: Vec<u64>,
+    held: u32,
     /// Left halves only: (right half, context) pairs, in the order they were learned.
     contexts: Vec<(u32, u32)>,
 }
@@ -60,6 +60,8 @@ struct Side {
     by_fact: HashMap<u64, Vec<u32>>,
     /// The halves with at least one fact holding, in id order.
     touched: Vec<u32>,
+    /// The facts that hold (sorted).
+    holding: Vec<u64>,
 }
 
 impl Side {
@@ -69,7 +71,7 @@ impl Side {
             return id;
         }
         let id = self.halves.len() as u32;
-        self.halves.push(Half { len: facts.len(), ..Half::default() });
+        self.halves.push(Half { facts: facts.to_vec(), ..Half::default() });
         for f in facts {
             self.by_fact.entry(*f).or_default().push(id);
         }
@@ -80,24 +82,43 @@ impl Side {
     /// Marks which facts of each half hold now.
     fn hold(&mut self, facts: &[u64]) {
         for id in self.touched.drain(..) {
-            self.halves[id as usize].held.clear();
+            self.halves[id as usize].held = 0;
         }
+        self.holding.clear();
+        self.holding.extend_from_slice(facts);
+        let mut any = false;
         for f in facts {
             for &id in self.by_fact.get(f).map(Vec::as_slice).unwrap_or_default() {
-                let half = &mut self.halves[id as usize];
-                if half.held.is_empty() {
-                    self.touched.push(id);
-                }
-                half.held.push(*f);
+                self.halves[id as usize].held += 1;
+                any = true;
             }
         }
-        self.touched.sort_unstable();
+        // Most halves share a fact with any step, so a scan in id order beats sorting.
+        if any {
+            self.touched.extend((0..self.halves.len() as u32).filter(|id| self.halves[*id as usize].held > 0));
+        }
     }
 
     fn full(&self, id: u32) -> bool {
         let h = &self.halves[id as usize];
-        h.held.len() == h.len
+        h.held as usize == h.facts.len()
     }
+}
+
+/// The facts two sorted lists share, in order.
+fn common(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                (i, j) = (i + 1, j + 1);
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -197,7 +218,7 @@ impl Novelty {
         let (mut expected, mut active) = (0usize, Vec::new());
         for &li in &self.left.touched {
             let lh = &self.left.halves[li as usize];
-            let left_full = lh.held.len() == lh.len;
+            let left_full = lh.held as usize == lh.facts.len();
             // A half that did not fully hold only seeds candidates, and only on a new raw step.
             if !left_full && !raw_new {
                 continue;
@@ -210,23 +231,26 @@ impl Novelty {
                 if left_full {
                     expected += 1;
                 }
-                if rh.held.is_empty() {
+                if rh.held == 0 {
                     continue;
                 }
                 if left_full && self.right.full(ri) {
                     let c = &mut self.contexts[id as usize];
                     c.seen += 1;
                     active.push((c.seen, id));
-                } else if self.contexts[id as usize].raw && raw_new && lh.held.len() <= self.cfg.max_left {
-                    candidates.push((lh.held.clone(), rh.held.clone()));
+                } else if self.contexts[id as usize].raw && raw_new && lh.held as usize <= self.cfg.max_left {
+                    candidates.push((common(&lh.facts, &self.left.holding), common(&rh.facts, &now)));
                 }
             }
         }
         let confirmed = if expected > 0 { active.len() as f64 / expected as f64 } else { 0.0 };
         // The most-confirmed active contexts become facts of the next step's left side.
-        active.sort_unstable();
+        if active.len() > self.cfg.max_active {
+            active.select_nth_unstable_by(self.cfg.max_active, |a, b| b.cmp(a));
+            active.truncate(self.cfg.max_active);
+        }
         let mut next = now.clone();
-        next.extend(active.iter().rev().take(self.cfg.max_active).map(|&(_, id)| CONTEXT_FACT + id as u64));
+        next.extend(active.iter().map(|&(_, id)| CONTEXT_FACT + id as u64));
         next.sort_unstable();
         next.dedup();
         // Learn the candidates; count how many were really new.
