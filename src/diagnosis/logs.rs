@@ -138,17 +138,32 @@ fn core(b: &[u8]) -> (usize, usize) {
 /// Splits a line at ASCII whitespace and masks each token: a token whose core carries a digit (ids,
 /// numbers, addresses, durations) is a variable; so is a long hex string. Punctuation around
 /// the core is shown, so `(pool size 10)` masks to `(pool size <*>)`, but it is not part of a
-/// variable's identity: `(4.9`, `4.9,` and `4.9` match each other. (All the punctuation is
-/// ASCII, so scanning bytes never splits a character.)
+/// variable's identity: `(4.9`, `4.9,` and `4.9` match each other. A word glued to a value by
+/// `=` or a run of dots is the template's (`size=<*>`). (All the punctuation is ASCII, so
+/// scanning bytes never splits a character.)
 fn scan(line: &str) -> impl Iterator<Item = Tok<'_>> {
     line.split_ascii_whitespace().map(|raw| {
         let b = raw.as_bytes();
-        let (start, end) = core(b);
+        let (mut start, end) = core(b);
         let core = &b[start..end];
         let variable = !core.is_empty()
             && ((core.iter().any(u8::is_ascii_digit) && !code_location(core))
                 || (core.len() >= 8 && core.iter().all(u8::is_ascii_hexdigit)));
-        let id = if variable { WILDCARD_ID } else { fnv_extend(FNV_START, b) };
+        if !variable {
+            return Tok { raw, core: (start, end), variable, id: fnv_extend(FNV_START, b) };
+        }
+        // A word glued to the value by `=` or a run of dots (`size=10`, `instruction......0x0`)
+        // is the template's, not the value's.
+        let glue = (1..core.len())
+            .rev()
+            .find(|&i| core[i - 1] == b'=' || (i >= 2 && core[i - 1] == b'.' && core[i - 2] == b'.'));
+        let id = match glue {
+            Some(i) if core[..i].iter().any(u8::is_ascii_alphabetic) && !core[..i].iter().any(u8::is_ascii_digit) => {
+                start += i;
+                fnv_extend(fnv_extend(FNV_START, &b[..start]), WILDCARD.as_bytes())
+            }
+            _ => WILDCARD_ID,
+        };
         Tok { raw, core: (start, end), variable, id }
     })
 }
@@ -403,6 +418,14 @@ mod tests {
         assert_eq!(tokens("Fehler beim Öffnen: «datei-7» nach 30s").join(" "), "Fehler beim Öffnen: <*> nach <*>");
         let h = m.add("Fehler beim Öffnen: «datei-7» nach 30s");
         assert_eq!(m.template(h), "Fehler beim Öffnen: <*> nach <*>");
+        // A word glued to a value by `=` or a run of dots stays in the template; a token with a
+        // digit before the glue is a value throughout.
+        assert_eq!(
+            tokens("size=10 instruction......0x0 user=bob a1=5 (timeout=30s)").join(" "),
+            "size=<*> instruction......<*> user=bob <*> (timeout=<*>)"
+        );
+        let (g1, g2) = (m.add("flushed size=10 bytes"), m.add("flushed count=10 bytes"));
+        assert_ne!(g1, g2, "the glued word tells two templates apart");
         // Punctuation that clings to a value does not split its template, however many lines
         // come each way.
         let wrapped: Vec<usize> = (0..3).map(|n| m.add(&format!("refill took ({n}.5) s"))).collect();

@@ -453,7 +453,7 @@ mod tests {
     fn log_templates_mask_variable_parts() {
         assert_eq!(
             logs::tokens("ERROR pool exhausted: waited 5003ms for conn id=4f9a2b3c4d5e6f70").join(" "),
-            "ERROR pool exhausted: waited <*> for conn <*>"
+            "ERROR pool exhausted: waited <*> for conn id=<*>"
         );
     }
 
@@ -588,7 +588,7 @@ mod tests {
         assert_eq!(
             logs,
             ["log pattern whose rate jumped from 0.2/min to 3.0/min at the onset, 96× from 00:00 UTC: \
-              \"WARN retrying call <*> attempt <*>\" (e.g. \"WARN retrying call id=0 attempt 2\")"]
+              \"WARN retrying call id=<*> attempt <*>\" (e.g. \"WARN retrying call id=0 attempt 2\")"]
         );
     }
 
