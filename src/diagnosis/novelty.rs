@@ -79,7 +79,7 @@ impl Side {
         id
     }
 
-    /// Marks which facts of each half hold now.
+    /// Counts, for each half, how many of its facts hold now.
     fn hold(&mut self, facts: &[u64]) {
         for id in self.touched.drain(..) {
             self.halves[id as usize].held = 0;
