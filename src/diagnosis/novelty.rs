@@ -140,8 +140,29 @@ pub struct Novelty {
     contexts: Vec<Context>,
     /// Last step's facts and active contexts: the left side of this step's raw context.
     last: Vec<u64>,
+    rest: Rest,
+}
+
+/// Holds scores at 0 for `rest` points after one at or above `threshold`, and at the start.
+#[derive(Debug)]
+struct Rest {
+    rest: usize,
+    threshold: f64,
     /// Steps since the last score at or above the threshold (the start counts as one).
     since_high: usize,
+}
+
+impl Rest {
+    fn new(cfg: &NoveltyConfig) -> Rest {
+        Rest { rest: cfg.rest, threshold: cfg.threshold, since_high: 0 }
+    }
+
+    /// The score to report for `raw`.
+    fn pass(&mut self, raw: f64) -> f64 {
+        let resting = self.since_high < self.rest;
+        self.since_high = if raw >= self.threshold { 0 } else { self.since_high + 1 };
+        if resting { 0.0 } else { raw }
+    }
 }
 
 /// What the detector says about one point, and why.
@@ -169,7 +190,7 @@ impl Novelty {
             pairs: HashMap::new(),
             contexts: Vec::new(),
             last: Vec::new(),
-            since_high: 0,
+            rest: Rest::new(&cfg),
         }
     }
 
@@ -268,9 +289,7 @@ impl Novelty {
         self.last = next;
 
         let raw = (1.0 - confirmed + new) / 2.0;
-        let resting = self.since_high < self.cfg.rest;
-        self.since_high = if raw >= self.cfg.threshold { 0 } else { self.since_high + 1 };
-        NoveltyScore { score: if resting { 0.0 } else { raw }, raw, confirmed, new }
+        NoveltyScore { score: self.rest.pass(raw), raw, confirmed, new }
     }
 }
 
@@ -282,9 +301,7 @@ impl Novelty {
 pub struct Combined {
     level: Detector,
     novelty: Novelty,
-    rest: usize,
-    threshold: f64,
-    since_high: usize,
+    rest: Rest,
 }
 
 /// What [`Combined`] says about one point: its score and each part's.
@@ -299,19 +316,14 @@ impl Combined {
     pub fn new(level: Config, novelty: NoveltyConfig) -> Combined {
         Combined {
             level: Detector::new(Config { quiet: 0, ..level }),
-            rest: novelty.rest,
-            threshold: novelty.threshold,
+            rest: Rest::new(&novelty),
             novelty: Novelty::new(novelty),
-            since_high: 0,
         }
     }
 
     pub fn push(&mut self, x: f64) -> CombinedScore {
         let (level, novelty) = (self.level.push(x), self.novelty.push(x));
-        let raw = level.score.max(novelty.raw);
-        let resting = self.since_high < self.rest;
-        self.since_high = if raw >= self.threshold { 0 } else { self.since_high + 1 };
-        CombinedScore { score: if resting { 0.0 } else { raw }, level, novelty }
+        CombinedScore { score: self.rest.pass(level.score.max(novelty.raw)), level, novelty }
     }
 }
 

@@ -89,6 +89,13 @@ fn anscombe(observed: f64, expected: f64) -> f64 {
     2.0 * ((observed + 0.375).sqrt() - (expected + 0.375).sqrt())
 }
 
+/// The same for two Poisson counts: `after` over a span `ratio` times as long as the one
+/// `before` was counted over. The baseline's own sampling error counts too, so a short baseline
+/// needs a bigger change; a long one (`ratio` → 0) gives the one-sample figure.
+fn anscombe_two(after: f64, before: f64, ratio: f64) -> f64 {
+    2.0 * ((after + 0.375).sqrt() - ((before + 0.375) * ratio).sqrt()) / (1.0 + ratio).sqrt()
+}
+
 /// The log signal of one service's lines.
 fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> Option<Signal> {
     let mut miner = logs::Miner::new(logs::Config::default());
@@ -151,9 +158,7 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
     let mut best: Option<(f64, usize)> = None;
     for (g, (x, y, _)) in &counts {
         let share = *x as f64 / af;
-        // Two Poisson counts over unequal spans: the baseline's own sampling error counts too,
-        // so a short baseline needs a bigger change (a long one is the one-sample test).
-        let z = 2.0 * ((*y as f64 + 0.375).sqrt() - ((*x as f64 + 0.375) * bf / af).sqrt()) / (1.0 + bf / af).sqrt();
+        let z = anscombe_two(*y as f64, *x as f64, bf / af);
         // How much the pattern's share wobbles from one baseline minute to the next, in the
         // same units: a pattern that is always erratic needs a bigger change to count.
         let spread = if minutes.len() >= 3 {
@@ -548,11 +553,13 @@ mod tests {
             (0..12).map(|i| line(i * 5_000, "contacts", &format!("INFO contact {i} found"))).collect();
         let after = |bad: i64| -> Vec<LogLine> {
             (0..40)
-                .map(|i| match i % 20 < bad {
-                    true => {
-                        line(60_000 + i * 3_000, "contacts", &format!("ERROR No contacts according to contactsId {i}"))
-                    }
-                    false => line(60_000 + i * 3_000, "contacts", &format!("INFO contact {i} found")),
+                .map(|i| {
+                    let text = if i % 20 < bad {
+                        format!("ERROR No contacts according to contactsId {i}")
+                    } else {
+                        format!("INFO contact {i} found")
+                    };
+                    line(60_000 + i * 3_000, "contacts", &text)
                 })
                 .collect()
         };
