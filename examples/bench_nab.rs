@@ -5,11 +5,11 @@
 //!
 //! ```text
 //! cargo run --release --example bench_nab -- [--data ../shared/datasets/nab] [--results target/nab-results]
-//!     [--half a|b] [--detector combined|level|novelty] [--rounds 3]
+//!     [--half a|b] [--detector combined|level|novelty|flatline] [--rounds 3]
 //! ```
 //!
-//! The detector is `novelty::Combined` (the level detector and context novelty under one rest
-//! period); `level` and `novelty` score each part alone.
+//! The detector is `novelty::Combined` (the level detector, context novelty and the flatline
+//! record under one rest period); `level`, `novelty` and `flatline` score each part alone.
 //!
 //! Scoring, as NAB's `sweeper.py` does it: the first 15% of each file (at most 750 rows) is
 //! probation and not scored. A point inside a window scores the scaled sigmoid of its relative
@@ -25,7 +25,7 @@ mod data;
 
 use chrono::NaiveDateTime;
 use medic::diagnosis::anomaly::{Config, Detector};
-use medic::diagnosis::novelty::{Combined, Novelty, NoveltyConfig};
+use medic::diagnosis::novelty::{Combined, FLATLINE_MIN_RUN, Flatline, Novelty, NoveltyConfig};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -205,7 +205,7 @@ fn novelty_for(f: &DataFile) -> NoveltyConfig {
     NoveltyConfig::new(lo, hi, probation(f.values.len()) / 5)
 }
 
-/// `--detector combined` (the default), `level` or `novelty`: each point's anomaly score.
+/// `--detector combined` (the default), `level`, `novelty` or `flatline`: each point's anomaly score.
 fn detect(f: &DataFile, which: &str, seasonal: bool) -> Vec<f64> {
     match which {
         "level" => {
@@ -214,6 +214,10 @@ fn detect(f: &DataFile, which: &str, seasonal: bool) -> Vec<f64> {
         }
         "novelty" => {
             let mut d = Novelty::new(novelty_for(f));
+            f.values.iter().map(|x| d.push(*x).score).collect()
+        }
+        "flatline" => {
+            let mut d = Flatline::new(FLATLINE_MIN_RUN);
             f.values.iter().map(|x| d.push(*x).score).collect()
         }
         _ => {
@@ -256,8 +260,8 @@ fn main() {
     println!("NAB: {} files, {points} points, {windows} windows, from {data}", files.len());
 
     let which = arg("--detector", "combined");
-    if !["combined", "level", "novelty"].contains(&which.as_str()) {
-        eprintln!("--detector {which:?}: expected combined, level or novelty");
+    if !["combined", "level", "novelty", "flatline"].contains(&which.as_str()) {
+        eprintln!("--detector {which:?}: expected combined, level, novelty or flatline");
         std::process::exit(2)
     }
     let scores: Vec<Vec<f64>> = files.iter().map(|f| detect(f, &which, seasonal)).collect();

@@ -50,8 +50,9 @@
 //!   hypothesis), `rca` (root cause across services), `changes`, `patterns` (log evidence), `situation` (pods,
 //!   alerts, silences, what could not be seen), `history`, `signatures` (runbook hypotheses);
 //!   `diagnose` composes and ranks them. `diagnosis::anomaly` is the window analysis the diagnosis
-//!   uses and a level detector; `diagnosis::novelty` is context novelty and the streaming detector
-//!   that combines the two (scored on NAB by `examples/bench_nab.rs`); `diagnosis::logs` is the online
+//!   uses and a level detector; `diagnosis::novelty` is context novelty, the flatline record and the
+//!   streaming detector that combines them with the level detector (scored on NAB by
+//!   `examples/bench_nab.rs`); `diagnosis::logs` is the online
 //!   log template miner (scored on Loghub by `examples/bench_loghub.rs`).
 //! - [`plan`] — a runbook plan with the incident's values rendered strictly through [`render`]
 //!   (queries, URLs and arguments escaped for where each value lands); immutable and

@@ -12,6 +12,11 @@
 //!
 //! After a score at or above the threshold, scores are held at 0 for a rest period: the same event
 //! is not news twice.
+//!
+//! [`Flatline`] asks a third question: "has this series ever stood still this long?". A metric
+//! that repeats one exact value for longer than ever before (after it has been seen to move) is
+//! stuck: a dead exporter, a hung process, a disk that stopped writing. [`Combined`] joins the
+//! three.
 
 use super::anomaly::{Config, Detector, Score};
 use std::collections::{HashMap, HashSet};
@@ -293,14 +298,67 @@ impl Novelty {
     }
 }
 
+/// The shortest run of one repeated value [`Flatline`] reports (chosen on NAB's half A, where every
+/// value from 2 to 200 scored 72.5–73.6; see the README).
+pub const FLATLINE_MIN_RUN: usize = 30;
+
+/// Reports a series that repeats one exact value for longer than it ever has before, once per run,
+/// and only after it has been seen to change (a series flat from its start is not news).
+#[derive(Debug, Clone)]
+pub struct Flatline {
+    min_run: usize,
+    last: f64,
+    /// Points in the current run of `last`.
+    run: usize,
+    /// The longest run that has ended; `None` until the value first changes.
+    longest: Option<usize>,
+}
+
+/// What [`Flatline`] says about one point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlatlineScore {
+    /// 1 on the point where the current run becomes the longest yet, else 0.
+    pub score: f64,
+    /// Points in the current run of one value.
+    pub run: usize,
+    /// The longest earlier run (0 before the value first changed).
+    pub longest: usize,
+}
+
+impl Flatline {
+    pub fn new(min_run: usize) -> Flatline {
+        Flatline { min_run: min_run.max(2), last: f64::NAN, run: 0, longest: None }
+    }
+
+    pub fn push(&mut self, x: f64) -> FlatlineScore {
+        if !x.is_finite() {
+            return FlatlineScore { score: 0.0, run: self.run, longest: self.longest.unwrap_or(0) };
+        }
+        if x == self.last {
+            self.run += 1;
+        } else {
+            if self.run > 0 {
+                self.longest = Some(self.longest.unwrap_or(0).max(self.run));
+            }
+            (self.last, self.run) = (x, 1);
+        }
+        // News once: on the point where the run first outlasts every earlier one and the minimum.
+        let news = self.longest.is_some_and(|l| self.run == (l + 1).max(self.min_run));
+        let score = if news { 1.0 } else { 0.0 };
+        FlatlineScore { score, run: self.run, longest: self.longest.unwrap_or(0) }
+    }
+}
+
 /// The streaming detector medic scores on NAB: the level detector ([`Detector`], which knows how
-/// far a value is from what was expected) and context novelty (which knows whether this sequence
-/// has been seen before), the higher of the two, under one rest period. The level detector's own
-/// damping is off here: the shared rest does that job, once.
+/// far a value is from what was expected), context novelty (which knows whether this sequence
+/// has been seen before) and [`Flatline`] (which knows whether it has ever stood still this long),
+/// the highest of the three, under one rest period. The level detector's own damping is off here:
+/// the shared rest does that job, once.
 #[derive(Debug)]
 pub struct Combined {
     level: Detector,
     novelty: Novelty,
+    flatline: Flatline,
     rest: Rest,
 }
 
@@ -310,6 +368,7 @@ pub struct CombinedScore {
     pub score: f64,
     pub level: Score,
     pub novelty: NoveltyScore,
+    pub flatline: FlatlineScore,
 }
 
 impl Combined {
@@ -318,12 +377,14 @@ impl Combined {
             level: Detector::new(Config { quiet: 0, ..level }),
             rest: Rest::new(&novelty),
             novelty: Novelty::new(novelty),
+            flatline: Flatline::new(FLATLINE_MIN_RUN),
         }
     }
 
     pub fn push(&mut self, x: f64) -> CombinedScore {
-        let (level, novelty) = (self.level.push(x), self.novelty.push(x));
-        CombinedScore { score: self.rest.pass(level.score.max(novelty.raw)), level, novelty }
+        let (level, novelty, flatline) = (self.level.push(x), self.novelty.push(x), self.flatline.push(x));
+        let raw = level.score.max(novelty.raw).max(flatline.score);
+        CombinedScore { score: self.rest.pass(raw), level, novelty, flatline }
     }
 }
 
@@ -375,6 +436,29 @@ mod tests {
         // A flat range does not divide by zero.
         let mut flat = Novelty::new(NoveltyConfig::new(3.0, 3.0, 0));
         assert!(flat.push(3.0).raw.is_finite());
+    }
+
+    #[test]
+    fn a_flatline_longer_than_any_before_is_reported_once() {
+        let mut d = Flatline::new(5);
+        // Flat from the start: nothing to compare with, so not news.
+        assert!((0..50).all(|_| d.push(1.0).score == 0.0));
+        // Moving, in runs shorter than that first one.
+        let moving = |len: usize| (0..200).map(move |i| ((i / len) % 3) as f64);
+        assert!(moving(7).all(|x| d.push(x).score == 0.0), "no run is the longest yet");
+
+        // Runs of 3, then 20 nines: reported when the run reaches the minimum of 5, once.
+        let mut d = Flatline::new(5);
+        let scores: Vec<f64> = moving(3).chain([9.0; 20]).map(|x| d.push(x).score).collect();
+        let hits: Vec<usize> = scores.iter().enumerate().filter(|(_, s)| **s > 0.0).map(|(i, _)| i).collect();
+        assert_eq!(hits, vec![204], "{scores:?}");
+        // Then 25 fours: news when they outlast the nines (at their 21st point).
+        let scores: Vec<FlatlineScore> = [4.0; 25].iter().map(|x| d.push(*x)).collect();
+        let hit = scores.iter().position(|s| s.score > 0.0);
+        assert_eq!(hit, Some(20), "{scores:?}");
+        assert_eq!((scores[20].run, scores[20].longest), (21, 20));
+        assert_eq!(scores.iter().filter(|s| s.score > 0.0).count(), 1);
+        assert_eq!(d.push(f64::NAN).run, 25, "a gap neither ends nor extends the run");
     }
 
     #[test]
