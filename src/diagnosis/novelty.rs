@@ -224,6 +224,16 @@ impl Novelty {
 
     /// Feeds one point; returns its score.
     pub fn push(&mut self, x: f64) -> NoveltyScore {
+        let s = self.step(x);
+        if !x.is_finite() {
+            return s;
+        }
+        NoveltyScore { score: self.rest.pass(s.raw), ..s }
+    }
+
+    /// Feeds one point and learns from it, without the rest period (`score` is `raw`): for a
+    /// detector that rests on its own, as [`Combined`] does.
+    fn step(&mut self, x: f64) -> NoveltyScore {
         if !x.is_finite() {
             return NoveltyScore { score: 0.0, raw: 0.0, confirmed: 0.0, new: 0.0 };
         }
@@ -294,7 +304,7 @@ impl Novelty {
         self.last = next;
 
         let raw = (1.0 - confirmed + new) / 2.0;
-        NoveltyScore { score: self.rest.pass(raw), raw, confirmed, new }
+        NoveltyScore { score: raw, raw, confirmed, new }
     }
 }
 
@@ -362,7 +372,7 @@ pub struct Combined {
     rest: Rest,
 }
 
-/// What [`Combined`] says about one point: its score and each part's.
+/// What [`Combined`] says about one point: its score and each part's (before the shared rest).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CombinedScore {
     pub score: f64,
@@ -382,7 +392,7 @@ impl Combined {
     }
 
     pub fn push(&mut self, x: f64) -> CombinedScore {
-        let (level, novelty, flatline) = (self.level.push(x), self.novelty.push(x), self.flatline.push(x));
+        let (level, novelty, flatline) = (self.level.push(x), self.novelty.step(x), self.flatline.push(x));
         let raw = level.score.max(novelty.raw).max(flatline.score);
         CombinedScore { score: self.rest.pass(raw), level, novelty, flatline }
     }
