@@ -304,6 +304,24 @@ async fn reject_asks_why(db: Db) {
     .await
     .expect("the rejection and its reason in the thread");
     assert_eq!(s.restarts.load(Ordering::SeqCst), 0);
+
+    // An incident no runbook matches reaches Discord too (its template failed without a plan,
+    // silently), and `/readyz` shows no failed delivery.
+    let disk = serde_json::json!({"alerts": [{"name": "DiskFull", "status": "firing",
+        "labels": {"service": "db", "severity": "critical", "instance": "db-1"}}]});
+    assert_eq!(s.app.post("/v1/alerts/generic", disk.to_string(), &[]).await.0, 200);
+    let posted = poll_until(20, || async {
+        s.fake
+            .calls("POST", "channels/1193522112795029544/messages")
+            .into_iter()
+            .map(|(_, b)| b)
+            .find(|b| b["embeds"][0]["title"].as_str().is_some_and(|t| t.contains("DiskFull")))
+    })
+    .await
+    .expect("the incident with no plan is posted");
+    assert!(posted["embeds"][0]["fields"].to_string().contains("No plan"), "{posted:#}");
+    let (_, ready) = s.app.get("/readyz").await;
+    assert_eq!(ready["degraded"], serde_json::json!([]), "{ready:#}");
     s.app.stop().await.unwrap();
 }
 

@@ -77,6 +77,7 @@ fn question(o: &Offline, text: &str) -> Question {
         who: medic::approval::Identity("slack:U1".into()),
         via: "slack:C1".into(),
         groups: Default::default(),
+        addressed: true,
     }
 }
 

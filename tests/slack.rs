@@ -328,7 +328,33 @@ async fn questions_in_the_thread_are_answered_once(db: Db) {
 async fn pause_from_chat_needs_the_control_group(db: Db) {
     let Some(s) = setup(db, "ask: {control_groups: [sre]}\n", 0, None).await else { return };
     s.alert().await;
-    s.root().await;
+    let root = s.root().await;
+    let ts = root["__ts"].as_str().unwrap().to_string();
+    // A member of the control group, in the incident's thread, not addressing medic: neither a
+    // question nor an order overheard changes anything; addressed, a question does not either.
+    let audited = s.app.store.audit_page(0, 1000).await.unwrap().len();
+    for (id, kind, text) in [
+        ("201", "message", "should we pause automation?"),
+        ("202", "message", "pause automation"),
+        ("203", "message", "did someone resolve this?"),
+        ("204", "app_mention", "<@UMEDIC> should we pause automation?"),
+        ("205", "app_mention", "<@UMEDIC> checkout cannot resolve postgres.shop.svc"),
+    ] {
+        assert_eq!(s.event(&event(id, kind, "U0ALLOWED", text, &ts), None).await, 200);
+    }
+    let said = poll_until(10, || async {
+        s.replies(&ts).into_iter().find(|c| c.to_string().contains("reads as a question, so nothing was done"))
+    })
+    .await;
+    assert!(said.is_some(), "the addressed question is answered, saying why nothing was done");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(s.app.store.paused().await.unwrap().is_none(), "nothing paused");
+    let audit = s.app.store.audit_page(0, 1000).await.unwrap();
+    assert!(
+        audit[audited..].iter().all(|r| r.kind == "diagnosed"),
+        "nothing changed: {:?}",
+        audit[audited..].iter().map(|r| &r.kind).collect::<Vec<_>>()
+    );
     assert_eq!(s.command("U0STRANGER", "pause").await, 200);
     let eph =
         poll_until(10, || async { s.fake.calls("chat.postEphemeral").into_iter().find(|c| c["user"] == "U0STRANGER") })

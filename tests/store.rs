@@ -359,7 +359,30 @@ async fn retention_keeps_the_chain_verifiable(db: Db) {
     raw.close().await;
 }
 
+/// A delivery that could not be built is failed for good and shows in the platform's health;
+/// the next root post is a post (there is no sent message to update), and it is claimed.
+async fn a_delivery_that_did_not_render_is_a_failed_delivery(db: Db) {
+    let Some((_db, s)) = open(db).await else { return };
+    let item = store::OutboxItem {
+        platform: "discord".into(),
+        incident_id: 1,
+        op: "post".into(),
+        channel: "C1".into(),
+        target: None,
+        body: String::new(),
+    };
+    s.outbox_refused(&item, "the post could not be built: decision not found", T0).await.unwrap();
+    let health = s.outbox_health(T0 - MIN).await.unwrap();
+    assert_eq!((health.len(), health[0].failed), (1, 1), "{health:?}");
+    assert!(health[0].last_error.as_deref().unwrap_or("").contains("could not be built"), "{health:?}");
+    assert!(s.outbox_claim("discord", T0, MIN, 10).await.unwrap().is_empty(), "a failed row is never sent");
+    s.outbox_push(&store::OutboxItem { body: "{}".into(), ..item }, T0 + 1).await.unwrap();
+    let claimed = s.outbox_claim("discord", T0 + 2, MIN, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|r| r.item.op.as_str()).collect::<Vec<_>>(), ["post"]);
+}
+
 both_stores!(
+    a_delivery_that_did_not_render_is_a_failed_delivery,
     retention_keeps_the_chain_verifiable,
     a_lease_has_one_holder_and_lapses,
     deliveries_once_and_resolve_by_hand,

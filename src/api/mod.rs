@@ -46,6 +46,7 @@ pub async fn ask(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Respon
         who: crate::approval::Identity("api".into()),
         via: "api".into(),
         groups: Default::default(),
+        addressed: true,
     };
     match app.asker.ask(&q).await {
         Ok(a) => Json(a.to_json(app.asker.offset)).into_response(),

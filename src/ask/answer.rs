@@ -214,7 +214,10 @@ impl Asker {
         services.sort();
         services.dedup();
         let vocab = Vocabulary { services, now, offset: self.offset };
-        let parsed = super::parse(&q.text, &vocab);
+        let parsed = match q.addressed {
+            true => super::parse(&q.text, &vocab),
+            false => super::parse(&q.text, &vocab).overheard(),
+        };
         // A question may name another incident; else the thread's; else the newest open one.
         let subject = match (parsed.slots.incident, subject) {
             (Some(id), s) if s.as_ref().is_none_or(|s| s.incident.id != id) => {
@@ -244,6 +247,13 @@ impl Asker {
             }
             _ => self.answer(&parsed, subject.as_ref(), q, now, edges).await?,
         };
+        // Answered as a question, though it named a state change: say so, and how to order it.
+        if let (Some(note), Some(hint)) = (parsed.note, order_hint(&parsed))
+            && a.intent != Intent::Unknown
+        {
+            a.lines.push(format!("I did not act on it: {note}."));
+            a.lines.push(hint);
+        }
         a.headline = crate::redact::redact(&a.headline);
         for l in &mut a.lines {
             *l = crate::redact::redact(l);
@@ -388,6 +398,7 @@ impl Asker {
             let mut a = Answer::new(p, None, "I did not understand that question.");
             if let Some(note) = p.note {
                 a.headline = format!("I did not act on that: {note}.");
+                a.lines.extend(order_hint(p));
             }
             let close: Vec<String> = p
                 .suggestions
@@ -1018,12 +1029,22 @@ impl crate::chat::asking::Answers for Asker {
 
     fn understood(&self, text: &str) -> bool {
         let v = Vocabulary { now: self.clock.now(), offset: self.offset, ..Default::default() };
-        !matches!(super::parse(text, &v).intent, Intent::Unknown | Intent::Help)
+        let p = super::parse(text, &v).overheard();
+        p.note.is_none() && !matches!(p.intent, Intent::Unknown | Intent::Help)
     }
 
     fn per_minute(&self) -> u32 {
         self.config.per_minute
     }
+}
+
+/// How to give the order a sentence named but did not give (a question, a statement, a
+/// message medic overheard); none for a negation, or for what a sentence can never order.
+fn order_hint(p: &Parsed) -> Option<String> {
+    use super::parse::{OVERHEARD, QUESTION, STATEMENT};
+    let wanted = p.suggestions.first().filter(|i| i.mutating())?;
+    matches!(p.note?, QUESTION | STATEMENT | OVERHEARD)
+        .then(|| format!("To {}, order it where I am addressed: `@medic {}`.", wanted.as_str(), wanted.example()))
 }
 
 /// A number for people: at most four significant digits.

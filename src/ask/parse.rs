@@ -5,8 +5,17 @@
 //! [`THRESHOLD`] the answer is `unknown` with the closest intents as suggestions.
 //!
 //! Tolerance: case, punctuation, possessives ("checkout's"), one typo in a word of four or more
-//! letters (two from eight), and filler words. Mutating intents (`pause`, `resume`, `resolve`,
-//! `reopen`, `silence`) match only exact words and never under a negation ("don't pause").
+//! letters (two from eight), and filler words.
+//!
+//! Mutating intents (`pause`, `resume`, `grant`, `revoke`, `resolve`, `reopen`, `silence`) are
+//! taken only from an order: exact words (no typo), a sentence that starts with a command verb
+//! ("pause automation", "mark it resolved", "@medic stop all automation now"), never a question
+//! (a question mark, or a question word or auxiliary first: "should we pause automation?", "did
+//! someone resolve this", "how do I resume automation"), never under a negation ("checkout
+//! cannot resolve postgres"), never a statement ("when payments resume we are done"). Such a
+//! sentence is answered as the question it is (its best read-only intent; a question about a
+//! state change, with none, is `status`) and [`Parsed::note`] says why nothing was done. A
+//! message medic overheard ([`Parsed::overheard`]) never acts either.
 
 use crate::time::Millis;
 use serde_json::{Value, json};
@@ -260,20 +269,48 @@ const DAY: Millis = 24 * HOUR;
 /// Each intent's words and phrases, with their weights.
 const TABLE: &[(Intent, &[(&str, u32)])] = &[
     (Intent::Help, &[("help", 6), ("commands", 4), ("what can you do", 7), ("how do i use you", 7), ("usage", 3)]),
-    (Intent::Pause, &[("pause", 6), ("kill switch", 6), ("stop automation", 7), ("freeze automation", 7)]),
+    (
+        Intent::Pause,
+        &[
+            ("pause", 6),
+            ("kill switch", 6),
+            ("stop automation", 7),
+            ("freeze automation", 7),
+            ("automation", 2),
+            ("stop", 2),
+            ("halt", 2),
+            ("disable", 2),
+            ("suspend", 2),
+        ],
+    ),
     (Intent::Grant, &[("grant autonomy", 10), ("grant auto", 10), ("let it run by itself", 10), ("allow auto", 9)]),
     (
         Intent::Revoke,
-        &[("revoke autonomy", 10), ("revoke auto", 10), ("no more auto", 9), ("needs approval again", 10)],
+        &[
+            ("revoke autonomy", 10),
+            ("revoke auto", 10),
+            ("no more auto", 9),
+            ("needs approval again", 10),
+            ("require approval again", 10),
+        ],
     ),
     (
         Intent::Resume,
-        &[("resume", 6), ("unpause", 7), ("un-pause", 7), ("restart automation", 8), ("automation back on", 8)],
+        &[
+            ("resume", 6),
+            ("unpause", 7),
+            ("un-pause", 7),
+            ("restart automation", 8),
+            ("automation back on", 8),
+            ("automation", 2),
+            ("enable", 2),
+        ],
     ),
     (
         Intent::Resolve,
         &[
             ("resolve", 6),
+            ("resolved", 5),
             ("close this incident", 7),
             ("close the incident", 7),
             ("mark as resolved", 8),
@@ -693,9 +730,12 @@ fn correct(toks: Vec<String>, services: &[String]) -> (Vec<String>, Vec<bool>) {
             {
                 return t;
             }
+            // Mutating intents take exact words only, so their words are never a correction
+            // ("half" is not "halt", "step" is not "stop").
             let best = words
-                .keys()
-                .filter(|k| near(&t, k))
+                .iter()
+                .filter(|(k, intents)| near(&t, k) && intents.iter().any(|(i, _)| !i.mutating()))
+                .map(|(k, _)| k)
                 .min_by_key(|k| (strsim::damerau_levenshtein(&t, k), k.len().abs_diff(t.len()), **k));
             match best {
                 Some(k) => {
@@ -756,10 +796,29 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
     };
     let mut suggestions: Vec<Intent> = Vec::new();
     let mut note = None;
-    if intent.mutating() && negated(&toks) {
-        suggestions.push(intent);
-        intent = Intent::Unknown;
-        note = Some("it reads as a negation, so nothing was done");
+    if intent.mutating() {
+        let not_an_order = if negated(&toks) {
+            Some(NEGATION)
+        } else if asks(text, &original) {
+            Some(QUESTION)
+        } else if !ordered(&original) {
+            Some(STATEMENT)
+        } else {
+            None
+        };
+        if let Some(why) = not_an_order {
+            suggestions.push(intent);
+            note = Some(why);
+            // Answered as what it asks: its best read-only intent; a question about a state
+            // change with none ("did someone resolve this?") asks for the state.
+            let read_only = ranked.iter().find(|(i, s)| !i.mutating() && *s >= THRESHOLD).map(|(i, _)| *i);
+            intent = match (why, read_only) {
+                (NEGATION, _) => Intent::Unknown,
+                (_, Some(i)) => i,
+                (QUESTION, None) => Intent::Status,
+                (_, None) => Intent::Unknown,
+            };
+        }
     }
     // Plans are approved, rejected and run by a person's button, never by a sentence.
     if original.iter().any(|t| matches!(t.as_str(), "approve" | "execute" | "reject" | "deny")) {
@@ -792,9 +851,186 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
     Parsed { intent, slots, suggestions, note }
 }
 
-/// "don't", "do not", "never", "no" before the verb.
+/// Why a sentence that names a state change did not make one.
+pub const NEGATION: &str = "it reads as a negation, so nothing was done";
+pub const QUESTION: &str = "it reads as a question, so nothing was done";
+pub const STATEMENT: &str =
+    "it does not read as an order to me (an order starts with its verb: `pause automation`), so nothing was done";
+pub const OVERHEARD: &str =
+    "it was not addressed to me (mention me, message me directly or use `/medic`), so nothing was done";
+
+impl Parsed {
+    /// `self` as medic overheard it (in a thread, with no mention, no DM, no slash command): a
+    /// message medic was not told is only ever answered, never acted on.
+    pub fn overheard(mut self) -> Parsed {
+        if self.intent.mutating() {
+            self.suggestions.insert(0, self.intent);
+            self.intent = Intent::Unknown;
+            self.note = Some(OVERHEARD);
+        }
+        self
+    }
+}
+
+/// "don't", "do not", "never", "no", "cannot", "isn't"… anywhere in the sentence.
 fn negated(toks: &[String]) -> bool {
-    toks.iter().any(|t| matches!(t.as_str(), "dont" | "never" | "not" | "no" | "nope" | "shouldnt" | "cant" | "wont"))
+    toks.iter().any(|t| {
+        matches!(
+            t.as_str(),
+            "dont"
+                | "never"
+                | "not"
+                | "no"
+                | "nope"
+                | "shouldnt"
+                | "cant"
+                | "cannot"
+                | "wont"
+                | "wouldnt"
+                | "couldnt"
+                | "isnt"
+                | "arent"
+                | "wasnt"
+                | "werent"
+                | "doesnt"
+                | "didnt"
+                | "hasnt"
+                | "havent"
+                | "mustnt"
+                | "neither"
+                | "nor"
+        )
+    })
+}
+
+/// Words that may stand before what a sentence says: addressing medic, politeness, fillers.
+fn lead_in(t: &str) -> bool {
+    matches!(
+        t,
+        "medic"
+            | "hey"
+            | "hi"
+            | "hello"
+            | "ok"
+            | "okay"
+            | "please"
+            | "pls"
+            | "plz"
+            | "kindly"
+            | "so"
+            | "now"
+            | "just"
+            | "yes"
+            | "yeah"
+            | "alright"
+            | "right"
+            | "then"
+            | "and"
+            | "also"
+            | "go"
+            | "ahead"
+    )
+}
+
+/// The first word of what a sentence says, after its lead-in.
+fn first_word(toks: &[String]) -> Option<&str> {
+    toks.iter().map(String::as_str).find(|t| !lead_in(t))
+}
+
+/// Whether a sentence is a question: a question mark, or a question word or an auxiliary
+/// first ("should we…", "did someone…", "can you…", "is it…").
+fn asks(text: &str, toks: &[String]) -> bool {
+    let text: String = text.chars().take(MAX_CHARS).collect();
+    text.contains('?')
+        || first_word(toks).is_some_and(|t| {
+            matches!(
+                t,
+                "what"
+                    | "whats"
+                    | "which"
+                    | "who"
+                    | "whom"
+                    | "whose"
+                    | "whos"
+                    | "how"
+                    | "hows"
+                    | "why"
+                    | "when"
+                    | "whens"
+                    | "where"
+                    | "wheres"
+                    | "should"
+                    | "could"
+                    | "would"
+                    | "can"
+                    | "may"
+                    | "might"
+                    | "shall"
+                    | "must"
+                    | "will"
+                    | "did"
+                    | "do"
+                    | "does"
+                    | "is"
+                    | "are"
+                    | "am"
+                    | "was"
+                    | "were"
+                    | "has"
+                    | "have"
+                    | "had"
+                    | "wonder"
+                    | "any"
+                    | "anyone"
+                    | "somebody"
+                    | "someone"
+            )
+        })
+}
+
+/// Whether a sentence is an order: it starts (after its lead-in) with a command verb.
+fn ordered(toks: &[String]) -> bool {
+    first_word(toks).is_some_and(|t| {
+        matches!(
+            t,
+            "pause"
+                | "halt"
+                | "freeze"
+                | "stop"
+                | "disable"
+                | "suspend"
+                | "kill"
+                | "resume"
+                | "unpause"
+                | "un-pause"
+                | "restart"
+                | "enable"
+                | "turn"
+                | "switch"
+                | "resolve"
+                | "close"
+                | "mark"
+                | "reopen"
+                | "re-open"
+                | "open"
+                | "silence"
+                | "mute"
+                | "snooze"
+                | "shut"
+                | "quiet"
+                | "grant"
+                | "give"
+                | "allow"
+                | "let"
+                | "revoke"
+                | "remove"
+                | "take"
+                | "require"
+                | "set"
+                | "put"
+                | "make"
+        )
+    })
 }
 
 /// `#12` or `incident 12`.

@@ -22,6 +22,9 @@ pub struct Question {
     pub via: String,
     /// The groups `who` belongs to as the platform knows them (Slack user groups expanded).
     pub groups: Groups,
+    /// Told to medic (a mention, a DM, a slash command, a modal, the API, the CLI) rather than
+    /// overheard in an incident's thread. An overheard message is answered, never acted on.
+    pub addressed: bool,
 }
 
 /// An answer as a platform shows it.
@@ -48,8 +51,9 @@ impl Reply {
 #[async_trait]
 pub trait Answers: Send + Sync {
     async fn answer(&self, q: &Question) -> anyhow::Result<Reply>;
-    /// Whether `text` asks something medic answers (not `unknown`, not `help`): a message in
-    /// an incident's thread that does not mention medic is answered only then.
+    /// Whether `text`, overheard, asks something medic answers (not `unknown`, not `help`, not
+    /// a state change it would refuse): a message in an incident's thread that does not
+    /// mention medic is answered only then.
     fn understood(&self, text: &str) -> bool;
     /// Questions one person may ask per minute.
     fn per_minute(&self) -> u32;

@@ -123,6 +123,16 @@ pub fn templates() -> anyhow::Result<handlebars::Handlebars<'static>> {
     Ok(hb)
 }
 
+/// The root message's body for `view`, from the `incident` template. The same body serves the
+/// post and its edits; empty components remove the buttons. No text of an incident may ping
+/// anyone: mentions are parsed nowhere.
+pub fn root_body(templates: &handlebars::Handlebars, view: &IncidentView) -> anyhow::Result<String> {
+    let (embed, rows) = build(&templates.render("incident", &view.0)?)?;
+    Ok(serde_json::to_string(
+        &CreateMessage::new().embed(embed).components(rows).allowed_mentions(CreateAllowedMentions::new()),
+    )?)
+}
+
 /// The rendered template as serenity's builders, within Discord's limits.
 pub fn build(rendered: &str) -> anyhow::Result<(CreateEmbed, Vec<CreateActionRow>)> {
     let v: Value = serde_json::from_str(rendered)
@@ -349,6 +359,8 @@ impl Discord {
             who: Identity(format!("discord:{user}")),
             via: format!("discord:{channel}"),
             groups: Discord::groups(&asking.responders, user, roles),
+            // Discord reaches medic only through `/medic` and its modal: always addressed.
+            addressed: true,
         }
     }
 
@@ -568,12 +580,7 @@ impl Platform for Discord {
     }
 
     fn root(&self, view: &IncidentView, _channel: &str) -> anyhow::Result<String> {
-        let (embed, rows) = build(&self.templates.render("incident", &view.0)?)?;
-        // The same body serves the post and its edits; empty components remove the buttons.
-        // No text of an incident may ping anyone: mentions are parsed nowhere.
-        Ok(serde_json::to_string(
-            &CreateMessage::new().embed(embed).components(rows).allowed_mentions(CreateAllowedMentions::new()),
-        )?)
+        root_body(&self.templates, view)
     }
 
     fn reply(&self, _channel: &str, text: &str) -> String {

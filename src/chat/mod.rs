@@ -146,49 +146,7 @@ pub async fn view_for(store: &dyn crate::store::Store, id: i64) -> anyhow::Resul
         status.as_ref().map(|s| s.plan.expires_at),
         paused.as_ref(),
     );
-    let resolved = incident.state == crate::incident::IncidentState::Resolved;
-    if let Some(s) = &status {
-        let n_steps = s.plan.plan.steps.len() as i64;
-        let (progress, outcome) = match s.execution.as_ref().map(|(st, step)| (st.as_str(), *step)) {
-            Some(("running", k)) => (Some(format!("executing step {} of {n_steps}", (k + 1).min(n_steps))), None),
-            Some(("succeeded", _)) => (None, Some("verified: every step and post-check passed".to_string())),
-            Some(("rolled_back", k)) => (None, Some(format!("rolled back after step {} of {n_steps}", k + 1))),
-            Some(("interrupted", _)) => {
-                (None, Some("interrupted: medic stopped while it ran; escalated to a person".to_string()))
-            }
-            Some((other, _)) => (None, Some(other.replace('_', " "))),
-            None => (None, None),
-        };
-        let who: Vec<&str> = s.approvers.iter().map(|a| a.0.as_str()).collect();
-        view.0["decision"] = json!({
-            "state": s.plan.state.as_str(),
-            "approvers": who.join(", "),
-            "approvals": who.len(),
-            "needed": s.plan.plan.approval.min_approvers,
-            "progress": progress,
-            "outcome": outcome,
-        });
-        let proposed = s.plan.state == crate::approval::PlanState::Proposed && !resolved;
-        let running = matches!(s.execution.as_ref(), Some((st, _)) if st == "running");
-        view.0["buttons"] = json!(proposed);
-        view.0["can_approve"] = json!(proposed && s.plan.plan.autonomy != crate::runbook::Autonomy::Suggest);
-        if let Some(a) = &s.plan.plan.auto {
-            let waiting = proposed && s.auto_at.is_some();
-            let by_itself = s.approvers.iter().any(|p| p.0 == crate::approval::AUTO);
-            // Declined by the auto runner (paused, level lost, a guardrail): a person decides.
-            let why = match a.runs_itself && proposed && !waiting {
-                true => "not running by itself any more (the thread says why): it needs approval".to_string(),
-                false => crate::redact::redact(&a.why),
-            };
-            view.0["auto"] = json!({"runs_itself": waiting || by_itself, "why": why,
-                                     "runs_at": s.auto_at.filter(|_| waiting).map(rfc3339)});
-            // Stop: while it waits for its delay, or while it runs by itself.
-            view.0["stop"] = json!(waiting || (running && by_itself));
-        }
-    } else {
-        view.0["buttons"] = json!(false);
-    }
-    view.0["resolved"] = json!(resolved);
+    view.show(status.as_ref());
     let mut services: Vec<&str> =
         alerts.iter().filter_map(|a| a.alert.labels.get("service").map(String::as_str)).collect();
     services.sort_unstable();
@@ -244,14 +202,61 @@ impl IncidentView {
             "plan": plan_view,
             "no_plan": no_plan,
             "paused": paused.map(|(by, at)| json!({"by": by, "since": rfc3339(*at)})),
-            // Set by `view_for` from the plan's state: which buttons show, and whether it runs
-            // by itself.
-            "can_approve": false, "stop": false, "auto": null,
+            // Set by `view_for` from the plan's state: which buttons show, whether it runs by
+            // itself, the plan's decision and progress. Every key a template reads is present
+            // in every view (templates are strict): null or false when it does not apply.
+            "can_approve": false, "stop": false, "auto": null, "decision": null, "buttons": false,
+            "resolved": incident.state == crate::incident::IncidentState::Resolved, "services": "",
         });
         // Everything shown passes redaction, the plan's text included (its step URLs, its
         // expected impact, the confirm dialog): the plan itself keeps what it must call.
         crate::redact::redact_json(&mut view);
         IncidentView(view)
+    }
+
+    /// Shows the plan's state on the view: its decision, progress and outcome, which buttons
+    /// show, and whether it runs by itself. Without a plan, none of it.
+    pub fn show(&mut self, status: Option<&crate::store::PlanStatus>) {
+        let resolved = self.0["resolved"] == json!(true);
+        if let Some(s) = status {
+            let n_steps = s.plan.plan.steps.len() as i64;
+            let (progress, outcome) = match s.execution.as_ref().map(|(st, step)| (st.as_str(), *step)) {
+                Some(("running", k)) => (Some(format!("executing step {} of {n_steps}", (k + 1).min(n_steps))), None),
+                Some(("succeeded", _)) => (None, Some("verified: every step and post-check passed".to_string())),
+                Some(("rolled_back", k)) => (None, Some(format!("rolled back after step {} of {n_steps}", k + 1))),
+                Some(("interrupted", _)) => {
+                    (None, Some("interrupted: medic stopped while it ran; escalated to a person".to_string()))
+                }
+                Some((other, _)) => (None, Some(other.replace('_', " "))),
+                None => (None, None),
+            };
+            let who: Vec<&str> = s.approvers.iter().map(|a| a.0.as_str()).collect();
+            self.0["decision"] = json!({
+                "state": s.plan.state.as_str(),
+                "approvers": who.join(", "),
+                "approvals": who.len(),
+                "needed": s.plan.plan.approval.min_approvers,
+                "progress": progress,
+                "outcome": outcome,
+            });
+            let proposed = s.plan.state == crate::approval::PlanState::Proposed && !resolved;
+            let running = matches!(s.execution.as_ref(), Some((st, _)) if st == "running");
+            self.0["buttons"] = json!(proposed);
+            self.0["can_approve"] = json!(proposed && s.plan.plan.autonomy != crate::runbook::Autonomy::Suggest);
+            if let Some(a) = &s.plan.plan.auto {
+                let waiting = proposed && s.auto_at.is_some();
+                let by_itself = s.approvers.iter().any(|p| p.0 == crate::approval::AUTO);
+                // Declined by the auto runner (paused, level lost, a guardrail): a person decides.
+                let why = match a.runs_itself && proposed && !waiting {
+                    true => "not running by itself any more (the thread says why): it needs approval".to_string(),
+                    false => crate::redact::redact(&a.why),
+                };
+                self.0["auto"] = json!({"runs_itself": waiting || by_itself, "why": why,
+                                         "runs_at": s.auto_at.filter(|_| waiting).map(rfc3339)});
+                // Stop: while it waits for its delay, or while it runs by itself.
+                self.0["stop"] = json!(waiting || (running && by_itself));
+            }
+        }
     }
 }
 
@@ -302,7 +307,10 @@ impl Notifier {
         Ok(alerts.into_iter().next().map(|a| a.alert.labels).unwrap_or_default())
     }
 
-    /// Queues `op` for the incident on every platform, in the channel its labels route to.
+    /// Queues `op` for the incident on every platform, in the channel its labels route to. A
+    /// body that cannot be built for one platform (its template failed on this view) is a
+    /// failed delivery of that platform, shown in `/readyz` and `/metrics`; the others still
+    /// get theirs.
     async fn queue(
         &self,
         id: i64,
@@ -312,15 +320,26 @@ impl Notifier {
         let labels = self.labels(id).await?;
         for p in &self.platforms {
             let channel = p.channel_for(&labels);
-            let item = crate::store::OutboxItem {
+            let built = body(p.as_ref(), &channel);
+            let mut item = crate::store::OutboxItem {
                 platform: p.name().into(),
                 incident_id: id,
                 op: op.into(),
-                body: body(p.as_ref(), &channel)?,
+                body: String::new(),
                 channel,
                 target: None,
             };
-            self.store.outbox_push(&item, self.clock.now()).await?;
+            match built {
+                Ok(body) => {
+                    item.body = body;
+                    self.store.outbox_push(&item, self.clock.now()).await?;
+                }
+                Err(e) => {
+                    let error = crate::redact::redact(&format!("the {op} could not be built: {e:#}"));
+                    tracing::error!(platform = p.name(), incident = id, %error, "a chat delivery failed to render");
+                    self.store.outbox_refused(&item, &error, self.clock.now()).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -433,7 +452,154 @@ pub fn templates(dir: &std::path::Path) -> anyhow::Result<handlebars::Handlebars
 
 #[cfg(test)]
 mod tests {
-    use super::fresh_at;
+    use super::*;
+    use crate::approval::{PlanState, StoredPlan};
+    use crate::incident::IncidentState;
+    use crate::store::PlanStatus;
+
+    fn incident(state: IncidentState) -> Incident {
+        Incident {
+            id: 4,
+            group_key: "k".into(),
+            title: "DiskFull on db-1".into(),
+            severity: Some("critical".into()),
+            state,
+            opened_at: 0,
+            last_fired_at: 0,
+            n_alerts: 1,
+            n_firing: 1,
+            quiet_at: None,
+            resolve_at: None,
+            resolved_at: None,
+        }
+    }
+
+    fn plan() -> ProposedPlan {
+        let yaml = r#"
+id: rb
+title: t
+tier: 2
+match: {alerts: ['alertname="A"']}
+hypothesis: h
+plan:
+  expected_impact: "db-1 gets room"
+  steps:
+    - id: clean
+      action: {http: {url: "http://ops/clean"}}
+      rollback: {http: {url: "http://ops/restore"}}
+"#;
+        crate::plan::build(&serde_norway::from_str(yaml).unwrap(), &json!({}), 4).unwrap()
+    }
+
+    fn status(state: PlanState, execution: Option<&str>, auto: bool) -> PlanStatus {
+        let mut plan = plan();
+        if auto {
+            plan.auto = Some(crate::autonomy::AutoNote { runs_itself: true, why: "earned".into(), delay_secs: 60 });
+        }
+        PlanStatus {
+            plan: StoredPlan {
+                plan,
+                state,
+                requested_by: crate::approval::Identity("medic".into()),
+                proposed_at: 0,
+                expires_at: 3_600_000,
+            },
+            approvers: match state {
+                PlanState::Approved => vec![crate::approval::Identity("slack:U1".into())],
+                _ => Vec::new(),
+            },
+            execution: execution.map(|e| (e.to_string(), 0)),
+            auto_at: auto.then_some(60_000),
+        }
+    }
+
+    /// Every shape a view takes — no plan, a plan refused at proposal, a plan, a plan that runs
+    /// by itself, running, verified, rolled back, interrupted, resolved, paused — renders on
+    /// every platform. (Discord's template failed on a view with no plan: `decision` was missing.)
+    #[test]
+    fn every_template_renders_every_view_shape() {
+        let diagnosis: Diagnosis = serde_json::from_value(json!({
+            "service": "db-1", "onset": 0, "unavailable": [],
+            "hypotheses": [{"statement": "no runbook matches; people lead", "confidence": 0.2, "runbook": null,
+                            "tier": 5, "evidence": [], "reasons": []}],
+        }))
+        .unwrap();
+        let refused: Result<ProposedPlan, String> = Err("the plan could not be built: no such var".into());
+        let proposed: Result<ProposedPlan, String> = Ok(plan());
+        let paused = ("slack:U1".to_string(), 0);
+        #[allow(clippy::type_complexity)]
+        let shapes: Vec<(
+            &str,
+            IncidentState,
+            Option<&Result<ProposedPlan, String>>,
+            Option<PlanStatus>,
+            bool,
+        )> = vec![
+            ("no plan", IncidentState::Open, None, None, false),
+            ("refused plan", IncidentState::Open, Some(&refused), None, false),
+            ("plan", IncidentState::Open, Some(&proposed), Some(status(PlanState::Proposed, None, false)), false),
+            ("auto plan", IncidentState::Open, Some(&proposed), Some(status(PlanState::Proposed, None, true)), false),
+            (
+                "running",
+                IncidentState::Open,
+                Some(&proposed),
+                Some(status(PlanState::Approved, Some("running"), true)),
+                false,
+            ),
+            (
+                "verified",
+                IncidentState::Open,
+                Some(&proposed),
+                Some(status(PlanState::Approved, Some("succeeded"), false)),
+                false,
+            ),
+            (
+                "rolled back",
+                IncidentState::Open,
+                Some(&proposed),
+                Some(status(PlanState::Approved, Some("rolled_back"), false)),
+                false,
+            ),
+            (
+                "interrupted",
+                IncidentState::Open,
+                Some(&proposed),
+                Some(status(PlanState::Approved, Some("interrupted"), false)),
+                false,
+            ),
+            (
+                "resolved with plan",
+                IncidentState::Resolved,
+                Some(&proposed),
+                Some(status(PlanState::Rejected, None, false)),
+                false,
+            ),
+            ("resolved, no plan", IncidentState::Resolved, None, None, false),
+            ("paused, no plan", IncidentState::Open, None, None, true),
+        ];
+        let slack = slack::templates().unwrap();
+        let discord = discord::templates().unwrap();
+        let console =
+            console::Console::with_input(false, Box::new(std::io::sink()), Box::new(std::io::empty())).unwrap();
+        let mut failures = Vec::new();
+        for (name, state, plan, status, is_paused) in &shapes {
+            let mut view = IncidentView::new(&incident(*state), &diagnosis, *plan, None, is_paused.then_some(&paused));
+            view.show(status.as_ref());
+            let rendered = [
+                ("slack", slack::root_body(&slack, &view, "C1")),
+                ("discord", discord::root_body(&discord, &view)),
+                ("console", console.render(&view)),
+            ];
+            for (platform, r) in rendered {
+                match r {
+                    Ok(body) if body.contains("DiskFull on db-1") => {}
+                    Ok(body) => failures.push(format!("{platform}, {name}: no title in {body}")),
+                    Err(e) => failures.push(format!("{platform}, {name}: {e:#}")),
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
 
     #[test]
     fn freshness_cannot_be_fooled_by_overflow() {

@@ -385,7 +385,8 @@ impl Slack {
         {
             return Ok(());
         }
-        self.ask(asking, &q.channel, q.thread.as_deref(), &q.user, &q.text, incident).await;
+        let question = self.question(asking, &q.channel, &q.user, &q.text, incident, q.addressed).await;
+        self.reply(asking, &q.channel, q.thread.as_deref(), &q.user, &question).await;
         Ok(())
     }
 
@@ -395,26 +396,38 @@ impl Slack {
         let (Some(channel), Some(user)) = (form.get("channel_id"), form.get("user_id")) else { return };
         let text = form.get("text").map(String::as_str).unwrap_or("");
         let text = text.strip_prefix("ask ").unwrap_or(text);
-        self.ask(asking, channel, None, user, text, None).await;
+        let question = self.question(asking, channel, user, text, None, true).await;
+        self.reply(asking, channel, None, user, &question).await;
     }
 
-    async fn ask(
+    async fn question(
         &self,
         asking: &super::asking::Asking,
         channel: &str,
-        thread: Option<&str>,
         user: &str,
         text: &str,
         incident: Option<i64>,
-    ) {
-        let q = super::asking::Question {
+        addressed: bool,
+    ) -> super::asking::Question {
+        super::asking::Question {
             text: text.to_string(),
             incident,
             who: Identity(format!("slack:{user}")),
             via: format!("slack:{channel}"),
             groups: self.groups(&asking.responders).await,
-        };
-        let answer = asking.ask(&q).await;
+            addressed,
+        }
+    }
+
+    async fn reply(
+        &self,
+        asking: &super::asking::Asking,
+        channel: &str,
+        thread: Option<&str>,
+        user: &str,
+        q: &super::asking::Question,
+    ) {
+        let answer = asking.ask(q).await;
         self.answer(channel, thread, user, &answer).await;
     }
 
@@ -531,6 +544,17 @@ pub fn asked(payload: &Value) -> Option<Asked> {
     Some(Asked { channel: channel.into(), user: user.into(), text: text.into(), thread, root, addressed })
 }
 
+/// The root message's `chat.postMessage` body for `view`, from the `incident` template.
+pub fn root_body(templates: &handlebars::Handlebars, view: &IncidentView, channel: &str) -> anyhow::Result<String> {
+    let rendered = templates.render("incident", &view.0)?;
+    let mut msg: Value =
+        serde_json::from_str(&rendered).map_err(|e| anyhow::anyhow!("the Slack template does not render JSON: {e}"))?;
+    let blocks = msg["blocks"].as_array().cloned().unwrap_or_default();
+    msg["blocks"] = Value::Array(checked_blocks(blocks)?);
+    msg["channel"] = json!(channel);
+    Ok(msg.to_string())
+}
+
 /// A button value `incident:plan_hash`.
 fn parse_value(v: &str) -> Option<(i64, String)> {
     let (i, h) = v.split_once(':')?;
@@ -549,13 +573,7 @@ impl Platform for Slack {
     }
 
     fn root(&self, view: &IncidentView, channel: &str) -> anyhow::Result<String> {
-        let rendered = self.templates.render("incident", &view.0)?;
-        let mut msg: Value = serde_json::from_str(&rendered)
-            .map_err(|e| anyhow::anyhow!("the Slack template does not render JSON: {e}"))?;
-        let blocks = msg["blocks"].as_array().cloned().unwrap_or_default();
-        msg["blocks"] = Value::Array(checked_blocks(blocks)?);
-        msg["channel"] = json!(channel);
-        Ok(msg.to_string())
+        root_body(&self.templates, view, channel)
     }
 
     fn reply(&self, channel: &str, text: &str) -> String {

@@ -23,6 +23,7 @@ pub async fn offline(scenario: &Path, runbooks: &Path, question: &str) -> Result
         who: crate::chat::console::identity(),
         via: "cli".into(),
         groups: Default::default(),
+        addressed: true,
     };
     let answer = o.asker.ask(&q).await.map(|a| a.to_json(0));
     o.close().await;

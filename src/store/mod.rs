@@ -250,6 +250,9 @@ pub trait Store: Send + Sync + 'static {
     /// pending `update` of the same incident on the same platform is replaced rather than
     /// queued again: only the newest state is worth sending.
     async fn outbox_push(&self, item: &OutboxItem, now: Millis) -> Result<()>;
+    /// Records a delivery that could not even be built (its template failed on this view) as
+    /// failed for good, so `/readyz` and `/metrics` show it like any refused delivery.
+    async fn outbox_refused(&self, item: &OutboxItem, error: &str, now: Millis) -> Result<()>;
     /// Claims up to `limit` due deliveries of `platform` for `lease` ms (another replica does
     /// not take them meanwhile). Replies and updates wait for their root message; an update
     /// waits until a second has passed since the last one of its message.
@@ -714,6 +717,10 @@ impl Store for SqlStore {
 
     async fn outbox_push(&self, item: &OutboxItem, now: Millis) -> Result<()> {
         SqlStore::outbox_push(self, item, now).await
+    }
+
+    async fn outbox_refused(&self, item: &OutboxItem, error: &str, now: Millis) -> Result<()> {
+        SqlStore::outbox_refused(self, item, error, now).await
     }
 
     async fn outbox_claim(&self, platform: &str, now: Millis, lease: Millis, limit: i64) -> Result<Vec<OutboxRow>> {

@@ -5,15 +5,19 @@ use super::*;
 impl SqlStore {
     pub(super) async fn outbox_push(&self, item: &OutboxItem, now: Millis) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        // A second root post of one incident is an update of the first.
+        // A second root post of one incident is an update of the first (unless the first
+        // failed for good: then there is no message to update, and this one is the root).
         let mut op = item.op.clone();
         if op == "post"
-            && sqlx::query("SELECT id FROM chat_outbox WHERE platform = $1 AND incident_id = $2 AND op = 'post'")
-                .bind(item.platform.clone())
-                .bind(item.incident_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some()
+            && sqlx::query(
+                "SELECT id FROM chat_outbox WHERE platform = $1 AND incident_id = $2 AND op = 'post' \
+                 AND state <> 'failed'",
+            )
+            .bind(item.platform.clone())
+            .bind(item.incident_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some()
         {
             op = "update".into();
         }
@@ -47,6 +51,23 @@ impl SqlStore {
             .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn outbox_refused(&self, item: &OutboxItem, error: &str, now: Millis) -> Result<()> {
+        // A failed root does not turn the next post into an update (see `outbox_push`).
+        sqlx::query(
+            "INSERT INTO chat_outbox (platform, incident_id, op, channel, target, body, state, due_at, attempts, \
+             sent_at, last_error) VALUES ($1, $2, $3, $4, NULL, '', 'failed', $5, 0, $5, $6)",
+        )
+        .bind(item.platform.clone())
+        .bind(item.incident_id)
+        .bind(item.op.clone())
+        .bind(item.channel.clone())
+        .bind(now)
+        .bind(error.to_string())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -115,3 +115,48 @@ fn hostile_and_huge_inputs_do_not_panic_and_stay_cheap() {
     }
     assert_eq!(parse(&"pause ".repeat(20_000), &v).intent, Intent::Pause, "only the first 500 characters are read");
 }
+
+/// `tests/ask/commands.tsv`: a question, a negation or a statement never parses as a state
+/// change; an order does, and the same order overheard does not.
+#[test]
+fn only_an_order_changes_state() {
+    let table = include_str!("../../../tests/ask/commands.tsv");
+    let v = vocab();
+    let mut failures = Vec::new();
+    let (mut never, mut orders) = (0, 0);
+    for line in table.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (text, want) = line.split_once('\t').expect("two columns");
+        let p = parse(text, &v);
+        if want == "never" {
+            never += 1;
+            if p.intent.mutating() {
+                failures.push(format!("{text:?} must never act, parsed as {}", p.intent.as_str()));
+            }
+            continue;
+        }
+        orders += 1;
+        if p.intent.as_str() != want {
+            failures.push(format!("{text:?}: want the order {want}, got {} ({:?})", p.intent.as_str(), p.note));
+        }
+        let overheard = p.overheard();
+        if overheard.intent.mutating() || overheard.note != Some(OVERHEARD) {
+            failures.push(format!("{text:?} overheard: got {}", overheard.intent.as_str()));
+        }
+    }
+    assert!(never >= 25 && orders >= 15, "{never} never, {orders} orders");
+    assert!(failures.is_empty(), "{} of {} misread:\n{}", failures.len(), never + orders, failures.join("\n"));
+}
+
+/// A question about a state change is answered as the question it is, saying why nothing was done.
+#[test]
+fn a_question_about_a_state_change_asks_for_the_state() {
+    let v = vocab();
+    let p = parse("did someone resolve this?", &v);
+    assert_eq!((p.intent, p.note, p.suggestions.first()), (Intent::Status, Some(QUESTION), Some(&Intent::Resolve)));
+    let p = parse("will a restart resolve it", &v);
+    assert_eq!((p.intent, p.note), (Intent::Runbooks, Some(QUESTION)));
+    let p = parse("checkout cannot resolve postgres.shop.svc", &v);
+    assert_eq!((p.intent, p.note), (Intent::Unknown, Some(NEGATION)));
+    let p = parse("checkout fails to resolve postgres.shop.svc", &v);
+    assert_eq!((p.intent, p.note), (Intent::Unknown, Some(STATEMENT)));
+}

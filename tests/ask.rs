@@ -1,0 +1,101 @@
+//! What a sentence may change, through the [`Asker`] that Slack, Discord, `POST /v1/ask`,
+//! `medic ask` and the demo all hand their questions to. The asker is a member of the control
+//! group, so only the sentence's shape stands between it and a state change; the audit log
+//! (every state change is audited in its transaction) and the store are the referees.
+//! The sentences are `tests/ask/commands.tsv`.
+
+use medic::approval::{Groups, Identity};
+use medic::ask::answer::Question;
+use medic::cli::ask::Offline;
+use medic::incident::IncidentState;
+use std::collections::BTreeMap;
+
+async fn offline() -> Offline {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let world = medic::scenario::Scenario::load(&root.join("examples/demo/scenario.yaml")).unwrap().world().unwrap();
+    let runbooks = medic::runbook::load(&root.join("runbooks")).unwrap();
+    Offline::open(&world, runbooks, None).await.unwrap()
+}
+
+fn question(o: &Offline, text: &str, addressed: bool) -> Question {
+    let me = Identity("slack:U0SRE".into());
+    Question {
+        text: text.into(),
+        incident: Some(o.incident),
+        who: me.clone(),
+        via: "slack:C0INCIDENT".into(),
+        groups: Groups { members: BTreeMap::from([("sre".into(), vec![me])]), default_approvers: vec!["sre".into()] },
+        addressed,
+    }
+}
+
+fn rows() -> Vec<(&'static str, &'static str)> {
+    include_str!("ask/commands.tsv")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_once('\t').expect("two columns"))
+        .collect()
+}
+
+async fn audited(o: &Offline) -> usize {
+    o.asker.store.audit_page(0, 100_000).await.unwrap().len()
+}
+
+async fn state(o: &Offline) -> (bool, IncidentState) {
+    let paused = o.asker.store.paused().await.unwrap().is_some();
+    (paused, o.asker.store.incident(o.incident).await.unwrap().unwrap().0.state)
+}
+
+#[tokio::test]
+async fn a_question_never_acts_and_an_order_does_only_when_addressed() {
+    let o = offline().await;
+    let before = (audited(&o).await, state(&o).await);
+    assert_eq!(before.1, (false, IncidentState::Open));
+    let mut failures = Vec::new();
+    for (text, want) in rows() {
+        // Never: addressed or overheard, nothing changes and nothing is audited.
+        // An order overheard: the same.
+        for addressed in [true, false].into_iter().filter(|a| want == "never" || !a) {
+            let a = o.asker.ask(&question(&o, text, addressed)).await.unwrap();
+            if a.intent.mutating() || (audited(&o).await, state(&o).await) != before {
+                failures.push(format!("{text:?} (addressed: {addressed}) acted: {}", a.text(0)));
+            }
+        }
+    }
+    // The orders, addressed: each reaches its action (a state that cannot change again, such
+    // as resolving a resolved incident, is refused there, saying why).
+    for (text, want) in rows().into_iter().filter(|(_, w)| *w != "never") {
+        let a = o.asker.ask(&question(&o, text, true)).await.unwrap();
+        if a.intent.as_str() != want {
+            failures.push(format!("{text:?}: want {want}, got {}: {}", a.intent.as_str(), a.text(0)));
+        }
+        let (paused, incident) = state(&o).await;
+        let changed = match want {
+            "pause" => paused,
+            "resume" => !paused,
+            "resolve" => incident == IncidentState::Resolved,
+            "reopen" => incident != IncidentState::Resolved,
+            _ => true,
+        };
+        if !changed {
+            failures.push(format!("{text:?} did not {want}: {}", a.text(0)));
+        }
+    }
+    assert!(audited(&o).await > before.0, "the orders are audited");
+    o.close().await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A question that names a state change is answered as a question, and says how to order it.
+#[tokio::test]
+async fn a_question_says_why_nothing_was_done() {
+    let o = offline().await;
+    let a = o.asker.ask(&question(&o, "did someone resolve this?", true)).await.unwrap();
+    let text = a.text(0);
+    assert_eq!(a.intent.as_str(), "status", "{text}");
+    assert!(text.contains("reads as a question, so nothing was done"), "{text}");
+    assert!(text.contains("`@medic resolve this incident`"), "{text}");
+    let a = o.asker.ask(&question(&o, "pause automation", false)).await.unwrap();
+    assert!(a.text(0).contains("not addressed to me"), "{}", a.text(0));
+    o.close().await;
+}
