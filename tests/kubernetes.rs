@@ -328,6 +328,7 @@ async fn paused_namespaces_and_rbac_refusals_name_the_reason() {
         matches!(run(&s, &p).await, Outcome::RolledBack { reason, .. } if reason.contains("namespace shop is not"))
     );
     assert!(writes(&s).is_empty());
+    assert!(s.cluster.requests().is_empty(), "nothing is read outside the allow-list: {:?}", s.cluster.requests());
 
     let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
     s.cluster.forbid("patch", "deployments/scale");
@@ -341,6 +342,67 @@ async fn paused_namespaces_and_rbac_refusals_name_the_reason() {
         "{:?}",
         p.steps[0].refused
     );
+}
+
+/// An API server in a brownout answers 503 to everything (as kube-apiserver does under
+/// overload, with `Retry-After`). The survey asks once, says it could not read the cluster,
+/// and does not ask again for the plan's next step: kube's own retry layer (15 tries, backoff
+/// up to minutes) stalled every investigation.
+#[tokio::test]
+async fn a_cluster_in_a_brownout_is_a_refusal_within_the_bound() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let asked = Arc::new(AtomicUsize::new(0));
+    let a = asked.clone();
+    let app = axum::Router::new().fallback(move || {
+        let a = a.clone();
+        async move {
+            a.fetch_add(1, Ordering::SeqCst);
+            let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "the server is currently unable to handle the request", "reason": "ServiceUnavailable",
+                "code": 503});
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], axum::Json(status))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let cfg =
+        medic::executor::kubernetes::Config { namespaces: vec!["shop".into()], url: Some(url), ..Default::default() };
+    let client = medic::executor::kubernetes::Cluster::connect(&cfg, Duration::from_secs(2)).await.unwrap();
+    let limits = Limits { kubernetes: Some(Arc::new(client)), ..Default::default() };
+    let yaml = "id: k\ntitle: t\ntier: 3\nmatch: {alerts: ['alertname=\"A\"']}\nhypothesis: h\n\
+        plan:\n  steps:\n    - {id: one, action: {kubernetes: {rollout_restart: {name: checkout, namespace: shop}}}}\n\
+        \x20   - {id: two, action: {kubernetes: {scale: {name: cart, namespace: shop, by: 1, min: 1, max: 5}}}}\n\
+        approval: {groups: [sre]}\n";
+    let rb: medic::runbook::Runbook = serde_norway::from_str(yaml).unwrap();
+    let mut p = medic::plan::build(&rb, &json!({"incident": {"id": 1, "title": "t"}}), 1).unwrap();
+    let started = std::time::Instant::now();
+    medic::executor::survey(&limits, &ManualClock::new(0), &mut p).await;
+    let took = started.elapsed();
+    for step in &p.steps {
+        let why = step.refused.as_deref().unwrap_or("");
+        assert!(why.starts_with("could not read the cluster: the get of deployments got HTTP 503"), "{why}");
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "one request, no retries, and none for the second step");
+    assert!(took < Duration::from_secs(4), "the survey took {took:?}");
+}
+
+/// A step refused at proposal (its Deployment did not exist) never runs: the Deployment that
+/// appeared later, with a template nobody saw, is not restarted.
+#[tokio::test]
+async fn a_step_not_surveyed_does_not_run() {
+    let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
+    let p = plan(&s, "{rollout_restart: {name: cart, namespace: shop}}", false).await;
+    assert!(p.steps[0].refused.as_deref().unwrap().contains("not found"), "{:?}", p.steps[0].refused);
+    let mut cart = checkout(2);
+    cart.name = "cart".into();
+    s.cluster.add(&cart);
+    let out = run(&s, &p).await;
+    assert!(
+        matches!(&out, Outcome::RolledBack { reason, .. } if reason.contains("was not read when the plan was proposed")),
+        "{out:?}"
+    );
+    assert!(writes(&s).is_empty(), "{:?}", writes(&s));
 }
 
 #[tokio::test]

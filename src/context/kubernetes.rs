@@ -59,6 +59,10 @@ pub async fn client(
     };
     config.read_timeout = Some(timeout);
     config.connect_timeout = Some(timeout);
+    // kube's own retry layer retries 429/503/504 with backoff for many minutes: a browned-out
+    // API server would stall every investigation. Each call is one try within `timeout`; what
+    // is worth retrying, medic retries itself (a 409 once, the outbox, the next trigger).
+    config.default_retry = false;
     kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
 }
 

@@ -77,6 +77,8 @@ fn ten_minutes() -> Duration {
 pub struct Cluster {
     client: kube::Client,
     cfg: Config,
+    /// Each API call's bound; a step's survey gets twice this.
+    timeout: Duration,
 }
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -140,7 +142,13 @@ fn api_error(e: kube::Error, verb: &str, resource: &str, t: &Target) -> Error {
         kube::Error::Api(s) if s.code == 422 => {
             Error::Refused(format!("the API server rejected the {verb} of {resource} as invalid: {}", s.message))
         }
-        other => Error::Refused(format!("{verb} {resource}: {}", crate::context::kubernetes::err(other))),
+        kube::Error::Api(s) if s.code >= 500 || s.code == 429 => {
+            Error::Unavailable(format!("the {verb} of {resource} got HTTP {}: {}", s.code, s.message))
+        }
+        kube::Error::Api(s) => {
+            Error::Refused(format!("{verb} {resource}: {}", crate::context::kubernetes::err(kube::Error::Api(s))))
+        }
+        other => Error::Unavailable(format!("the {verb} of {resource}: {}", crate::context::kubernetes::err(other))),
     }
 }
 
@@ -148,13 +156,19 @@ enum Error {
     /// The object changed between medic's read and its write (409).
     Conflict(String),
     Refused(String),
+    /// The API server did not answer, or answered that it cannot now (5xx, 429, a timeout).
+    Unavailable(String),
 }
+
+/// How a survey that could not read the cluster starts: `executor::survey` stops asking.
+pub const UNREADABLE: &str = "could not read the cluster: ";
 
 impl Error {
     fn text(self) -> String {
         match self {
             Error::Conflict(m) => format!("conflict: the object changed while medic acted, twice: {m}"),
             Error::Refused(m) => m,
+            Error::Unavailable(m) => format!("the Kubernetes API server did not answer: {m}"),
         }
     }
 }
@@ -172,7 +186,7 @@ impl Cluster {
             timeout,
         )
         .await?;
-        Ok(Cluster { client, cfg: cfg.clone() })
+        Ok(Cluster { client, cfg: cfg.clone(), timeout })
     }
 
     fn api(&self, t: &Target) -> Api<DynamicObject> {
@@ -196,13 +210,36 @@ impl Cluster {
     }
 
     /// What the step would touch now, and what it was read as; or why it would be refused.
+    /// Bounded: a cluster that does not answer within twice the call timeout is a refusal
+    /// starting with [`UNREADABLE`], never a stalled investigation.
     pub async fn survey(&self, op: &KubeOp, clock: &dyn Clock) -> Result<(String, Seen), String> {
-        let w = self.read(&op.target).await.map_err(Error::text)?;
-        let p = self.prepare(op, &w, clock).await.map_err(Error::text)?;
-        if !matches!(p.request, Request::DeletePod { .. }) {
-            self.send(&op.target, &p.request, true).await.map_err(Error::text)?;
+        self.allowed(&op.target).map_err(Error::text)?;
+        let read = async {
+            let w = self.read(&op.target).await?;
+            let p = self.prepare(op, &w, clock).await?;
+            if !matches!(p.request, Request::DeletePod { .. }) {
+                self.send(&op.target, &p.request, true).await?;
+            }
+            Ok((p.touches, p.seen))
+        };
+        match tokio::time::timeout(self.timeout * 2, read).await {
+            Ok(Ok(surveyed)) => Ok(surveyed),
+            Ok(Err(Error::Unavailable(m))) => Err(format!("{UNREADABLE}{m}")),
+            Ok(Err(e)) => Err(e.text()),
+            Err(_) => Err(format!("{UNREADABLE}no answer within {}", humantime::format_duration(self.timeout * 2))),
         }
-        Ok((p.touches, p.seen))
+    }
+
+    /// Gate 1: only an allowed namespace, checked before anything is read there.
+    fn allowed(&self, t: &Target) -> Result<(), Error> {
+        if self.cfg.namespaces.iter().any(|n| n == &t.namespace) {
+            return Ok(());
+        }
+        refused(format!(
+            "namespace {} is not one medic may change (executor.kubernetes.namespaces: {})",
+            t.namespace,
+            if self.cfg.namespaces.is_empty() { "none".to_string() } else { self.cfg.namespaces.join(", ") }
+        ))
     }
 
     /// Runs the step (a server-side dry run only, with `dry_run`), then waits for its rollout.
@@ -221,6 +258,7 @@ impl Cluster {
 
     async fn attempt(&self, op: &KubeOp, dry_run: bool, sleep: &dyn Sleep, clock: &dyn Clock) -> Result<Acted, Error> {
         let t = &op.target;
+        self.allowed(t)?;
         let w = self.read(t).await?;
         if let Some(seen) = op.seen.as_ref().filter(|_| !op.restore) {
             let changed = match op.verb {
@@ -305,13 +343,7 @@ impl Cluster {
     /// Gates 1 and 3, and the request.
     async fn prepare(&self, op: &KubeOp, w: &Workload, clock: &dyn Clock) -> Result<Prepared, Error> {
         let t = &op.target;
-        if !self.cfg.namespaces.iter().any(|n| n == &t.namespace) {
-            return refused(format!(
-                "namespace {} is not one medic may change (executor.kubernetes.namespaces: {})",
-                t.namespace,
-                if self.cfg.namespaces.is_empty() { "none".to_string() } else { self.cfg.namespaces.join(", ") }
-            ));
-        }
+        self.allowed(t)?;
         let paused = w.obj.data["spec"]["paused"].as_bool().unwrap_or(false);
         let seen = |to_replicas, to_revision| Seen {
             generation: w.generation,

@@ -164,18 +164,27 @@ impl Acted {
 
 /// Reads what each Kubernetes and Alertmanager step of `plan` will touch, or why it would be
 /// refused, into the plan (whose hash then covers it): the approver sees it.
+/// A cluster that could not be read for one step is not asked again for the next: the survey
+/// of a plan costs at most one step's bound when the API server is down.
 pub async fn survey(limits: &Limits, clock: &dyn Clock, plan: &mut ProposedPlan) {
+    let mut unreadable: Option<String> = None;
     for step in &mut plan.steps {
         match &mut step.action {
-            PlanAction::Kubernetes(op) => match &limits.kubernetes {
-                Some(cluster) => match cluster.survey(op, clock).await {
+            PlanAction::Kubernetes(op) => match (&limits.kubernetes, &unreadable) {
+                (Some(_), Some(why)) => step.refused = Some(why.clone()),
+                (Some(cluster), None) => match cluster.survey(op, clock).await {
                     Ok((touches, seen)) => {
                         step.touches = Some(touches);
                         op.seen = Some(seen);
                     }
-                    Err(e) => step.refused = Some(e),
+                    Err(e) => {
+                        if e.starts_with(kubernetes::UNREADABLE) {
+                            unreadable = Some(e.clone());
+                        }
+                        step.refused = Some(e);
+                    }
                 },
-                None => step.refused = Some(NO_CLUSTER.into()),
+                (None, _) => step.refused = Some(NO_CLUSTER.into()),
             },
             PlanAction::Alertmanager(op) => match (&limits.alertmanager, op) {
                 (None, _) if limits.simulate.is_none() => step.refused = Some(NO_ALERTMANAGER.into()),
@@ -461,6 +470,20 @@ impl Executor {
     /// Precondition, action, post-check: the result and what undoes the action.
     async fn run_step(&self, step: &PlanStep, dry_run: bool) -> Result<(Value, Option<PlanAction>), Failed> {
         let not_ran = |reason| Failed { ran: None, reason, output: None };
+        // What the approver approved is what the survey read. A step refused at proposal (a
+        // 404, an unreadable cluster) was never read: the workload may have appeared since
+        // with another template, which nobody saw.
+        if let PlanAction::Kubernetes(op) = &step.action
+            && op.seen.is_none()
+            && self.limits.kubernetes.is_some()
+        {
+            return Err(not_ran(format!(
+                "{} was not read when the plan was proposed ({}), so nobody approved what it is now; medic \
+                 proposes a fresh plan when the incident is investigated again",
+                op.target,
+                step.refused.as_deref().unwrap_or("not surveyed")
+            )));
+        }
         if dry_run || self.limits.dry_run {
             // Kubernetes actions are proven by a server-side dry run; the rest is a log. Nothing
             // changes, so nothing can be verified either.

@@ -159,6 +159,11 @@ impl LocalCluster {
         Ok(LocalCluster { url, state, _server: Arc::new(Server(server)) })
     }
 
+    /// Someone creates a workload (`kubectl apply`).
+    pub fn add(&self, w: &Workload) {
+        add_workload(&mut self.state.lock().unwrap(), w, &[]);
+    }
+
     /// Called after every change that is not a dry run.
     pub fn on_change(&self, f: impl Fn() + Send + Sync + 'static) {
         self.state.lock().unwrap().on_change = Some(Arc::new(f));
