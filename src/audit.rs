@@ -40,6 +40,9 @@ pub enum Kind {
     StepRolledBack,
     ExecutionFinished,
     ExecutionInterrupted,
+    /// A replica found it no longer held an execution (its lease lapsed and another replica
+    /// marked it interrupted) and stopped before its next action.
+    ExecutionFenced,
     Escalated,
     AutomationPaused,
     AutomationResumed,
@@ -75,6 +78,7 @@ impl Kind {
             Kind::StepRolledBack => "step_rolled_back",
             Kind::ExecutionFinished => "execution_finished",
             Kind::ExecutionInterrupted => "execution_interrupted",
+            Kind::ExecutionFenced => "execution_fenced",
             Kind::Escalated => "escalated",
             Kind::AutomationPaused => "automation_paused",
             Kind::AutomationResumed => "automation_resumed",

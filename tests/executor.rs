@@ -226,7 +226,8 @@ async fn crash_mid_plan_is_interrupted_not_rerun(db: Db) {
         actor: "medic".into(),
         data: json!({"step": "roll-back"}),
     };
-    s.store.execution_event(&plan.plan().hash, 0, medic::store::ExecState::Running, entry, 5).await.unwrap();
+    let held = s.store.execution_event(&plan.plan().hash, "medic-test", 0, medic::store::ExecState::Running, entry, 5);
+    assert!(held.await.unwrap());
     // The restarted process recovers: the plan is interrupted and escalated, never re-run.
     let ex = executor(&s, limits(&s));
     let recover = || medic::executor::recover(s.store.as_ref(), &ex.owner, true, ex.lease, s.clock.now());
@@ -256,7 +257,8 @@ async fn an_execution_whose_replica_is_gone_is_interrupted_by_another(db: Db) {
     let sweep = |at: Millis| medic::executor::recover(s.store.as_ref(), "medic-other-pod", false, lease_d, at);
     assert!(sweep(t0 + lease - 1000).await.unwrap().is_empty(), "a live lease is left alone");
     // A heartbeat renews it.
-    s.store.execution_heartbeat(&hash, t0 + lease - 1000).await.unwrap();
+    assert!(s.store.execution_heartbeat(&hash, "medic-7f9c-pod", t0 + lease - 1000, lease).await.unwrap());
+    assert!(!s.store.execution_heartbeat(&hash, "medic-other-pod", t0 + lease, lease).await.unwrap(), "not its own");
     assert!(sweep(t0 + lease + 1000).await.unwrap().is_empty(), "a renewed lease is left alone");
     // Its own sweep never takes its own running plans (only its restart does).
     let own = medic::executor::recover(s.store.as_ref(), "medic-7f9c-pod", false, lease_d, t0 + 3 * lease);
@@ -270,6 +272,55 @@ async fn an_execution_whose_replica_is_gone_is_interrupted_by_another(db: Db) {
     assert!(k.ends_with(&["execution_interrupted", "escalated"].map(String::from)), "{k:?}");
     assert_eq!(executor(&s, limits(&s)).execute(plan).await.unwrap(), Outcome::AlreadyClaimed, "never re-run");
     assert!(s.calls.lock().unwrap().is_empty());
+    // The replica comes back (SIGCONT): its lease is gone, whatever its clock says.
+    assert!(!s.store.execution_heartbeat(&hash, "medic-7f9c-pod", t0 + 4 * lease, lease).await.unwrap());
+}
+
+/// A replica paused past its lease (SIGSTOP) while another marked its execution interrupted
+/// and escalated it: resumed, it does not run the next step. It stops before it, says so in the
+/// audit with its name, and the execution stays interrupted (chat never says "verified").
+async fn a_replica_that_lost_its_lease_stops_before_the_next_step(db: Db) {
+    let Some(s) = setup(db, "0.004x30").await else { return };
+    let mut rb: medic::runbook::Runbook = serde_norway::from_str(&WEBHOOK_RUNBOOK.replace(
+        "approval:",
+        "    - id: roll-out\n      action: {http: {method: POST, url: \"{{vars.deploy_api}}/v1/services/{{service}}/rollout\"}}\n      \
+         irreversible: a test step\napproval:",
+    ))
+    .unwrap();
+    rb.vars.insert("deploy_api".into(), format!("http://{}", s.api));
+    let ctx = json!({"service": "checkout", "incident": {"id": 1, "title": "t"}, "change": {"version": "v2"}, "vars": rb.vars});
+    let plan = approve(&s, &medic::plan::build(&rb, &ctx, 1).unwrap(), "console:alice").await;
+    let hash = plan.plan().hash.clone();
+    let mut ex = executor(&s, limits(&s));
+    // The pause, as the other replica sees it: after step 1, this replica's lease lapses and
+    // the other marks the execution interrupted.
+    let (store, clock, lease) = (s.store.clone(), s.clock.clone(), ex.lease);
+    ex.on_progress = Some(Arc::new(move |entry| {
+        let (store, clock) = (store.clone(), clock.clone());
+        Box::pin(async move {
+            if entry.kind == medic::audit::Kind::StepSucceeded {
+                let later = clock.now() + 3 * lease.as_millis() as Millis;
+                let swept = medic::executor::recover(store.as_ref(), "medic-other-pod", false, lease, later).await;
+                assert_eq!(swept.unwrap().len(), 1, "the other replica interrupts it");
+            }
+        })
+    }));
+    let out = ex.execute(plan).await.unwrap();
+    assert_eq!(out, Outcome::Fenced { step: "step 2 (roll-out)".into() });
+    assert_eq!(*s.calls.lock().unwrap(), ["rollback checkout"], "step 2 never ran");
+    let status = s.store.plan_status(1).await.unwrap().unwrap();
+    assert_eq!(status.execution.map(|e| e.0).as_deref(), Some("interrupted"));
+    let audit = s.store.audit_for_incident(1).await.unwrap();
+    let k: Vec<&str> = audit.iter().map(|r| r.kind.as_str()).collect();
+    assert!(k.ends_with(&["step_succeeded", "execution_interrupted", "escalated", "execution_fenced"]), "{k:?}");
+    let fenced = audit.last().unwrap();
+    assert!(
+        fenced.data.contains("\"owner\":\"medic-test\"") && fenced.data.contains("\"fenced\":true"),
+        "{}",
+        fenced.data
+    );
+    assert!(fenced.data.contains("stopped before step 2 (roll-out)"), "{}", fenced.data);
+    assert_eq!(s.store.autonomy("rollback-by-webhook").await.unwrap().verified, 0, "{hash}");
 }
 
 /// A plan approved on a replica that died before claiming it: past a lease, any replica marks
@@ -340,6 +391,7 @@ both_stores!(
     allow_list_is_enforced,
     crash_mid_plan_is_interrupted_not_rerun,
     an_execution_whose_replica_is_gone_is_interrupted_by_another,
+    a_replica_that_lost_its_lease_stops_before_the_next_step,
     an_approved_plan_nobody_started_is_interrupted,
     script_output_is_redacted,
 );

@@ -164,6 +164,7 @@ impl Clicks {
             Outcome::Succeeded => "verified: every post-check passed".to_string(),
             Outcome::RolledBack { step, reason } => format!("rolled back after {step}: {reason}"),
             Outcome::AlreadyClaimed => "already executed".to_string(),
+            Outcome::Fenced { step } => format!("stopped before {step}: another replica took the execution over"),
         };
         self.notifier.thread(incident_id, &last).await?;
         self.notifier.incident_changed(incident_id).await.map(drop)

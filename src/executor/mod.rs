@@ -253,7 +253,24 @@ pub enum Outcome {
     },
     /// Another call (or replica) already runs or ran this plan.
     AlreadyClaimed,
+    /// This replica lost the execution mid-plan (its lease lapsed, another replica marked it
+    /// interrupted and escalated it): it stopped before `step` and acted no more.
+    Fenced {
+        step: String,
+    },
 }
+
+/// Raised inside an execution when its replica no longer holds it.
+#[derive(Debug)]
+struct Fenced(String);
+
+impl std::fmt::Display for Fenced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the execution is no longer held by this replica (before {})", self.0)
+    }
+}
+
+impl std::error::Error for Fenced {}
 
 pub struct Executor {
     pub store: Arc<dyn Store>,
@@ -356,13 +373,41 @@ impl Executor {
     ) -> anyhow::Result<()> {
         crate::redact::redact_json(&mut data);
         let p = approved.plan();
+        data["owner"] = json!(self.owner);
         let entry =
             AuditEntry { at: self.clock.now(), kind, incident_id: Some(p.incident_id), actor: "medic".into(), data };
-        self.store.execution_event(&p.hash, step as i64, state, entry.clone(), self.grant_after).await?;
+        let held = self
+            .store
+            .execution_event(&p.hash, &self.owner, step as i64, state, entry.clone(), self.grant_after)
+            .await?;
+        if !held {
+            return Err(Fenced(format!("recording step {}", step + 1)).into());
+        }
         if let Some(f) = &self.on_progress {
             f(entry).await;
         }
         Ok(())
+    }
+
+    /// The fence before every action: this replica still holds the execution (its owner, still
+    /// running, the lease not lapsed), renewed for another lease; else it stops, audited.
+    async fn fence(&self, approved: &ApprovedPlan, step: usize, before: &str) -> anyhow::Result<()> {
+        let (hash, now) = (&approved.plan().hash, self.clock.now());
+        if self.store.execution_heartbeat(hash, &self.owner, now, self.lease.as_millis() as crate::time::Millis).await?
+        {
+            return Ok(());
+        }
+        let data = json!({"plan": hash, "before": before, "reason": format!(
+            "{} no longer holds this execution (its lease lapsed and another replica marked it interrupted): \
+             it stopped before {before} and acts no more",
+            self.owner
+        )});
+        tracing::error!(plan = %hash, owner = %self.owner, before, "lost the execution's lease: stopping");
+        match self.event(approved, step, ExecState::Running, Kind::ExecutionFenced, data).await {
+            Err(e) if e.is::<Fenced>() => Err(Fenced(before.to_string()).into()),
+            Ok(()) => Err(Fenced(before.to_string()).into()),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn execute(&self, approved: ApprovedPlan) -> anyhow::Result<Outcome> {
@@ -370,16 +415,27 @@ impl Executor {
             return Ok(Outcome::AlreadyClaimed);
         }
         let _lease = self.hold_lease(&approved.plan().hash);
+        match self.run(&approved).await {
+            Err(e) if e.is::<Fenced>() => {
+                let step = e.downcast::<Fenced>().map(|f| f.0).unwrap_or_default();
+                Ok(Outcome::Fenced { step })
+            }
+            other => other,
+        }
+    }
+
+    async fn run(&self, approved: &ApprovedPlan) -> anyhow::Result<Outcome> {
         let steps = approved.plan().steps.clone();
         let mut done: Vec<(&PlanStep, Option<PlanAction>)> = Vec::new();
         for (i, step) in steps.iter().enumerate() {
+            self.fence(approved, i, &format!("step {} ({})", i + 1, step.id)).await?;
             if let Some(by) = self.store.stop_requested(&approved.plan().hash).await? {
-                return self.stop(&approved, i, &done, &by).await;
+                return self.stop(approved, i, &done, &by).await;
             }
             let failure = match self.run_step(step, approved.plan().dry_run).await {
                 Ok((result, undo)) => {
                     self.event(
-                        &approved,
+                        approved,
                         i,
                         ExecState::Running,
                         Kind::StepSucceeded,
@@ -401,8 +457,8 @@ impl Executor {
             if let Some(o) = output {
                 data["output"] = json!(o);
             }
-            self.event(&approved, i, ExecState::Running, Kind::StepFailed, data).await?;
-            let clean = self.roll_back(&approved, i, &done).await?;
+            self.event(approved, i, ExecState::Running, Kind::StepFailed, data).await?;
+            let clean = self.roll_back(approved, i, &done).await?;
             let (state, message) = if clean {
                 (
                     ExecState::RolledBack,
@@ -416,12 +472,12 @@ impl Executor {
             };
             let data =
                 json!({"plan": approved.plan().hash, "failed_step": step.id, "reason": failure, "message": message});
-            self.event(&approved, i, state, Kind::Escalated, data).await?;
+            self.event(approved, i, state, Kind::Escalated, data).await?;
             return Ok(Outcome::RolledBack { step: step.id.clone(), reason: failure });
         }
         let last = steps.len().saturating_sub(1);
         self.event(
-            &approved,
+            approved,
             last,
             ExecState::Succeeded,
             Kind::ExecutionFinished,
@@ -457,10 +513,11 @@ impl Executor {
     /// Renews the execution's heartbeat until the returned guard is dropped.
     fn hold_lease(&self, hash: &str) -> AbortOnDrop {
         let (store, clock, hash, every) = (self.store.clone(), self.clock.clone(), hash.to_string(), self.lease / 4);
+        let (owner, lease) = (self.owner.clone(), self.lease.as_millis() as crate::time::Millis);
         AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = store.execution_heartbeat(&hash, clock.now()).await {
+                if let Err(e) = store.execution_heartbeat(&hash, &owner, clock.now(), lease).await {
                     tracing::warn!(plan = %hash, error = %format!("{e:#}"), "could not renew the execution's lease");
                 }
             }
@@ -528,7 +585,11 @@ impl Executor {
     ) -> anyhow::Result<bool> {
         let mut clean = true;
         for (step, derived) in done.iter().rev() {
-            let data = match (derived.as_ref().or(step.rollback.as_ref()), &step.irreversible) {
+            let undo = derived.as_ref().or(step.rollback.as_ref());
+            if undo.is_some() {
+                self.fence(approved, at, &format!("the rollback of {}", step.id)).await?;
+            }
+            let data = match (undo, &step.irreversible) {
                 (Some(rb), _) => match self.act(rb, approved.plan().dry_run).await {
                     Ok(out) => {
                         json!({"step": step.id, "rollback": rb.summary(), "result": "done", "output": out.output})

@@ -45,12 +45,36 @@ impl SqlStore {
     pub(super) async fn execution_event(
         &self,
         hash: &str,
+        owner: &str,
         step: i64,
         state: ExecState,
-        entry: AuditEntry,
+        mut entry: AuditEntry,
         grant_after: u32,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
+        let finished = (state != ExecState::Running).then_some(entry.at);
+        let held = sqlx::query(
+            "UPDATE executions SET state = $1, step = $2, finished_at = $3, heartbeat_at = $4 WHERE plan_hash = $5 \
+             AND owner = $6 AND state = 'running'",
+        )
+        .bind(state.as_str())
+        .bind(step)
+        .bind(finished)
+        .bind(entry.at)
+        .bind(hash.to_string())
+        .bind(owner.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !held {
+            // What a replica that lost the execution did is still said, and by whom.
+            entry.data["fenced"] = serde_json::json!(true);
+            entry.data["owner"] = serde_json::json!(owner);
+            self.append_audit(&mut tx, vec![entry]).await?;
+            tx.commit().await?;
+            return Ok(false);
+        }
         let mut entries = Vec::new();
         if state != ExecState::Running
             && let Some(sp) = Self::load_plan(&mut tx, hash).await?
@@ -74,31 +98,33 @@ impl SqlStore {
                 entries.extend(Self::learn_in(&mut tx, p, event, grant_after, entry.at, "medic").await?);
             }
         }
-        let finished = (state != ExecState::Running).then_some(entry.at);
-        sqlx::query(
-            "UPDATE executions SET state = $1, step = $2, finished_at = $3, heartbeat_at = $4 WHERE plan_hash = $5",
-        )
-        .bind(state.as_str())
-        .bind(step)
-        .bind(finished)
-        .bind(entry.at)
-        .bind(hash.to_string())
-        .execute(&mut *tx)
-        .await?;
         entries.insert(0, entry);
         self.append_audit(&mut tx, entries).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
-    pub(super) async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()> {
-        // No write lock: one row, and only while it runs; an ended execution keeps its state.
-        sqlx::query("UPDATE executions SET heartbeat_at = $1 WHERE plan_hash = $2 AND state = 'running'")
-            .bind(now)
-            .bind(hash.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    pub(super) async fn execution_heartbeat(
+        &self,
+        hash: &str,
+        owner: &str,
+        now: Millis,
+        lease: Millis,
+    ) -> Result<bool> {
+        // No write lock: one row, one statement. `interrupt_running` re-checks the lapse in its
+        // own UPDATE, so a renewal and an interruption never both win.
+        let renewed = sqlx::query(
+            "UPDATE executions SET heartbeat_at = $1 WHERE plan_hash = $2 AND owner = $3 AND state = 'running' \
+             AND COALESCE(heartbeat_at, started_at) >= $4",
+        )
+        .bind(now)
+        .bind(hash.to_string())
+        .bind(owner.to_string())
+        .bind(now - lease)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(renewed == 1)
     }
 
     pub(super) async fn interrupt_running(
@@ -142,11 +168,23 @@ impl SqlStore {
         for r in &rows {
             let (hash, incident, step, ran_by): (String, i64, i64, String) =
                 (r.try_get("plan_hash")?, r.try_get("incident_id")?, r.try_get("step")?, r.try_get("owner")?);
-            sqlx::query("UPDATE executions SET state = 'interrupted', finished_at = $1 WHERE plan_hash = $2")
-                .bind(now)
-                .bind(hash.clone())
-                .execute(&mut *tx)
-                .await?;
+            // The lapse is checked again as the row is written: a renewal that committed since
+            // the SELECT keeps the execution with its owner.
+            let marked = sqlx::query(
+                "UPDATE executions SET state = 'interrupted', finished_at = $1 WHERE plan_hash = $2 \
+                 AND state = 'running' AND ((owner = $3 AND $4 = 1) OR (owner <> $3 AND COALESCE(heartbeat_at, started_at) < $5))",
+            )
+            .bind(now)
+            .bind(hash.clone())
+            .bind(owner.to_string())
+            .bind(own as i64)
+            .bind(stale_before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if marked == 0 {
+                continue;
+            }
             let data = serde_json::json!({"plan": hash, "step": step, "owner": ran_by,
                 "reason": "medic stopped while this plan ran; it is not re-run: a person must check the state of each step"});
             found.push((hash, incident, data));

@@ -182,14 +182,19 @@ pub trait Store: Send + Sync + 'static {
     /// ending state updates the runbook's autonomy record in the same transaction: verified (not
     /// a dry run, whose entry says `"dry_run": true`) grants `auto` at `grant_after` in a row;
     /// a rollback or failure takes it away (a stopped run already lost it).
+    ///
+    /// Fenced: only `owner`, while the execution is still running, moves it. Anyone else (a
+    /// replica that lost its lease and was marked interrupted) gets its entry audited, with
+    /// `"fenced": true` and its owner, and changes nothing else; the answer is false then.
     async fn execution_event(
         &self,
         hash: &str,
+        owner: &str,
         step: i64,
         state: ExecState,
         entry: AuditEntry,
         grant_after: u32,
-    ) -> Result<()>;
+    ) -> Result<bool>;
     /// Who asked the running plan `hash` to stop, if anyone has.
     async fn stop_requested(&self, hash: &str) -> Result<Option<String>>;
     /// A runbook's autonomy record (an empty one if it never ran).
@@ -227,8 +232,10 @@ pub trait Store: Send + Sync + 'static {
     async fn prune(&self, now: Millis, retention: &retention::Config) -> Result<retention::Pruned>;
     /// Where the audit chain starts after retention: the last removed record's (seq, hash).
     async fn audit_checkpoint(&self) -> Result<Option<(i64, String)>>;
-    /// Renews the lease of a running execution.
-    async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()>;
+    /// Renews the lease of `owner`'s running execution, unless it lapsed (no renewal within
+    /// `lease`: another replica may be marking it interrupted). True: `owner` still holds the
+    /// execution, for another `lease` from `now`; the executor asks before every action.
+    async fn execution_heartbeat(&self, hash: &str, owner: &str, now: Millis, lease: Millis) -> Result<bool>;
     /// Marks running executions interrupted and audits an escalation for each; returns their
     /// plan hashes and incidents. Nothing is re-run. Marked are the executions of other owners
     /// whose lease has lapsed (last heartbeat before `stale_before`: their replica is gone),
@@ -780,12 +787,13 @@ impl Store for SqlStore {
     async fn execution_event(
         &self,
         hash: &str,
+        owner: &str,
         step: i64,
         state: ExecState,
         entry: AuditEntry,
         grant_after: u32,
-    ) -> Result<()> {
-        SqlStore::execution_event(self, hash, step, state, entry, grant_after).await
+    ) -> Result<bool> {
+        SqlStore::execution_event(self, hash, owner, step, state, entry, grant_after).await
     }
 
     async fn stop_requested(&self, hash: &str) -> Result<Option<String>> {
@@ -840,8 +848,8 @@ impl Store for SqlStore {
         SqlStore::audit_checkpoint(self).await
     }
 
-    async fn execution_heartbeat(&self, hash: &str, now: Millis) -> Result<()> {
-        SqlStore::execution_heartbeat(self, hash, now).await
+    async fn execution_heartbeat(&self, hash: &str, owner: &str, now: Millis, lease: Millis) -> Result<bool> {
+        SqlStore::execution_heartbeat(self, hash, owner, now, lease).await
     }
 
     async fn interrupt_running(
