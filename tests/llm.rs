@@ -18,7 +18,7 @@ struct Fake {
     requests: Mutex<Vec<(Option<String>, Value)>>,
 }
 
-/// Turn 1: `logs` of checkout and `pause`; turn 2: `approve_plan`; turn 3: the answer.
+/// Turn 1: `logs` of checkout and `pause`; turn 2: `approve_plan` and `why`; turn 3: the answer.
 async fn fake_model(fake: Arc<Fake>) -> String {
     let app = axum::Router::new()
         .route(
@@ -38,7 +38,8 @@ async fn fake_model(fake: Arc<Fake>) -> String {
                         1 => json!({"role": "assistant", "content": null, "tool_calls": [
                             call("c1", "logs", json!({"service": "checkout", "window": "last hour"})),
                             call("c2", "pause", json!({}))]}),
-                        2 => json!({"role": "assistant", "content": null, "tool_calls": [call("c3", "approve_plan", json!({}))]}),
+                        2 => json!({"role": "assistant", "content": null, "tool_calls": [
+                            call("c3", "approve_plan", json!({})), call("c4", "why", json!({}))]}),
                         _ => json!({"role": "assistant", "content": "The connection pool is exhausted since the deploy."}),
                     };
                     let finish = if message["tool_calls"].is_array() { "tool_calls" } else { "stop" };
@@ -120,6 +121,7 @@ async fn the_model_reads_through_tools_and_cannot_act() {
     assert!(second.contains("`pause` is not one of your tools; nothing was done"), "{second}");
     let third = requests[2].1["messages"].to_string();
     assert!(third.contains("`approve_plan` is not one of your tools"), "{third}");
+    assert!(third.contains("DATA (medic's `why` answer"), "{third}");
     for (_, r) in &requests {
         assert!(!r.to_string().contains("AKIAIOSFODNN7EXAMPLE"), "a secret reached the model: {r}");
     }
@@ -143,6 +145,9 @@ async fn without_logs_in_prompts_the_logs_tool_is_not_offered_and_a_dead_model_l
     assert_eq!(requests[0].0, None, "no key configured, none sent");
     let second = requests[1].1["messages"].to_string();
     assert!(second.contains("`logs` is not one of your tools"), "{second}");
+    let third = requests[2].1["messages"].to_string();
+    assert!(third.contains("DATA (medic's `why` answer"), "{third}");
+    assert!(third.contains("log evidence withheld"), "{third}");
     assert!(!requests.iter().any(|(_, r)| r.to_string().contains("ignore previous instructions")), "no log line sent");
     o.close().await;
 

@@ -117,6 +117,11 @@ impl Llm {
             .collect()
     }
 
+    /// Whether log text may reach the model.
+    pub fn include_logs(&self) -> bool {
+        self.cfg.include_logs
+    }
+
     /// The conversation's opening: the instructions and the (redacted) question.
     pub fn start(&self, question: &str) -> Vec<Value> {
         vec![

@@ -123,11 +123,41 @@ pub fn templates() -> anyhow::Result<handlebars::Handlebars<'static>> {
     Ok(hb)
 }
 
+/// `s` with Discord's markdown neutralised: every character that starts markup (bold, italics,
+/// strikethrough, spoilers, code, masked links `[label](url)`, mentions and timestamps `<…>`;
+/// headings, quotes and lists at the start of a line) is backslash-escaped, so text from alerts and logs shows as written and
+/// never as a disguised link. Discord drops the backslash before any punctuation it escapes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut line_start = true;
+    for c in s.chars() {
+        let anywhere = matches!(c, '\\' | '*' | '_' | '~' | '`' | '|' | '[' | ']' | '(' | ')' | '<');
+        // Headings, subtext (`-#`), quotes and lists start a line.
+        if anywhere || (line_start && matches!(c, '#' | '>' | '-')) {
+            out.push('\\');
+        }
+        out.push(c);
+        line_start = c == '\n' || (line_start && c.is_whitespace());
+    }
+    out
+}
+
+/// `v` with every string in it escaped ([`escape`]): the data a template renders, so that only
+/// the template's own markup is markup.
+fn escaped(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(escape(s)),
+        Value::Array(a) => Value::Array(a.iter().map(escaped).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), escaped(v))).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The root message's body for `view`, from the `incident` template. The same body serves the
 /// post and its edits; empty components remove the buttons. No text of an incident may ping
 /// anyone: mentions are parsed nowhere.
 pub fn root_body(templates: &handlebars::Handlebars, view: &IncidentView) -> anyhow::Result<String> {
-    let (embed, rows) = build(&templates.render("incident", &view.0)?)?;
+    let (embed, rows) = build(&templates.render("incident", &escaped(&view.0))?)?;
     Ok(serde_json::to_string(
         &CreateMessage::new().embed(embed).components(rows).allowed_mentions(CreateAllowedMentions::new()),
     )?)
@@ -305,14 +335,16 @@ impl Discord {
     /// Answers `text` by editing the deferred response of the interaction whose token is `token`.
     async fn answer(self: Arc<Self>, asking: Arc<super::asking::Asking>, token: String, q: super::asking::Question) {
         let answer = asking.ask(&q).await;
-        let body =
-            self.templates.render("answer", &answer.view).map_err(anyhow::Error::from).and_then(|r| build(&r)).map(
-                |(embed, _)| {
-                    let mut v = json!({"embeds": [embed], "allowed_mentions": {"parse": []}});
-                    v["content"] = json!("");
-                    v
-                },
-            );
+        let body = self
+            .templates
+            .render("answer", &escaped(&answer.view))
+            .map_err(anyhow::Error::from)
+            .and_then(|r| build(&r))
+            .map(|(embed, _)| {
+                let mut v = json!({"embeds": [embed], "allowed_mentions": {"parse": []}});
+                v["content"] = json!("");
+                v
+            });
         let body = match body {
             Ok(b) => b,
             Err(e) => {
@@ -364,11 +396,16 @@ impl Discord {
         }
     }
 
+    /// A thread line's body: escaped, mentioning no one.
+    fn reply_body(text: &str) -> String {
+        json!({"content": cut(&escape(text), 2000), "allowed_mentions": {"parse": []}}).to_string()
+    }
+
     /// An ephemeral follow-up to the interaction whose token is `token`.
     async fn followup(&self, token: &str, text: &str) {
         let body = serde_json::to_value(
             CreateInteractionResponseFollowup::new()
-                .content(cut(text, 2000))
+                .content(cut(&escape(text), 2000))
                 .allowed_mentions(CreateAllowedMentions::new())
                 .ephemeral(true),
         )
@@ -397,7 +434,7 @@ impl Discord {
         match tokio::time::timeout(budget, &mut task).await {
             Ok(Ok(Some(reply))) => {
                 let msg = serenity::builder::CreateInteractionResponseMessage::new()
-                    .content(cut(&reply, 2000))
+                    .content(cut(&escape(&reply), 2000))
                     .allowed_mentions(CreateAllowedMentions::new())
                     .ephemeral(true);
                 Ok(serde_json::to_value(CreateInteractionResponse::Message(msg)).expect("builders serialise"))
@@ -584,7 +621,7 @@ impl Platform for Discord {
     }
 
     fn reply(&self, _channel: &str, text: &str) -> String {
-        json!({"content": cut(text, 2000), "allowed_mentions": {"parse": []}}).to_string()
+        Discord::reply_body(text)
     }
 
     async fn deliver(&self, row: &OutboxRow) -> Delivery {
@@ -730,5 +767,28 @@ mod tests {
             .map(|b| b["custom_id"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(ids, ["ask:7"], "no plan buttons when none apply; Ask always");
+    }
+
+    /// Text from alerts shows as written: a masked link in a label is no link, other markup is
+    /// no markup, and only the template's own markup (the bold state) renders.
+    #[test]
+    fn alert_text_is_no_markup() {
+        let hostile = "[Log in again](https://evil.example/login) **now** ||x|| `code` <@&1>\n# big\n> quote";
+        let escaped = escape(hostile);
+        assert!(!escaped.contains("[Log in again](") && !escaped.contains("**now**"), "{escaped}");
+        assert_eq!(escaped.replace('\\', ""), hostile, "nothing but backslashes added");
+        let view = IncidentView(json!({
+            "incident": {"id": 7, "title": hostile, "state": "open", "severity": "critical"},
+            "services": hostile, "onset": "2026-11-21T10:00:00Z",
+            "top": {"statement": hostile, "confidence": 75, "runbook": "r", "tier": 3,
+                    "evidence": [{"kind": "log", "text": hostile, "at": null}]},
+            "plan": null, "no_plan": hostile, "paused": null, "decision": null, "buttons": false, "resolved": false,
+            "can_approve": false, "stop": false, "auto": null,
+        }));
+        let body = root_body(&templates().unwrap(), &view).unwrap();
+        assert!(!body.contains("[Log in again](https"), "{body}");
+        assert!(body.contains("**open**"), "the template's own markup stays: {body}");
+        let reply: Value = serde_json::from_str(&Discord::reply_body(hostile)).unwrap();
+        assert!(!reply["content"].as_str().unwrap().contains("[Log in again](https"), "{reply}");
     }
 }
