@@ -69,6 +69,9 @@ pub enum PlanAction {
     Script {
         argv: Vec<String>,
         timeout_secs: u64,
+        /// The environment the runbook names (rendered); nothing of medic's own.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
     },
     Wait {
         secs: u64,
@@ -322,7 +325,12 @@ impl Renderer<'_> {
                 .enumerate()
                 .map(|(i, x)| render::arg(x, self.ctx).map_err(|e| format!("{at}.argv[{i}]: {e}")))
                 .collect::<Result<_, _>>()?;
-            return Ok(PlanAction::Script { argv, timeout_secs: s.timeout.as_secs() });
+            let env = s
+                .env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render::arg(v, self.ctx).map_err(|e| format!("{at}.env.{k}: {e}"))?)))
+                .collect::<Result<_, String>>()?;
+            return Ok(PlanAction::Script { argv, timeout_secs: s.timeout.as_secs(), env });
         }
         if let Some(w) = a.wait {
             return Ok(PlanAction::Wait { secs: w.as_secs() });

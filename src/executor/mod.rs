@@ -694,8 +694,8 @@ impl Executor {
                 };
                 http::call(&self.http, &self.limits, r, &a.summary()).await.map(Acted::said)
             }
-            PlanAction::Script { argv, timeout_secs } => {
-                script::run(self.limits.scripts_dir.as_deref(), argv, *timeout_secs).await.map(Acted::said)
+            PlanAction::Script { argv, timeout_secs, env } => {
+                script::run(self.limits.scripts_dir.as_deref(), argv, env, *timeout_secs).await.map(Acted::said)
             }
             PlanAction::Wait { secs } => {
                 self.sleep.sleep(Duration::from_secs(*secs)).await;

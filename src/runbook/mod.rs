@@ -371,6 +371,10 @@ pub struct ScriptAction {
     #[serde(default = "default_action_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
+    /// The script's whole environment besides `PATH`, `LANG` and `HOME`: names and value
+    /// templates. medic's own environment (its secrets among it) is never passed on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 fn default_action_timeout() -> Duration {
@@ -742,6 +746,14 @@ impl Runbook {
             }
             for (i, arg) in s.argv.iter().enumerate().skip(1) {
                 check_template(out, &format!("{at}.script.argv[{i}]"), arg);
+            }
+            for (name, value) in &s.env {
+                let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    out.push(format!("{at}.script.env: {name:?} is not an environment variable name"));
+                }
+                check_template(out, &format!("{at}.script.env.{name}"), value);
             }
         }
         if let Some(c) = &a.check {
