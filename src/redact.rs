@@ -33,12 +33,15 @@ static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
             r#"(?i)(\\"[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)[a-z0-9_.-]*\\"\s*:\s*\\")((?:[^"\\]|\\[^"])+)"#,
             "$1[REDACTED]",
         ),
-        (r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", "$1 [REDACTED]"),
+        // Also URL- or form-encoded (`Bearer%20…`, `Bearer+…`), as a query string carries it.
+        (r"(?i)\b(bearer|basic)(?:\s+|%20|\+)[A-Za-z0-9._~+/=%-]{8,}", "$1 [REDACTED]"),
         (r"(?i)(://[^/\s:@]+:)[^@/\s]+@", "${1}[REDACTED]@"),
         (
             r#"(?i)\b([a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)[a-z0-9_.-]*)(\s*[=:]\s*|"\s*:\s*")([^\s"',;&]+)"#,
             "$1$2[REDACTED]",
         ),
+        // Short names that are whole words only (`pw=…`, `db_pass: …`), so `bypass=` is not one.
+        (r"(?i)\b((?:[a-z0-9_.-]*[_.-])?(?:pw|pass))(\s*[=:]\s*)([^\s\x22',;&]+)", "$1$2[REDACTED]"),
         (r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", MASK),
         (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", MASK),
         (r"\bgh[pousr]_[A-Za-z0-9]{30,}\b", MASK),
@@ -75,7 +78,7 @@ pub fn redact(text: &str) -> String {
 /// its value is hidden whole, whatever it looks like.
 pub fn is_secret_name(key: &str) -> bool {
     static NAME: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"(?i)(password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|dsn|authorization|cookie)")
+        Regex::new(r"(?i)(password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|dsn|authorization|cookie|(?:^|[_.-])(?:pw|pass|passphrase)(?:$|[_.-]))")
             .expect("a valid pattern")
     });
     NAME.is_match(key)
@@ -156,6 +159,10 @@ mod tests {
             ("hook https://discord.com/api/webhooks/123456/abcDEF_ghi-jkl", "abcDEF_ghi-jkl"),
             (r#"{"msg": "{\"api_key\":\"k3y-v4lue\",\"n\":1}"}"#, "k3y-v4lue"),
             ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"),
+            ("GET /cb?auth=Bearer%20abcdefghijklmnop123 200", "abcdefghijklmnop123"),
+            ("form auth=Bearer+abcdefghijklmnop123", "abcdefghijklmnop123"),
+            ("login with pw=hunter2x", "hunter2x"),
+            ("db_pass: s3cr3tv4lue", "s3cr3tv4lue"),
         ];
         for (input, secret) in cases {
             let out = redact(input);
@@ -173,6 +180,7 @@ mod tests {
             "cleanup --path /var/log -v",
             "ls -p /tmp",
             "ssh -p 2222 host",
+            "bypass=true compass: north",
         ] {
             assert_eq!(redact(s), s);
         }
@@ -180,15 +188,22 @@ mod tests {
 
     #[test]
     fn maps_hide_values_under_secret_names() {
-        let mut m: std::collections::BTreeMap<String, String> =
-            [("service", "db"), ("db_password", "plain"), ("note", "dsn postgres://a:b1234@h/x"), ("API-Key", "k")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let mut m: std::collections::BTreeMap<String, String> = [
+            ("service", "db"),
+            ("db_password", "plain"),
+            ("note", "dsn postgres://a:b1234@h/x"),
+            ("API-Key", "k"),
+            ("pw", "p"),
+            ("compass", "n"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         redact_map(&mut m);
         assert_eq!(m["service"], "db");
         assert_eq!(m["db_password"], "[REDACTED]");
         assert_eq!(m["API-Key"], "[REDACTED]");
+        assert_eq!((m["pw"].as_str(), m["compass"].as_str()), ("[REDACTED]", "n"));
         assert_eq!(m["note"], "dsn postgres://a:[REDACTED]@h/x");
     }
 

@@ -142,9 +142,13 @@ async fn setup_with(db: Db, throttle: usize, extra: &str) -> Option<Setup> {
     Some(Setup { app, fake, key, restarts, _dir: dir })
 }
 
+/// A fixture as one interaction: its own interaction id (as every delivery Discord makes).
 fn fixture(name: &str, user: &str, role: &str, custom_id: &str, reason: &str) -> String {
+    static ID: AtomicUsize = AtomicUsize::new(0);
+    let id = format!("\"id\": \"{}\"", 1310354170996129833 + ID.fetch_add(1, Ordering::SeqCst) as u64);
     String::from_utf8(common::fixture(&format!("discord/{name}")))
         .unwrap()
+        .replace("\"id\": \"1310354170996129833\"", &id)
         .replace("USER_ID", user)
         .replace("ROLE_ID", role)
         .replace("CUSTOM_ID", custom_id)
@@ -348,6 +352,14 @@ async fn commands_are_registered_and_answered(db: Db) {
     let (status, v) = s.send(&command(MEMBER, "ask", "what changed in checkout?"), &s.key, None).await;
     assert_eq!((status.as_u16(), v["type"].as_u64()), (200, Some(5)), "deferred: {v}");
     let (path, answer) = poll_until(10, || async { answers().into_iter().next() }).await.expect("the answer");
+    // The same signed interaction delivered three more times is answered once.
+    let once = command(MEMBER, "ask", "what changed in checkout?");
+    for _ in 0..3 {
+        assert_eq!(s.send(&once, &s.key, None).await.0.as_u16(), 200);
+    }
+    poll_until(10, || async { (answers().len() >= 2).then_some(()) }).await.expect("answered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(answers().len(), 2, "one answer per interaction");
     assert!(path.ends_with("/messages/@original"), "{path}");
     // As Discord shows it: the backslashes that neutralise markdown in values are not shown.
     assert!(answer["embeds"][0].to_string().replace("\\\\", "").contains("change(s) to checkout"), "{answer:#}");

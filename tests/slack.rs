@@ -233,6 +233,13 @@ impl Setup {
 
     /// POSTs a signed `/medic` slash command.
     async fn command(&self, user: &str, text: &str) -> reqwest::StatusCode {
+        static TRIGGER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = TRIGGER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.command_as(user, text, &format!("13345224609.738474920.{n}")).await
+    }
+
+    /// `/medic text` as Slack sends it, with the invocation's `trigger_id`.
+    async fn command_as(&self, user: &str, text: &str, trigger: &str) -> reqwest::StatusCode {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs([
                 ("command", "/medic"),
@@ -240,6 +247,7 @@ impl Setup {
                 ("user_id", user),
                 ("channel_id", "C0INCIDENT"),
                 ("team_id", "T1"),
+                ("trigger_id", trigger),
             ])
             .finish();
         let ts = chrono::Utc::now().timestamp();
@@ -443,7 +451,8 @@ fn button(root: &Value, action: &str) -> String {
 }
 
 async fn approve_once_refuse_strangers(db: Db) {
-    let Some(s) = setup(db, "", 0, None).await else { return };
+    let freeze = "guardrails:\n  freezes: [{from: '2020-01-01T00:00:00Z', until: '2100-01-01T00:00:00Z', reason: a test freeze}]\n";
+    let Some(s) = setup(db, freeze, 0, None).await else { return };
     s.alert().await;
     let root = s.root().await;
     assert_eq!(root["channel"], "C0INCIDENT");
@@ -475,6 +484,9 @@ async fn approve_once_refuse_strangers(db: Db) {
     assert!(eph["text"].as_str().unwrap().contains("sre"), "the refusal says which group may approve: {eph}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(s.restarts.load(Ordering::SeqCst), 0);
+    let warnings =
+        || s.fake.calls("chat.postMessage").into_iter().filter(|c| c.to_string().contains("a test freeze")).count();
+    assert_eq!(warnings(), 0, "a refused click says nothing in the thread");
 
     // The allowed user, signed with the older secret (rotation), clicks twice; Slack retries once.
     let ok = approve_by("U0ALLOWED");
@@ -502,6 +514,7 @@ async fn approve_once_refuse_strangers(db: Db) {
         .collect();
     assert!(threads.iter().any(|t| t.contains("approved by slack:U0ALLOWED")), "{threads:?}");
     assert!(threads.iter().any(|t| t.contains("step succeeded")), "{threads:?}");
+    assert_eq!(warnings(), 1, "the freeze is said once, for the approval that counted: {threads:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(s.restarts.load(Ordering::SeqCst), 1, "executed exactly once");
 
@@ -628,6 +641,17 @@ async fn rate_limited_then_delivered(db: Db) {
         (status.as_u16(), v["challenge"].as_str()),
         (200, Some("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"))
     );
+    // The same signed slash command delivered four times is answered once.
+    let answered = || {
+        s.fake.calls("chat.postMessage").into_iter().filter(|c| c.to_string().contains("Incident #1: ChatTest")).count()
+    };
+    let before = answered();
+    for _ in 0..4 {
+        assert_eq!(s.command_as("U0ALLOWED", "status", "13345224609.738474920.dup").await, 200);
+    }
+    poll_until(10, || async { (answered() > before).then_some(()) }).await.expect("answered");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(answered(), before + 1, "one answer for one invocation");
     s.app.stop().await.unwrap();
 }
 
@@ -652,6 +676,18 @@ async fn more_evidence_escapes_hostile_labels(db: Db) {
     let text = thread["text"].as_str().unwrap();
     assert!(text.contains("&lt;!channel&gt;"), "{text}");
     assert!(!text.contains("<!channel>") && !text.contains("<https://"), "{text}");
+    // Clicked again within the minute, by anyone: no second post, a private word instead.
+    let again =
+        payload("block_actions.json", "U0STRANGER", &[("ACTION_ID", "more_evidence"), ("BUTTON_VALUE", &value)]);
+    assert_eq!(s.click(&again, SECRET, None).await, 200);
+    poll_until(10, || async {
+        s.fake.calls("chat.postEphemeral").into_iter().find(|c| c.to_string().contains("within the last minute"))
+    })
+    .await
+    .expect("told the evidence was just posted");
+    let posts =
+        s.fake.calls("chat.postMessage").into_iter().filter(|c| c["thread_ts"].is_string() && c["text"].is_string());
+    assert_eq!(posts.count(), 1, "the evidence once");
     s.app.stop().await.unwrap();
 }
 

@@ -381,7 +381,24 @@ async fn a_delivery_that_did_not_render_is_a_failed_delivery(db: Db) {
     assert_eq!(claimed.iter().map(|r| r.item.op.as_str()).collect::<Vec<_>>(), ["post"]);
 }
 
+/// The per-person question limit holds across replicas: two stores on one database (two
+/// replicas) allow 20 in a minute between them, and more once the minute has passed.
+async fn the_question_limit_is_shared_by_replicas(db: Db) {
+    let Some((db, a)) = open(db).await else { return };
+    let b = store::open(&db.url, 2).await.unwrap();
+    let mut allowed = 0;
+    for i in 0..30 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        allowed += usize::from(s.within_rate("ask", "slack:U1", 20, T0 + i).await.unwrap());
+    }
+    assert_eq!(allowed, 20);
+    assert!(a.within_rate("ask", "slack:U2", 20, T0 + 31).await.unwrap(), "per person");
+    assert!(b.within_rate("ask", "slack:U1", 20, T0 + MIN + 1).await.unwrap(), "the minute slides");
+    b.close().await;
+}
+
 both_stores!(
+    the_question_limit_is_shared_by_replicas,
     a_delivery_that_did_not_render_is_a_failed_delivery,
     retention_keeps_the_chain_verifiable,
     a_lease_has_one_holder_and_lapses,

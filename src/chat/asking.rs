@@ -5,11 +5,9 @@
 //! platform's retry of an event is never answered twice, whichever replica it reaches).
 
 use crate::approval::{Groups, Identity};
-use crate::time::Millis;
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Who asks what, where.
 #[derive(Debug, Clone)]
@@ -64,7 +62,6 @@ pub struct Asking {
     pub responders: Arc<crate::approval::Responders>,
     pub store: Arc<dyn crate::store::Store>,
     pub clock: Arc<dyn crate::time::Clock>,
-    limit: RateLimit,
 }
 
 impl Asking {
@@ -74,8 +71,7 @@ impl Asking {
         store: Arc<dyn crate::store::Store>,
         clock: Arc<dyn crate::time::Clock>,
     ) -> Asking {
-        let limit = RateLimit::new(answers.per_minute());
-        Asking { answers, responders, store, clock, limit }
+        Asking { answers, responders, store, clock }
     }
 
     /// True the first time a delivery `id` of `platform` is seen, by any replica.
@@ -83,65 +79,36 @@ impl Asking {
         self.store.first_delivery(platform, id, self.clock.now()).await
     }
 
+    /// Whether to answer delivery `id` of `platform`: its first arrival, on any replica. A
+    /// store that cannot say answers no (logged): a question unanswered beats one answered twice.
+    pub async fn once(&self, platform: &str, id: &str) -> bool {
+        self.first(platform, id).await.unwrap_or_else(|e| {
+            tracing::warn!(platform, error = %format!("{e:#}"), "a question could not be recorded; not answered");
+            false
+        })
+    }
+
     pub fn understood(&self, text: &str) -> bool {
         self.answers.understood(text)
     }
 
-    /// The reply to `q`, within the per-person rate limit; a failure is a reply saying so.
+    /// The reply to `q`, within the per-person rate limit (counted in the store, so across
+    /// replicas); a failure is a reply saying so.
     pub async fn ask(&self, q: &Question) -> Reply {
-        if !self.limit.allow(&q.who.0, self.clock.now()) {
-            let text =
-                format!("You asked more than {} questions in a minute; wait a little.", self.answers.per_minute());
-            return Reply::notice(&text, true);
-        }
-        match self.answers.answer(q).await {
+        let per_minute = self.answers.per_minute();
+        let answered = async {
+            if !self.store.within_rate("ask", &q.who.0, per_minute, self.clock.now()).await? {
+                let text = format!("You asked more than {per_minute} questions in a minute; wait a little.");
+                return Ok(Reply::notice(&text, true));
+            }
+            self.answers.answer(q).await
+        };
+        match answered.await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "a question could not be answered");
                 Reply::notice("I could not answer: medic's store did not respond. Try again shortly.", true)
             }
         }
-    }
-}
-
-/// Per-person rate limit: at most `per_minute` questions in any sliding minute.
-pub struct RateLimit {
-    per_minute: u32,
-    seen: Mutex<HashMap<String, VecDeque<Millis>>>,
-}
-
-impl RateLimit {
-    pub fn new(per_minute: u32) -> RateLimit {
-        RateLimit { per_minute, seen: Default::default() }
-    }
-
-    /// Whether `who` may ask now (and counts the question if so).
-    pub fn allow(&self, who: &str, now: Millis) -> bool {
-        let mut seen = self.seen.lock().unwrap();
-        if seen.len() > 10_000 {
-            seen.retain(|_, q| q.back().is_some_and(|t| now - t < 60_000));
-        }
-        let q = seen.entry(who.to_string()).or_default();
-        while q.front().is_some_and(|t| now - t >= 60_000) {
-            q.pop_front();
-        }
-        if q.len() as u32 >= self.per_minute {
-            return false;
-        }
-        q.push_back(now);
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_limit_slides() {
-        let r = RateLimit::new(2);
-        assert!(r.allow("a", 0) && r.allow("a", 10));
-        assert!(!r.allow("a", 20) && r.allow("b", 20));
-        assert!(r.allow("a", 60_001));
     }
 }

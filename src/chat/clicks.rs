@@ -44,17 +44,21 @@ impl Clicks {
         if stored.plan.incident_id != incident_id {
             return Ok(Some("this button does not belong to that incident's plan".into()));
         }
-        let guardrail = if decision == Decision::Approve {
+        let (guardrail, warnings) = if decision == Decision::Approve {
             let a = self.guardrails(incident_id, &stored.plan.runbook, now).await?;
-            for w in &a.warnings {
-                self.notifier.thread(incident_id, &format!("warning: {w}")).await?;
-            }
-            a.refusal()
+            (a.refusal(), a.warnings)
         } else {
-            None
+            (None, Vec::new())
         };
         let click = Click { who: who.clone(), decision, via: via.to_string(), at: now, reason: reason.clone() };
         let (verdict, approved) = self.store.decide(hash, &click, groups, guardrail).await?;
+        // The warnings an approver clicked through, in the thread: only for an approval that
+        // counted (a refused click, anyone's, says nothing in public).
+        if matches!(verdict, Verdict::Recorded { .. } | Verdict::Approved { .. }) {
+            for w in &warnings {
+                self.notifier.thread(incident_id, &format!("warning: {w}")).await?;
+            }
+        }
         let reply = match verdict {
             Verdict::Refused { reason } => return Ok(Some(reason)),
             Verdict::AlreadyCounted { .. } => return Ok(Some("your approval is already counted".into())),
@@ -171,8 +175,14 @@ impl Clicks {
     }
 
     /// Every hypothesis' evidence and what could not be seen, for the thread.
-    pub async fn more_evidence(&self, incident_id: i64) -> anyhow::Result<()> {
-        let Some((_, d)) = super::latest_diagnosis(self.store.as_ref(), incident_id).await? else { return Ok(()) };
-        self.notifier.thread(incident_id, &super::more_evidence(&d)).await
+    /// Posts every hypothesis with its evidence in the thread, at most once a minute per
+    /// incident (whoever clicks, on whichever replica); a click within the minute is told so.
+    pub async fn more_evidence(&self, incident_id: i64) -> anyhow::Result<Reply> {
+        let Some((_, d)) = super::latest_diagnosis(self.store.as_ref(), incident_id).await? else { return Ok(None) };
+        if !self.store.within_rate("more-evidence", &incident_id.to_string(), 1, self.clock.now()).await? {
+            return Ok(Some("the evidence was posted in the thread within the last minute".into()));
+        }
+        self.notifier.thread(incident_id, &super::more_evidence(&d)).await?;
+        Ok(None)
     }
 }

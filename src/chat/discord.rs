@@ -332,8 +332,18 @@ impl Discord {
             .map_err(|e| format!("{e:?}"))
     }
 
-    /// Answers `text` by editing the deferred response of the interaction whose token is `token`.
-    async fn answer(self: Arc<Self>, asking: Arc<super::asking::Asking>, token: String, q: super::asking::Question) {
+    /// Answers `text` by editing the deferred response of the interaction whose token is `token`;
+    /// once per interaction `id`, however often the signed request arrives, on any replica.
+    async fn answer(
+        self: Arc<Self>,
+        asking: Arc<super::asking::Asking>,
+        id: String,
+        token: String,
+        q: super::asking::Question,
+    ) {
+        if !asking.once("discord", &format!("interaction:{id}")).await {
+            return;
+        }
         let answer = asking.ask(&q).await;
         let body = self
             .templates
@@ -490,7 +500,7 @@ impl Discord {
                     &roles_of(c.member.as_deref()),
                     &c.channel_id.to_string(),
                 );
-                tokio::spawn(self.clone().answer(asking.clone(), c.token.clone(), q));
+                tokio::spawn(self.clone().answer(asking.clone(), c.id.to_string(), c.token.clone(), q));
                 Ok((defer(private), None))
             }
             Interaction::Component(c) if c.data.custom_id.starts_with("ask:") => {
@@ -512,7 +522,7 @@ impl Discord {
                     &roles_of(m.member.as_ref()),
                     &m.channel_id.to_string(),
                 );
-                tokio::spawn(self.clone().answer(asking.clone(), m.token.clone(), q));
+                tokio::spawn(self.clone().answer(asking.clone(), m.id.to_string(), m.token.clone(), q));
                 Ok((defer(false), None))
             }
             interaction => self.click(interaction, clicks, responders),
@@ -568,7 +578,7 @@ impl Discord {
                                     )
                                     .await
                             }
-                            "more" => clicks.more_evidence(incident).await.map(|()| None),
+                            "more" => clicks.more_evidence(incident).await,
                             _ => Ok(None),
                         }
                     };

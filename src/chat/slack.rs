@@ -392,8 +392,15 @@ impl Slack {
 
     /// Handles a verified `/medic` slash command (form fields): `/medic status`, `/medic ask
     /// what changed?`, `/medic pause`.
+    /// A command Slack delivers twice (a retry, a replay within the signature's window) is
+    /// answered once: its `trigger_id` is unique to one invocation.
     pub async fn command(&self, form: &HashMap<String, String>, asking: &super::asking::Asking) {
         let (Some(channel), Some(user)) = (form.get("channel_id"), form.get("user_id")) else { return };
+        if let Some(trigger) = form.get("trigger_id")
+            && !asking.once("slack", &format!("command:{trigger}")).await
+        {
+            return;
+        }
         let text = form.get("text").map(String::as_str).unwrap_or("");
         let text = text.strip_prefix("ask ").unwrap_or(text);
         let question = self.question(asking, channel, user, text, None, true).await;
@@ -460,10 +467,7 @@ impl Slack {
                             self.reject_modal(ev.trigger_id.as_ref(), incident, &hash, &channel).await;
                             None
                         }
-                        "more_evidence" => {
-                            clicks.more_evidence(incident).await?;
-                            None
-                        }
+                        "more_evidence" => clicks.more_evidence(incident).await?,
                         _ => None,
                     };
                     if let Some(r) = reply {

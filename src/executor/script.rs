@@ -45,7 +45,9 @@ pub async fn run(
     }
     let out = match out {
         Err(_) => {
-            return Err(format!("{name} timed out after {timeout_secs}s and was killed, with every process it started"));
+            return Err(format!(
+                "{name} timed out after {timeout_secs}s and was killed, with every process it started"
+            ));
         }
         Ok(Err(e)) => return Err(format!("cannot run {}: {e}", path.display())),
         Ok(Ok(o)) => o,

@@ -272,6 +272,9 @@ pub trait Store: Send + Sync + 'static {
     /// True the first time a delivery `event` of `platform` is seen (by any replica); records it
     /// (for a day).
     async fn first_delivery(&self, platform: &str, event: &str, now: Millis) -> Result<bool>;
+    /// Whether `who` may do one more thing of `kind` now: fewer than `per_minute` in the last
+    /// minute, counted across replicas; if so, it is counted.
+    async fn within_rate(&self, kind: &str, who: &str, per_minute: u32, now: Millis) -> Result<bool>;
     /// The incident whose root message on `platform` is `message` in `channel`, if any.
     async fn incident_for_message(&self, platform: &str, channel: &str, message: &str) -> Result<Option<i64>>;
     /// The incident's latest plan with its approvers and its execution, if it has a plan.
@@ -740,6 +743,10 @@ impl Store for SqlStore {
 
     async fn outbox_health(&self, since: Millis) -> Result<Vec<OutboxHealth>> {
         SqlStore::outbox_health(self, since).await
+    }
+
+    async fn within_rate(&self, kind: &str, who: &str, per_minute: u32, now: Millis) -> Result<bool> {
+        SqlStore::within_rate(self, kind, who, per_minute, now).await
     }
 
     async fn first_delivery(&self, platform: &str, event: &str, now: Millis) -> Result<bool> {

@@ -207,6 +207,32 @@ impl SqlStore {
         Ok(inserted == 1)
     }
 
+    pub(super) async fn within_rate(&self, kind: &str, who: &str, per_minute: u32, now: Millis) -> Result<bool> {
+        // One key per person and kind (in `platform`), one row per counted act.
+        let key = format!("rate:{kind}:{who}");
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM chat_events WHERE platform = $1 AND seen_at <= $2")
+            .bind(key.clone())
+            .bind(now - 60_000)
+            .execute(&mut *tx)
+            .await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chat_events WHERE platform = $1")
+            .bind(key.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+        let allowed = n < i64::from(per_minute);
+        if allowed {
+            sqlx::query("INSERT INTO chat_events (platform, event_id, seen_at) VALUES ($1, $2, $3)")
+                .bind(key)
+                .bind(format!("{now}-{n}"))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(allowed)
+    }
+
     pub(super) async fn incident_for_message(
         &self,
         platform: &str,
