@@ -127,9 +127,11 @@
 //!   evidence naming the source.
 //! - **The executor runs only an `ApprovedPlan`**, which only [`approval`] can build, and
 //!   only after the approval committed; a plan runs at most once and is never re-run after a
-//!   crash. A Kubernetes step changes only an allowed namespace, only a workload whose spec is
-//!   still the one the plan was proposed against, and only after the API server accepted the
-//!   same request as a dry run.
+//!   crash; before every action the executor confirms in the store that it still holds the
+//!   execution (fencing), so a replica that lost its lease acts no more. A Kubernetes step
+//!   changes only an allowed namespace, only a workload the survey read and whose spec is still
+//!   the one the plan was proposed against, and only after the API server accepted the same
+//!   request as a dry run.
 //! - **Every state change is audited in the same transaction** that makes it; a duplicate
 //!   delivery changes nothing and writes nothing.
 //! - **Secrets never print.** [`secret::Secret`] has no `Display`, redacts its `Debug`, and is
@@ -140,9 +142,11 @@
 //! - **A value is data.** Label values and other incident values reach PromQL/LogQL, URLs and
 //!   script arguments only through [`render`], escaped for their position or refused; text
 //!   sent to Slack is escaped and Discord messages mention no one.
-//! - **Words never act by themselves.** A question can pause or resume automation, or grant or
-//!   revoke a runbook's autonomy, only for `ask.control_groups`, from exact words, never under a
-//!   negation, never through the LLM (whose tools are read-only); plans are approved by a
+//! - **Words never act by themselves.** Only an order addressed to medic (a mention, a DM, a
+//!   slash command, the API, the CLI; its verb first) can pause or resume automation, grant or
+//!   revoke a runbook's autonomy, or resolve or reopen an incident, only for
+//!   `ask.control_groups`, from exact words; never a question, a negation, a statement or a
+//!   message medic overheard, never through the LLM (whose tools are read-only); plans are approved by a
 //!   person's button, or by `approval::decide_auto` for a runbook that earned `auto` (never
 //!   above tier 3, only where the environment policy allows, never while a guardrail objects).
 //! - **Losing autonomy is never lost.** A failure, rollback, interruption, Stop or Reject that
