@@ -63,6 +63,11 @@ pub async fn client(
     // API server would stall every investigation. Each call is one try within `timeout`; what
     // is worth retrying, medic retries itself (a 409 once, the outbox, the next trigger).
     config.default_retry = false;
+    // The cluster's audit log names medic and its version.
+    config.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_static(concat!("medic/", env!("CARGO_PKG_VERSION"))),
+    ));
     kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
 }
 

@@ -89,7 +89,6 @@ struct Workload {
     generation: i64,
     /// A hash of `spec.template`.
     template: String,
-    resource_version: String,
     replicas: Option<i32>,
     revision: Option<i64>,
 }
@@ -131,6 +130,10 @@ fn who(t: &Target) -> String {
 fn api_error(e: kube::Error, verb: &str, resource: &str, t: &Target) -> Error {
     match e {
         kube::Error::Api(s) if s.code == 409 => Error::Conflict(s.message),
+        // A JSON patch's `test` failed: what the write was computed from changed meanwhile.
+        kube::Error::Api(s) if s.code == 422 && s.message.contains("test") && s.message.contains("fail") => {
+            Error::Conflict(s.message)
+        }
         kube::Error::Api(s) if s.code == 403 => Error::Refused(format!(
             "forbidden: medic may not {verb} {resource} in namespace {} (grant it in its Role, see \
              deploy/kubernetes/write-namespace.yaml): {}",
@@ -202,7 +205,6 @@ impl Cluster {
                 use sha2::Digest;
                 hex::encode(&sha2::Sha256::digest(obj.data["spec"]["template"].to_string().as_bytes())[..8])
             },
-            resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
             replicas: obj.data["spec"]["replicas"].as_i64().map(|r| r as i32),
             revision,
             obj,
@@ -314,7 +316,8 @@ impl Cluster {
     }
 
     async fn send(&self, t: &Target, r: &Request, dry_run: bool) -> Result<(), Error> {
-        let pp = PatchParams { dry_run, ..Default::default() };
+        // `fieldManager`: the cluster's managed fields and audit log name medic.
+        let pp = PatchParams { dry_run, field_manager: Some("medic".into()), ..Default::default() };
         match r {
             Request::Patch(patch) => {
                 self.api(t).patch(&t.name, &pp, patch).await.map_err(|e| api_error(e, "patch", t.kind.plural(), t))?;
@@ -353,20 +356,30 @@ impl Cluster {
             to_replicas,
             to_revision,
         };
-        let rv = &w.resource_version;
+        // Each write tests what it was computed from, not the `resourceVersion`: a status-only
+        // update in between (any busy Deployment) changes nothing that matters, a spec change
+        // (a new generation) fails the test and the step reads again.
+        let generation = json!({"op": "test", "path": "/metadata/generation", "value": w.generation});
         match &op.verb {
             KubeVerb::RolloutRestart => {
                 if paused {
                     return refused(format!("{} is paused: a restart would not roll out until it is resumed", who(t)));
                 }
                 let at = crate::time::rfc3339(clock.now());
-                let patch = json!({
-                    "metadata": {"resourceVersion": rv},
-                    "spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": at}}}}
-                });
+                // The annotation kubectl's restart sets, added to the template's annotations (or
+                // as them, when it has none).
+                let annotations = &w.obj.data["spec"]["template"]["metadata"]["annotations"];
+                let set = if annotations.is_object() {
+                    json!({"op": "add", "path": "/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt", "value": at})
+                } else if w.obj.data["spec"]["template"]["metadata"].is_object() {
+                    json!({"op": "add", "path": "/spec/template/metadata/annotations", "value": {"kubectl.kubernetes.io/restartedAt": at}})
+                } else {
+                    json!({"op": "add", "path": "/spec/template/metadata", "value": {"annotations": {"kubectl.kubernetes.io/restartedAt": at}}})
+                };
+                let patch: json_patch::Patch = serde_json::from_value(json!([generation, set])).expect("a JSON patch");
                 let pods = w.replicas.map(|r| format!("its {r} pods")).unwrap_or_else(|| "its pods".into());
                 Ok(Prepared {
-                    request: Request::Patch(Patch::Merge(patch)),
+                    request: Request::Patch(Patch::Json(patch)),
                     touches: format!("{}: {pods} replaced by a rolling update", who(t)),
                     seen: seen(None, None),
                     undo: None,
@@ -374,7 +387,7 @@ impl Cluster {
                     rolls_out: true,
                 })
             }
-            KubeVerb::RolloutUndo { to_revision } => self.prepare_undo(op, w, *to_revision, paused).await,
+            KubeVerb::RolloutUndo { to_revision } => self.prepare_undo(op, w, *to_revision, paused, generation).await,
             KubeVerb::Scale { by, to, min, max } => {
                 let Some(from) = w.replicas else {
                     return refused(format!("{} has no replica count", who(t)));
@@ -412,7 +425,12 @@ impl Cluster {
                         ));
                     }
                 }
-                let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"replicas": target}});
+                // The count it was computed from, tested on the scale subresource.
+                let patch: json_patch::Patch = serde_json::from_value(json!([
+                    {"op": "test", "path": "/spec/replicas", "value": from},
+                    {"op": "replace", "path": "/spec/replicas", "value": target},
+                ]))
+                .expect("a JSON patch");
                 let undo = KubeOp {
                     target: t.clone(),
                     verb: KubeVerb::Scale { by: None, to: Some(from), min: 0, max: from.max(target) },
@@ -420,7 +438,7 @@ impl Cluster {
                     restore: true,
                 };
                 Ok(Prepared {
-                    request: Request::Scale(Patch::Merge(patch)),
+                    request: Request::Scale(Patch::Json(patch)),
                     touches: format!("{}: {from} → {target} replicas", who(t)),
                     seen: seen(Some(target), None),
                     undo: Some(PlanAction::Kubernetes(undo)),
@@ -438,6 +456,7 @@ impl Cluster {
         w: &Workload,
         to_revision: Option<i64>,
         paused: bool,
+        generation: Value,
     ) -> Result<Prepared, Error> {
         let t = &op.target;
         if paused {
@@ -451,11 +470,17 @@ impl Cluster {
             return refused(format!("{} has no {REVISION} annotation: it has never rolled out", who(t)));
         };
         let uid = w.obj.metadata.uid.clone().unwrap_or_default();
-        let sets = Api::<ReplicaSet>::namespaced(self.client.clone(), &t.namespace)
-            .list(&ListParams::default().labels(&selector(&w.obj)))
-            .await
-            .map_err(|e| api_error(e, "list", "replicasets", t))?;
-        let mut revisions: Vec<(i64, ReplicaSet)> = sets
+        // Read as raw JSON: a typed ReplicaSet would drop template fields newer than this
+        // client's Kubernetes version, and the undo would silently lose them.
+        let sets = Api::<DynamicObject>::namespaced_with(
+            self.client.clone(),
+            &t.namespace,
+            &ApiResource::erase::<ReplicaSet>(&()),
+        )
+        .list(&ListParams::default().labels(&selector(&w.obj)))
+        .await
+        .map_err(|e| api_error(e, "list", "replicasets", t))?;
+        let mut revisions: Vec<(i64, DynamicObject)> = sets
             .items
             .into_iter()
             .filter(|rs| rs.metadata.owner_references.iter().flatten().any(|o| o.uid == uid))
@@ -479,10 +504,29 @@ impl Cluster {
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ));
         };
-        let mut template = serde_json::to_value(rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default())
-            .map_err(|e| Error::Refused(e.to_string()))?;
+        let mut template = rs.data["spec"]["template"].clone();
+        if !template.is_object() {
+            return refused(format!("{}: the ReplicaSet of revision {to} has no pod template", who(t)));
+        }
         if let Some(labels) = template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
             labels.remove("pod-template-hash");
+        }
+        // The annotations as `kubectl rollout undo` leaves them: the Deployment's own
+        // bookkeeping kept, the rest from the revision's ReplicaSet (its change-cause among them).
+        const KEPT: [&str; 6] = [
+            "kubectl.kubernetes.io/last-applied-configuration",
+            REVISION,
+            "deployment.kubernetes.io/revision-history",
+            "deployment.kubernetes.io/desired-replicas",
+            "deployment.kubernetes.io/max-replicas",
+            "deprecated.deployment.rollback.to",
+        ];
+        let mut annotations = serde_json::Map::new();
+        for (k, v) in w.obj.metadata.annotations.iter().flatten().filter(|(k, _)| KEPT.contains(&k.as_str())) {
+            annotations.insert(k.clone(), json!(v));
+        }
+        for (k, v) in rs.metadata.annotations.iter().flatten().filter(|(k, _)| !KEPT.contains(&k.as_str())) {
+            annotations.insert(k.clone(), json!(v));
         }
         let images = |v: &Value| -> String {
             v["spec"]["containers"]
@@ -496,8 +540,9 @@ impl Cluster {
         let from_images = images(&w.obj.data["spec"]["template"]);
         let to_images = images(&template);
         let patch: json_patch::Patch = serde_json::from_value(json!([
+            generation,
             {"op": "replace", "path": "/spec/template", "value": template},
-            {"op": "replace", "path": "/metadata/resourceVersion", "value": w.resource_version},
+            {"op": "replace", "path": "/metadata/annotations", "value": annotations},
         ]))
         .expect("a JSON patch");
         let undo = KubeOp {
@@ -518,7 +563,10 @@ impl Cluster {
                 to_revision: Some(*to),
             },
             undo: Some(PlanAction::Kubernetes(undo)),
-            done: format!("rolled back {} from revision {current} to revision {to} ({to_images})", op.target),
+            done: format!(
+                "rolled back {} from revision {current} to the template of revision {to} ({to_images})",
+                op.target
+            ),
             rolls_out: true,
         })
     }
@@ -583,9 +631,16 @@ impl Cluster {
             let w = self.read(t).await.map_err(Error::text)?;
             let (done, status) = rollout_status(t.kind, &w.obj);
             if done {
-                return Ok(format!("rollout complete: {status}"));
+                let now = match (t.kind, w.revision) {
+                    (WorkloadKind::Deployment, Some(r)) => format!(" (now revision {r})"),
+                    _ => String::new(),
+                };
+                return Ok(format!("rollout complete{now}: {status}"));
             }
-            if let Some(why) = progress_failed(&w.obj) {
+            // As `kubectl rollout status`: the conditions speak of this spec only once the
+            // controller has observed it; before, a "progress deadline exceeded" is the old
+            // rollout's.
+            if let Some(why) = progress_failed(&w.obj).filter(|_| observed(&w.obj)) {
                 return Err(format!("the rollout of {} failed: {why} ({status})", t));
             }
             if clock.now() >= deadline {
@@ -625,12 +680,16 @@ fn pod_state(p: &Pod, states: &[String]) -> Option<String> {
     seen.into_iter().find(|s| states.iter().any(|x| x.eq_ignore_ascii_case(s)))
 }
 
+/// Whether the controller has observed the workload's current spec.
+fn observed(obj: &DynamicObject) -> bool {
+    obj.data["status"]["observedGeneration"].as_i64().unwrap_or(0) >= obj.metadata.generation.unwrap_or(0)
+}
+
 /// Whether the rollout is complete, and its counts for people (what `kubectl rollout status`
 /// checks).
 fn rollout_status(kind: WorkloadKind, obj: &DynamicObject) -> (bool, String) {
     let (spec, st) = (&obj.data["spec"], &obj.data["status"]);
-    let generation = obj.metadata.generation.unwrap_or(0);
-    let observed = st["observedGeneration"].as_i64().unwrap_or(0) >= generation;
+    let observed = observed(obj);
     let n = |v: &Value| v.as_i64().unwrap_or(0);
     match kind {
         WorkloadKind::Deployment => {

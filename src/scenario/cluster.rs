@@ -46,9 +46,23 @@ fn one() -> i32 {
 pub struct Revision {
     pub revision: i64,
     pub image: String,
+    /// `kubernetes.io/change-cause`, as `kubectl rollout history` shows it.
+    #[serde(default)]
+    pub change_cause: Option<String>,
 }
 
 type Key = (String, String, String); // (resource, namespace, name)
+
+/// When every object of the stand-in was created.
+const CREATED: &str = "2026-01-01T00:00:00Z";
+
+fn api_kind(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Deployment => "Deployment",
+        WorkloadKind::StatefulSet => "StatefulSet",
+        WorkloadKind::DaemonSet => "DaemonSet",
+    }
+}
 
 #[derive(Default)]
 struct State {
@@ -57,9 +71,20 @@ struct State {
     uid: u64,
     forbidden: Vec<(String, String)>,
     conflicts: u32,
+    /// Status-only updates (a controller's) that land before the next write.
+    status_writes: u32,
+    /// A person's edit that lands just before the next write.
+    edit_next_write: Option<(Key, Edit)>,
+    /// The Deployment controller's delay, on a clock: until it passes, a new spec is not yet
+    /// observed (status and conditions are the old rollout's).
+    controller: Option<(std::time::Duration, Arc<dyn crate::time::Clock>)>,
+    /// Workloads whose new spec the controller has yet to observe, and when it will.
+    pending: Vec<(Key, crate::time::Millis)>,
     requests: Vec<String>,
     on_change: Option<Arc<dyn Fn() + Send + Sync>>,
 }
+
+type Edit = Box<dyn FnOnce(&mut Value) + Send>;
 
 impl State {
     fn next_rv(&mut self) -> String {
@@ -128,11 +153,91 @@ fn template_hash(template: &Value) -> String {
     hex::encode(&sha2::Sha256::digest(t.to_string().as_bytes())[..5])
 }
 
+/// A label selector as the API server reads one: `k=v`, `k==v`, `k!=v`, `k in (a,b)`,
+/// `k notin (a,b)`, `k`, `!k`, joined by commas (commas inside parentheses belong to a set).
 fn labels_match(obj: &Value, selector: &str) -> bool {
+    let labels = &obj["metadata"]["labels"];
+    let mut terms = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(&selector[start..]);
+    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).all(|term| {
+        let value = |k: &str| labels[k.trim()].as_str();
+        let set = |rest: &str| -> Vec<String> {
+            rest.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|v| v.trim().to_string()).collect()
+        };
+        if let Some((k, rest)) = term.split_once(" notin ") {
+            return value(k).is_none_or(|v| !set(rest).iter().any(|x| x == v));
+        }
+        if let Some((k, rest)) = term.split_once(" in ") {
+            return value(k).is_some_and(|v| set(rest).iter().any(|x| x == v));
+        }
+        if let Some((k, v)) = term.split_once("!=") {
+            return value(k) != Some(v.trim());
+        }
+        if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            return value(k) == Some(v.trim());
+        }
+        match term.strip_prefix('!') {
+            Some(k) => value(k).is_none(),
+            None => value(term).is_some(),
+        }
+    })
+}
+
+/// `metadata.name=x` / `metadata.namespace=x` (the field selectors kubectl uses).
+fn fields_match(obj: &Value, selector: &str) -> bool {
     selector.split(',').filter(|s| !s.is_empty()).all(|term| match term.split_once('=') {
-        Some((k, v)) => obj["metadata"]["labels"][k].as_str() == Some(v),
+        Some((f, v)) => obj.pointer(&format!("/{}", f.replace('.', "/"))).and_then(Value::as_str) == Some(v),
         None => false,
     })
+}
+
+/// What the Deployment controller writes once it has observed the spec: the rollout complete.
+fn observe(o: &mut Value) {
+    let g = o["metadata"]["generation"].clone();
+    let r = o["spec"]["replicas"].clone();
+    let s = &mut o["status"];
+    s["observedGeneration"] = g;
+    for k in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"] {
+        if s.get(k).is_some() {
+            s[k] = r.clone();
+        }
+    }
+    if o["kind"] == "Deployment" {
+        let rs = format!("{}-{}", o["metadata"]["name"].as_str().unwrap_or(""), template_hash(&o["spec"]["template"]));
+        o["status"]["conditions"] = json!([
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+             "message": "Deployment has minimum availability."},
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+             "message": format!("ReplicaSet \"{rs}\" has successfully progressed.")},
+        ]);
+    }
+}
+
+/// The controller catches up with what is due on its clock.
+fn reconcile(st: &mut State) {
+    let Some((_, clock)) = &st.controller else { return };
+    let now = clock.now();
+    let due: Vec<Key> = st.pending.iter().filter(|(_, at)| *at <= now).map(|(k, _)| k.clone()).collect();
+    st.pending.retain(|(_, at)| *at > now);
+    for key in due {
+        let rv = st.next_rv();
+        if let Some(o) = st.objects.get_mut(&key) {
+            observe(o);
+            o["metadata"]["resourceVersion"] = json!(rv);
+        }
+    }
 }
 
 impl LocalCluster {
@@ -159,6 +264,14 @@ impl LocalCluster {
         Ok(LocalCluster { url, state, _server: Arc::new(Server(server)) })
     }
 
+    /// Someone creates a pod as it is (`kubectl apply` of a Pod, another controller's pod).
+    pub fn add_pod(&self, pod: Value) {
+        let mut st = self.state.lock().unwrap();
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let name = pod["metadata"]["name"].as_str().unwrap_or("pod").to_string();
+        st.objects.insert(("pods".into(), ns, name), pod);
+    }
+
     /// Someone creates a workload (`kubectl apply`).
     pub fn add(&self, w: &Workload) {
         add_workload(&mut self.state.lock().unwrap(), w, &[]);
@@ -174,9 +287,53 @@ impl LocalCluster {
         self.state.lock().unwrap().forbidden.push((verb.into(), resource.into()));
     }
 
-    /// The next `n` writes meet a concurrent writer: their object changes just before (409).
+    /// The next `n` writes that name a `resourceVersion` meet a concurrent writer: their
+    /// object changes just before (409).
     pub fn conflict_next_writes(&self, n: u32) {
         self.state.lock().unwrap().conflicts = n;
+    }
+
+    /// A status-only update (new `resourceVersion`, same generation) lands before each of the
+    /// next `n` writes, as on any busy Deployment.
+    pub fn status_writes_before_next_writes(&self, n: u32) {
+        self.state.lock().unwrap().status_writes = n;
+    }
+
+    /// A person's spec edit (as [`LocalCluster::edit`]) lands just before the next write.
+    pub fn edit_before_next_write(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        f: impl FnOnce(&mut Value) + Send + 'static,
+    ) {
+        let key = (resource.to_string(), namespace.to_string(), name.to_string());
+        self.state.lock().unwrap().edit_next_write = Some((key, Box::new(f)));
+    }
+
+    /// The Deployment controller observes a new spec `delay` after it is written, on `clock`;
+    /// until then the workload's status and conditions are the previous rollout's.
+    pub fn controller_delay(&self, delay: std::time::Duration, clock: Arc<dyn crate::time::Clock>) {
+        self.state.lock().unwrap().controller = Some((delay, clock));
+    }
+
+    /// The current rollout of a Deployment has passed its progress deadline (a bad build that
+    /// never became ready): `Progressing` is `False`, `ProgressDeadlineExceeded`.
+    pub fn deadline_exceeded(&self, namespace: &str, name: &str) {
+        let mut st = self.state.lock().unwrap();
+        let rv = st.next_rv();
+        if let Some(o) = st.objects.get_mut(&("deployments".into(), namespace.into(), name.into())) {
+            let rs = format!("{name}-{}", template_hash(&o["spec"]["template"]));
+            o["status"]["conditions"] = json!([
+                {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                 "message": "Deployment does not have minimum availability."},
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                 "message": format!("ReplicaSet \"{rs}\" has timed out progressing.")},
+            ]);
+            o["status"]["availableReplicas"] = json!(0);
+            o["status"]["readyReplicas"] = json!(0);
+            o["metadata"]["resourceVersion"] = json!(rv);
+        }
     }
 
     /// A person edits a workload (`kubectl edit`): a spec change, new generation and version.
@@ -212,25 +369,42 @@ fn add_workload(st: &mut State, w: &Workload, pods: &[ScenarioPod]) {
     let uid = st.next_uid();
     let labels = json!({"app.kubernetes.io/name": w.name});
     let revisions = if w.revisions.is_empty() {
-        vec![Revision { revision: 1, image: format!("{}:latest", w.name) }]
+        vec![Revision { revision: 1, image: format!("{}:latest", w.name), change_cause: None }]
     } else {
         w.revisions.clone()
     };
     let template = |image: &str| json!({"metadata": {"labels": labels}, "spec": {"containers": [{"name": w.name, "image": image}]}});
     let current = revisions.last().expect("at least one");
     let mut meta = json!({"name": w.name, "namespace": w.namespace, "uid": uid, "generation": 1,
-        "resourceVersion": st.next_rv(), "labels": labels});
+        "resourceVersion": st.next_rv(), "labels": labels, "creationTimestamp": CREATED});
+    // Whose pods these are: the current ReplicaSet's (a Deployment), else the workload's.
+    let mut owner =
+        json!({"apiVersion": "apps/v1", "kind": api_kind(w.kind), "name": w.name, "uid": uid, "controller": true});
+    let mut pod_labels = labels.clone();
     if w.kind == WorkloadKind::Deployment {
         meta["annotations"] = json!({"deployment.kubernetes.io/revision": current.revision.to_string()});
+        if let Some(c) = &current.change_cause {
+            meta["annotations"]["kubernetes.io/change-cause"] = json!(c);
+        }
         for r in &revisions {
             let mut t = template(&r.image);
             let hash = template_hash(&t);
             t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+            let mut annotations = json!({"deployment.kubernetes.io/revision": r.revision.to_string()});
+            if let Some(c) = &r.change_cause {
+                annotations["kubernetes.io/change-cause"] = json!(c);
+            }
+            let rs_uid = st.next_uid();
+            if r.revision == current.revision {
+                owner = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{}-{hash}", w.name),
+                    "uid": rs_uid, "controller": true});
+                pod_labels = t["metadata"]["labels"].clone();
+            }
             let rs = json!({
                 "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "metadata": {"name": format!("{}-{hash}", w.name), "namespace": w.namespace, "uid": st.next_uid(),
-                    "resourceVersion": st.next_rv(), "labels": t["metadata"]["labels"],
-                    "annotations": {"deployment.kubernetes.io/revision": r.revision.to_string()},
+                "metadata": {"name": format!("{}-{hash}", w.name), "namespace": w.namespace, "uid": rs_uid,
+                    "resourceVersion": st.next_rv(), "labels": t["metadata"]["labels"], "creationTimestamp": CREATED,
+                    "annotations": annotations,
                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": w.name, "uid": uid, "controller": true}]},
                 "spec": {"replicas": if r.revision == current.revision { w.replicas } else { 0 },
                     "selector": {"matchLabels": labels}, "template": t},
@@ -241,23 +415,14 @@ fn add_workload(st: &mut State, w: &Workload, pods: &[ScenarioPod]) {
             );
         }
     }
-    let (api_kind, status) = match w.kind {
-        WorkloadKind::Deployment => (
-            "Deployment",
-            json!({"observedGeneration": 1, "replicas": w.replicas,
+    let status = match w.kind {
+        WorkloadKind::Deployment => json!({"observedGeneration": 1, "replicas": w.replicas,
             "updatedReplicas": w.replicas, "readyReplicas": w.replicas, "availableReplicas": w.replicas}),
-        ),
-        WorkloadKind::StatefulSet => (
-            "StatefulSet",
-            json!({"observedGeneration": 1, "replicas": w.replicas,
+        WorkloadKind::StatefulSet => json!({"observedGeneration": 1, "replicas": w.replicas,
             "updatedReplicas": w.replicas, "readyReplicas": w.replicas, "currentReplicas": w.replicas}),
-        ),
-        WorkloadKind::DaemonSet => (
-            "DaemonSet",
-            json!({"observedGeneration": 1, "desiredNumberScheduled": w.replicas,
+        WorkloadKind::DaemonSet => json!({"observedGeneration": 1, "desiredNumberScheduled": w.replicas,
             "updatedNumberScheduled": w.replicas, "numberAvailable": w.replicas, "numberReady": w.replicas,
             "currentNumberScheduled": w.replicas, "numberMisscheduled": 0}),
-        ),
     };
     let mut spec = json!({"selector": {"matchLabels": labels}, "template": template(&current.image)});
     if w.kind != WorkloadKind::DaemonSet {
@@ -269,7 +434,9 @@ fn add_workload(st: &mut State, w: &Workload, pods: &[ScenarioPod]) {
     if w.paused {
         spec["paused"] = json!(true);
     }
-    let obj = json!({"apiVersion": "apps/v1", "kind": api_kind, "metadata": meta, "spec": spec, "status": status});
+    let mut obj =
+        json!({"apiVersion": "apps/v1", "kind": api_kind(w.kind), "metadata": meta, "spec": spec, "status": status});
+    observe(&mut obj);
     st.objects.insert((w.kind.plural().into(), w.namespace.clone(), w.name.clone()), obj);
     let given: Vec<&ScenarioPod> = pods.iter().filter(|p| p.service == w.name).collect();
     if given.is_empty() {
@@ -279,7 +446,7 @@ fn add_workload(st: &mut State, w: &Workload, pods: &[ScenarioPod]) {
                 st,
                 &w.namespace,
                 &name,
-                &labels,
+                (&pod_labels, &owner),
                 &ScenarioPod {
                     name: name.clone(),
                     service: w.name.clone(),
@@ -293,13 +460,13 @@ fn add_workload(st: &mut State, w: &Workload, pods: &[ScenarioPod]) {
         }
     }
     for p in given {
-        add_pod(st, &w.namespace, &p.name, &labels, p);
+        add_pod(st, &w.namespace, &p.name, (&pod_labels, &owner), p);
     }
 }
 
 /// A Pod object from a scenario's pod: its `reason` is a waiting container's (or, for
 /// `OOMKilled`/`Error`, the last termination's); it is ready when running with no reason.
-fn add_pod(st: &mut State, namespace: &str, name: &str, labels: &Value, p: &ScenarioPod) {
+fn add_pod(st: &mut State, namespace: &str, name: &str, (labels, owner): (&Value, &Value), p: &ScenarioPod) {
     let ready = p.phase == "Running" && p.reason.is_none();
     let mut container = json!({"name": p.service, "ready": ready, "restartCount": p.restarts, "image": "",
         "imageID": "", "state": {"running": {}}});
@@ -313,7 +480,8 @@ fn add_pod(st: &mut State, namespace: &str, name: &str, labels: &Value, p: &Scen
     }
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "uid": st.next_uid(), "resourceVersion": st.next_rv(), "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "uid": st.next_uid(), "resourceVersion": st.next_rv(),
+            "labels": labels, "ownerReferences": [owner], "creationTimestamp": CREATED},
         "spec": {"containers": [{"name": p.service}]},
         "status": {"phase": p.phase, "containerStatuses": [container],
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
@@ -335,6 +503,7 @@ fn route(path: &str) -> Option<(String, String, Option<String>, bool)> {
 
 fn handle(state: &Mutex<State>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let mut st = state.lock().unwrap();
+    reconcile(&mut st);
     st.requests.push(format!("{method} {}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("")));
     let query: BTreeMap<String, String> =
         uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
@@ -366,10 +535,13 @@ fn handle(state: &Mutex<State>, method: Method, uri: Uri, headers: HeaderMap, bo
     }
     let Some(name) = name else {
         let selector = query.get("labelSelector").cloned().unwrap_or_default();
+        let fields = query.get("fieldSelector").cloned().unwrap_or_default();
         let items: Vec<Value> = st
             .objects
             .iter()
-            .filter(|((r, n, _), o)| *r == resource && *n == ns && labels_match(o, &selector))
+            .filter(|((r, n, _), o)| {
+                *r == resource && *n == ns && labels_match(o, &selector) && fields_match(o, &fields)
+            })
             .map(|(_, o)| o.clone())
             .collect();
         let kind = if resource == "pods" { "PodList" } else { "ReplicaSetList" };
@@ -402,6 +574,7 @@ fn handle(state: &Mutex<State>, method: Method, uri: Uri, headers: HeaderMap, bo
                 st.objects.remove(&key);
                 // The controller replaces the pod with a healthy one.
                 let labels = current["metadata"]["labels"].clone();
+                let owner = current["metadata"]["ownerReferences"][0].clone();
                 let service = current["spec"]["containers"][0]["name"].as_str().unwrap_or("").to_string();
                 let new_name = format!("{name}-r{}", st.resource_version + 1);
                 let p = ScenarioPod {
@@ -413,7 +586,7 @@ fn handle(state: &Mutex<State>, method: Method, uri: Uri, headers: HeaderMap, bo
                     last_termination: None,
                     events: Vec::new(),
                 };
-                add_pod(&mut st, &ns, &new_name, &labels, &p);
+                add_pod(&mut st, &ns, &new_name, (&labels, &owner), &p);
                 changed(&st);
             }
             axum::Json(current).into_response()
@@ -452,11 +625,50 @@ fn patch(
     let Ok(patch) = serde_json::from_slice::<Value>(body) else {
         return status(400, "BadRequest", "the request body is not JSON".into());
     };
+    // What lands between the writer's read and its write: a controller's status updates, a
+    // person's edit.
+    let mut current = current;
+    if !dry_run {
+        if st.status_writes > 0 {
+            st.status_writes -= 1;
+            let rv = st.next_rv();
+            if let Some(o) = st.objects.get_mut(&key) {
+                o["status"]["observedGeneration"] = o["metadata"]["generation"].clone();
+                o["metadata"]["resourceVersion"] = json!(rv);
+            }
+        }
+        if st.edit_next_write.as_ref().is_some_and(|(k, _)| *k == key)
+            && let Some((_, f)) = st.edit_next_write.take()
+        {
+            let rv = st.next_rv();
+            if let Some(o) = st.objects.get_mut(&key) {
+                f(o);
+                o["metadata"]["resourceVersion"] = json!(rv);
+                let g = o["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                o["metadata"]["generation"] = json!(g);
+                o["status"]["observedGeneration"] = json!(g);
+            }
+        }
+        current = st.objects[&key].clone();
+    }
+    // Only a patch that names a `resourceVersion` can conflict on it.
+    let names_rv = match content_type {
+        "application/json-patch+json" => {
+            patch.as_array().into_iter().flatten().any(|op| op["path"] == "/metadata/resourceVersion")
+        }
+        _ => patch.pointer("/metadata/resourceVersion").is_some(),
+    };
     let mut doc = if scale { scale_of(&current) } else { current.clone() };
     let applied = match content_type {
-        "application/json-patch+json" => serde_json::from_value::<json_patch::Patch>(patch)
-            .map_err(|e| e.to_string())
-            .and_then(|p| json_patch::patch(&mut doc, &p).map_err(|e| e.to_string())),
+        "application/json-patch+json" => {
+            serde_json::from_value::<json_patch::Patch>(patch).map_err(|e| e.to_string()).and_then(|p| {
+                json_patch::patch(&mut doc, &p).map_err(|e| match e.kind {
+                    // What kube-apiserver's JSON patch library says of a failed `test`.
+                    json_patch::PatchErrorKind::TestFailed => format!("testing value {} failed: test failed", e.path),
+                    _ => e.to_string(),
+                })
+            })
+        }
         "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
             json_patch::merge(&mut doc, &patch);
             Ok(())
@@ -470,9 +682,12 @@ fn patch(
         }
     };
     if let Err(e) = applied {
+        if e.starts_with("testing value") {
+            return status(422, "Invalid", e);
+        }
         return status(422, "Invalid", format!("{} {name:?} is invalid: {e}", qualified(&resource)));
     }
-    if st.conflicts > 0 {
+    if names_rv && st.conflicts > 0 {
         // A concurrent writer got there first.
         st.conflicts -= 1;
         let rv = st.next_rv();
@@ -481,7 +696,7 @@ fn patch(
         }
     }
     let stored_rv = st.objects[&key]["metadata"]["resourceVersion"].clone();
-    if doc["metadata"]["resourceVersion"] != stored_rv {
+    if names_rv && doc["metadata"]["resourceVersion"] != stored_rv {
         return status(
             409,
             "Conflict",
@@ -522,13 +737,14 @@ fn patch(
         let g = current["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         next["metadata"]["generation"] = json!(g);
         roll_out(st, &ns, &mut next, &current, dry_run);
-        let r = next["spec"]["replicas"].clone();
-        let s = &mut next["status"];
-        s["observedGeneration"] = json!(g);
-        for k in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"] {
-            if s.get(k).is_some() {
-                s[k] = r.clone();
+        // The controller observes the new spec at once, or after its delay.
+        match &st.controller {
+            Some((delay, clock)) if !dry_run => {
+                let at = clock.now() + delay.as_millis() as crate::time::Millis;
+                st.pending.retain(|(k, _)| *k != key);
+                st.pending.push((key.clone(), at));
             }
+            _ => observe(&mut next),
         }
     }
     next["metadata"]["resourceVersion"] =
@@ -575,7 +791,7 @@ fn roll_out(st: &mut State, ns: &str, next: &mut Value, current: &Value, dry_run
             let rs = json!({
                 "apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "metadata": {"name": name, "namespace": ns, "uid": st.next_uid(), "resourceVersion": st.next_rv(),
-                    "labels": t["metadata"]["labels"], "annotations": {},
+                    "labels": t["metadata"]["labels"], "annotations": {}, "creationTimestamp": CREATED,
                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": next["metadata"]["name"], "uid": uid, "controller": true}]},
                 "spec": {"replicas": 0, "selector": next["spec"]["selector"], "template": t},
             });
@@ -586,6 +802,20 @@ fn roll_out(st: &mut State, ns: &str, next: &mut Value, current: &Value, dry_run
     };
     let rv = st.next_rv();
     if let Some(rs) = st.objects.get_mut(&key) {
+        // As the controller's SetNewReplicaSetAnnotations: the Deployment's annotations (its
+        // change-cause among them) go onto the ReplicaSet that now serves, with the revision.
+        const SKIPPED: [&str; 5] = [
+            "kubectl.kubernetes.io/last-applied-configuration",
+            "deployment.kubernetes.io/revision-history",
+            "deployment.kubernetes.io/desired-replicas",
+            "deployment.kubernetes.io/max-replicas",
+            "deprecated.deployment.rollback.to",
+        ];
+        for (k, v) in next["metadata"]["annotations"].as_object().into_iter().flatten() {
+            if !SKIPPED.contains(&k.as_str()) {
+                rs["metadata"]["annotations"][k] = v.clone();
+            }
+        }
         rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!(top.to_string());
         rs["metadata"]["resourceVersion"] = json!(rv);
     }
