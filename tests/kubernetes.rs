@@ -205,6 +205,65 @@ async fn undo_puts_the_previous_revision_back_and_its_rollback_undoes_it() {
     assert_eq!(d["spec"]["template"]["metadata"]["labels"].get("pod-template-hash"), None);
 }
 
+/// Rolling back a Deployment whose bad rollout already passed its progress deadline, with a
+/// controller that observes the new spec 5 ms, 50 ms or 1 s later: the old
+/// "ProgressDeadlineExceeded" is not this rollout's, so the step waits and verifies, and the
+/// bad template is never put back.
+#[tokio::test]
+async fn a_rollback_past_the_deadline_is_verified_whatever_the_controller_delay() {
+    for delay in [5, 50, 1000] {
+        let s = setup(world("0.004x10", ""), &[checkout(4)], &["shop"]).await;
+        s.cluster.deadline_exceeded("shop", "checkout");
+        s.cluster.controller_delay(Duration::from_millis(delay), s.clock.clone());
+        let p = plan(&s, "{rollout_undo: {name: checkout, namespace: shop}}", false).await;
+        assert_eq!(run(&s, &p).await, Outcome::Succeeded, "delay {delay} ms: {}", steps(&s).await);
+        let d = deployment(&s);
+        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "shop/checkout:v2.13.2", "{delay} ms");
+    }
+}
+
+fn with_causes(replicas: i32) -> Workload {
+    serde_norway::from_str(&format!(
+        "{{kind: Deployment, namespace: shop, name: checkout, replicas: {replicas}, revisions: \
+         [{{revision: 41, image: 'shop/checkout:v2.13.2', change_cause: 'deploy v2.13.2'}}, \
+          {{revision: 42, image: 'shop/checkout:v2.14.0', change_cause: 'deploy v2.14.0'}}]}}"
+    ))
+    .unwrap()
+}
+
+/// The ReplicaSet of revision `r`, as the stand-in holds it.
+fn replicaset(s: &Setup, r: &str) -> Value {
+    let names: Vec<String> = s.cluster.names("replicasets", "shop");
+    names
+        .iter()
+        .filter_map(|n| s.cluster.object("replicasets", "shop", n))
+        .find(|rs| rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == r)
+        .unwrap_or_else(|| panic!("no ReplicaSet of revision {r} among {names:?}"))
+}
+
+/// Undo puts back the revision's annotations as kubectl does (its change-cause), so the
+/// history names the good deploy for the new revision; and a template field this client's
+/// Kubernetes version does not know survives (the template is never a typed object).
+#[tokio::test]
+async fn undo_restores_the_annotations_and_every_field_of_the_template() {
+    let s = setup(world("0.004x10", ""), &[with_causes(4)], &["shop"]).await;
+    let old = replicaset(&s, "41");
+    let name = old["metadata"]["name"].as_str().unwrap().to_string();
+    s.cluster.edit("replicasets", "shop", &name, |rs| {
+        rs["spec"]["template"]["spec"]["futureSchedulingHint"] = json!({"zone": "eu-west-1a"});
+    });
+    let p = plan(&s, "{rollout_undo: {name: checkout, namespace: shop}}", false).await;
+    assert_eq!(run(&s, &p).await, Outcome::Succeeded, "{}", steps(&s).await);
+    let d = deployment(&s);
+    assert_eq!(d["metadata"]["annotations"]["kubernetes.io/change-cause"], "deploy v2.13.2", "{d:#}");
+    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "43");
+    assert_eq!(d["spec"]["template"]["spec"]["futureSchedulingHint"], json!({"zone": "eu-west-1a"}), "{d:#}");
+    assert_eq!(replicaset(&s, "43")["metadata"]["annotations"]["kubernetes.io/change-cause"], "deploy v2.13.2");
+    assert!(steps(&s).await.contains(
+        "to the template of revision 41 (checkout=shop/checkout:v2.13.2); rollout complete (now revision 43)"
+    ));
+}
+
 #[tokio::test]
 async fn scale_within_the_limit_and_back_on_rollback() {
     let s = setup(world("0.2x10", ""), &[checkout(4)], &["shop"]).await;
@@ -260,6 +319,51 @@ async fn deletes_one_crashing_pod_and_never_the_last_ready_one() {
     assert!(refused.contains("pod checkout-only (Running) is the last ready pod"), "{refused}");
     assert!(matches!(run(&s, &p).await, Outcome::RolledBack { .. }));
     assert_eq!(s.cluster.pods("shop"), ["checkout-only"]);
+}
+
+/// A canary Deployment's pod shares the app label; the stable Deployment's selector leaves it
+/// out with a `matchExpressions` term. medic chooses, counts and deletes only the stable
+/// Deployment's own pods (selected by the whole selector and owned through its ReplicaSet),
+/// proves the deletion by a dry run at proposal, and waits until the pod is gone.
+#[tokio::test]
+async fn delete_pod_touches_only_the_workloads_own_pods() {
+    let pods = "pods:\n  - {name: checkout-a, service: checkout}\n  - {name: checkout-b, service: checkout}\n";
+    let s = setup(world("0.004x10", pods), &[checkout(2)], &["shop"]).await;
+    s.cluster.edit("deployments", "shop", "checkout", |d| {
+        d["spec"]["selector"]["matchExpressions"] =
+            json!([{"key": "track", "operator": "NotIn", "values": ["canary"]}]);
+    });
+    // A crash-looping canary pod with the app label, owned by another ReplicaSet.
+    s.cluster.add_pod(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "checkout-canary-x", "namespace": "shop", "uid": "canary-uid", "resourceVersion": "900",
+            "labels": {"app.kubernetes.io/name": "checkout", "track": "canary"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "checkout-canary-1",
+                                 "uid": "another-replicaset", "controller": true}]},
+        "spec": {"containers": [{"name": "checkout"}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "checkout", "ready": false, "restartCount": 9, "image": "", "imageID": "",
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}));
+    let p = plan(&s, "{delete_pod: {name: checkout, namespace: shop, state: [CrashLoopBackOff]}}", false).await;
+    assert_eq!(
+        p.steps[0].refused.as_deref(),
+        Some("no pod of checkout (Deployment, namespace shop) is in CrashLoopBackOff now"),
+        "the canary's pod is not checkout's: {:?}",
+        p.steps[0].touches
+    );
+    let p = plan(&s, "{delete_pod: {name: checkout, namespace: shop, state: [Running]}}", false).await;
+    assert_eq!(
+        p.steps[0].touches.as_deref(),
+        Some(
+            "one pod of checkout (Deployment, namespace shop) in Running (never its last ready pod; 2 of 2 ready now)"
+        )
+    );
+    let requests = s.cluster.requests();
+    assert!(requests.iter().any(|r| r.starts_with("DELETE /api/v1/namespaces/shop/pods/checkout-a")), "{requests:?}");
+    assert_eq!(s.cluster.pods("shop").len(), 3, "the survey's delete was a dry run");
+    assert_eq!(run(&s, &p).await, Outcome::Succeeded, "{}", steps(&s).await);
+    let left = s.cluster.pods("shop");
+    assert!(left.contains(&"checkout-canary-x".to_string()) && !left.contains(&"checkout-a".to_string()), "{left:?}");
+    assert!(steps(&s).await.contains("pod checkout-a is gone"), "{}", steps(&s).await);
 }
 
 #[tokio::test]
@@ -521,4 +625,30 @@ async fn a_silence_is_created_and_expired_by_the_rollback() {
     let expired = am.act(&expire, false, s.clock.now()).await.unwrap().output;
     assert!(expired.starts_with("expired "), "{expired}: {:?}", silences().await);
     assert!(silences().await.iter().all(|s| s["status"]["state"] == "expired"));
+}
+
+#[tokio::test]
+async fn probe_kubectl() {
+    let s = setup(world("0.004x10", ""), &[with_causes(4)], &["shop"]).await;
+    for args in [
+        vec!["get", "deployment", "checkout", "-n", "shop", "-o", "json"],
+        vec!["rollout", "history", "deployment/checkout", "-n", "shop"],
+        vec!["rollout", "status", "deployment/checkout", "-n", "shop", "--watch=false"],
+    ] {
+        let out = tokio::process::Command::new("kubectl")
+            .args(&args)
+            .arg(format!("--server={}", s.cluster.url))
+            .arg("--request-timeout=5s")
+            .env("KUBECONFIG", "/dev/null")
+            .output()
+            .await
+            .unwrap();
+        println!(
+            "{args:?} rc={:?}\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).chars().take(600).collect::<String>(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    println!("{:#?}", s.cluster.requests());
 }

@@ -219,9 +219,7 @@ impl Cluster {
         let read = async {
             let w = self.read(&op.target).await?;
             let p = self.prepare(op, &w, clock).await?;
-            if !matches!(p.request, Request::DeletePod { .. }) {
-                self.send(&op.target, &p.request, true).await?;
-            }
+            self.send(&op.target, &p.request, true).await?;
             Ok((p.touches, p.seen))
         };
         match tokio::time::timeout(self.timeout * 2, read).await {
@@ -306,11 +304,15 @@ impl Cluster {
         }
         self.send(t, &p.request, false).await?;
         let mut acted = Acted { output: p.done, undo: p.undo, failed: None };
-        if p.rolls_out {
-            match self.wait_for_rollout(t, sleep, clock).await {
-                Ok(status) => acted.output = format!("{}; {status}", acted.output),
-                Err(why) => acted.failed = Some(why),
-            }
+        let waited = match &p.request {
+            _ if p.rolls_out => Some(self.wait_for_rollout(t, sleep, clock).await),
+            Request::DeletePod { name, uid } => Some(self.wait_for_pod(t, name, uid, sleep, clock).await),
+            _ => None,
+        };
+        match waited {
+            Some(Ok(status)) => acted.output = format!("{}; {status}", acted.output),
+            Some(Err(why)) => acted.failed = Some(why),
+            None => {}
         }
         Ok(acted)
     }
@@ -329,9 +331,11 @@ impl Cluster {
                     .map_err(|e| api_error(e, "patch", &format!("{}/scale", t.kind.plural()), t))?;
             }
             Request::DeletePod { name, uid } => {
+                // As `kubectl delete pod`: background propagation; and only this pod (its uid).
                 let dp = DeleteParams {
                     dry_run,
                     preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+                    propagation_policy: Some(kube::api::PropagationPolicy::Background),
                     ..Default::default()
                 };
                 Api::<Pod>::namespaced(self.client.clone(), &t.namespace)
@@ -573,11 +577,34 @@ impl Cluster {
 
     async fn prepare_delete(&self, op: &KubeOp, w: &Workload, states: &[String]) -> Result<Prepared, Error> {
         let t = &op.target;
-        let pods = Api::<Pod>::namespaced(self.client.clone(), &t.namespace)
-            .list(&ListParams::default().labels(&selector(&w.obj)))
+        let labels = selector(&w.obj);
+        // Its pods: selected by its whole selector and owned by it (a Deployment's through its
+        // ReplicaSets), so a look-alike pod of another workload is never counted or deleted.
+        let uid = w.obj.metadata.uid.clone().unwrap_or_default();
+        let controller_of = |refs: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            refs.iter().flatten().find(|o| o.controller == Some(true)).map(|o| o.uid.clone())
+        };
+        let mut owners = vec![uid.clone()];
+        if t.kind == WorkloadKind::Deployment {
+            let sets = Api::<ReplicaSet>::namespaced(self.client.clone(), &t.namespace)
+                .list(&ListParams::default().labels(&labels))
+                .await
+                .map_err(|e| api_error(e, "list", "replicasets", t))?;
+            owners = sets
+                .items
+                .into_iter()
+                .filter(|rs| controller_of(&rs.metadata.owner_references).is_some_and(|u| u == uid))
+                .filter_map(|rs| rs.metadata.uid)
+                .collect();
+        }
+        let pods: Vec<Pod> = Api::<Pod>::namespaced(self.client.clone(), &t.namespace)
+            .list(&ListParams::default().labels(&labels))
             .await
             .map_err(|e| api_error(e, "list", "pods", t))?
-            .items;
+            .items
+            .into_iter()
+            .filter(|p| controller_of(&p.metadata.owner_references).is_some_and(|u| owners.contains(&u)))
+            .collect();
         let ready = |p: &Pod| {
             p.status
                 .as_ref()
@@ -624,6 +651,33 @@ impl Cluster {
         })
     }
 
+    /// Polls until the deleted pod is gone (or replaced: a new uid under its name, as a
+    /// StatefulSet does), or `rollout_timeout` passes.
+    async fn wait_for_pod(
+        &self,
+        t: &Target,
+        name: &str,
+        uid: &str,
+        sleep: &dyn Sleep,
+        clock: &dyn Clock,
+    ) -> Result<String, String> {
+        let deadline = clock.now() + self.cfg.rollout_timeout.as_millis() as i64;
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &t.namespace);
+        loop {
+            match pods.get_opt(name).await.map_err(|e| api_error(e, "get", "pods", t).text())? {
+                None => return Ok(format!("pod {name} is gone")),
+                Some(p) if p.metadata.uid.as_deref() != Some(uid) => return Ok(format!("pod {name} was replaced")),
+                Some(_) if clock.now() >= deadline => {
+                    return Err(format!(
+                        "pod {name} was still there {} after its deletion (a finalizer?)",
+                        humantime::format_duration(self.cfg.rollout_timeout)
+                    ));
+                }
+                Some(_) => sleep.sleep(Duration::from_secs(1)).await,
+            }
+        }
+    }
+
     /// Polls the workload until its rollout completes, fails, or `rollout_timeout` passes.
     async fn wait_for_rollout(&self, t: &Target, sleep: &dyn Sleep, clock: &dyn Clock) -> Result<String, String> {
         let deadline = clock.now() + self.cfg.rollout_timeout.as_millis() as i64;
@@ -654,15 +708,27 @@ impl Cluster {
     }
 }
 
-/// The workload's pod selector (`spec.selector.matchLabels`) as a label selector.
+/// The workload's whole pod selector as a label selector: `matchLabels` and
+/// `matchExpressions` (`In`, `NotIn`, `Exists`, `DoesNotExist`), as kubectl writes it.
 fn selector(obj: &DynamicObject) -> String {
-    obj.data["spec"]["selector"]["matchLabels"]
+    let sel = &obj.data["spec"]["selector"];
+    let mut terms: Vec<String> = sel["matchLabels"]
         .as_object()
         .into_iter()
         .flatten()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect();
+    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+        let key = e["key"].as_str().unwrap_or("");
+        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        terms.push(match e["operator"].as_str().unwrap_or("") {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "DoesNotExist" => format!("!{key}"),
+            _ => key.to_string(),
+        });
+    }
+    terms.join(",")
 }
 
 /// Which of `states` the pod is in: a container's waiting reason, its last termination reason,

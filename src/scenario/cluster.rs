@@ -225,6 +225,85 @@ fn observe(o: &mut Value) {
     }
 }
 
+/// `Deployment` for `deployments`…
+fn kind_of(resource: &str) -> &'static str {
+    match resource {
+        "pods" => "Pod",
+        "replicasets" => "ReplicaSet",
+        "deployments" => "Deployment",
+        "statefulsets" => "StatefulSet",
+        _ => "DaemonSet",
+    }
+}
+
+/// A watch (`?watch=true`): the objects the selectors match, as `ADDED` events, then each
+/// change as `MODIFIED` (or `DELETED`), one JSON object a line, until the request's
+/// `timeoutSeconds` (at most 60 s here) passes.
+fn watch(state: Arc<Mutex<State>>, uri: Uri) -> Response {
+    let query: BTreeMap<String, String> =
+        uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let Some((resource, ns, None, false)) = route(uri.path()) else {
+        return status(405, "MethodNotAllowed", format!("watch is not supported on {}", uri.path()));
+    };
+    state.lock().unwrap().requests.push(format!("GET {}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("")));
+    let labels = query.get("labelSelector").cloned().unwrap_or_default();
+    let fields = query.get("fieldSelector").cloned().unwrap_or_default();
+    let secs = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(60).min(60);
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    // What the client has seen: name → resourceVersion.
+    let seen: BTreeMap<String, String> = BTreeMap::new();
+    let events = futures_util::stream::unfold((state, seen, true), move |(state, mut seen, first)| {
+        let (resource, ns, labels, fields) = (resource.clone(), ns.clone(), labels.clone(), fields.clone());
+        async move {
+            loop {
+                if !first {
+                    if tokio::time::Instant::now() >= until {
+                        return None;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                let mut out = String::new();
+                {
+                    let mut st = state.lock().unwrap();
+                    reconcile(&mut st);
+                    let now: BTreeMap<String, Value> = st
+                        .objects
+                        .iter()
+                        .filter(|((r, n, _), o)| {
+                            *r == resource && *n == ns && labels_match(o, &labels) && fields_match(o, &fields)
+                        })
+                        .map(|((_, _, name), o)| (name.clone(), o.clone()))
+                        .collect();
+                    for (name, o) in &now {
+                        let rv = o["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+                        let kind = match seen.insert(name.clone(), rv.clone()) {
+                            None => "ADDED",
+                            Some(old) if old != rv => "MODIFIED",
+                            Some(_) => continue,
+                        };
+                        out.push_str(&json!({"type": kind, "object": o}).to_string());
+                        out.push('\n');
+                    }
+                    let gone: Vec<String> = seen.keys().filter(|n| !now.contains_key(*n)).cloned().collect();
+                    for name in gone {
+                        seen.remove(&name);
+                        let o = json!({"kind": kind_of(&resource), "metadata": {"name": name, "namespace": ns}});
+                        out.push_str(&json!({"type": "DELETED", "object": o}).to_string());
+                        out.push('\n');
+                    }
+                }
+                if !out.is_empty() || first {
+                    return Some((Ok::<_, std::convert::Infallible>(Bytes::from(out)), (state, seen, false)));
+                }
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(events))
+        .unwrap_or_else(|_| status(500, "InternalError", "the watch could not start".into()))
+}
+
 /// The controller catches up with what is due on its clock.
 fn reconcile(st: &mut State) {
     let Some((_, clock)) = &st.controller else { return };
@@ -256,7 +335,12 @@ impl LocalCluster {
         let s = state.clone();
         let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let s = s.clone();
-            async move { handle(&s, method, uri, headers, body) }
+            async move {
+                match uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")) {
+                    true => watch(s, uri),
+                    false => handle(&s, method, uri, headers, body),
+                }
+            }
         });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -355,8 +439,13 @@ impl LocalCluster {
 
     /// The names of the pods in `namespace`.
     pub fn pods(&self, namespace: &str) -> Vec<String> {
+        self.names("pods", namespace)
+    }
+
+    /// The names of the objects of `resource` in `namespace`.
+    pub fn names(&self, resource: &str, namespace: &str) -> Vec<String> {
         let st = self.state.lock().unwrap();
-        st.objects.keys().filter(|(r, ns, _)| r == "pods" && ns == namespace).map(|(_, _, n)| n.clone()).collect()
+        st.objects.keys().filter(|(r, ns, _)| r == resource && ns == namespace).map(|(_, _, n)| n.clone()).collect()
     }
 
     /// Every request so far: `METHOD path?query`.
@@ -489,6 +578,44 @@ fn add_pod(st: &mut State, namespace: &str, name: &str, (labels, owner): (&Value
     st.objects.insert(("pods".into(), namespace.into(), name.into()), pod);
 }
 
+/// The discovery documents a client reads before anything else (kubectl among them): the
+/// server's version, the API groups, and the resources of each group version it serves.
+fn discovery(path: &str) -> Option<Value> {
+    let resource = |name: &str, kind: &str, short: &[&str], verbs: &[&str]| {
+        json!({"name": name, "singularName": kind.to_lowercase(), "namespaced": true, "kind": kind,
+               "verbs": verbs, "shortNames": short})
+    };
+    let workload = ["get", "list", "watch", "patch", "update"];
+    let scale = |name: &str| {
+        json!({"name": format!("{name}/scale"), "singularName": "", "namespaced": true, "group": "autoscaling",
+               "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]})
+    };
+    let group = |name: &str| {
+        json!({"name": name, "versions": [{"groupVersion": format!("{name}/v1"), "version": "v1"}],
+               "preferredVersion": {"groupVersion": format!("{name}/v1"), "version": "v1"}})
+    };
+    Some(match path {
+        "/version" => json!({"major": "1", "minor": "32", "gitVersion": "v1.32.4", "goVersion": "go1.23.8",
+                             "compiler": "gc", "platform": "linux/amd64", "buildDate": CREATED}),
+        "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
+                         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+        "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group("apps"), group("autoscaling")]}),
+        "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+            resource("pods", "Pod", &["po"], &["get", "list", "watch", "delete"])]}),
+        "/apis/apps/v1" => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
+            resource("deployments", "Deployment", &["deploy"], &workload), scale("deployments"),
+            resource("statefulsets", "StatefulSet", &["sts"], &workload), scale("statefulsets"),
+            resource("daemonsets", "DaemonSet", &["ds"], &workload),
+            resource("replicasets", "ReplicaSet", &["rs"], &["get", "list", "watch"])]})
+        }
+        "/apis/autoscaling/v1" => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "autoscaling/v1", "resources": []})
+        }
+        _ => return None,
+    })
+}
+
 /// `/apis/apps/v1/namespaces/NS/RESOURCE[/NAME[/scale]]` or `/api/v1/namespaces/NS/pods[/NAME]`.
 fn route(path: &str) -> Option<(String, String, Option<String>, bool)> {
     let rest = path.strip_prefix("/apis/apps/v1/namespaces/").or_else(|| path.strip_prefix("/api/v1/namespaces/"))?;
@@ -508,6 +635,11 @@ fn handle(state: &Mutex<State>, method: Method, uri: Uri, headers: HeaderMap, bo
     let query: BTreeMap<String, String> =
         uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    if method == Method::GET
+        && let Some(doc) = discovery(uri.path())
+    {
+        return axum::Json(doc).into_response();
+    }
     let Some((resource, ns, name, scale)) = route(uri.path()) else {
         return status(404, "NotFound", format!("the server could not find the requested resource ({})", uri.path()));
     };
@@ -544,7 +676,7 @@ fn handle(state: &Mutex<State>, method: Method, uri: Uri, headers: HeaderMap, bo
             })
             .map(|(_, o)| o.clone())
             .collect();
-        let kind = if resource == "pods" { "PodList" } else { "ReplicaSetList" };
+        let kind = format!("{}List", kind_of(&resource));
         let api = if resource == "pods" { "v1" } else { "apps/v1" };
         return axum::Json(json!({"apiVersion": api, "kind": kind, "metadata": {"resourceVersion": st.resource_version.to_string()}, "items": items})).into_response();
     };
