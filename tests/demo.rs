@@ -36,7 +36,7 @@ fn the_whole_loop_in_order() {
         "touches: checkout (Deployment, namespace shop): revision 42",
         "approved by console:demo-user",
         "step succeeded: step: roll-back",
-        "rolled back deployment/checkout -n shop from revision 42 to revision 41",
+        "rolled back deployment/checkout -n shop from revision 42 to the template of revision 41",
         "verified: error_ratio = 0.004 (< 0.02)",
         "verified: every post-check passed",
         "incident #1 is resolved",

@@ -10,9 +10,14 @@
 //!    ready pod, scale to zero only in allowed namespaces);
 //! 4. a server-side dry run (`dryRun=All`) of the exact request succeeds.
 //!
-//! Writes carry the `resourceVersion` they were computed from, so a change between medic's read
-//! and its write is a 409; it is retried once from a fresh read (which passes every gate
-//! again). [`Cluster::survey`] runs gates 1–4 when a plan is proposed, so the approver sees
+//! Writes do not carry the `resourceVersion` they read (a busy Deployment's status updates
+//! would fail them where kubectl succeeds): each JSON patch tests what it was computed from —
+//! the generation for a restart or an undo, the replica count for a scale — so only a spec
+//! change between medic's read and its write fails it (a 422 on the `test`, or a 409); it is
+//! retried once from a fresh read, which passes every gate again and refuses the step with the
+//! reason when the spec changed. Patches name `fieldManager=medic`, requests `medic/VERSION`.
+//! A rollout is waited for as `kubectl rollout status` does: conditions count only once the
+//! controller has observed the new generation. Pod templates stay raw JSON end to end. [`Cluster::survey`] runs gates 1–4 when a plan is proposed, so the approver sees
 //! what the step will touch ("checkout (Deployment, namespace shop): 4 → 5 replicas") or why it
 //! would be refused.
 

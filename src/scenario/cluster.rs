@@ -1,14 +1,20 @@
-//! A local stand-in for a Kubernetes API server, speaking its wire format for the part medic's
-//! actions use: Deployments, StatefulSets and DaemonSets (get, patch — JSON, merge and
-//! strategic merge — and the `scale` subresource), ReplicaSets and Pods (list by label
-//! selector, delete with preconditions), `dryRun=All`, `resourceVersion` conflicts, and `Status`
-//! objects for 403/404/409/422. A Deployment's template change rolls out at once: a ReplicaSet
-//! revision is created or reused, as the Deployment controller would.
+//! A local stand-in for a Kubernetes API server plus the Deployment controller, speaking the
+//! wire format for the part medic's actions use, and enough of the rest that real `kubectl`
+//! talks to it (the tests use kubectl as the referee): discovery (`/version`, `/api`, `/apis`,
+//! the group versions), Deployments, StatefulSets and DaemonSets (get, list, watch, patch —
+//! JSON with `test`, merge and strategic merge — and the `scale` subresource), ReplicaSets and
+//! Pods (list and watch by label selector, set-based terms included, and by field selector;
+//! delete with preconditions), `dryRun=All`, `resourceVersion` conflicts for a patch that names
+//! one, `creationTimestamp`, and `Status` objects for 403/404/409/422. A Deployment's template
+//! change rolls out as the controller would: a ReplicaSet revision is created or reused and
+//! takes the Deployment's annotations (its change-cause); the controller observes a new spec
+//! at once or after a delay on a clock (`observedGeneration`, `Available`/`Progressing`).
 //!
 //! The demo and `medic test` run a scenario's workloads (its `kubernetes:` list) on it, so
 //! plans act through medic's real Kubernetes client; the first change switches the recorded
-//! world to its "after" state. Tests use its knobs (forbid a verb, a concurrent writer, a
-//! person's edit) for the paths a real cluster takes rarely.
+//! world to its "after" state. Tests use its knobs (forbid a verb, a concurrent writer,
+//! status-only updates or a person's edit before the next write, a controller delay, a rollout
+//! past its deadline) for the paths a real cluster takes rarely.
 
 use crate::context::Pod as ScenarioPod;
 use crate::runbook::actions::WorkloadKind;
@@ -81,6 +87,8 @@ struct State {
     /// Workloads whose new spec the controller has yet to observe, and when it will.
     pending: Vec<(Key, crate::time::Millis)>,
     requests: Vec<String>,
+    /// Every PATCH: its path and query, and its body.
+    patches: Vec<(String, Value)>,
     on_change: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
@@ -452,6 +460,11 @@ impl LocalCluster {
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
     }
+
+    /// Every PATCH so far, whoever sent it: `path?query` and the body.
+    pub fn patches(&self) -> Vec<(String, Value)> {
+        self.state.lock().unwrap().patches.clone()
+    }
 }
 
 fn add_workload(st: &mut State, w: &Workload, pods: &[ScenarioPod]) {
@@ -462,7 +475,15 @@ fn add_workload(st: &mut State, w: &Workload, pods: &[ScenarioPod]) {
     } else {
         w.revisions.clone()
     };
-    let template = |image: &str| json!({"metadata": {"labels": labels}, "spec": {"containers": [{"name": w.name, "image": image}]}});
+    // A template as the API server stores it: with the defaults it fills in (what a typed
+    // client such as kubectl sends back too).
+    let template = |image: &str| {
+        json!({"metadata": {"labels": labels}, "spec": {
+            "containers": [{"name": w.name, "image": image, "resources": {}, "imagePullPolicy": "IfNotPresent",
+                "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}],
+            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
+            "securityContext": {}, "schedulerName": "default-scheduler"}})
+    };
     let current = revisions.last().expect("at least one");
     let mut meta = json!({"name": w.name, "namespace": w.namespace, "uid": uid, "generation": 1,
         "resourceVersion": st.next_rv(), "labels": labels, "creationTimestamp": CREATED});
@@ -757,6 +778,8 @@ fn patch(
     let Ok(patch) = serde_json::from_slice::<Value>(body) else {
         return status(400, "BadRequest", "the request body is not JSON".into());
     };
+    let at = st.requests.last().map(|r| r.trim_start_matches("PATCH ").to_string()).unwrap_or_default();
+    st.patches.push((at, patch.clone()));
     // What lands between the writer's read and its write: a controller's status updates, a
     // person's edit.
     let mut current = current;
