@@ -679,11 +679,11 @@ async fn medic_sends_the_undo_kubectl_sends() {
     let s = setup(world("0.004x10", ""), &[with_causes(4)], &["shop"]).await;
     let p = plan(&s, "{rollout_undo: {name: checkout, namespace: shop, to_revision: '41'}}", true).await;
     assert_eq!(p.steps[0].refused, None);
-    let medic = s.cluster.patches().pop().expect("medic's dry run");
+    let medic = s.cluster.bodies().pop().expect("medic's dry run");
     let args = ["rollout", "undo", "deployment/checkout", "-n", "shop", "--to-revision=41", "--dry-run=server"];
     let Some((ok, said)) = kubectl(&s, &args).await else { return };
     assert!(ok, "{said}");
-    let kubectl = s.cluster.patches().pop().expect("kubectl's dry run");
+    let kubectl = s.cluster.bodies().pop().expect("kubectl's dry run");
     assert!(medic.0.contains("dryRun=All") && kubectl.0.contains("dryRun=All"), "{medic:?} {kubectl:?}");
     let op = |patch: &Value, path: &str| {
         let mut v = patch.as_array().unwrap().iter().find(|o| o["path"] == path).unwrap()["value"].clone();
@@ -699,4 +699,34 @@ async fn medic_sends_the_undo_kubectl_sends() {
     let first = &medic.1[0];
     assert_eq!((first["op"].as_str(), first["path"].as_str()), (Some("test"), Some("/metadata/generation")));
     assert_eq!(deployment(&s)["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "42", "nothing changed");
+}
+
+/// A scale and a pod deletion, medic's and kubectl's, both as server-side dry runs: the same
+/// count, and the same pod deleted the same way (background propagation).
+#[tokio::test]
+async fn medic_scales_and_deletes_as_kubectl_does() {
+    let pods = "pods:\n  - {name: checkout-a, service: checkout, reason: CrashLoopBackOff}\n  - {name: checkout-b, service: checkout}\n";
+    let s = setup(world("0.004x10", pods), &[checkout(4)], &["shop"]).await;
+    plan(&s, "{scale: {name: checkout, namespace: shop, to: 5, min: 2, max: 10}}", true).await;
+    let medic = s.cluster.bodies().pop().unwrap();
+    let args = ["scale", "deployment/checkout", "-n", "shop", "--replicas=5", "--dry-run=server"];
+    let Some((ok, said)) = kubectl(&s, &args).await else { return };
+    assert!(ok, "{said}");
+    let theirs = s.cluster.bodies().pop().unwrap();
+    assert!(medic.0.contains("/deployments/checkout/scale?") && theirs.0.contains("/deployments/checkout/scale?"));
+    let replaced = medic.1.as_array().unwrap().iter().find(|o| o["op"] == "replace").unwrap()["value"].clone();
+    assert_eq!(replaced, theirs.1["spec"]["replicas"], "medic {} vs kubectl {}", medic.1, theirs.1);
+
+    plan(&s, "{delete_pod: {name: checkout, namespace: shop, state: [CrashLoopBackOff]}}", true).await;
+    let medic = s.cluster.bodies().pop().unwrap();
+    let (ok, said) = kubectl(&s, &["delete", "pod", "checkout-a", "-n", "shop", "--dry-run=server"]).await.unwrap();
+    assert!(ok, "{said}");
+    let theirs = s.cluster.bodies().pop().unwrap();
+    assert_eq!(medic.0.split('?').next(), theirs.0.split('?').next(), "the same pod");
+    assert_eq!(
+        medic.1["propagationPolicy"], theirs.1["propagationPolicy"],
+        "medic {} vs kubectl {}",
+        medic.1, theirs.1
+    );
+    assert_eq!(s.cluster.pods("shop").len(), 2, "dry runs change nothing");
 }

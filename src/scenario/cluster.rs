@@ -87,8 +87,8 @@ struct State {
     /// Workloads whose new spec the controller has yet to observe, and when it will.
     pending: Vec<(Key, crate::time::Millis)>,
     requests: Vec<String>,
-    /// Every PATCH: its path and query, and its body.
-    patches: Vec<(String, Value)>,
+    /// Every PATCH and DELETE: its method, path and query, and its body.
+    bodies: Vec<(String, Value)>,
     on_change: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
@@ -461,9 +461,9 @@ impl LocalCluster {
         self.state.lock().unwrap().requests.clone()
     }
 
-    /// Every PATCH so far, whoever sent it: `path?query` and the body.
-    pub fn patches(&self) -> Vec<(String, Value)> {
-        self.state.lock().unwrap().patches.clone()
+    /// Every PATCH and DELETE so far, whoever sent it: `METHOD path?query` and the body.
+    pub fn bodies(&self) -> Vec<(String, Value)> {
+        self.state.lock().unwrap().bodies.clone()
     }
 }
 
@@ -652,7 +652,11 @@ fn route(path: &str) -> Option<(String, String, Option<String>, bool)> {
 fn handle(state: &Mutex<State>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let mut st = state.lock().unwrap();
     reconcile(&mut st);
-    st.requests.push(format!("{method} {}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("")));
+    let request = format!("{method} {}", uri.path_and_query().map(|p| p.as_str()).unwrap_or(""));
+    if matches!(method, Method::PATCH | Method::DELETE) {
+        st.bodies.push((request.clone(), serde_json::from_slice(&body).unwrap_or(Value::Null)));
+    }
+    st.requests.push(request);
     let query: BTreeMap<String, String> =
         uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
@@ -778,8 +782,7 @@ fn patch(
     let Ok(patch) = serde_json::from_slice::<Value>(body) else {
         return status(400, "BadRequest", "the request body is not JSON".into());
     };
-    let at = st.requests.last().map(|r| r.trim_start_matches("PATCH ").to_string()).unwrap_or_default();
-    st.patches.push((at, patch.clone()));
+
     // What lands between the writer's read and its write: a controller's status updates, a
     // person's edit.
     let mut current = current;
