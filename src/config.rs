@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://medic.db";
+/// The environment variable a package (the image, the systemd unit) sets its default store in.
+pub const DEFAULT_DATABASE_URL_ENV: &str = "MEDIC_DEFAULT_DATABASE_URL";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -315,6 +317,19 @@ impl Config {
         self.runbooks.clone().or_else(|| Some(PathBuf::from("runbooks")).filter(|d| d.is_dir()))
     }
 
+    /// Where the config and its runbooks disagree: an approval group the responders do not
+    /// define, an autonomy policy that does not fit. `medic check` reports these and `serve`
+    /// refuses to start with them.
+    pub fn runbook_problems(&self, runbooks: &[crate::runbook::Runbook]) -> Vec<String> {
+        runbooks
+            .iter()
+            .flat_map(|rb| rb.approval.groups.iter().map(move |g| (rb, g)))
+            .filter(|(_, g)| !self.responders.groups.contains_key(*g))
+            .map(|(rb, g)| format!("{}: approval.groups names {g:?}, which is not in responders.groups", rb.id))
+            .chain(self.autonomy.problems(Some(runbooks)))
+            .collect()
+    }
+
     /// Unauthenticated intake is allowed only while bound to loopback.
     pub fn open_sources_problem(&self, listen: SocketAddr) -> Option<String> {
         if listen.ip().is_loopback() {
@@ -335,12 +350,29 @@ impl Config {
 
     /// The store URL: the override if given, else the config's, else the embedded default.
     pub fn database_url(&self, overridden: Option<&str>) -> Result<String, String> {
+        self.store(overridden).map(|(url, _)| url)
+    }
+
+    /// The store URL and which source set it, in this order of precedence:
+    /// 1. `--database-url` or `MEDIC_DATABASE_URL` (an explicit override, for one command);
+    /// 2. the config's `database.url`;
+    /// 3. `MEDIC_DEFAULT_DATABASE_URL`, the default a package sets (the image, the systemd unit),
+    ///    which a configured `database.url` always wins over;
+    /// 4. `sqlite://medic.db` in the working directory.
+    pub fn store(&self, overridden: Option<&str>) -> Result<(String, &'static str), String> {
         if let Some(u) = overridden {
-            return Ok(u.to_string());
+            let source = match self.database.url.is_some() {
+                true => "--database-url or MEDIC_DATABASE_URL, which overrides the config's database.url",
+                false => "--database-url or MEDIC_DATABASE_URL",
+            };
+            return Ok((u.to_string(), source));
         }
-        match &self.database.url {
-            Some(v) => v.resolve(),
-            None => Ok(DEFAULT_DATABASE_URL.to_string()),
+        if let Some(v) = &self.database.url {
+            return v.resolve().map(|u| (u, "the config's database.url"));
+        }
+        match std::env::var(DEFAULT_DATABASE_URL_ENV) {
+            Ok(u) if !u.is_empty() => Ok((u, "MEDIC_DEFAULT_DATABASE_URL (the package's default)")),
+            _ => Ok((DEFAULT_DATABASE_URL.to_string(), "the built-in default")),
         }
     }
 }

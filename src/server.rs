@@ -121,9 +121,22 @@ pub async fn run_with(
         Some(dir) => crate::runbook::load(dir)?,
         None => Vec::new(),
     };
-    let wrong = config.autonomy.problems(Some(&runbooks));
+    // What `medic check` refuses, `serve` refuses too.
+    let wrong = config.runbook_problems(&runbooks);
     if !wrong.is_empty() {
-        anyhow::bail!("the autonomy policy does not fit the runbooks:\n  - {}", wrong.join("\n  - "));
+        anyhow::bail!("runbooks and config disagree (see `medic check`):\n  - {}", wrong.join("\n  - "));
+    }
+    if config.runbooks.is_none() {
+        tracing::warn!(
+            "no runbooks directory (`runbooks:` in the config, or ./runbooks): medic diagnoses incidents but \
+             proposes no plan"
+        );
+    }
+    if config.slack.is_none() && config.discord.is_none() {
+        tracing::warn!(
+            "no chat platform is configured (slack, discord): incidents and plans are shown nowhere but the API, \
+             and nobody can approve a plan"
+        );
     }
     // Chat: the platforms, their delivery workers, and what a click does.
     let (stop_chat, chat_stopped) = tokio::sync::watch::channel(false);

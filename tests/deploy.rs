@@ -357,6 +357,49 @@ fn the_helm_chart_renders_what_several_replicas_need() {
     assert_eq!(find(&docs, "ConfigMap")[1]["data"]["restart.yaml"], "id: restart\n");
 }
 
+/// The chart's config, as its defaults render it and with each platform's values example,
+/// passes `medic check` against the image's runbooks (the secrets it references set to
+/// stand-ins, as the Secret provides them at run time). `serve` refuses what `check` refuses.
+#[test]
+fn the_charts_config_passes_medic_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = root().join("deploy/helm/medic");
+    for values in [None, Some("values-slack.yaml"), Some("values-discord.yaml")] {
+        let overrides = match values {
+            Some(f) => serde_norway::from_str(&std::fs::read_to_string(chart.join(f)).unwrap()).unwrap(),
+            None => serde_json::json!({}),
+        };
+        let docs = helm_template(overrides);
+        let cfg = find(&docs, "ConfigMap")[0]["data"]["medic.yaml"].as_str().unwrap().to_string();
+        let file = dir.path().join(format!("{}.yaml", values.unwrap_or("defaults")));
+        std::fs::write(&file, &cfg).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_medic"));
+        cmd.args(["check", "--config"]).arg(&file).arg("--runbooks").arg(root().join("runbooks"));
+        cmd.env_remove("MEDIC_DATABASE_URL");
+        for var in regex::Regex::new(r"env: (MEDIC_[A-Z_]+)").unwrap().captures_iter(&cfg) {
+            let value = if &var[1] == "MEDIC_POSTGRES_URL" { "postgres://medic@db/medic" } else { "stand-in-secret" };
+            cmd.env(&var[1], value);
+        }
+        let out = cmd.output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{values:?}: {said}\n{cfg}");
+        assert!(said.contains("from the config's database.url"), "{said}");
+        assert_eq!(said.contains("no chat platform"), values.is_none(), "{values:?}: {said}");
+    }
+    // `serve` with a config `check` refuses does not start.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, format!("runbooks: {}\n", root().join("runbooks").display())).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .args(["--listen", "127.0.0.1:0", "--database-url"])
+        .arg(format!("sqlite://{}", dir.path().join("m.db").display()))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("not in responders.groups"), "{said}");
+}
+
 fn docs_of(file: &str) -> Vec<Value> {
     docs(file)
 }
@@ -371,6 +414,59 @@ fn helm_lints_the_chart_where_it_is_installed() {
     let chart = root().join("deploy/helm/medic");
     let out = std::process::Command::new("helm").arg("lint").arg(&chart).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// The unit's install steps, followed as far as this machine allows: the config is installed
+/// with a mode the service's dynamic user (neither owner nor group) can read — as an
+/// unprivileged user (`runuser -u nobody`) where the test runs as root; the secrets file is
+/// root's only (systemd reads it as root); the store the unit sets is a default that a
+/// configured `database.url` wins over, and `medic check` says which one it uses.
+#[test]
+fn the_systemd_install_steps_give_a_service_that_reads_its_config() {
+    let text = std::fs::read_to_string(root().join("deploy/systemd/medic.service")).unwrap();
+    let mode_of = |target: &str| {
+        let line =
+            text.lines().find(|l| l.contains("install -m") && l.contains(target)).unwrap_or_else(|| panic!("{target}"));
+        let mode = line.split_whitespace().skip_while(|w| *w != "-m").nth(1).unwrap();
+        u32::from_str_radix(mode, 8).unwrap()
+    };
+    let config_mode = mode_of("/etc/medic/medic.yaml");
+    assert_ne!(config_mode & 0o004, 0, "the dynamic user must read the config: mode {config_mode:o}");
+    assert_eq!(mode_of("/etc/medic/medic.env") & 0o077, 0, "secrets are root's only");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("medic.yaml");
+    std::fs::write(&config, "database:\n  url: postgres://medic@db.example/medic\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(config_mode)).unwrap();
+    let root_user = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if root_user && common::stack::on_path("runuser") {
+        let out =
+            std::process::Command::new("runuser").args(["-u", "nobody", "--", "cat"]).arg(&config).output().unwrap();
+        assert!(out.status.success(), "nobody cannot read it: {}", String::from_utf8_lossy(&out.stderr));
+    } else {
+        eprintln!("not root: checked the mode bits only");
+    }
+    // The unit's store is the default, never an override of the config's.
+    assert!(!text.contains("Environment=MEDIC_DATABASE_URL"), "an override would hide database.url");
+    let default = text.lines().find_map(|l| l.strip_prefix("Environment=MEDIC_DEFAULT_DATABASE_URL=")).unwrap();
+    let check = |config: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args(["check", "--config"])
+            .arg(config)
+            .args(["--runbooks", "/nonexistent-runbooks-dir"])
+            .env("MEDIC_DEFAULT_DATABASE_URL", default)
+            .env_remove("MEDIC_DATABASE_URL")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let said = check(&config);
+    assert!(said.contains("store postgres://medic@db.example/medic from the config's database.url"), "{said}");
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(&plain, "listen: 127.0.0.1:8080\n").unwrap();
+    let said = check(&plain);
+    assert!(said.contains("store sqlite:///var/lib/medic/medic.db from MEDIC_DEFAULT_DATABASE_URL"), "{said}");
 }
 
 /// The unit file passes `systemd-analyze verify` (with the binary path pointed at the one
@@ -428,6 +524,63 @@ fn the_dockerfile_is_multi_stage_non_root_and_healthy() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The image's build stage builds the crate from exactly the files it copies (base images
+/// cannot be pulled here, so the build context is what is tested): a file the source embeds
+/// (`include_str!` of a runbook) that the Dockerfile does not copy fails this test.
+#[test]
+fn the_image_builds_from_what_the_dockerfile_copies() {
+    let text = std::fs::read_to_string(root().join("deploy/docker/Dockerfile")).unwrap();
+    let build_stage: Vec<&str> =
+        text.lines().skip_while(|l| !l.starts_with("FROM ")).skip(1).take_while(|l| !l.starts_with("FROM ")).collect();
+    let context = tempfile::tempdir().unwrap();
+    let mut copied = Vec::new();
+    for l in build_stage.iter().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+        let words: Vec<&str> = l.split_whitespace().skip(1).collect();
+        let (dest, sources) = words.split_last().unwrap();
+        for src in sources {
+            let to = if dest.ends_with('/') || sources.len() > 1 || *dest == "./" {
+                context.path().join(dest).join(src)
+            } else {
+                context.path().join(dest)
+            };
+            copy(&root().join(src), &to);
+            copied.push(src.to_string());
+        }
+    }
+    assert!(copied.iter().any(|c| c == "src"), "{copied:?}");
+    // The same build the image runs, offline, in its own target directory under the shared one
+    // (its dependencies are compiled once and reused by later runs).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("image-context");
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["check", "--locked", "--offline", "--bin", "medic"])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(context.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the image's build stage fails: {}",
+        said.lines().filter(|l| l.contains("error")).take(5).collect::<Vec<_>>().join("\n")
+    );
+}
+
+fn copy(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            copy(&e.path(), &to.join(e.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    }
 }
 
 /// The Grafana dashboard asks only for metrics medic exports, in PromQL that Prometheus

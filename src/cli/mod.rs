@@ -251,8 +251,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(p) = cfg.open_sources_problem(cfg.listen) {
                 bail!("{p}");
             }
-            let url = cfg.database_url(db).map_err(anyhow::Error::msg)?;
-            tracing::info!(store = %mask_url(&url), "opening store");
+            let (url, source) = cfg.store(db).map_err(anyhow::Error::msg)?;
+            tracing::info!(store = %mask_url(&url), from = source, "opening store");
             let store = open_store(&cfg, db).await?;
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
@@ -273,12 +273,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             };
             if let Some(cfg) = &cfg {
-                let url = cfg.database_url(database_url.as_deref()).map_err(anyhow::Error::msg);
-                match url.and_then(|u| store::Backend::of_url(&u).map(|_| u)) {
-                    Ok(url) => {
+                let url = cfg.store(database_url.as_deref()).map_err(anyhow::Error::msg);
+                match url.and_then(|(u, from)| store::Backend::of_url(&u).map(|_| (u, from))) {
+                    Ok((url, from)) => {
+                        if cfg.slack.is_none() && cfg.discord.is_none() {
+                            eprintln!(
+                                "warning: no chat platform is configured (slack, discord): incidents are shown only \
+                                 through the API, and nobody can approve a plan"
+                            );
+                        }
                         let enabled = cfg.intake.sources().iter().filter(|(_, s)| s.enabled).count();
                         println!(
-                            "{}: OK (listen {}, store {}, {enabled} intake sources enabled)",
+                            "{}: OK (listen {}, store {} from {from}, {enabled} intake sources enabled)",
                             config.display(),
                             cfg.listen,
                             mask_url(&url)
@@ -291,15 +297,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(dir) = dir {
                 match crate::runbook::load_dir(&dir) {
                     Ok(list) => {
-                        let missing: Vec<String> = list
-                            .iter()
-                            .flat_map(|rb| rb.approval.groups.iter().map(move |g| (rb, g)))
-                            .filter(|(_, g)| cfg.as_ref().is_some_and(|c| !c.responders.groups.contains_key(*g)))
-                            .map(|(rb, g)| {
-                                format!("{}: approval.groups names {g:?}, which is not in responders.groups", rb.id)
-                            })
-                            .chain(cfg.iter().flat_map(|c| c.autonomy.problems(Some(&list))))
-                            .collect();
+                        let missing: Vec<String> = cfg.iter().flat_map(|c| c.runbook_problems(&list)).collect();
                         if missing.is_empty() {
                             println!("{}: OK ({} runbooks)", dir.display(), list.len());
                         } else {
