@@ -585,7 +585,8 @@ fn copy(from: &Path, to: &Path) {
 }
 
 /// The Grafana dashboard asks only for metrics medic exports, in PromQL that Prometheus
-/// parses (`promtool check rules` over the expressions, with `$job` as `.*`).
+/// parses (`promtool check rules` over the expressions, with `$job` as `.*`), and its
+/// store-wide panels do not add the replicas up (`promtool test rules`).
 #[test]
 fn the_grafana_dashboard_reads_medics_own_metrics() {
     let dash: Value =
@@ -633,6 +634,33 @@ fn the_grafana_dashboard_reads_medics_own_metrics() {
     let file = std::env::temp_dir().join(format!("medic-dashboard-{}.yml", std::process::id()));
     std::fs::write(&file, serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string()).unwrap();
     let out = std::process::Command::new("promtool").args(["check", "rules"]).arg(&file).output().unwrap();
-    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Two replicas export the same store-wide gauges and counters: a panel shows the store's
+    // figure, not the sum of the replicas' (`promtool test rules`: 3 open incidents, not 6).
+    let index = |metric: &str| exprs.iter().position(|e| e.contains(metric)).unwrap();
+    let (incidents, executions) = (index("medic_incidents{"), index("medic_runbook_executions_total"));
+    let tests = serde_json::json!({
+        "rule_files": [file.file_name().unwrap().to_str().unwrap()],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1h",
+            "input_series": [
+                {"series": "medic_incidents{job=\"medic\",instance=\"a:8080\",state=\"open\"}", "values": "3x30"},
+                {"series": "medic_incidents{job=\"medic\",instance=\"b:8080\",state=\"open\"}", "values": "3x30"},
+                {"series": "medic_runbook_executions_total{job=\"medic\",instance=\"a:8080\",runbook=\"r\",result=\"verified\"}", "values": "0+1x30"},
+                {"series": "medic_runbook_executions_total{job=\"medic\",instance=\"b:8080\",runbook=\"r\",result=\"verified\"}", "values": "0+1x30"},
+            ],
+            "promql_expr_test": [
+                {"expr": format!("dashboard:expr_{incidents}"), "eval_time": "10h",
+                 "exp_samples": [{"labels": format!("dashboard:expr_{incidents}{{state=\"open\"}}"), "value": 3}]},
+                {"expr": format!("dashboard:expr_{executions}"), "eval_time": "10h",
+                 "exp_samples": [{"labels": format!("dashboard:expr_{executions}{{result=\"verified\",runbook=\"r\"}}"), "value": 10}]},
+            ],
+        }],
+    });
+    let test_file = file.with_extension("test.yml");
+    std::fs::write(&test_file, tests.to_string()).unwrap();
+    let out = std::process::Command::new("promtool").args(["test", "rules"]).arg(&test_file).output().unwrap();
+    let _ = (std::fs::remove_file(&file), std::fs::remove_file(&test_file));
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
