@@ -247,13 +247,28 @@ async fn audit_verify_with_url_override(db: Db) {
     assert!(head.starts_with("4:"), "{head}");
     let o = medic(&["audit", "verify", "--expect-head", &head], dir.path(), &[("MEDIC_DATABASE_URL", &tdb.url)]);
     assert!(o.status.success(), "{}", text(&o));
+    // The system goes on: a new alert after the head was kept is no tampering.
+    let store = medic::store::open(&tdb.url, 2).await.unwrap();
+    let mut later = alerts[0].clone();
+    later.fingerprint = "f9".into();
+    store.ingest(&[later], &[], 2000, &policy).await.unwrap();
+    store.close().await;
+    let o = medic(&["audit", "verify", "--expect-head", &head], dir.path(), &[("MEDIC_DATABASE_URL", &tdb.url)]);
+    assert!(o.status.success(), "a live system is not tampered with: {}", text(&o));
+    assert!(text(&o).contains(&format!("OK: the chain still holds {head}; 1 record(s) came after it")), "{}", text(&o));
+    let (seq, _) = head.split_once(':').unwrap();
+    let forged = format!("{seq}:{}", "0".repeat(64));
+    let o = medic(&["audit", "verify", "--expect-head", &forged], dir.path(), &[("MEDIC_DATABASE_URL", &tdb.url)]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("(altered)"), "{}", text(&o));
 
     let raw = raw_pool(&tdb).await;
-    sqlx::query("DELETE FROM audit_log WHERE seq = 4").execute(&raw).await.unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE seq >= 4").execute(&raw).await.unwrap();
     raw.close().await;
     let o = medic(&["audit", "verify", "--expect-head", &head], dir.path(), &[("MEDIC_DATABASE_URL", &tdb.url)]);
     assert_eq!(o.status.code(), Some(1), "truncating the tail is caught by the anchored head: {}", text(&o));
     assert!(text(&o).contains("FAILED: the chain is intact up to 3:"), "{}", text(&o));
+    assert!(text(&o).contains("records removed from the end"), "{}", text(&o));
     assert!(!dir.path().join("medic.db").exists(), "the override is used, not the default");
 }
 

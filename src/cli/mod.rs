@@ -174,7 +174,8 @@ enum AuditCommand {
     Verify {
         #[command(flatten)]
         store: StoreArgs,
-        /// Fail unless the chain's head is this `SEQ:HASH` (as printed by an earlier verify)
+        /// Fail unless the chain still holds this `SEQ:HASH` (a head printed by an earlier
+        /// verify); records written after it are counted, not refused
         #[arg(long)]
         expect_head: Option<String>,
     },
@@ -566,13 +567,38 @@ pub async fn verify(store: &dyn Store, expect_head: Option<&str>) -> Result<Exit
         );
         return Ok(ExitCode::from(1));
     }
-    if let Some(expected) = expect_head
-        && expected != format!("{seq}:{hash}")
-    {
-        println!(
-            "FAILED: the chain is intact up to {seq}:{hash} but {expected} was expected (records removed from the end?)"
-        );
-        return Ok(ExitCode::from(1));
+    // A head kept elsewhere must still be in the chain, with the same hash; records after it
+    // are the system going on, not tampering.
+    let mut after = None;
+    if let Some(expected) = expect_head {
+        let Some((want_seq, want_hash)) = expected.split_once(':').and_then(|(s, h)| Some((s.parse::<i64>().ok()?, h)))
+        else {
+            bail!("--expect-head: expected SEQ:HASH as `medic audit verify` prints it, got {expected:?}");
+        };
+        let kept = store.audit_page(want_seq - 1, 1).await?.into_iter().find(|r| r.seq == want_seq);
+        let failed = match kept {
+            _ if want_seq > *seq => Some(format!(
+                "the chain is intact up to {seq}:{hash} but ends before record {want_seq}, which {expected} vouches for \
+                 (records removed from the end)"
+            )),
+            None if v.from.is_some_and(|cp| want_seq <= cp) => Some(format!(
+                "record {want_seq} was removed by retention (checkpoint at record {}): an older head cannot be vouched for",
+                v.from.unwrap_or_default()
+            )),
+            None => Some(format!("record {want_seq}, which {expected} vouches for, is missing from the chain")),
+            Some(r) if r.hash != want_hash => {
+                Some(format!("record {want_seq} now has hash {} where {expected} was kept (altered)", r.hash))
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = failed {
+            println!("FAILED: {why}");
+            return Ok(ExitCode::from(1));
+        }
+        after = Some((expected, seq - want_seq));
+    }
+    if let Some((expected, n)) = after {
+        println!("OK: the chain still holds {expected}; {n} record(s) came after it");
     }
     match v.from {
         Some(cp) => {
