@@ -12,6 +12,8 @@
 mod serve;
 #[path = "../tests/common/stack.rs"]
 mod stack;
+#[path = "common/usage.rs"]
+mod usage;
 
 use medic::config::Config;
 use medic::time::{Clock, SystemClock, rfc3339};
@@ -45,6 +47,9 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    usage::or_help(
+        "bench_ask: question-to-answer latency of POST /v1/ask (real Prometheus on loopback) and of the parser alone\n\nusage: bench_ask [--questions N]\n  --questions  how many mixed questions (default 1000); needs prometheus and promtool",
+    );
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args
         .iter()

@@ -16,6 +16,8 @@
 mod serve;
 #[path = "../tests/common/stack.rs"]
 mod stack;
+#[path = "common/usage.rs"]
+mod usage;
 
 use medic::config::Config;
 use medic::time::{Clock, SystemClock, rfc3339};
@@ -39,6 +41,9 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    usage::or_help(
+        "bench_context: webhook-to-diagnosis time, gathering (real Prometheus on loopback) and diagnosing\n\nusage: bench_context [--runs N] [--series N] [--hours N]\n  --runs    investigations (default 30)\n  --series  golden-signal series (default 10)\n  --hours   history backfilled per series (default 6); needs prometheus and promtool",
+    );
     let (runs, n_series, hours) = (arg("--runs", 30) as usize, arg("--series", 10) as usize, arg("--hours", 6));
     if let Some(why) = stack::missing(&["prometheus", "promtool"]) {
         anyhow::bail!("{why}");

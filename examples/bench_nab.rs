@@ -22,6 +22,8 @@
 
 #[path = "common/data.rs"]
 mod data;
+#[path = "common/usage.rs"]
+mod usage;
 
 use chrono::NaiveDateTime;
 use medic::diagnosis::anomaly::{Config, Detector};
@@ -228,6 +230,9 @@ fn detect(f: &DataFile, which: &str, seasonal: bool) -> Vec<f64> {
 }
 
 fn main() {
+    usage::or_help(
+        "bench_nab: the streaming metric detector on the Numenta Anomaly Benchmark (NAB score per profile)\n\nusage: bench_nab [--data DIR] [--results DIR] [--half a|b] [--detector combined|level|novelty|flatline] [--rounds N]\n  --data      NAB (data/, labels/, profiles.json) (default ../shared/datasets/nab)\n  --results   where NAB-format result files are written (default target/nab-results)\n  --half      every other file, to choose on one half and report on the other\n  --detector  which detector (default combined)\n  --rounds    timing rounds of the detector alone",
+    );
     let args: Vec<String> = std::env::args().collect();
     let arg = |flag: &str, default: &str| {
         args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.into())

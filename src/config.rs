@@ -192,6 +192,30 @@ fn locate(text: &str, path: &[String]) -> Option<(usize, usize)> {
     found
 }
 
+/// What is wrong with `url` as the address of an HTTP service (`what` names the key): it must
+/// be an absolute http(s) URL with a host (`prometheus:9090` parses as a URL of the scheme
+/// "prometheus", and was accepted).
+pub fn http_url(what: &str, url: &str) -> Option<String> {
+    match reqwest::Url::parse(url) {
+        Err(e) => Some(format!("{what}: {url:?} is not a URL: {e}")),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) => {
+            Some(format!("{what}: {url:?} is not an http(s) URL with a host (e.g. http://prometheus:9090)"))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// What is wrong with `id` as a Slack conversation id (`C…`, `G…` or `D…`, then capitals and
+/// digits): a channel's name ("#incidents") is not one, and the API refuses it at the first post.
+pub fn slack_channel_id(what: &str, id: &str) -> Option<String> {
+    let valid = id.len() >= 9
+        && id.starts_with(['C', 'G', 'D'])
+        && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    (!valid).then(|| {
+        format!("{what}: {id:?} is not a Slack channel id (C…, as the channel's details show it; a name is not one)")
+    })
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
@@ -290,14 +314,17 @@ impl Config {
             if d.default_channel.trim().is_empty() || d.application_id.trim().is_empty() {
                 out.push("discord: default_channel and application_id are required".into());
             }
+            out.extend(http_url("discord.api_url", &d.api_url));
         }
         if let Some(s) = &self.slack {
             if s.signing_secret.is_empty() || s.signing_secret.len() > 2 {
                 out.push("slack.signing_secret: expected one or two secrets".into());
             }
-            if s.default_channel.trim().is_empty() {
-                out.push("slack.default_channel: expected a channel id".into());
+            out.extend(slack_channel_id("slack.default_channel", &s.default_channel));
+            for (i, r) in s.routes.iter().enumerate() {
+                out.extend(slack_channel_id(&format!("slack.routes[{i}].channel"), &r.channel));
             }
+            out.extend(http_url("slack.api_url", &s.api_url));
             if let Err(e) = crate::chat::slack::Slack::new(s, std::time::Duration::from_secs(5)) {
                 out.push(e);
             }

@@ -168,6 +168,13 @@ async fn serve_on_defaults_then_audit_verify_and_export() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "no auth needed on loopback with no config");
+    // A second `serve` on the same SQLite file is refused, saying why.
+    let o = medic(&["serve", "--listen", &format!("127.0.0.1:{}", free_port())], dir.path(), &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("another `medic serve` is using the SQLite store"),
+        "{}",
+        text(&o)
+    );
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let mut status = None;
     for _ in 0..100 {
@@ -200,6 +207,29 @@ async fn serve_on_defaults_then_audit_verify_and_export() {
     let o = medic(&["audit", "export", "--incident", "7"], dir.path(), &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("no incident 7"));
+
+    // `medic runbooks`: every column starts where its header does, whatever the names' lengths.
+    let runbooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
+    let o = medic(&["runbooks", "--runbooks", runbooks.to_str().unwrap()], dir.path(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    let header = lines[0];
+    for col in ["CEILING", "LEVEL", "LAST OUTCOMES", "SHADOW"] {
+        let at = header.find(col).unwrap();
+        for l in &lines[1..] {
+            assert!(l.len() > at && l.as_bytes()[at - 1] == b' ' && l.as_bytes()[at] != b' ', "{col} in {l:?}:\n{out}");
+        }
+    }
+    for col in ["STREAK", "VERIFIED", "FAILED", "MEDIAN FIX"] {
+        let end = header.find(col).unwrap() + col.len();
+        for l in &lines[1..] {
+            assert!(
+                l.as_bytes()[end - 1] != b' ' && l.as_bytes()[end] == b' ',
+                "{col} (right-aligned) in {l:?}:\n{out}"
+            );
+        }
+    }
 }
 
 async fn pause_and_resume(db: Db) {
@@ -214,11 +244,15 @@ async fn pause_and_resume(db: Db) {
     assert!(o.status.success() && text(&o).contains("automation paused by console:carol"), "{}", text(&o));
     assert!(text(&o).contains("store: "), "it says which store it paused: {}", text(&o));
     assert_eq!(store.paused().await.unwrap().map(|p| p.0), Some("console:carol".to_string()));
+    let o = medic(&["pause", "--database-url", &tdb.url], dir.path(), &[("USER", "dave")]);
+    assert!(o.status.success() && text(&o).contains("already paused (by console:carol"), "{}", text(&o));
     let o = medic(&["resume", "--database-url", &tdb.url], dir.path(), &[("USER", "carol")]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(store.paused().await.unwrap(), None);
+    let o = medic(&["resume", "--database-url", &tdb.url], dir.path(), &[("USER", "carol")]);
+    assert!(o.status.success() && text(&o).contains("automation was not paused; nothing changed"), "{}", text(&o));
     let kinds: Vec<String> = store.audit_page(0, 10).await.unwrap().into_iter().map(|r| r.kind).collect();
-    assert_eq!(kinds, ["automation_paused", "automation_resumed"]);
+    assert_eq!(kinds, ["automation_paused", "automation_resumed"], "a repeat writes nothing");
     store.close().await;
 }
 
@@ -355,6 +389,27 @@ fn check_reports_every_problem_at_once() {
     ] {
         assert!(text(&o).contains(needle), "{needle} missing from:\n{}", text(&o));
     }
+}
+
+/// Values that parse but cannot work are named: a backend URL without a scheme, a Slack
+/// channel's name where its id is needed.
+#[test]
+fn check_refuses_urls_without_a_scheme_and_channel_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.yaml"),
+        "context:\n  prometheus: {url: 'prometheus:9090'}\nslack:\n  bot_token: {env: MEDIC_T_BOT}\n  \
+         signing_secret: [{env: MEDIC_T_SIGN}]\n  default_channel: '#incidents'\n",
+    )
+    .unwrap();
+    let o = medic(&["check", "--config", "m.yaml"], dir.path(), &[("MEDIC_T_BOT", "xoxb-1"), ("MEDIC_T_SIGN", "s")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("context.prometheus.url: \"prometheus:9090\" is not an http(s) URL with a host"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("slack.default_channel: \"#incidents\" is not a Slack channel id"), "{}", text(&o));
 }
 
 /// A trace-backed incident as a person reads it (the console's view, as `medic replay` prints

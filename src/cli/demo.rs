@@ -135,11 +135,11 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
                             "version": c.version, "at": rfc3339(c.at), "id": format!("ci-{}", c.at)});
         post("/v1/changes", change).await?;
         println!(
-            "CI reported: {} of {} {} by {} at {}",
+            "CI reported: {} of {}{}{} at {}",
             c.kind.as_str(),
             c.service,
-            c.version.as_deref().unwrap_or(""),
-            c.author.as_deref().unwrap_or("?"),
+            c.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default(),
+            c.author.as_deref().map(|a| format!(" by {a}")).unwrap_or_default(),
             rfc3339(c.at)
         );
     }

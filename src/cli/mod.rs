@@ -223,6 +223,30 @@ async fn open_store(config: &Config, overridden: Option<&str>) -> Result<Arc<dyn
     store::open(&url, config.database.max_connections).await
 }
 
+/// An exclusive lock beside the SQLite file `db`, held while the returned file lives: a second
+/// `medic serve` on the same file is refused, naming it, instead of starting beside the first.
+fn only_server(db: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let mut name = db.as_os_str().to_owned();
+    name.push(".serve-lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .with_context(|| format!("cannot create {}", Path::new(&name).display()))?;
+    // SAFETY: flock(2) on a descriptor this function owns; no memory is shared.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another `medic serve` is using the SQLite store {} (its lock {} is held): one server per SQLite \
+             file; several replicas need PostgreSQL",
+            db.display(),
+            Path::new(&name).display()
+        );
+    }
+    Ok(lock)
+}
+
 /// How long the commands that act on an existing store wait for it.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -254,6 +278,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let (url, source) = cfg.store(db).map_err(anyhow::Error::msg)?;
             tracing::info!(store = %mask_url(&url), from = source, "opening store");
+            // One `serve` per SQLite file: several replicas need PostgreSQL.
+            let _only = match store::sqlite_path(&url) {
+                Some(path) => Some(only_server(&path)?),
+                None => None,
+            };
             let store = open_store(&cfg, db).await?;
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
@@ -384,9 +413,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn set_paused(args: &StoreArgs, pause: bool) -> Result<ExitCode> {
     let store = existing_store(args).await?;
     let who = crate::chat::console::identity();
-    let r = store.set_paused(&who, "cli", pause, crate::time::Clock::now(&SystemClock)).await;
+    let r = async {
+        // Already so: said, and nothing written.
+        match (store.paused().await?, pause) {
+            (Some((by, since)), true) => {
+                return Ok(Some(format!(
+                    "automation is already paused (by {by} since {}); nothing changed",
+                    crate::time::rfc3339(since)
+                )));
+            }
+            (None, false) => return Ok(Some("automation was not paused; nothing changed".to_string())),
+            _ => {}
+        }
+        store.set_paused(&who, "cli", pause, crate::time::Clock::now(&SystemClock)).await.map(|()| None)
+    };
+    let r = r.await;
     store.close().await;
-    r?;
+    if let Some(said) = r? {
+        println!("{said}");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{} by {who} (the OS user); every replica on this store sees it at its next click",
         if pause { "automation paused" } else { "automation resumed" }
@@ -426,28 +472,53 @@ async fn list_runbooks(args: &RunbooksArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<28} {:<8} {:<8} {:>6} {:>8} {:>6} {:>10}  {:<32} SHADOW (handled by people / resolved alone)",
-        "RUNBOOK", "CEILING", "LEVEL", "STREAK", "VERIFIED", "FAILED", "MEDIAN FIX", "LAST OUTCOMES"
-    );
+    let mut rows = vec![
+        [
+            "RUNBOOK",
+            "CEILING",
+            "LEVEL",
+            "STREAK",
+            "VERIFIED",
+            "FAILED",
+            "MEDIAN FIX",
+            "LAST OUTCOMES",
+            "SHADOW (handled by people / resolved alone)",
+        ]
+        .map(String::from),
+    ];
+    let mut notes = Vec::new();
     for r in view["runbooks"].as_array().into_iter().flatten() {
         let fix = r["median_fix_secs"].as_f64().map(|s| format!("{:.0}s", s)).unwrap_or_else(|| "-".into());
         let last: Vec<&str> = r["last_outcomes"].as_array().into_iter().flatten().filter_map(|o| o.as_str()).collect();
-        println!(
-            "{:<28} {:<8} {:<8} {:>6} {:>8} {:>6} {:>10}  {:<32} {} / {}",
-            r["runbook"].as_str().unwrap_or(""),
-            r["ceiling"].as_str().unwrap_or("-"),
-            r["level"].as_str().unwrap_or(""),
+        let text = |v: &serde_json::Value| crate::chat::display(v);
+        rows.push([
+            text(&r["runbook"]),
+            r["ceiling"].as_str().unwrap_or("-").to_string(),
+            text(&r["level"]),
             format!("{}/{}", r["streak"], r["grant_after"]),
-            r["verified"],
-            r["failed"],
+            r["verified"].to_string(),
+            r["failed"].to_string(),
             fix,
             if last.is_empty() { "-".to_string() } else { last.join(", ") },
-            r["shadow"]["handled_by_people"],
-            r["shadow"]["resolved_alone"],
-        );
-        if let Some(why) = r["level_changed_because"].as_str() {
-            println!("{:<28} level changed: {why}", "");
+            format!("{} / {}", r["shadow"]["handled_by_people"], r["shadow"]["resolved_alone"]),
+        ]);
+        notes.push(r["level_changed_because"].as_str().map(str::to_string));
+    }
+    // Columns as wide as their widest cell; counts right-aligned.
+    let widths: Vec<usize> = (0..9).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    for (i, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| match c {
+                8 => cell.clone(),
+                3..=6 => format!("{cell:>w$}", w = widths[c]),
+                _ => format!("{cell:<w$}", w = widths[c]),
+            })
+            .collect();
+        println!("{}", cells.join("  "));
+        if let Some(Some(why)) = i.checked_sub(1).and_then(|n| notes.get(n)) {
+            println!("{:w$}  level changed: {why}", "", w = widths[0]);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -202,9 +202,7 @@ impl Config {
         ];
         for (what, b) in backends {
             let Some(b) = b else { continue };
-            if let Err(e) = reqwest::Url::parse(&b.url) {
-                out.push(format!("{what}.url: {e}"));
-            }
+            out.extend(crate::config::http_url(&format!("{what}.url"), &b.url));
             if let Err(e) = b.resolve(what) {
                 out.push(e);
             }

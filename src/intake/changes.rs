@@ -37,7 +37,10 @@ struct Payload {
 }
 
 pub fn parse(body: &[u8], now: Millis) -> Result<Parsed, IntakeError> {
-    let p: Payload = from_json(body)?;
+    let mut p: Payload = from_json(body)?;
+    // An empty author or version is none: never "by  at".
+    p.author = p.author.filter(|a| !a.trim().is_empty());
+    p.version = p.version.filter(|v| !v.trim().is_empty());
     let id = p.id.clone().unwrap_or_else(|| {
         let mut h = Sha256::new();
         for part in [
@@ -66,4 +69,18 @@ pub fn parse(body: &[u8], now: Millis) -> Result<Parsed, IntakeError> {
     };
     change.validate().map_err(IntakeError::Invalid)?;
     Ok(Parsed::Store(Submission { alerts: Vec::new(), changes: vec![change] }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change whose author or version is empty has none: evidence never reads "by  at".
+    #[test]
+    fn an_empty_author_is_no_author() {
+        let body = br#"{"kind": "deploy", "service": "checkout", "summary": "Deploy", "author": " ", "version": ""}"#;
+        let Ok(Parsed::Store(s)) = parse(body, 1_000) else { panic!("parsed") };
+        let c = &s.changes[0];
+        assert_eq!((c.author.as_deref(), c.version.as_deref()), (None, None));
+    }
 }
