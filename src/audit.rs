@@ -54,6 +54,41 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind of record.
+    pub const ALL: [Kind; 31] = [
+        Kind::AlertReceived,
+        Kind::AlertFiring,
+        Kind::AlertResolved,
+        Kind::AlertUpdated,
+        Kind::AlertFlapping,
+        Kind::IncidentOpened,
+        Kind::IncidentResolving,
+        Kind::IncidentReopened,
+        Kind::IncidentResolved,
+        Kind::ChangeRecorded,
+        Kind::Diagnosed,
+        Kind::PlanProposed,
+        Kind::PlanSuperseded,
+        Kind::ApprovalRecorded,
+        Kind::PlanApproved,
+        Kind::PlanRejected,
+        Kind::ExecutionStarted,
+        Kind::StepSucceeded,
+        Kind::StepFailed,
+        Kind::StepRolledBack,
+        Kind::ExecutionFinished,
+        Kind::ExecutionInterrupted,
+        Kind::ExecutionFenced,
+        Kind::Escalated,
+        Kind::AutomationPaused,
+        Kind::AutomationResumed,
+        Kind::AutonomyGranted,
+        Kind::AutonomyLost,
+        Kind::StopRequested,
+        Kind::AutoRunDeclined,
+        Kind::AuditPruned,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::AlertReceived => "alert_received",

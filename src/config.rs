@@ -2,7 +2,7 @@
 //! names the key with its line and column. Secrets are only ever references, `{env: NAME}` or
 //! `{file: PATH}`, resolved at start into [`crate::secret::Secret`]s that never print.
 //!
-//! Every key is documented in README.md ("Configuration reference"); the reference config is
+//! Every key is documented in docs/src/configuration.md; the reference config is
 //! `examples/medic.yaml`, which a test loads.
 
 use crate::incident::Policy;

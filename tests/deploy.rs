@@ -95,7 +95,7 @@ fn the_write_role_is_least_privilege() {
     assert_eq!(docs[1]["subjects"][0]["namespace"], "medic");
 }
 
-/// The Alertmanager receiver the README shows is a configuration Alertmanager accepts, and it
+/// The Alertmanager receiver docs/src/http-api.md shows is a configuration Alertmanager accepts, and it
 /// points at medic's route with a bearer token.
 #[test]
 fn the_alertmanager_example_passes_amtool() {

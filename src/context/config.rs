@@ -124,7 +124,7 @@ pub struct BasicAuth {
 pub struct PrometheusConfig {
     #[serde(flatten)]
     pub http: HttpBackend,
-    /// Replaces the default golden signals (README: "Context backends").
+    /// Replaces the default golden signals (docs/src/context.md).
     #[serde(default)]
     pub golden_signals: Option<Vec<crate::context::Golden>>,
 }

@@ -254,7 +254,7 @@ pub struct Past {
 }
 
 /// Log-odds with their reasons: every reason moves the confidence by a stated weight, so the
-/// rank can be read off the reasons (weights in the README, "Diagnosis").
+/// rank can be read off the reasons (weights in docs/src/runbooks.md, "How diagnosis ranks hypotheses").
 struct Odds {
     logit: f64,
     reasons: Vec<String>,

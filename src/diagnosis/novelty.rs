@@ -309,7 +309,7 @@ impl Novelty {
 }
 
 /// The shortest run of one repeated value [`Flatline`] reports (chosen on NAB's half A, where every
-/// value from 2 to 200 scored 72.5–73.6; see the README).
+/// value from 2 to 200 scored 72.5–73.6; see docs/src/benchmarks.md).
 pub const FLATLINE_MIN_RUN: usize = 30;
 
 /// Reports a series that repeats one exact value for longer than it ever has before, once per run,

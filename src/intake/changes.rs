@@ -1,5 +1,5 @@
 //! Change events from CI/CD: deploys, config changes, feature-flag flips, so medic knows what
-//! changed even without a deploy-system integration. Strict; documented in README.md.
+//! changed even without a deploy-system integration. Strict; documented in docs/src/http-api.md.
 //!
 //! ```json
 //! {"kind": "deploy", "service": "checkout", "summary": "Deploy v1.4.2",

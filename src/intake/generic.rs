@@ -1,5 +1,5 @@
 //! medic's own alert format, for anything without a native integration (CI, cron, custom
-//! checks). Strict: unknown fields are errors. Documented in README.md ("Generic alerts").
+//! checks). Strict: unknown fields are errors. Documented in docs/src/http-api.md ("Generic alerts").
 //!
 //! ```json
 //! {"alerts": [{"name": "BackupFailed", "status": "firing",
