@@ -96,7 +96,8 @@
 //!   beside the code it configures (`context::Config`, `intake::Config`, `executor::Config`,
 //!   `chat::slack::Config`, `chat::discord::Config`, `serve::Config`, `telemetry::Config`,
 //!   `approval::Responders`). [`secret`] is the ground floor every module takes secrets from:
-//!   only by `{env: NAME}` / `{file: PATH}`, never printed.
+//!   only by `{env: NAME}` / `{file: PATH}`, never printed. [`strict`] reports every unknown
+//!   key of a YAML file (the config, a runbook) in one run.
 //! - [`chat`] — one shared view of an incident (`view_for`) rendered per platform from
 //!   `templates/<platform>/`; Slack, Discord and the console behind the `Platform` trait, fed by
 //!   a durable outbox (retries, `Retry-After`, merged updates) and answering clicks through
@@ -181,5 +182,6 @@ pub mod secret;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod strict;
 pub mod telemetry;
 pub mod time;

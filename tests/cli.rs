@@ -377,6 +377,7 @@ fn check_reports_every_problem_at_once() {
     .unwrap();
     std::fs::create_dir(dir.path().join("rb")).unwrap();
     std::fs::write(dir.path().join("rb/bad.yaml"), "id: x\n").unwrap();
+    std::fs::write(dir.path().join("rb/typos.yaml"), "id: y\ntitel: t\nhypothesys: h\ntier: 3\n").unwrap();
     let o = medic(&["check", "--config", "m.yaml", "--runbooks", "rb"], dir.path(), &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     for needle in [
@@ -386,6 +387,9 @@ fn check_reports_every_problem_at_once() {
         "line 4 column 3",
         "MEDIC_UNSET_FOR_TEST is not set",
         "bad.yaml: missing field `title`",
+        // Every unknown key of one runbook in the same run, not one per run.
+        "typos.yaml: unknown field `titel`",
+        "typos.yaml: unknown field `hypothesys`",
     ] {
         assert!(text(&o).contains(needle), "{needle} missing from:\n{}", text(&o));
     }

@@ -855,8 +855,14 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Runbook>, Vec<String>> {
                 continue;
             }
         };
-        match serde_norway::from_str::<Runbook>(&text) {
-            Err(e) => errors.push(format!("{name}: {e}")),
+        let parsed = serde_norway::from_str::<Runbook>(&text).or_else(|e| {
+            // Every unknown key of the file in one run; the rest is checked when it parses.
+            let (problems, rb) = crate::strict::unknown_keys::<Runbook>(&text, e.to_string());
+            errors.extend(problems.iter().map(|p| format!("{name}: {p}")));
+            rb.ok_or(())
+        });
+        match parsed {
+            Err(()) => {}
             Ok(rb) => {
                 errors.extend(rb.problems().into_iter().map(|p| format!("{name}: {p}")));
                 if let Some(first) = seen.insert(rb.id.clone(), name.clone()) {
