@@ -10,6 +10,8 @@
 //! - the figures that follow from the repository are the repository's (the number of checked
 //!   phrasings, every audit record kind listed).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -158,21 +160,17 @@ fn every_json_and_yaml_snippet_parses_as_what_it_shows() {
 /// What `amtool check-config` says of an Alertmanager configuration snippet (completed with the
 /// route every configuration needs, when it has none); under CI=true amtool must be there.
 fn amtool_accepts(snippet: &str, at: &str) -> Option<String> {
-    let amtool = ["amtool", "/usr/bin/amtool"]
-        .into_iter()
-        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
-    let Some(amtool) = amtool else {
-        assert!(std::env::var("CI").is_err(), "amtool is needed in CI (Debian's prometheus-alertmanager)");
-        eprintln!("skipped {at}: amtool is not installed");
+    if !common::stack::on_path("amtool") {
+        common::unavailable(&format!("amtool (Debian's prometheus-alertmanager) is not installed, for {at}"));
         return None;
-    };
+    }
     let mut text = snippet.to_string();
     if !snippet.contains("route:") {
         text.push_str("route:\n  receiver: medic\n");
     }
     let file = std::env::temp_dir().join(format!("medic-docs-am-{}-{}.yml", std::process::id(), at.len()));
     std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new(amtool).arg("check-config").arg(&file).output().unwrap();
+    let out = std::process::Command::new("amtool").arg("check-config").arg(&file).output().unwrap();
     let _ = std::fs::remove_file(&file);
     (!out.status.success()).then(|| {
         format!(

@@ -403,11 +403,13 @@ impl Executor {
             self.owner
         )});
         tracing::error!(plan = %hash, owner = %self.owner, before, "lost the execution's lease: stopping");
-        match self.event(approved, step, ExecState::Running, Kind::ExecutionFenced, data).await {
-            Err(e) if e.is::<Fenced>() => Err(Fenced(before.to_string()).into()),
-            Ok(()) => Err(Fenced(before.to_string()).into()),
-            Err(e) => Err(e),
+        // The record is audited as fenced (it moves nothing); only a store error is not a stop.
+        if let Err(e) = self.event(approved, step, ExecState::Running, Kind::ExecutionFenced, data).await
+            && !e.is::<Fenced>()
+        {
+            return Err(e);
         }
+        Err(Fenced(before.to_string()).into())
     }
 
     pub async fn execute(&self, approved: ApprovedPlan) -> anyhow::Result<Outcome> {

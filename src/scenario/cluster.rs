@@ -62,14 +62,6 @@ type Key = (String, String, String); // (resource, namespace, name)
 /// When every object of the stand-in was created.
 const CREATED: &str = "2026-01-01T00:00:00Z";
 
-fn api_kind(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Deployment => "Deployment",
-        WorkloadKind::StatefulSet => "StatefulSet",
-        WorkloadKind::DaemonSet => "DaemonSet",
-    }
-}
-
 #[derive(Default)]
 struct State {
     objects: BTreeMap<Key, Value>,
@@ -489,7 +481,7 @@ fn add_workload(st: &mut State, w: &Workload, pods: &[ScenarioPod]) {
         "resourceVersion": st.next_rv(), "labels": labels, "creationTimestamp": CREATED});
     // Whose pods these are: the current ReplicaSet's (a Deployment), else the workload's.
     let mut owner =
-        json!({"apiVersion": "apps/v1", "kind": api_kind(w.kind), "name": w.name, "uid": uid, "controller": true});
+        json!({"apiVersion": "apps/v1", "kind": w.kind.as_str(), "name": w.name, "uid": uid, "controller": true});
     let mut pod_labels = labels.clone();
     if w.kind == WorkloadKind::Deployment {
         meta["annotations"] = json!({"deployment.kubernetes.io/revision": current.revision.to_string()});
@@ -545,7 +537,7 @@ fn add_workload(st: &mut State, w: &Workload, pods: &[ScenarioPod]) {
         spec["paused"] = json!(true);
     }
     let mut obj =
-        json!({"apiVersion": "apps/v1", "kind": api_kind(w.kind), "metadata": meta, "spec": spec, "status": status});
+        json!({"apiVersion": "apps/v1", "kind": w.kind.as_str(), "metadata": meta, "spec": spec, "status": status});
     observe(&mut obj);
     st.objects.insert((w.kind.plural().into(), w.namespace.clone(), w.name.clone()), obj);
     let given: Vec<&ScenarioPod> = pods.iter().filter(|p| p.service == w.name).collect();
