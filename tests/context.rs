@@ -296,8 +296,18 @@ async fn gather_widens_to_dependencies_and_records_every_call() {
         ..Default::default()
     };
     let golden = vec![
-        Golden { name: "errors".into(), promql: r#"errors{service="{{service}}"}"#.into(), unit: Default::default() },
-        Golden { name: "slow".into(), promql: r#"slow{service="{{service}}"}"#.into(), unit: Default::default() },
+        Golden {
+            name: "errors".into(),
+            promql: r#"errors{service="{{service}}"}"#.into(),
+            unit: Default::default(),
+            callers_view_of: None,
+        },
+        Golden {
+            name: "slow".into(),
+            promql: r#"slow{service="{{service}}"}"#.into(),
+            unit: Default::default(),
+            callers_view_of: None,
+        },
     ];
     let req = Request { services: vec!["checkout".into()], start: 0, end: 3_600_000, golden, ..Default::default() };
     let started = std::time::Instant::now();

@@ -260,6 +260,12 @@ pub struct Golden {
     pub promql: String,
     #[serde(default)]
     pub unit: crate::runbook::Unit,
+    /// This signal is another golden signal (named here) as the service's callers see it: the
+    /// latency of calls into the service measured on the client side (Istio's
+    /// `reporter="source"`, the service graph's `…_client_seconds`), where the named one is
+    /// measured by the service itself. Their gap is time on the network into the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callers_view_of: Option<String>,
 }
 
 /// What to gather: the services, the window, and the metric queries to run.

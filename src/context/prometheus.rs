@@ -54,7 +54,12 @@ struct Matrix {
 /// kube-state-metrics' restart counter. A query that matches no series costs one round trip
 /// and shows nothing.
 pub fn default_golden() -> Vec<Golden> {
-    let g = |name: &str, unit: Unit, promql: &str| Golden { name: name.into(), promql: promql.into(), unit };
+    let g = |name: &str, unit: Unit, promql: &str| Golden {
+        name: name.into(),
+        promql: promql.into(),
+        unit,
+        callers_view_of: None,
+    };
     vec![
         g("request_rate", Unit::Number, r#"sum(rate(http_requests_total{service="{{service}}"}[5m]))"#),
         g(
@@ -84,6 +89,21 @@ pub fn default_golden() -> Vec<Golden> {
             Unit::Number,
             r#"sum(increase(kube_pod_container_status_restarts_total{container="{{service}}"}[10m]))"#,
         ),
+        // The service graph (Tempo's metrics generator, Grafana Alloy): the same calls into the
+        // service timed by the server and by its clients; the gap is the network into it.
+        g(
+            "latency_p50_served",
+            Unit::Seconds,
+            r#"histogram_quantile(0.5, sum by (le) (rate(traces_service_graph_request_server_seconds_bucket{server="{{service}}"}[5m])))"#,
+        ),
+        Golden {
+            callers_view_of: Some("latency_p50_served".into()),
+            ..g(
+                "latency_p50_by_callers",
+                Unit::Seconds,
+                r#"histogram_quantile(0.5, sum by (le) (rate(traces_service_graph_request_client_seconds_bucket{server="{{service}}"}[5m])))"#,
+            )
+        },
     ]
 }
 

@@ -339,7 +339,15 @@ impl<'a> Facts<'a> {
         let split = if ctx.split > ctx.start { ctx.split } else { alert_start };
         let quiet: Vec<(Millis, Millis)> =
             input.history.iter().map(|p| (p.opened_at, p.resolved_at.unwrap_or(p.opened_at + 3_600_000))).collect();
-        let suspects = rca::rank(ctx, split, &quiet, &units);
+        let signals = rca::Signals {
+            units: units.clone(),
+            callers_view: input
+                .golden
+                .iter()
+                .filter_map(|g| Some((g.name.as_str(), g.callers_view_of.as_deref()?)))
+                .collect(),
+        };
+        let suspects = rca::rank(ctx, split, &quiet, &signals);
         Facts {
             suspects,
             ctx,

@@ -36,9 +36,12 @@ pub struct Suspect {
     /// How many of its sources changed clearly (strength ≥ 1).
     #[serde(skip)]
     pub strong: usize,
-    /// Halved as a likely symptom of a dependency that changed too.
+    /// Halved as a likely symptom of a dependency (or a caller) that changed too.
     #[serde(skip)]
     pub halved: bool,
+    /// The source of its strongest signal (`logs`, `metrics`, `traces`, `spans`, `network`).
+    #[serde(skip)]
+    pub top: &'static str,
     #[serde(skip)]
     pub evidence: Vec<Evidence>,
 }
@@ -49,6 +52,8 @@ const LOG_Z: f64 = 4.0;
 const METRIC_Z: f64 = 8.0;
 /// Own-time growth that counts as a clear change (×2).
 const TRACE_RATIO: f64 = 2.0;
+/// Slack added to both sides of an own-time ratio, microseconds (see `trace_signal`).
+const OWN_SLACK_US: f64 = 5_000.0;
 /// Least lines, points or spans on each side for a signal to be read at all.
 const MIN_BASELINE: usize = 20;
 const MIN_INCIDENT: usize = 10;
@@ -204,6 +209,113 @@ fn log_signal(lines: &[&LogLine], split: Millis, quiet: &[(Millis, Millis)]) -> 
     })
 }
 
+/// Each span's request in its own service: the nearest ancestor (or itself) whose parent is on
+/// another service or absent, the span that served the request there.
+fn requests(spans: &[Span]) -> Vec<usize> {
+    let by_id: HashMap<(&str, &str), usize> =
+        spans.iter().enumerate().map(|(i, s)| ((s.trace_id.as_str(), s.span_id.as_str()), i)).collect();
+    let parent = |i: usize| {
+        let s = &spans[i];
+        let p = by_id.get(&(s.trace_id.as_str(), s.parent.as_deref()?)).copied()?;
+        (spans[p].service == s.service).then_some(p)
+    };
+    let mut entry: Vec<Option<usize>> = vec![None; spans.len()];
+    for i in 0..spans.len() {
+        let mut chain = vec![i];
+        let mut at = i;
+        // Walk up within the service (a malformed cycle stops at the first repeat).
+        let top = loop {
+            if let Some(e) = entry[at] {
+                break e;
+            }
+            match parent(at) {
+                Some(p) if !chain.contains(&p) && chain.len() < 64 => {
+                    chain.push(p);
+                    at = p;
+                }
+                _ => break at,
+            }
+        };
+        for c in chain {
+            entry[c] = Some(top);
+        }
+    }
+    entry.into_iter().map(|e| e.unwrap_or_default()).collect()
+}
+
+/// The code path of one service: per kind of request it served (its server spans, by
+/// operation), how many spans of each operation it made inside the request (its internal work
+/// and its calls out), before and after the split, in σ of Anscombe's transform. A defect shows
+/// here as work that stopped (an error returned before the calls that follow it), or new work
+/// (an error handler); a change in how much traffic of each kind arrives does not.
+fn path_signal(
+    service: &str,
+    mine: &[usize],
+    spans: &[Span],
+    request: &[usize],
+    split: Millis,
+    quiet: &[(Millis, Millis)],
+) -> Option<Signal> {
+    // Requests per kind, before and after; spans per (kind, operation), before and after.
+    let mut served: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut made: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
+    for &i in mine {
+        let r = &spans[request[i]];
+        if r.start < split && excluded(r.start, quiet) {
+            continue;
+        }
+        let after = r.start >= split;
+        let bump = |c: &mut (usize, usize)| if after { c.1 += 1 } else { c.0 += 1 };
+        if request[i] == i {
+            bump(served.entry(r.operation.as_str()).or_default());
+        } else {
+            bump(made.entry((r.operation.as_str(), spans[i].operation.as_str())).or_default());
+        }
+    }
+    // Work that stopped altogether is a key with no spans after; every kind's made spans are
+    // looked at, including those seen only after.
+    // The largest change: its z, the (kind, operation), its spans and the requests, before and after.
+    type Change<'s> = (f64, (&'s str, &'s str), (usize, usize), (usize, usize));
+    let mut best: Option<Change> = None;
+    for (&(kind, op), &(x, y)) in &made {
+        let Some(&(n0, n1)) = served.get(kind) else { continue };
+        if n0 < MIN_LOG_BASELINE || n1 < MIN_INCIDENT {
+            continue;
+        }
+        let z = anscombe_two(y as f64, x as f64, n1 as f64 / n0 as f64);
+        // Error handling that stopped is recovery, not a defect: error-like work counts only
+        // when it grows.
+        let z = if ERROR_LIKE.is_match(op) { z } else { z.abs() };
+        if best.is_none_or(|b| z > b.0 || (z == b.0 && (kind, op) < b.1)) {
+            best = Some((z, (kind, op), (x, y), (n0, n1)));
+        }
+    }
+    let (z, (kind, op), (x, y), (n0, n1)) = best?;
+    let per = |c: usize, n: usize| c as f64 / n as f64;
+    let text = format!(
+        "per {kind} request it served, {service} made {:.2} {op} spans after {} ({y} in {n1} requests), {:.2} before ({x} in {n0}); {z:.1}σ",
+        per(y, n1),
+        hhmm(split),
+        per(x, n0),
+    );
+    let mut strength = z / LOG_Z;
+    if x == 0 && ERROR_LIKE.is_match(op) {
+        strength *= 1.5;
+    }
+    Some(Signal {
+        source: "spans",
+        strength,
+        evidence: Evidence { kind: EvidenceKind::Trace, text, at: Some(split), spark: None },
+    })
+}
+
+/// The pod signal of one service: a pod crash-looping, killed, not ready or not running is a
+/// clear change by itself (a crash shows here first; its spans simply stop).
+fn pod_signal(pods: &[&crate::context::Pod]) -> Option<Signal> {
+    let p = pods.iter().find(|p| super::situation::bad(p))?;
+    Some(Signal { source: "pods", strength: 1.5, evidence: super::situation::pod(p) })
+}
+
 /// The least change of each unit that can count, however still its baseline.
 fn floor(unit: Unit) -> f64 {
     match unit {
@@ -218,13 +330,14 @@ fn floor(unit: Unit) -> f64 {
 fn metric_signal(
     series: &[&crate::context::Series],
     split: Millis,
-    units: &BTreeMap<&str, Unit>,
+    signals: &Signals,
     waiting: bool,
 ) -> Option<Signal> {
     let mut best: Option<Signal> = None;
     for s in series {
-        let unit = units.get(s.query.as_str()).copied().unwrap_or_default();
-        if waiting && unit == Unit::Seconds {
+        let unit = signals.units.get(s.query.as_str()).copied().unwrap_or_default();
+        // A callers' view is the network's signal, read by `network_signal`.
+        if (waiting && unit == Unit::Seconds) || signals.callers_view.contains_key(s.query.as_str()) {
             continue;
         }
         let mut base: Vec<f64> = s.points.iter().filter(|(t, _)| *t < split).map(|p| p.1).collect();
@@ -299,8 +412,9 @@ fn trace_signal(
     before.sort_unstable();
     after.sort_unstable();
     let (p0, p1) = (traces::quantile(&before, 0.5), traces::quantile(&after, 0.5));
-    // A millisecond of slack: a 0.1 → 0.3 ms change is not a slow service.
-    let ratio = (p1 as f64 + 1000.0) / (p0 as f64 + 1000.0);
+    // Slack of a few milliseconds, the size of a scheduling hiccup or a young-generation GC
+    // pause: 1 → 4 ms is not a slow service, 1 → 70 ms is.
+    let ratio = (p1 as f64 + OWN_SLACK_US) / (p0 as f64 + OWN_SLACK_US);
     let latency = ratio.log(TRACE_RATIO).max(0.0);
     let (nb, na) = (before.len() as f64, after.len() as f64);
     let (e0, e1) = (err_before as f64 / nb, err_after as f64 / na);
@@ -343,13 +457,204 @@ fn trace_signal(
     })
 }
 
-/// Every service of the context, ranked, best first.
-pub(super) fn rank(
-    ctx: &Context,
+/// What the diagnosis knows of the series' names: each one's unit, and which are a callers'
+/// view of another ([`crate::context::Golden::callers_view_of`]: name → the service's own).
+#[derive(Default)]
+pub(super) struct Signals<'a> {
+    pub units: BTreeMap<&'a str, Unit>,
+    pub callers_view: BTreeMap<&'a str, &'a str>,
+}
+
+/// Slack added to both sides of a ratio of network times (seconds): a call that took 2 ms on
+/// the wire and now takes 6 is not a delay.
+const NETWORK_SLACK_S: f64 = 0.010;
+
+/// How much longer, in doublings (with the slack), `after` is than `before` (seconds).
+fn doublings(before: f64, after: f64) -> f64 {
+    ((after + NETWORK_SLACK_S) / (before + NETWORK_SLACK_S)).log(TRACE_RATIO)
+}
+
+/// One call edge's network time (the client span beyond the callee's server span), before and
+/// after the split.
+struct Wire<'a> {
+    from: &'a str,
+    to: &'a str,
+    /// Medians, seconds, and the calls they are of.
+    before: (f64, usize),
+    after: (f64, usize),
+}
+
+impl Wire<'_> {
+    fn change(&self) -> f64 {
+        doublings(self.before.0, self.after.0)
+    }
+}
+
+fn median_of(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 })
+}
+
+/// The edges with enough calls on both sides of the split.
+fn wires<'a>(
+    by_edge: &HashMap<(&'a str, &'a str), Vec<(Millis, u64)>>,
     split: Millis,
     quiet: &[(Millis, Millis)],
-    units: &BTreeMap<&str, Unit>,
-) -> Vec<Suspect> {
+) -> Vec<Wire<'a>> {
+    let mut out: Vec<Wire> = by_edge
+        .iter()
+        .filter_map(|(&(from, to), calls)| {
+            let (mut b, mut a): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+            for &(t, us) in calls {
+                if t >= split {
+                    a.push(us);
+                } else if !excluded(t, quiet) {
+                    b.push(us);
+                }
+            }
+            if b.len() < MIN_BASELINE || a.len() < MIN_INCIDENT {
+                return None;
+            }
+            b.sort_unstable();
+            a.sort_unstable();
+            let m = |v: &[u64]| traces::quantile(v, 0.5) as f64 / 1e6;
+            Some(Wire { from, to, before: (m(&b), b.len()), after: (m(&a), a.len()) })
+        })
+        .collect();
+    out.sort_by(|x, y| (x.from, x.to).cmp(&(y.from, y.to)));
+    out
+}
+
+/// The network reading of one service from the traces' call edges: the wire of the calls
+/// into it (each less how much its caller's calls to others changed: a caller that is slow
+/// to send or read slows all its calls), and of the calls out of it to two or more callees (a
+/// service slow on the network, or too starved to read its answers, slows them all).
+fn wire_reading(service: &str, wires: &[Wire], split: Millis) -> Option<(f64, String)> {
+    let others = |from: &str, to: &str| {
+        median_of(wires.iter().filter(|w| w.from == from && w.to != to).map(Wire::change).collect()).unwrap_or(0.0)
+    };
+    let into: Vec<&Wire> = wires.iter().filter(|w| w.to == service).collect();
+    let inward = median_of(into.iter().map(|w| w.change() - others(w.from, w.to).max(0.0)).collect());
+    let out: Vec<&Wire> = wires.iter().filter(|w| w.from == service).collect();
+    let outward = if out.len() >= 2 { median_of(out.iter().map(|w| w.change()).collect()) } else { None };
+    let show = |ws: &[&Wire], inward: bool| {
+        ws.iter()
+            .take(3)
+            .map(|w| {
+                format!(
+                    "{} {} → {} ({} calls after, {} before)",
+                    if inward { w.from } else { w.to },
+                    format_value(w.before.0, Unit::Seconds),
+                    format_value(w.after.0, Unit::Seconds),
+                    w.after.1,
+                    w.before.1
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match (inward, outward) {
+        (Some(i), o) if i >= o.unwrap_or(f64::MIN) => Some((
+            i,
+            format!(
+                "calls into {service} spent longer on the network after {} (the callers' client span beyond its server span, at the median), from {}",
+                hhmm(split),
+                show(&into, true)
+            ),
+        )),
+        (_, Some(o)) => Some((
+            o,
+            format!(
+                "{service}'s calls out to all its {} callees spent longer on the network after {} (its client span beyond the callee's server span, at the median): it is slow to send or to read the answers; to {}",
+                out.len(),
+                hhmm(split),
+                show(&out, false)
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// The network signal of one service: how much longer the calls into it (or out of it) take
+/// on the network than before. From traces ([`wire_reading`]); from metrics, a callers' view
+/// series less the service's own. A delay or loss on the service's network shows here and
+/// nowhere in its own work.
+fn network_signal(
+    service: &str,
+    wires: &[Wire],
+    series: &[&crate::context::Series],
+    signals: &Signals,
+    split: Millis,
+    quiet: &[(Millis, Millis)],
+) -> Option<Signal> {
+    let mut reads: Vec<(f64, String)> = wire_reading(service, wires, split).into_iter().collect();
+    for view in series {
+        let Some(own_name) = signals.callers_view.get(view.query.as_str()) else { continue };
+        let Some(own) = series.iter().find(|s| s.query == *own_name) else { continue };
+        let own: HashMap<Millis, f64> = own.points.iter().copied().collect();
+        let gap: Vec<(Millis, f64)> = view
+            .points
+            .iter()
+            .filter(|(t, _)| *t >= split || !excluded(*t, quiet))
+            .filter_map(|(t, v)| own.get(t).map(|o| (*t, (v - o).max(0.0))))
+            .collect();
+        let base: Vec<f64> = gap.iter().filter(|(t, _)| *t < split).map(|p| p.1).collect();
+        let inc: Vec<f64> = gap.iter().filter(|(t, _)| *t >= split).map(|p| p.1).collect();
+        if base.len() < MIN_BASELINE || inc.is_empty() {
+            continue;
+        }
+        let (Some(g0), Some(g1)) = (median_of(base), median_of(inc)) else { continue };
+        let text = format!(
+            "{} less {own_name} of {service} (the network into it) went from {} to {} at the median after {}",
+            view.query,
+            format_value(g0, Unit::Seconds),
+            format_value(g1, Unit::Seconds),
+            hhmm(split)
+        );
+        reads.push((doublings(g0, g1), text));
+    }
+    let (change, text) = reads.into_iter().max_by(|a, b| a.0.total_cmp(&b.0))?;
+    Some(Signal {
+        source: "network",
+        strength: change.max(0.0),
+        evidence: Evidence { kind: EvidenceKind::Trace, text, at: Some(split), spark: None },
+    })
+}
+
+/// Each service's spans (with the time each spent in the service itself, and whether it is a
+/// client span) and, per call edge, the network time of its calls. A client span (one child,
+/// on another service) is the caller waiting on the wire and on the callee: its time beyond
+/// the callee's server span is the network's, not the caller's work.
+type SpanSplit<'a> = (HashMap<&'a str, Vec<(&'a Span, u64, bool)>>, HashMap<(&'a str, &'a str), Vec<(Millis, u64)>>);
+
+fn split_spans(spans: &[Span]) -> SpanSplit<'_> {
+    let own = traces::exclusive(spans);
+    let mut children: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
+    for (i, s) in spans.iter().enumerate() {
+        if let Some(p) = s.parent.as_deref() {
+            let c = children.entry((s.trace_id.as_str(), p)).or_insert((0, i));
+            (c.0, c.1) = (c.0 + 1, i);
+        }
+    }
+    let (mut work, mut wire): SpanSplit = Default::default();
+    for (s, o) in spans.iter().zip(own) {
+        let client = match children.get(&(s.trace_id.as_str(), s.span_id.as_str())) {
+            Some(&(1, c)) if spans[c].service != s.service => {
+                let callee = &spans[c];
+                wire.entry((s.service.as_str(), callee.service.as_str()))
+                    .or_default()
+                    .push((callee.start, s.duration_us.saturating_sub(callee.duration_us)));
+                true
+            }
+            _ => false,
+        };
+        work.entry(s.service.as_str()).or_default().push((s, o, client));
+    }
+    (work, wire)
+}
+
+/// Every service of the context, ranked, best first.
+pub(super) fn rank(ctx: &Context, split: Millis, quiet: &[(Millis, Millis)], signals: &Signals) -> Vec<Suspect> {
     let mut services: BTreeMap<&str, (Vec<&LogLine>, Vec<&crate::context::Series>)> = BTreeMap::new();
     for l in &ctx.logs {
         services.entry(l.service.as_str()).or_default().0.push(l);
@@ -362,24 +667,48 @@ pub(super) fn rank(
     for s in &ctx.spans {
         services.entry(s.service.as_str()).or_default();
     }
-    let own = traces::exclusive(&ctx.spans);
-    let edges = traces::edge_stats(&ctx.spans, split, Millis::MAX);
-    let mut by_service: HashMap<&str, Vec<(&Span, u64)>> = HashMap::new();
-    for (s, o) in ctx.spans.iter().zip(own) {
-        by_service.entry(s.service.as_str()).or_default().push((s, o));
+    let mut pods: HashMap<&str, Vec<&crate::context::Pod>> = HashMap::new();
+    for p in &ctx.pods {
+        services.entry(p.service.as_str()).or_default();
+        pods.entry(p.service.as_str()).or_default().push(p);
     }
+    let edges = traces::edge_stats(&ctx.spans, split, Millis::MAX);
+    let (by_service, by_edge) = split_spans(&ctx.spans);
+    let request = requests(&ctx.spans);
+    let mut indices: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, s) in ctx.spans.iter().enumerate() {
+        indices.entry(s.service.as_str()).or_default().push(i);
+    }
+    let wires = wires(&by_edge, split, quiet);
     let mut out: Vec<Suspect> = services
         .iter()
         .map(|(svc, (lines, series))| {
-            let traced = trace_signal(svc, by_service.get(svc).map_or(&[][..], Vec::as_slice), &edges, split, quiet);
+            let spans = by_service.get(svc).map_or(&[][..], Vec::as_slice);
+            let work: Vec<(&Span, u64)> = spans.iter().filter(|s| !s.2).map(|(s, own, _)| (*s, *own)).collect();
+            let traced = trace_signal(svc, &work, &edges, split, quiet);
             // Latency that rose while the service's own span time did not is time spent
-            // waiting on its dependencies: its latency series are not its signal.
-            let waiting = traced.as_ref().is_some_and(|t| t.strength < 0.5);
-            let mut signals: Vec<Signal> =
-                [log_signal(lines, split, quiet), metric_signal(series, split, units, waiting), traced]
-                    .into_iter()
-                    .flatten()
-                    .collect();
+            // waiting on its dependencies: its latency series are not its signal. A service
+            // with too few spans of its own work is judged on all of them, its calls included.
+            let waiting = match &traced {
+                Some(t) => t.strength < 0.5,
+                None => {
+                    let all: Vec<(&Span, u64)> = spans.iter().map(|(s, own, _)| (*s, *own)).collect();
+                    trace_signal(svc, &all, &edges, split, quiet).is_some_and(|t| t.strength < 0.5)
+                }
+            };
+            let mine = indices.get(svc).map_or(&[][..], Vec::as_slice);
+            let network = network_signal(svc, &wires, series, signals, split, quiet);
+            let mut signals: Vec<Signal> = [
+                log_signal(lines, split, quiet),
+                metric_signal(series, split, signals, waiting),
+                traced,
+                path_signal(svc, mine, &ctx.spans, &request, split, quiet),
+                pod_signal(pods.get(svc).map_or(&[][..], Vec::as_slice)),
+                network,
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             signals.sort_by(|a, b| b.strength.total_cmp(&a.strength));
             let top = signals.first().map_or(0.0, |s| s.strength);
             let rest: f64 = signals.iter().skip(1).map(|s| s.strength.min(top)).sum();
@@ -389,6 +718,7 @@ pub(super) fn rank(
                 reasons: signals.iter().map(|s| format!("{} {:.1}", s.source, s.strength)).collect(),
                 strong: signals.iter().filter(|s| s.strength >= 1.0).count(),
                 halved: false,
+                top: signals.first().map_or("", |s| s.source),
                 evidence: signals.into_iter().filter(|s| s.strength >= 0.5).map(|s| s.evidence).collect(),
             }
         })
@@ -415,23 +745,42 @@ fn within<'e>(edges: &'e [Edge], from: &str, hops: usize) -> Vec<&'e str> {
     seen
 }
 
-/// A clearly anomalous service that depends on another clearly anomalous one (directly or up to
-/// three calls down) is more likely its symptom: its score is halved (decided on the scores
-/// before any halving).
+/// Symptoms, decided on the scores before any halving. Slowness, errors and failed calls travel
+/// up the call graph: a clearly anomalous service that depends (directly or up to three calls
+/// down) on another one anomalous by those is more likely its symptom. A change in what a
+/// service is asked travels down: a service whose strongest signal is only the mix of its
+/// spans, called directly by a clearly anomalous service, is more likely that caller's
+/// symptom. Either way its score is halved.
 fn demote_symptoms(suspects: &mut [Suspect], edges: &[Edge]) {
-    let score: HashMap<String, f64> = suspects.iter().map(|s| (s.service.clone(), s.score)).collect();
+    let before: HashMap<String, (f64, &'static str)> =
+        suspects.iter().map(|s| (s.service.clone(), (s.score, s.top))).collect();
     for s in suspects.iter_mut().filter(|s| s.score >= 1.0) {
         let below = within(edges, &s.service, 3);
         let worst = below
             .iter()
-            .filter_map(|c| score.get(*c).map(|v| (*c, *v)))
-            .filter(|(_, v)| *v >= 1.0)
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((callee, v)) = worst {
-            s.score *= 0.5;
-            s.reasons.push(format!("halved: it depends on {callee}, anomalous too ({v:.1})"));
-            s.halved = true;
-        }
+            .filter_map(|c| before.get(*c).map(|v| (*c, *v)))
+            .filter(|(_, (v, top))| *v >= 1.0 && *top != "spans")
+            .max_by(|a, b| a.1.0.total_cmp(&b.1.0));
+        let caller = (s.top == "spans")
+            .then(|| {
+                edges
+                    .iter()
+                    .filter(|e| e.to == s.service && e.from != s.service)
+                    .filter_map(|e| before.get(&e.from).map(|v| (e.from.as_str(), v.0)))
+                    .filter(|(_, v)| *v >= 1.0)
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+            })
+            .flatten();
+        let reason = match (worst, caller) {
+            (Some((callee, (v, _))), _) => format!("halved: it depends on {callee}, anomalous too ({v:.1})"),
+            (None, Some((c, v))) => {
+                format!("halved: only the mix of its spans changed, and its caller {c} changed clearly ({v:.1})")
+            }
+            (None, None) => continue,
+        };
+        s.score *= 0.5;
+        s.reasons.push(reason);
+        s.halved = true;
     }
 }
 
@@ -526,7 +875,7 @@ mod tests {
             topology: vec![Edge { from: "orders".into(), to: "contacts".into() }],
             ..Default::default()
         };
-        let r = rank(&ctx, 20 * 60_000, &[], &BTreeMap::new());
+        let r = rank(&ctx, 20 * 60_000, &[], &Signals::default());
         assert_eq!(r[0].service, "contacts", "{r:#?}");
         assert!(r[1].reasons.iter().any(|x| x.starts_with("halved: it depends on contacts")), "{r:#?}");
         let t = &r[0].evidence[0].text;
@@ -541,7 +890,7 @@ mod tests {
             (0..15).map(|i| line(5 * 60_000 + i * 1000, "contacts", "ERROR No contacts according to contactsId 9")),
         );
         let quiet = [(5 * 60_000, 6 * 60_000)];
-        assert_eq!(rank(&again, 20 * 60_000, &quiet, &BTreeMap::new())[0].service, "contacts");
+        assert_eq!(rank(&again, 20 * 60_000, &quiet, &Signals::default())[0].service, "contacts");
     }
 
     /// A service that logged only a minute before the split (data had just begun): a template
@@ -590,11 +939,169 @@ mod tests {
             spans.push(span(&t, "c", Some("b"), "payments", at, db));
         }
         let ctx = Context { topology: traces::edges(&spans), spans, ..Default::default() };
-        let r = rank(&ctx, 20 * 60_000, &[], &BTreeMap::new());
+        let r = rank(&ctx, 20 * 60_000, &[], &Signals::default());
         assert_eq!(r[0].service, "payments", "{r:#?}");
         assert!(r[0].score >= 1.0 && r[1].score < 0.5, "{r:#?}");
         let t = &r[0].evidence[0].text;
         assert!(t.starts_with("spans of payments spent 400.0 ms in the service itself at the median"), "{t}");
         assert!(t.contains("checkout → payments: 20 calls, p90 400.0 ms"), "{t}");
+    }
+
+    /// OnlineBoutique's shape: a gRPC call is a client span on the caller and a server span
+    /// on the callee, both named after the method. `calls` are (caller, callee, method, the
+    /// callee's own µs, µs on the wire); each trace is one frontend request making them.
+    fn grpc_traces(
+        n: i64,
+        split_at: i64,
+        calls: impl Fn(bool, i64) -> Vec<(&'static str, &'static str, &'static str, u64, u64)>,
+    ) -> Vec<Span> {
+        let mut spans = Vec::new();
+        for i in 0..n {
+            let at = i * 15_000;
+            let after = at >= split_at;
+            let t = format!("t{i}");
+            let mut total = 1_000;
+            let mut kids = Vec::new();
+            for (k, (from, to, method, own, wire)) in calls(after, i).into_iter().enumerate() {
+                let (client, server) = (format!("c{k}"), format!("s{k}"));
+                // Calls from the frontend are made by its request; others by the first call's server span.
+                let parent = if from == "frontend" { "root" } else { "s0" };
+                let mut c = span(&t, &client, Some(parent), from, at, own + wire);
+                c.operation = format!("hipstershop.{method}");
+                let mut sv = span(&t, &server, Some(&client), to, at, own);
+                sv.operation = format!("hipstershop.{method}");
+                total += own + wire;
+                kids.push(c);
+                kids.push(sv);
+            }
+            let mut root = span(&t, "root", None, "frontend", at, total);
+            root.operation = "hipstershop.Frontend/Recv.".into();
+            spans.push(root);
+            spans.extend(kids);
+        }
+        spans
+    }
+
+    fn ranked(spans: Vec<Span>) -> Vec<Suspect> {
+        let ctx = Context { topology: traces::edges(&spans), spans, ..Default::default() };
+        rank(&ctx, 20 * 60_000, &[], &Signals::default())
+    }
+
+    #[test]
+    fn a_network_delay_on_a_pod_shows_in_the_calls_into_it_not_in_its_own_work() {
+        let r = ranked(grpc_traces(160, 20 * 60_000, |after, _| {
+            let delay = if after { 200_000 } else { 3_000 };
+            vec![
+                ("frontend", "cartservice", "CartService/GetCart", 1_500, delay),
+                ("frontend", "currencyservice", "CurrencyService/Convert", 1_000, 3_000),
+                ("frontend", "adservice", "AdService/GetAds", 2_000, 2_000),
+            ]
+        }));
+        assert_eq!(r[0].service, "cartservice", "{r:#?}");
+        assert_eq!(r[0].top, "network", "{r:#?}");
+        assert!(r[0].evidence[0].text.starts_with("calls into cartservice spent longer on the network"), "{r:#?}");
+        assert!(r[0].evidence[0].text.contains("from frontend 3 ms → 200 ms"), "{r:#?}");
+        assert!(r.iter().skip(1).all(|s| s.score < 1.0), "the caller waits, the others are fine: {r:#?}");
+    }
+
+    #[test]
+    fn a_starved_caller_slows_every_call_it_makes_and_is_blamed_not_its_callees() {
+        let r = ranked(grpc_traces(160, 20 * 60_000, |after, _| {
+            let slow = if after { 80_000 } else { 2_000 };
+            vec![
+                ("frontend", "cartservice", "CartService/GetCart", 1_500, slow),
+                ("frontend", "currencyservice", "CurrencyService/Convert", 1_000, slow),
+                ("frontend", "adservice", "AdService/GetAds", 2_000, slow),
+            ]
+        }));
+        assert_eq!(r[0].service, "frontend", "{r:#?}");
+        assert!(r[0].evidence[0].text.starts_with("frontend's calls out to all its 3 callees spent longer"), "{r:#?}");
+        assert!(r.iter().skip(1).all(|s| s.score < 1.0), "{r:#?}");
+    }
+
+    #[test]
+    fn an_error_return_shows_as_work_that_stopped_in_the_service_that_returned() {
+        // checkout charges the card, then ships; after the split it returns an error after
+        // the charge in every other order, so shipping is asked less often, but no differently.
+        let r = ranked(grpc_traces(160, 20 * 60_000, |after, i| {
+            let mut calls = vec![
+                ("frontend", "checkoutservice", "CheckoutService/PlaceOrder", 5_000, 2_000),
+                ("checkoutservice", "paymentservice", "PaymentService/Charge", 1_000, 2_000),
+            ];
+            if !after || i % 2 == 0 {
+                calls.push(("checkoutservice", "shippingservice", "ShippingService/ShipOrder", 1_000, 2_000));
+            }
+            calls
+        }));
+        assert_eq!(r[0].service, "checkoutservice", "{r:#?}");
+        assert_eq!(r[0].top, "spans", "{r:#?}");
+        let t = &r[0].evidence[0].text;
+        assert!(t.starts_with("per hipstershop.CheckoutService/PlaceOrder request it served, checkoutservice made 0.50 hipstershop.ShippingService/ShipOrder spans after"), "{t}");
+        assert!(r.iter().find(|s| s.service == "shippingservice").is_none_or(|s| s.score < 1.0), "{r:#?}");
+    }
+
+    #[test]
+    fn error_handling_that_stops_is_not_a_defect_but_error_handling_that_starts_is() {
+        let run = |before_errors: bool| {
+            ranked(grpc_traces(160, 20 * 60_000, move |after, i| {
+                let mut calls = vec![("frontend", "cartservice", "CartService/GetCart", 1_500, 2_000)];
+                if (after != before_errors) && i % 2 == 0 {
+                    calls.push(("frontend", "adservice", "AdService/ErrorHandler.error", 1_000, 2_000));
+                }
+                calls
+            }))
+        };
+        let stopped = run(true);
+        assert!(stopped.iter().all(|s| s.score < 1.0), "{stopped:#?}");
+        let started = run(false);
+        assert_eq!(started[0].service, "frontend", "{started:#?}");
+        assert!(started[0].score >= 1.0, "{started:#?}");
+    }
+
+    #[test]
+    fn without_traces_the_network_shows_in_the_callers_view_of_a_service() {
+        let series = |name: &str, f: &dyn Fn(i64) -> f64| crate::context::Series {
+            query: name.into(),
+            labels: [("service".to_string(), "cartservice".to_string())].into(),
+            points: (0..40).map(|m| (m * 60_000, f(m))).collect(),
+        };
+        let wobble = |m: i64| 0.001 * (m % 3) as f64;
+        let ctx = Context {
+            series: vec![
+                series("latency_p50_served", &|m| 0.003 + wobble(m)),
+                series("latency_p50_by_callers", &|m| if m >= 30 { 0.24 } else { 0.006 + wobble(m) }),
+            ],
+            ..Default::default()
+        };
+        let signals = Signals {
+            units: [("latency_p50_served", Unit::Seconds), ("latency_p50_by_callers", Unit::Seconds)].into(),
+            callers_view: [("latency_p50_by_callers", "latency_p50_served")].into(),
+        };
+        let r = rank(&ctx, 30 * 60_000, &[], &signals);
+        assert_eq!((r[0].service.as_str(), r[0].top), ("cartservice", "network"), "{r:#?}");
+        assert!(r[0].score >= 1.0, "{r:#?}");
+        let t = &r[0].evidence[0].text;
+        assert!(t.starts_with("latency_p50_by_callers less latency_p50_served of cartservice (the network into it) went from 3 ms to 236 ms"), "{t}");
+    }
+
+    #[test]
+    fn a_crash_looping_pod_is_a_clear_change_by_itself() {
+        let pod = |service: &str, reason: Option<&str>| crate::context::Pod {
+            name: format!("{service}-5f6585d649-fnmft"),
+            service: service.into(),
+            phase: "Running".into(),
+            reason: reason.map(str::to_string),
+            restarts: if reason.is_some() { 7 } else { 0 },
+            last_termination: reason.map(|_| "Error (exit 1) at 14:02".to_string()),
+            events: Vec::new(),
+        };
+        let ctx = Context {
+            pods: vec![pod("cartservice", None), pod("adservice", Some("CrashLoopBackOff"))],
+            ..Default::default()
+        };
+        let r = rank(&ctx, 20 * 60_000, &[], &Signals::default());
+        assert_eq!((r[0].service.as_str(), r[0].top), ("adservice", "pods"), "{r:#?}");
+        assert!(r[0].evidence[0].text.contains("CrashLoopBackOff (7 restarts)"), "{r:#?}");
+        assert_eq!(r[1].score, 0.0, "{r:#?}");
     }
 }

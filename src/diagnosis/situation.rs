@@ -6,29 +6,30 @@ use super::{Evidence, EvidenceKind, capped, hhmm};
 use crate::alert::Alert;
 use crate::context::{ActiveAlert, Context, Pod};
 
-fn bad(p: &Pod) -> bool {
+pub(super) fn bad(p: &Pod) -> bool {
     p.reason.is_some() || p.restarts > 3 || p.phase != "Running"
 }
 
 /// Pods in bad states: waiting with a reason, restarting, not running.
 pub(super) fn pods(ctx: &Context) -> Vec<Evidence> {
-    ctx.pods
-        .iter()
-        .filter(|p| bad(p))
-        .map(|p| Evidence {
-            kind: EvidenceKind::Pod,
-            text: format!(
-                "pod {} is {} ({} restarts){}{}",
-                p.name,
-                p.reason.clone().unwrap_or_else(|| p.phase.clone()),
-                p.restarts,
-                p.last_termination.as_ref().map(|t| format!("; last run ended {t}")).unwrap_or_default(),
-                p.events.last().map(|e| format!("; latest event {e}")).unwrap_or_default(),
-            ),
-            at: None,
-            spark: None,
-        })
-        .collect()
+    ctx.pods.iter().filter(|p| bad(p)).map(pod).collect()
+}
+
+/// One pod as evidence.
+pub(super) fn pod(p: &Pod) -> Evidence {
+    Evidence {
+        kind: EvidenceKind::Pod,
+        text: format!(
+            "pod {} is {} ({} restarts){}{}",
+            p.name,
+            p.reason.clone().unwrap_or_else(|| p.phase.clone()),
+            p.restarts,
+            p.last_termination.as_ref().map(|t| format!("; last run ended {t}")).unwrap_or_default(),
+            p.events.last().map(|e| format!("; latest event {e}")).unwrap_or_default(),
+        ),
+        at: None,
+        spark: None,
+    }
 }
 
 /// The incident's own alerts, capped.

@@ -433,7 +433,12 @@ impl Scenario {
             if let Some(unit) = s.unit
                 && !golden.iter().any(|g| g.name == s.query)
             {
-                golden.push(crate::context::Golden { name: s.query.clone(), promql: s.query.clone(), unit });
+                golden.push(crate::context::Golden {
+                    name: s.query.clone(),
+                    promql: s.query.clone(),
+                    unit,
+                    callers_view_of: None,
+                });
             }
         }
         if self.nezha.is_some() {

@@ -9,7 +9,7 @@
 //!
 //! Times in the files are UTC; the clock printed inside a log message is not read.
 
-use crate::context::{Golden, LogLine, Logs, MetricQuery, Metrics, Pod, Pods, Series, Span, Traces};
+use crate::context::{Edge, Golden, LogLine, Logs, MetricQuery, Metrics, Pod, Pods, Series, Span, Traces};
 use crate::runbook::Unit;
 use crate::time::Millis;
 use async_trait::async_trait;
@@ -26,6 +26,13 @@ const COLUMNS: [(&str, &str, Unit, f64); 4] = [
     ("requests", "PodWorkload(Ops)", Unit::Number, 1.0),
 ];
 
+/// The call-edge latency files (OnlineBoutique's days have them; TrainTicket's do not): one
+/// column per `<caller>_<callee>` edge, seconds. Served per callee, as the mean over the edges
+/// into it: `destination_50.csv` as the callee measured the calls, `source_50.csv` as its
+/// callers did.
+const EDGE_FILES: [(&str, &str); 2] =
+    [("latency_p50_served", "destination_50.csv"), ("latency_p50_by_callers", "source_50.csv")];
+
 /// The golden signals this data answers, written as the PromQL a Kubernetes cluster with
 /// cAdvisor and Istio metrics would run for them.
 pub fn golden() -> Vec<Golden> {
@@ -35,11 +42,34 @@ pub fn golden() -> Vec<Golden> {
         r#"histogram_quantile(0.9, sum by (le) (rate(istio_request_duration_milliseconds_bucket{reporter="destination",destination_workload="{{service}}"}[1m]))) / 1000"#,
         r#"sum(rate(istio_requests_total{reporter="destination",destination_workload="{{service}}"}[1m]))"#,
     ];
-    COLUMNS
+    let edge = |reporter: &str| {
+        format!(
+            r#"histogram_quantile(0.5, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{reporter="{reporter}",destination_workload="{{{{service}}}}"}}[1m]))) / 1000"#
+        )
+    };
+    let mut out: Vec<Golden> = COLUMNS
         .iter()
         .zip(promql)
-        .map(|((name, _, unit, _), q)| Golden { name: name.to_string(), promql: q.into(), unit: *unit })
-        .collect()
+        .map(|((name, _, unit, _), q)| Golden {
+            name: name.to_string(),
+            promql: q.into(),
+            unit: *unit,
+            callers_view_of: None,
+        })
+        .collect();
+    out.push(Golden {
+        name: EDGE_FILES[0].0.into(),
+        promql: edge("destination"),
+        unit: Unit::Seconds,
+        callers_view_of: None,
+    });
+    out.push(Golden {
+        name: EDGE_FILES[1].0.into(),
+        promql: edge("source"),
+        unit: Unit::Seconds,
+        callers_view_of: Some(EDGE_FILES[0].0.into()),
+    });
+    out
 }
 
 /// One injected fault of a fault list.
@@ -75,6 +105,10 @@ type LogFile = Arc<HashMap<String, Vec<LogLine>>>;
 pub struct Nezha {
     /// service → its pod's metrics.
     pods: BTreeMap<String, PodMetrics>,
+    /// callee service → per [`EDGE_FILES`] entry, the mean latency of the calls into it.
+    edge_latency: BTreeMap<String, [Vec<(Millis, f64)>; 2]>,
+    /// The service → service calls of `dependency.csv` (its service → node rows left out).
+    topology: Vec<Edge>,
     logs: Vec<Window>,
     traces: Vec<Window>,
     parsed_logs: Mutex<HashMap<PathBuf, LogFile>>,
@@ -142,6 +176,62 @@ fn parse_f64(s: &str) -> f64 {
     s.trim().parse().unwrap_or(f64::NAN)
 }
 
+/// A row's time from its `Time` column, a Go time string in UTC (`2022-08-22 03:51:19.799 +0000
+/// UTC m=+0.3`), to the second; its `TimeStamp` (Unix seconds) only where `Time` does not read:
+/// in one OnlineBoutique file `TimeStamp` is corrupt (the data's README).
+fn row_time(time: &str, timestamp: Option<&str>) -> Option<Millis> {
+    go_time(time).or_else(|| Some(timestamp?.trim().parse::<i64>().ok()? * 1000))
+}
+
+fn go_time(time: &str) -> Option<Millis> {
+    let t = chrono::NaiveDateTime::parse_from_str(time.get(..19)?, "%Y-%m-%d %H:%M:%S").ok()?;
+    Some(t.and_utc().timestamp_millis())
+}
+
+/// Per callee, the mean over the edges into it of one `<caller>_<callee>` latency file.
+fn edge_file(path: &Path, callees: &BTreeSet<String>) -> Result<BTreeMap<String, Vec<(Millis, f64)>>, String> {
+    let mut r = reader(path)?;
+    let header = r.headers().map_err(|e| format!("{}: {e}", path.display()))?.clone();
+    // An edge column is `<caller>_<callee>`; service names hold no `_`, but match the callee
+    // from the known services all the same.
+    let callee_of: Vec<Option<&String>> = header
+        .iter()
+        .map(|h| callees.iter().find(|c| h.ends_with(&format!("_{c}")) && h.len() > c.len() + 1))
+        .collect();
+    let mut out: BTreeMap<String, Vec<(Millis, f64)>> = BTreeMap::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| format!("{}: {e}", path.display()))?;
+        let Some(t) = rec.get(0).and_then(|t| row_time(t, rec.get(1))) else { continue };
+        let mut sums: BTreeMap<&String, (f64, usize)> = BTreeMap::new();
+        for (v, callee) in rec.iter().zip(&callee_of) {
+            let (Some(callee), v) = (callee, parse_f64(v)) else { continue };
+            if v.is_finite() {
+                let e = sums.entry(callee).or_default();
+                (e.0, e.1) = (e.0 + v, e.1 + 1);
+            }
+        }
+        for (callee, (sum, n)) in sums {
+            out.entry(callee.clone()).or_default().push((t, sum / n as f64));
+        }
+    }
+    Ok(out)
+}
+
+/// The service → service rows of a `dependency.csv` (`Source,Target,Weight`); rows whose target
+/// is a node's address place a pod and are not calls.
+fn dependencies(path: &Path) -> Result<Vec<Edge>, String> {
+    let mut r = reader(path)?;
+    let mut out = Vec::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| format!("{}: {e}", path.display()))?;
+        let (Some(from), Some(to)) = (rec.get(0), rec.get(1)) else { continue };
+        if to.parse::<std::net::IpAddr>().is_err() && from != to {
+            out.push(Edge { from: from.to_string(), to: to.to_string() });
+        }
+    }
+    Ok(out)
+}
+
 impl Nezha {
     /// Reads the metric files under `dir` and indexes its log and trace files.
     pub fn open(dir: &Path) -> Result<Nezha, String> {
@@ -165,21 +255,45 @@ impl Nezha {
                 let col = |name: &str| {
                     header.iter().position(|h| h == name).ok_or_else(|| format!("{}: no column {name}", path.display()))
                 };
-                let (ts, pod_col) = (col("TimeStamp")?, col("PodName")?);
+                let (time, ts, pod_col) = (col("Time")?, col("TimeStamp")?, col("PodName")?);
                 let cols: Vec<usize> = COLUMNS.iter().map(|c| col(c.1)).collect::<Result<_, _>>()?;
                 for rec in r.records() {
                     let rec = rec.map_err(|e| format!("{}: {e}", path.display()))?;
-                    let (Some(t), Some(pod)) = (rec.get(ts).and_then(|t| t.parse::<i64>().ok()), rec.get(pod_col))
-                    else {
+                    let t = rec.get(time).and_then(|t| row_time(t, rec.get(ts)));
+                    let (Some(t), Some(pod)) = (t, rec.get(pod_col)) else {
                         continue;
                     };
                     let values = cols.iter().zip(COLUMNS).map(|(i, c)| parse_f64(rec.get(*i).unwrap_or("")) * c.3);
                     let entry =
                         pods.entry(service_of(pod).to_string()).or_insert_with(|| (pod.to_string(), BTreeMap::new()));
-                    entry.1.insert(t * 1000, values.collect());
+                    entry.1.insert(t, values.collect());
                 }
             }
         }
+        let services: BTreeSet<String> = pods.keys().cloned().collect();
+        let mut edge_latency: BTreeMap<String, [Vec<(Millis, f64)>; 2]> = BTreeMap::new();
+        let mut topology = Vec::new();
+        for day in &days {
+            let metric = day.join("metric");
+            for (i, (_, file)) in EDGE_FILES.iter().enumerate() {
+                let path = metric.join(file);
+                if path.exists() {
+                    for (callee, points) in edge_file(&path, &services)? {
+                        edge_latency.entry(callee).or_default()[i].extend(points);
+                    }
+                }
+            }
+            let path = metric.join("dependency.csv");
+            if path.exists() {
+                topology.extend(dependencies(&path)?);
+            }
+        }
+        edge_latency.values_mut().flatten().for_each(|p| {
+            p.sort_by_key(|x| x.0);
+            p.dedup_by_key(|x| x.0);
+        });
+        topology.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+        topology.dedup();
         let pods = pods
             .into_iter()
             .map(|(s, (pod, rows))| {
@@ -189,7 +303,15 @@ impl Nezha {
                 (s, (pod, per))
             })
             .collect();
-        Ok(Nezha { pods, logs, traces, parsed_logs: Default::default(), parsed_spans: Default::default() })
+        Ok(Nezha {
+            pods,
+            edge_latency,
+            topology,
+            logs,
+            traces,
+            parsed_logs: Default::default(),
+            parsed_spans: Default::default(),
+        })
     }
 
     /// Every service with metrics.
@@ -212,7 +334,7 @@ impl Nezha {
             // The container runtime's JSON line; the message is its `log`.
             let line = serde_json::from_str::<serde_json::Value>(raw)
                 .ok()
-                .and_then(|v| v["log"].as_str().map(|s| s.trim_end().to_string()))
+                .and_then(|v| v["log"].as_str().map(|s| application_line(s.trim_end())))
                 .unwrap_or_else(|| raw.trim_end().to_string());
             out.push(LogLine { at: ns / 1_000_000, service: service_of(pod).to_string(), line });
         }
@@ -222,6 +344,11 @@ impl Nezha {
         }
         by.values_mut().for_each(|v| v.sort_by_key(|l| l.at));
         Ok(by)
+    }
+
+    /// The data's topology: the call edges of `dependency.csv`, when the days have one.
+    pub fn topology(&self) -> &[Edge] {
+        &self.topology
     }
 
     fn span_file(&self, w: &Window) -> Result<Arc<Vec<Span>>, String> {
@@ -246,6 +373,21 @@ impl Nezha {
             });
         }
         Ok(out)
+    }
+}
+
+/// A log line as the application wrote it: a structured (JSON) line is its level and message
+/// (Go, Node.js and Python services write `{"severity": …, "message": …}`), any other line is
+/// itself.
+fn application_line(line: &str) -> String {
+    let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(line) else {
+        return line.to_string();
+    };
+    let text = |k: &str| o.get(k).and_then(|v| v.as_str());
+    match (text("message").or(text("msg")), text("severity").or(text("level"))) {
+        (Some(m), Some(level)) => format!("{} {m}", level.to_uppercase()),
+        (Some(m), None) => m.to_string(),
+        _ => line.to_string(),
     }
 }
 
@@ -287,10 +429,22 @@ impl Metrics for Nezha {
     }
 
     async fn query_range(&self, q: &MetricQuery) -> Result<Vec<Series>, String> {
-        // A query the data has no column for matches no series, as in Prometheus.
-        let Some(i) = COLUMNS.iter().position(|c| c.0 == q.name) else { return Ok(Vec::new()) };
         let Some((pod, per)) = q.service.as_ref().and_then(|s| self.pods.get(s)) else { return Ok(Vec::new()) };
-        let points: Vec<(Millis, f64)> = per[i].iter().copied().filter(|(t, _)| *t >= q.start && *t <= q.end).collect();
+        // A query the data has no column or file for matches no series, as in Prometheus.
+        let all = match COLUMNS.iter().position(|c| c.0 == q.name) {
+            Some(i) => &per[i],
+            None => match EDGE_FILES.iter().position(|e| e.0 == q.name) {
+                Some(i) => match self.edge_latency.get(service_of(pod)) {
+                    Some(edges) => &edges[i],
+                    None => return Ok(Vec::new()),
+                },
+                None => return Ok(Vec::new()),
+            },
+        };
+        let points: Vec<(Millis, f64)> = all.iter().copied().filter(|(t, _)| *t >= q.start && *t <= q.end).collect();
+        if points.is_empty() {
+            return Ok(Vec::new());
+        }
         Ok(vec![Series {
             query: q.name.clone(),
             labels: [("pod".to_string(), pod.clone()), ("service".to_string(), service_of(pod).to_string())].into(),
@@ -345,6 +499,17 @@ impl Traces for Nezha {
             chosen.insert(id);
         }
         Ok(files.iter().flat_map(|f| f.iter()).filter(|s| chosen.contains(s.trace_id.as_str())).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl crate::context::Topology for Nezha {
+    fn name(&self) -> &str {
+        "nezha dependency.csv"
+    }
+
+    async fn edges(&self) -> Result<Vec<Edge>, String> {
+        Ok(self.topology.clone())
     }
 }
 

@@ -58,6 +58,9 @@ pub fn sources(world: &World, recorded: Arc<Recorded>) -> anyhow::Result<Sources
         sources.metrics = Some(data.clone());
         sources.logs = Some(data.clone());
         sources.traces = Some(data.clone());
+        if !data.topology().is_empty() {
+            sources.topology.push(data.clone());
+        }
         sources.pods = Some(data);
         // A minute of this data holds thousands of traces.
         sources.trace_limit = 5000;
