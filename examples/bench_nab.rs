@@ -9,7 +9,10 @@
 //! ```
 //!
 //! The detector is `novelty::Combined` (the level detector, context novelty and the flatline
-//! record under one rest period); `level`, `novelty` and `flatline` score each part alone.
+//! record under one rest period), set up by `Combined::for_series` exactly as the diagnosis
+//! runs it on every series of an incident (`anomaly::analyse`); `level`, `novelty` and
+//! `flatline` score each part alone. It also prints the slowest file and what the diagnosis'
+//! step costs on ten six-hour series.
 //!
 //! Scoring, as NAB's `sweeper.py` does it: the first 15% of each file (at most 750 rows) is
 //! probation and not scored. A point inside a window scores the scaled sigmoid of its relative
@@ -26,8 +29,8 @@ mod data;
 mod usage;
 
 use chrono::NaiveDateTime;
-use medic::diagnosis::anomaly::{Config, Detector};
-use medic::diagnosis::novelty::{Combined, FLATLINE_MIN_RUN, Flatline, Novelty, NoveltyConfig};
+use medic::diagnosis::anomaly::{self, Config, Detector};
+use medic::diagnosis::novelty::{Combined, FLATLINE_MIN_RUN, Flatline, MOST_POINTS, Novelty, NoveltyConfig, probation};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -65,10 +68,6 @@ struct Row {
     score: f64,
     worth: f64,
     window: Option<usize>,
-}
-
-fn probation(rows: usize) -> usize {
-    ((0.15 * rows as f64).floor() as usize).min(750)
 }
 
 /// `sweeper.calcSweepScore`: `windows` are index ranges (inclusive), in order, not overlapping;
@@ -193,10 +192,9 @@ fn load(data: &str) -> Vec<DataFile> {
     files
 }
 
-fn config_for(f: &DataFile, seasonal: bool) -> Config {
+fn config_for(f: &DataFile) -> Config {
     let per_day = 86_400 / f.step_secs;
-    let period =
-        (seasonal && 86_400 % f.step_secs == 0 && f.values.len() as i64 >= 3 * per_day).then_some(per_day as usize);
+    let period = (86_400 % f.step_secs == 0 && f.values.len() as i64 >= 3 * per_day).then_some(per_day as usize);
     Config { period, ..Config::default() }
 }
 
@@ -207,11 +205,12 @@ fn novelty_for(f: &DataFile) -> NoveltyConfig {
     NoveltyConfig::new(lo, hi, probation(f.values.len()) / 5)
 }
 
-/// `--detector combined` (the default), `level`, `novelty` or `flatline`: each point's anomaly score.
-fn detect(f: &DataFile, which: &str, seasonal: bool) -> Vec<f64> {
+/// `--detector combined` (the default: the detector the diagnosis runs, set up by the same
+/// `Combined::for_series`), `level`, `novelty` or `flatline`: each point's anomaly score.
+fn detect(f: &DataFile, which: &str) -> Vec<f64> {
     match which {
         "level" => {
-            let mut d = Detector::new(config_for(f, seasonal));
+            let mut d = Detector::new(config_for(f));
             f.values.iter().map(|x| d.push(*x).score).collect()
         }
         "novelty" => {
@@ -223,7 +222,7 @@ fn detect(f: &DataFile, which: &str, seasonal: bool) -> Vec<f64> {
             f.values.iter().map(|x| d.push(*x).score).collect()
         }
         _ => {
-            let mut d = Combined::new(config_for(f, seasonal), novelty_for(f));
+            let mut d = Combined::for_series(&f.values, f.step_secs);
             f.values.iter().map(|x| d.push(*x).score).collect()
         }
     }
@@ -239,7 +238,6 @@ fn main() {
     };
     let data = arg("--data", "../shared/datasets/nab");
     let results = arg("--results", "target/nab-results");
-    let seasonal = arg("--seasonal", "yes") == "yes";
     data::or_exit(&data, "profiles.json", "NAB (data/ and labels/combined_windows.json, profiles.json)");
     let profiles_text = std::fs::read_to_string(format!("{data}/profiles.json")).expect("profiles.json");
     let profiles: BTreeMap<String, serde_json::Value> = serde_json::from_str(&profiles_text).expect("profiles");
@@ -269,7 +267,7 @@ fn main() {
         eprintln!("--detector {which:?}: expected combined, level, novelty or flatline");
         std::process::exit(2)
     }
-    let scores: Vec<Vec<f64>> = files.iter().map(|f| detect(f, &which, seasonal)).collect();
+    let scores: Vec<Vec<f64>> = files.iter().map(|f| detect(f, &which)).collect();
 
     // Result files, as NAB's runner writes them: results/<detector>/<category>/<detector>_<file>.
     for (f, s) in files.iter().zip(&scores) {
@@ -312,7 +310,7 @@ fn main() {
     let mut sink = 0.0;
     for _ in 0..rounds {
         for f in &files {
-            sink += detect(f, &which, seasonal).iter().sum::<f64>();
+            sink += detect(f, &which).iter().sum::<f64>();
         }
     }
     let secs = started.elapsed().as_secs_f64();
@@ -322,6 +320,50 @@ fn main() {
         (points * rounds) as f64 / secs / 1e6,
         points,
         secs * 1000.0 / rounds as f64
+    );
+    // The slowest file, and what the diagnosis pays: `anomaly::analyse` (the window method and
+    // this detector, at most `MOST_POINTS` points a series) on ten series of six hours at
+    // 15-second steps, cut from the files.
+    let (slowest, per_file) = files
+        .iter()
+        .map(|f| {
+            let t = Instant::now();
+            std::hint::black_box(detect(f, &which));
+            (f, t.elapsed().as_secs_f64())
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("a file");
+    println!(
+        "slowest file: {} ({} points) in {:.0} ms, {:.1} µs a point",
+        slowest.name,
+        slowest.values.len(),
+        per_file * 1000.0,
+        per_file * 1e6 / slowest.values.len() as f64
+    );
+    let windows: Vec<Vec<(i64, f64)>> = files
+        .iter()
+        .filter(|f| f.values.len() >= MOST_POINTS)
+        .take(10)
+        .map(|f| {
+            f.values[f.values.len() - MOST_POINTS..].iter().enumerate().map(|(i, v)| (i as i64 * 15_000, *v)).collect()
+        })
+        .collect();
+    let mut times: Vec<f64> = (0..rounds.max(5))
+        .map(|_| {
+            let t = Instant::now();
+            for w in &windows {
+                std::hint::black_box(anomaly::analyse(w));
+            }
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "the diagnosis' step: anomaly::analyse on {} series × {MOST_POINTS} points (6 h at 15 s): median {:.1} ms, max {:.1} ms of {} rounds",
+        windows.len(),
+        times[times.len() / 2],
+        times[times.len() - 1],
+        times.len()
     );
 }
 

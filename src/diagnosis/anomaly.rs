@@ -14,6 +14,7 @@
 //!   a steady climb (a leak), or a spike that has passed. A daily pattern is taken out first when
 //!   the window holds at least two days of it. [`explain`] says it in one line.
 
+use super::novelty::{self, Fired};
 use crate::runbook::Unit;
 use crate::time::{Millis, from_millis};
 
@@ -225,6 +226,9 @@ pub enum Shape {
     Ramp,
     /// Left and came back: a transient.
     Spike,
+    /// Stands still at one value, longer than it ever did before in the window: a dead
+    /// exporter, a hung process.
+    Flatline,
 }
 
 /// What [`analyse`] found in a window.
@@ -251,12 +255,67 @@ pub struct Finding {
     pub seasonal: bool,
     /// 0–1, grows with `sigmas` (4 σ → 0.5, 10 σ → 0.8).
     pub score: f64,
+    /// Which part of the streaming detector confirmed it; `None` when the window is too short
+    /// for the detector ([`DETECTOR_MIN_POINTS`]) and the window method alone decided.
+    pub fired: Option<Fired>,
 }
+
+/// Least points in a window for the streaming detector to judge it (its warm-up, twice).
+pub const DETECTOR_MIN_POINTS: usize = 100;
+/// How many points before the window method's onset an alarm may come and still confirm it
+/// (the walk back to the baseline band can land a little after the detector's first alarm).
+const ONSET_SLACK: usize = 5;
 
 const DAY: Millis = 86_400_000;
 
-/// Finds the largest sustained change in `points` (see the module docs), if there is a clear one.
+/// Finds the largest sustained change in `points` (see the module docs), if there is a clear one
+/// and, in a window long enough, the streaming detector NAB scores ([`novelty::Combined`], set
+/// up by `Combined::for_series`) alarms at it too; or a flatline that detector reports and that
+/// lasts to the window's end. A series that never moved is no finding.
 pub fn analyse(points: &[(Millis, f64)]) -> Option<Finding> {
+    let first = points.first()?.1;
+    if points.iter().all(|p| p.1 == first || !p.1.is_finite()) {
+        return None;
+    }
+    let change = window_change(points);
+    if points.len() < DETECTOR_MIN_POINTS {
+        return change;
+    }
+    let values: Vec<f64> = points.iter().map(|p| p.1).collect();
+    let step = median(&points.windows(2).map(|w| (w[1].0 - w[0].0) as f64).collect::<Vec<_>>());
+    let alarms = novelty::alarms(&values, (step / 1000.0).round() as i64);
+    if let Some(f) = change {
+        let onset = points.iter().position(|p| p.0 == f.onset).unwrap_or(0);
+        if let Some(a) = alarms.iter().find(|a| a.index + ONSET_SLACK >= onset) {
+            return Some(Finding { fired: Some(a.fired), ..f });
+        }
+    }
+    // Still standing still at the end, longer than ever before.
+    let a = alarms.iter().rev().find(|a| a.fired == Fired::Flatline)?;
+    let start = a.index + 1 - a.run.min(a.index + 1);
+    let value = values[start];
+    if values[start..].iter().any(|v| *v != value) {
+        return None;
+    }
+    Some(Finding {
+        onset: points[start].0,
+        up: false,
+        before: value,
+        after: value,
+        peak: value,
+        peak_at: points[a.index].0,
+        last: value,
+        sigmas: 0.0,
+        baseline: points[start].0 - points[0].0,
+        shape: Shape::Flatline,
+        seasonal: false,
+        score: a.score,
+        fired: Some(Fired::Flatline),
+    })
+}
+
+/// The window method: the largest sustained change, or a spike (see the module docs).
+fn window_change(points: &[(Millis, f64)]) -> Option<Finding> {
     let n = points.len();
     if n < 8 {
         return None;
@@ -359,6 +418,7 @@ pub fn analyse(points: &[(Millis, f64)]) -> Option<Finding> {
         shape,
         seasonal,
         score: if sigmas.is_finite() { 1.0 - (-sigmas / 5.8).exp() } else { 1.0 }.clamp(0.0, 1.0),
+        fired: None,
     })
 }
 
@@ -421,6 +481,11 @@ pub fn explain(f: &Finding, name: &str, unit: Unit) -> String {
         (Shape::Ramp, false) => ("sank steadily", "below"),
         (Shape::Step, true) => ("rose", "above"),
         (Shape::Step, false) => ("fell", "below"),
+        (Shape::Flatline, _) => ("stood still", ""),
+    };
+    let fired = match f.fired {
+        Some(Fired::Novelty) => "; a sequence the detector had not seen before",
+        _ => "",
     };
     let sigmas = if f.sigmas.is_finite() {
         let decimals = if f.sigmas >= 100.0 { 0 } else { 1 };
@@ -431,18 +496,25 @@ pub fn explain(f: &Finding, name: &str, unit: Unit) -> String {
     let seasonal = if f.seasonal { " for the time of day" } else { "" };
     match f.shape {
         Shape::Spike => format!(
-            "{name} {verb} from {} to {} at {at}, {sigmas}{seasonal}, and is back to {}",
+            "{name} {verb} from {} to {} at {at}, {sigmas}{seasonal}, and is back to {}{fired}",
             v(f.before),
             v(f.peak),
             v(f.last)
         ),
         Shape::Ramp => format!(
-            "{name} {verb} from {} to {} over {} from {at}, {sigmas}{seasonal}",
+            "{name} {verb} from {} to {} over {} from {at}, {sigmas}{seasonal}{fired}",
             v(f.before),
             v(f.peak),
             duration(f.peak_at - f.onset)
         ),
-        Shape::Step => format!("{name} {verb} from {} to {} at {at}, {sigmas}{seasonal}", v(f.before), v(f.peak)),
+        Shape::Step => {
+            format!("{name} {verb} from {} to {} at {at}, {sigmas}{seasonal}{fired}", v(f.before), v(f.peak))
+        }
+        Shape::Flatline => format!(
+            "{name} has {verb} at {} since {at}, longer than at any time in the prior {} (the detector's flatline)",
+            v(f.last),
+            duration(f.baseline)
+        ),
     }
 }
 
@@ -524,7 +596,39 @@ mod tests {
             assert!(reports <= 1, "seed {seed}: {reports} reports");
         }
         assert_eq!(analyse(&pts(&[1.0; 40], MIN)), None);
+        assert_eq!(analyse(&pts(&[0.0; 400], MIN)), None, "a healthy series flat at zero is not a finding");
         assert_eq!(analyse(&pts(&[1.0, 5.0, 9.0], MIN)), None, "too short to judge");
+    }
+
+    /// In a window long enough, the detector NAB scores must alarm at the change the window
+    /// method found, and says which part fired.
+    #[test]
+    fn the_streaming_detector_confirms_a_change_and_says_what_fired() {
+        let v: Vec<f64> = (0..360).map(|i| if i < 300 { 100.0 } else { 160.0 } + 3.0 * noise(i)).collect();
+        let f = analyse(&pts(&v, MIN)).expect("a step of 20 σ");
+        assert_eq!((f.onset, f.shape), (300 * MIN, Shape::Step), "{f:?}");
+        assert!(f.fired.is_some(), "{f:?}");
+        // The same step in a short window is the window method's alone.
+        let short: Vec<f64> = v[280..].to_vec();
+        assert_eq!(analyse(&pts(&short, MIN)).expect("found").fired, None);
+    }
+
+    #[test]
+    fn a_series_that_stands_still_longer_than_ever_is_a_flatline_finding() {
+        let mut v: Vec<f64> = (0..300).map(|i| 50.0 + 4.0 * noise(i)).collect();
+        v.extend([v[299]; 60]);
+        let f = analyse(&pts(&v, MIN)).expect("stuck for an hour");
+        assert_eq!((f.shape, f.fired, f.onset), (Shape::Flatline, Some(Fired::Flatline), 299 * MIN), "{f:?}");
+        let text = explain(&f, "requests of api", Unit::Number);
+        assert!(
+            text.starts_with(
+                "requests of api has stood still at 48.6 since 04:59 UTC, longer than at any time in the prior 4 h"
+            ),
+            "{text}"
+        );
+        // Moving again by the end, it is history, not a finding.
+        v.extend((0..5).map(|i| 50.0 + i as f64));
+        assert_eq!(analyse(&pts(&v, MIN)).map(|f| f.shape), None);
     }
 
     #[test]

@@ -398,6 +398,89 @@ impl Combined {
     }
 }
 
+/// NAB's probation: the first 15 % of a series, at most 750 points, where no detector is scored
+/// (and where the diagnosis takes no alarm).
+pub fn probation(points: usize) -> usize {
+    ((0.15 * points as f64).floor() as usize).min(750)
+}
+
+/// The score at or above which the diagnosis takes a point as an alarm: the threshold NAB's
+/// standard profile chooses for [`Combined`] on the 44 shared files (`bench_nab` prints it).
+pub const ALARM: f64 = 0.75;
+
+impl Combined {
+    /// The detector set up for one whole series as NAB sets up every detector, the way
+    /// `bench_nab` scores it and the diagnosis runs it: the series' range, a rest of a fifth of
+    /// the probation, and a daily period when the series holds three days of `step_secs` steps.
+    pub fn for_series(values: &[f64], step_secs: i64) -> Combined {
+        let step = step_secs.max(1);
+        let per_day = 86_400 / step;
+        let period = (86_400 % step == 0 && values.len() as i64 >= 3 * per_day).then_some(per_day as usize);
+        let (lo, hi) =
+            values.iter().filter(|x| x.is_finite()).fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+        Combined::new(Config { period, ..Config::default() }, NoveltyConfig::new(lo, hi, probation(values.len()) / 5))
+    }
+}
+
+/// Which part of [`Combined`] fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fired {
+    /// The value is far from what was expected ([`Detector`]).
+    Level,
+    /// The sequence is one not seen before ([`Novelty`]).
+    Novelty,
+    /// The series has stood still longer than ever before ([`Flatline`]).
+    Flatline,
+}
+
+impl Fired {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fired::Level => "level",
+            Fired::Novelty => "novelty",
+            Fired::Flatline => "flatline",
+        }
+    }
+}
+
+/// One alarm of [`alarms`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Alarm {
+    /// The point's index in the series.
+    pub index: usize,
+    pub score: f64,
+    /// The part with the highest score at that point.
+    pub fired: Fired,
+    /// Points in the run of one value the point ends (for a flatline).
+    pub run: usize,
+}
+
+/// Most points of a series the diagnosis runs the detector on (the latest): a bound on its
+/// cost, which grows with what the novelty part has learned. Six hours at 15-second steps.
+pub const MOST_POINTS: usize = 1440;
+
+/// Every alarm of the detector over a series, after its probation (at most the last
+/// [`MOST_POINTS`] points are read; indices are into `values`).
+pub fn alarms(values: &[f64], step_secs: i64) -> Vec<Alarm> {
+    let skip = values.len().saturating_sub(MOST_POINTS);
+    let values = &values[skip..];
+    let mut d = Combined::for_series(values, step_secs);
+    let quiet = probation(values.len());
+    let mut out = Vec::new();
+    for (i, x) in values.iter().enumerate() {
+        let s = d.push(*x);
+        if i < quiet || s.score < ALARM {
+            continue;
+        }
+        let parts =
+            [(Fired::Level, s.level.score), (Fired::Novelty, s.novelty.raw), (Fired::Flatline, s.flatline.score)];
+        let fired = parts.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map_or(Fired::Level, |p| p.0);
+        out.push(Alarm { index: skip + i, score: s.score, fired, run: s.flatline.run });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,23 +1,41 @@
 //! Method: root cause across services. Every service the context saw is scored on what
-//! changed at the incident's start (the split), against its own baseline before it:
+//! changed at the incident's start (the split), against its own baseline before it. Each fault
+//! class is looked for where it must show itself, whatever the system:
 //!
-//! - **logs**: its lines grouped into patterns (by the code location a line names, else by the
-//!   template miner on its first words); a pattern whose count after the split left what its
-//!   baseline share predicts (new, gone, up or down), in σ of Anscombe's transform for two
-//!   Poisson counts (a short baseline's own error counts), beyond how much that share wobbles
-//!   between baseline minutes;
-//! - **metrics**: its golden signals, how far the incident's values left the baseline's median,
-//!   in robust σ (with a floor per unit, so an idle service's tiny wobble is not a signal);
-//!   latency does not count for a service whose own span time did not change (it is waiting);
-//! - **traces**: the time its spans spent in the service itself (not waiting for callees) and
-//!   their error ratio, before and after; the calls into it show where in the call tree the
-//!   change starts.
+//! - **resource (CPU contention or consumption, memory pressure, disk I/O)**: the service's own
+//!   work slows, so the time its spans spent in the service itself (not waiting for callees,
+//!   not on the wire) grows, and its own series (CPU, memory, restarts, latency) leave their
+//!   baselines, in robust σ with a floor per unit. A caller too starved to read its answers
+//!   also slows *every* call it makes on the wire (see network). Latency does not count for a
+//!   service whose own span time did not change: it is waiting.
+//! - **network (delay or loss on a pod)**: the calls *into* the pod slow down as its callers
+//!   see them while its own work does not. From traces, per call edge, the caller's client span
+//!   beyond the callee's server span (the wire), before and after; each edge less how much the
+//!   caller's other calls changed (a caller that is itself slow slows them all); a service
+//!   whose calls out to two or more callees all slowed on the wire is slow to send or read. From
+//!   metrics, a golden signal that is the callers' view of another (`callers_view_of`: Istio's
+//!   `reporter="source"`, the service graph's client histograms) less the service's own view.
+//!   Retries and timeouts in the callers' logs count through the logs.
+//! - **code defects (error returns, exceptions)**: new or jumped log patterns (grouped by the
+//!   code location a line names, else by the template miner; in σ of Anscombe's transform for
+//!   two Poisson counts, beyond how much the pattern's share wobbles between baseline minutes);
+//!   error spans; and the code path: per kind of request a service served, how many spans of
+//!   each operation it made inside it (work that stopped after an early return, or error
+//!   handling that started; error handling that stopped is recovery, not a defect).
+//! - **crashes**: a pod crash-looping, killed, not ready or not running is a clear change by
+//!   itself; restarts count through the restart series; a crashed service's spans stop, which
+//!   its callers' code paths show.
 //!
 //! Each signal becomes a strength (1 = clearly changed); a service's score is its strongest
-//! signal plus a quarter of the others (agreement between sources). Then the topology: a service
+//! signal plus a quarter of the others (agreement between sources). Then the topology, decided
+//! on the scores before any halving: slowness and errors travel up the call graph, so a service
 //! that depends (up to three calls down) on another clearly anomalous one is more likely a
-//! symptom than the cause, and its score is halved. Baselines leave out the times past incidents of the same kind were
-//! open. Every number that went into a rank is in its reasons.
+//! symptom and its score is halved; a change in what a service is asked travels down, so a
+//! service whose only change is the mix of its spans, called by a clearly changed service, is
+//! halved too. Baselines leave out the times past incidents of the same kind were open. A
+//! source that is missing (no traces for the window, no logs) removes its signals and leaves
+//! the others to rank. Every number that went into a rank is in its reasons. One configuration
+//! for every system (the figures, and which data chose them: the book's Benchmarks chapter).
 
 use super::{Evidence, EvidenceKind, format_value, hhmm, logs, sparkline};
 use crate::context::{Context, Edge, LogLine, Span, traces};
