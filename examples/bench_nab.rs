@@ -30,7 +30,7 @@ mod usage;
 
 use chrono::NaiveDateTime;
 use medic::diagnosis::anomaly::{self, Config, Detector};
-use medic::diagnosis::novelty::{Combined, FLATLINE_MIN_RUN, Flatline, MOST_POINTS, Novelty, NoveltyConfig, probation};
+use medic::diagnosis::novelty::{Combined, FLATLINE_MIN_RUN, Flatline, Novelty, NoveltyConfig, probation};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -322,8 +322,8 @@ fn main() {
         secs * 1000.0 / rounds as f64
     );
     // The slowest file, and what the diagnosis pays: `anomaly::analyse` (the window method and
-    // this detector, at most `MOST_POINTS` points a series) on ten series of six hours at
-    // 15-second steps, cut from the files.
+    // this detector, on at most `MOST_POINTS` bucket means a series) on ten series of six hours
+    // at 15-second steps, cut from the files.
     let (slowest, per_file) = files
         .iter()
         .map(|f| {
@@ -340,12 +340,13 @@ fn main() {
         per_file * 1000.0,
         per_file * 1e6 / slowest.values.len() as f64
     );
+    const SIX_HOURS: usize = 6 * 240;
     let windows: Vec<Vec<(i64, f64)>> = files
         .iter()
-        .filter(|f| f.values.len() >= MOST_POINTS)
+        .filter(|f| f.values.len() >= SIX_HOURS)
         .take(10)
         .map(|f| {
-            f.values[f.values.len() - MOST_POINTS..].iter().enumerate().map(|(i, v)| (i as i64 * 15_000, *v)).collect()
+            f.values[f.values.len() - SIX_HOURS..].iter().enumerate().map(|(i, v)| (i as i64 * 15_000, *v)).collect()
         })
         .collect();
     let mut times: Vec<f64> = (0..rounds.max(5))
@@ -359,7 +360,7 @@ fn main() {
         .collect();
     times.sort_by(f64::total_cmp);
     println!(
-        "the diagnosis' step: anomaly::analyse on {} series × {MOST_POINTS} points (6 h at 15 s): median {:.1} ms, max {:.1} ms of {} rounds",
+        "the diagnosis' step: anomaly::analyse on {} series × {SIX_HOURS} points (6 h at 15 s): median {:.1} ms, max {:.1} ms of {} rounds",
         windows.len(),
         times[times.len() / 2],
         times[times.len() - 1],

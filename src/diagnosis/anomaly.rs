@@ -611,6 +611,11 @@ mod tests {
         // The same step in a short window is the window method's alone.
         let short: Vec<f64> = v[280..].to_vec();
         assert_eq!(analyse(&pts(&short, MIN)).expect("found").fired, None);
+        // A long window is read in buckets, and the alarm still confirms the step.
+        let long: Vec<f64> = (0..2000).map(|i| if i < 1700 { 100.0 } else { 160.0 } + 3.0 * noise(i)).collect();
+        let f = analyse(&pts(&long, MIN)).expect("a step of 20 σ in 2,000 points");
+        assert_eq!(f.onset, 1700 * MIN, "{f:?}");
+        assert!(f.fired.is_some(), "{f:?}");
     }
 
     #[test]

@@ -456,19 +456,30 @@ pub struct Alarm {
     pub run: usize,
 }
 
-/// Most points of a series the diagnosis runs the detector on (the latest): a bound on its
-/// cost, which grows with what the novelty part has learned. Six hours at 15-second steps.
-pub const MOST_POINTS: usize = 1440;
+/// Most points of a series the diagnosis runs the detector on: a longer window is read as the
+/// means of equal buckets of consecutive points (Prometheus itself keeps a range query near 250
+/// points). A bound on its cost, which grows with what the novelty part has learned.
+pub const MOST_POINTS: usize = 500;
 
-/// Every alarm of the detector over a series, after its probation (at most the last
-/// [`MOST_POINTS`] points are read; indices are into `values`).
+/// Every alarm of the detector over a series, after its probation; a series longer than
+/// [`MOST_POINTS`] is read in buckets (indices are into `values`: a bucket's first point).
 pub fn alarms(values: &[f64], step_secs: i64) -> Vec<Alarm> {
-    let skip = values.len().saturating_sub(MOST_POINTS);
-    let values = &values[skip..];
-    let mut d = Combined::for_series(values, step_secs);
-    let quiet = probation(values.len());
+    let k = values.len().div_ceil(MOST_POINTS).max(1);
+    let read: Vec<f64> = if k == 1 {
+        values.to_vec()
+    } else {
+        values
+            .chunks(k)
+            .map(|c| {
+                let finite: Vec<f64> = c.iter().copied().filter(|x| x.is_finite()).collect();
+                if finite.is_empty() { f64::NAN } else { finite.iter().sum::<f64>() / finite.len() as f64 }
+            })
+            .collect()
+    };
+    let mut d = Combined::for_series(&read, step_secs * k as i64);
+    let quiet = probation(read.len());
     let mut out = Vec::new();
-    for (i, x) in values.iter().enumerate() {
+    for (i, x) in read.iter().enumerate() {
         let s = d.push(*x);
         if i < quiet || s.score < ALARM {
             continue;
@@ -476,7 +487,7 @@ pub fn alarms(values: &[f64], step_secs: i64) -> Vec<Alarm> {
         let parts =
             [(Fired::Level, s.level.score), (Fired::Novelty, s.novelty.raw), (Fired::Flatline, s.flatline.score)];
         let fired = parts.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map_or(Fired::Level, |p| p.0);
-        out.push(Alarm { index: skip + i, score: s.score, fired, run: s.flatline.run });
+        out.push(Alarm { index: i * k, score: s.score, fired, run: s.flatline.run * k });
     }
     out
 }
