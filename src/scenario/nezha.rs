@@ -1,11 +1,13 @@
 //! A recorded backend for data in the shape Nezha (Yu et al., FSE 2023) published for
-//! TrainTicket: per-pod metric CSVs at one-minute steps, application-log CSVs and span CSVs in
-//! files named by UTC minute, and a fault list. [`Nezha::open`] reads a directory holding such
-//! days (`rca_data/<day>/…`, `construct_data/<day>/…`, or one day's folder) and serves any time
-//! window through the same traits as the live backends: [`Metrics`] (the golden signals of
-//! [`golden`], by service), [`Logs`], [`Traces`] and [`Pods`]. A pod's service is its name
-//! without the last two `-` parts. Log and span files are parsed when a window first needs
-//! them, and kept.
+//! TrainTicket and OnlineBoutique: per-pod metric CSVs at one-minute steps, application-log CSVs
+//! and span CSVs in files named by UTC minute, and a fault list; OnlineBoutique's days add
+//! call-edge latency files (as the caller and as the callee measured each call) and a
+//! dependency list. [`Nezha::open`] reads a directory holding such days (`rca_data/<day>/…`,
+//! `construct_data/<day>/…`, or one day's folder) and serves any time window through the same
+//! traits as the live backends: [`Metrics`] (the golden signals of [`golden`], by service),
+//! [`Logs`], [`Traces`], [`Pods`] and [`crate::context::Topology`]. A pod's service is its name
+//! without the last two `-` parts. Log and span files are parsed when a window first needs them,
+//! and kept; a window whose files are absent simply has no lines or spans.
 //!
 //! Times in the files are UTC; the clock printed inside a log message is not read.
 
@@ -540,6 +542,84 @@ impl Pods for Nezha {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// OnlineBoutique's differences (the data's README): a corrupt `TimeStamp` (the `Time`
+    /// column is right), call-edge latency files, a dependency list with node rows, and log
+    /// lines that are themselves JSON.
+    #[tokio::test]
+    async fn an_onlineboutique_day_is_read_with_its_differences() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("2022-08-22");
+        std::fs::create_dir_all(day.join("metric")).unwrap();
+        std::fs::create_dir_all(day.join("log")).unwrap();
+        let header = "Time,TimeStamp,PodName,CpuUsage(m),CpuUsageRate(%),MemoryUsage(Mi),MemoryUsageRate(%),SyscallRead,SyscallWrite,NetworkReceiveBytes,NetworkTransmitBytes,PodClientLatencyP90(s),PodServerLatencyP90(s),PodClientLatencyP95(s),PodServerLatencyP95(s),PodClientLatencyP99(s),PodServerLatencyP99(s),PodWorkload(Ops),PodSuccessRate(%),NodeCpuUsageRate(%),NodeMemoryUsageRate(%),NodeNetworkReceiveBytes";
+        let row = |min: u32, stamp: &str, pod: &str, cpu: f64| {
+            format!(
+                "2022-08-22 03:{min:02}:19.607158889 +0000 UTC m=+0.1,{stamp},{pod},1,{cpu},10,1,0,0,0,0,0,0.01,0,0,0,0,5,0,0,0,0"
+            )
+        };
+        let ad = "adservice-5f6585d649-fnmft";
+        let metric = format!("{header}\n{}\n{}\n", row(51, "1861140279", ad, 20.0), row(52, "1861140339", ad, 90.0));
+        std::fs::write(day.join("metric").join(format!("{ad}_metric.csv")), metric).unwrap();
+        let cart = "cartservice-579f59597d-wc2lz";
+        std::fs::write(
+            day.join("metric").join(format!("{cart}_metric.csv")),
+            format!("{header}\n{}\n", row(51, "1661140279", cart, 5.0)),
+        )
+        .unwrap();
+        let edges = |v: f64| {
+            format!(
+                "time,timestamp,frontend_cartservice,checkoutservice_cartservice,frontend_adservice\n2022-08-22 03:51:20.02 +0000 UTC m=+0.5,1661140280,{v},0.004,\n"
+            )
+        };
+        std::fs::write(day.join("metric/source_50.csv"), edges(0.24)).unwrap();
+        std::fs::write(day.join("metric/destination_50.csv"), edges(0.002)).unwrap();
+        std::fs::write(
+            day.join("metric/dependency.csv"),
+            "Source,Target,Weight\nfrontend,cartservice,1\ncartservice,33.33.33.80,1\n",
+        )
+        .unwrap();
+        let line = serde_json::json!({"log": "{\"message\":\"TraceID: ab SpanID: cd Serving product page started\",\"severity\":\"info\"}\n", "stream": "stdout"});
+        std::fs::write(
+            day.join("log/03_52_log.csv"),
+            format!("Timestamp,TimeUnixNano,Node,PodName,Container,TraceID,SpanID,Log\nx,1661140300000000000,n,frontend-579b9bff58-t2dbm,server,ab,cd,\"{}\"\n", line.to_string().replace('"', "\"\"")),
+        )
+        .unwrap();
+        let data = Nezha::open(dir.path()).unwrap();
+        let at = |min: i64| {
+            chrono::DateTime::parse_from_rfc3339("2022-08-22T03:00:00Z").unwrap().timestamp_millis() + min * 60_000
+        };
+        let query = |name: &str, service: &str| MetricQuery {
+            name: name.into(),
+            promql: String::new(),
+            service: Some(service.into()),
+            start: at(50),
+            end: at(53),
+            step: 60_000,
+        };
+        let cpu = data.query_range(&query("cpu", "adservice")).await.unwrap();
+        assert_eq!(
+            cpu[0].points,
+            vec![(at(51) + 19_000, 0.2), (at(52) + 19_000, 0.9)],
+            "from Time, not the corrupt TimeStamp"
+        );
+        let callers = data.query_range(&query("latency_p50_by_callers", "cartservice")).await.unwrap();
+        assert_eq!(callers[0].points, vec![(at(51) + 20_000, (0.24 + 0.004) / 2.0)]);
+        let served = data.query_range(&query("latency_p50_served", "cartservice")).await.unwrap();
+        assert_eq!(served[0].points, vec![(at(51) + 20_000, (0.002 + 0.004) / 2.0)]);
+        assert!(
+            data.query_range(&query("latency_p50_served", "adservice")).await.unwrap().is_empty(),
+            "no calls that minute"
+        );
+        assert_eq!(
+            data.topology(),
+            &[Edge { from: "frontend".into(), to: "cartservice".into() }][..],
+            "node rows are not calls"
+        );
+        let logs = data.lines("frontend", at(50), at(53), 10).await.unwrap();
+        assert_eq!(logs[0].line, "INFO TraceID: ab SpanID: cd Serving product page started");
+        assert!(golden().iter().any(|g| g.callers_view_of.as_deref() == Some("latency_p50_served")));
+    }
 
     #[test]
     fn pods_map_to_services() {
