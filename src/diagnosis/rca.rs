@@ -965,16 +965,40 @@ mod tests {
         assert!(t.contains("checkout → payments: 20 calls, p90 400.0 ms"), "{t}");
     }
 
-    /// OnlineBoutique's shape: a gRPC call is a client span on the caller and a server span
-    /// on the callee, both named after the method. `calls` are (caller, callee, method, the
-    /// callee's own µs, µs on the wire); each trace is one frontend request making them.
-    fn grpc_traces(
-        n: i64,
+    /// How a system names its spans: OnlineBoutique's gRPC (a client span on the caller and a
+    /// server span on the callee, both named after the method) or TrainTicket's HTTP (a client
+    /// span `HTTP POST`, a server span named after the route).
+    #[derive(Clone, Copy, Debug)]
+    enum Naming {
+        Grpc,
+        Http,
+    }
+
+    impl Naming {
+        fn client(self, method: &str) -> String {
+            match self {
+                Naming::Grpc => format!("hipstershop.{method}"),
+                Naming::Http => "HTTP POST".into(),
+            }
+        }
+
+        fn server(self, method: &str) -> String {
+            match self {
+                Naming::Grpc => format!("hipstershop.{method}"),
+                Naming::Http => format!("/api/v1/{}", method.to_lowercase()),
+            }
+        }
+    }
+
+    /// `calls` are (caller, callee, method, the callee's own µs, µs on the wire); each trace is
+    /// one frontend request making them.
+    fn traces_of(
+        naming: Naming,
         split_at: i64,
         calls: impl Fn(bool, i64) -> Vec<(&'static str, &'static str, &'static str, u64, u64)>,
     ) -> Vec<Span> {
         let mut spans = Vec::new();
-        for i in 0..n {
+        for i in 0..160 {
             let at = i * 15_000;
             let after = at >= split_at;
             let t = format!("t{i}");
@@ -985,15 +1009,15 @@ mod tests {
                 // Calls from the frontend are made by its request; others by the first call's server span.
                 let parent = if from == "frontend" { "root" } else { "s0" };
                 let mut c = span(&t, &client, Some(parent), from, at, own + wire);
-                c.operation = format!("hipstershop.{method}");
+                c.operation = naming.client(method);
                 let mut sv = span(&t, &server, Some(&client), to, at, own);
-                sv.operation = format!("hipstershop.{method}");
+                sv.operation = naming.server(method);
                 total += own + wire;
                 kids.push(c);
                 kids.push(sv);
             }
             let mut root = span(&t, "root", None, "frontend", at, total);
-            root.operation = "hipstershop.Frontend/Recv.".into();
+            root.operation = naming.server("Frontend/Recv");
             spans.push(root);
             spans.extend(kids);
         }
@@ -1007,61 +1031,69 @@ mod tests {
 
     #[test]
     fn a_network_delay_on_a_pod_shows_in_the_calls_into_it_not_in_its_own_work() {
-        let r = ranked(grpc_traces(160, 20 * 60_000, |after, _| {
-            let delay = if after { 200_000 } else { 3_000 };
-            vec![
-                ("frontend", "cartservice", "CartService/GetCart", 1_500, delay),
-                ("frontend", "currencyservice", "CurrencyService/Convert", 1_000, 3_000),
-                ("frontend", "adservice", "AdService/GetAds", 2_000, 2_000),
-            ]
-        }));
-        assert_eq!(r[0].service, "cartservice", "{r:#?}");
-        assert_eq!(r[0].top, "network", "{r:#?}");
-        assert!(r[0].evidence[0].text.starts_with("calls into cartservice spent longer on the network"), "{r:#?}");
-        assert!(r[0].evidence[0].text.contains("from frontend 3 ms → 200 ms"), "{r:#?}");
-        assert!(r.iter().skip(1).all(|s| s.score < 1.0), "the caller waits, the others are fine: {r:#?}");
+        for naming in [Naming::Grpc, Naming::Http] {
+            let r = ranked(traces_of(naming, 20 * 60_000, |after, _| {
+                let delay = if after { 200_000 } else { 3_000 };
+                vec![
+                    ("frontend", "cartservice", "CartService/GetCart", 1_500, delay),
+                    ("frontend", "currencyservice", "CurrencyService/Convert", 1_000, 3_000),
+                    ("frontend", "adservice", "AdService/GetAds", 2_000, 2_000),
+                ]
+            }));
+            assert_eq!((r[0].service.as_str(), r[0].top), ("cartservice", "network"), "{naming:?}: {r:#?}");
+            let t = &r[0].evidence[0].text;
+            assert!(t.starts_with("calls into cartservice spent longer on the network"), "{t}");
+            assert!(t.contains("from frontend 3 ms → 200 ms"), "{t}");
+            assert!(r.iter().skip(1).all(|s| s.score < 1.0), "the caller waits, the others are fine: {r:#?}");
+        }
     }
 
     #[test]
     fn a_starved_caller_slows_every_call_it_makes_and_is_blamed_not_its_callees() {
-        let r = ranked(grpc_traces(160, 20 * 60_000, |after, _| {
-            let slow = if after { 80_000 } else { 2_000 };
-            vec![
-                ("frontend", "cartservice", "CartService/GetCart", 1_500, slow),
-                ("frontend", "currencyservice", "CurrencyService/Convert", 1_000, slow),
-                ("frontend", "adservice", "AdService/GetAds", 2_000, slow),
-            ]
-        }));
-        assert_eq!(r[0].service, "frontend", "{r:#?}");
-        assert!(r[0].evidence[0].text.starts_with("frontend's calls out to all its 3 callees spent longer"), "{r:#?}");
-        assert!(r.iter().skip(1).all(|s| s.score < 1.0), "{r:#?}");
+        for naming in [Naming::Grpc, Naming::Http] {
+            let r = ranked(traces_of(naming, 20 * 60_000, |after, _| {
+                let slow = if after { 80_000 } else { 2_000 };
+                vec![
+                    ("frontend", "cartservice", "CartService/GetCart", 1_500, slow),
+                    ("frontend", "currencyservice", "CurrencyService/Convert", 1_000, slow),
+                    ("frontend", "adservice", "AdService/GetAds", 2_000, slow),
+                ]
+            }));
+            assert_eq!(r[0].service, "frontend", "{naming:?}: {r:#?}");
+            let t = &r[0].evidence[0].text;
+            assert!(t.starts_with("frontend's calls out to all its 3 callees spent longer"), "{t}");
+            assert!(r.iter().skip(1).all(|s| s.score < 1.0), "{r:#?}");
+        }
     }
 
     #[test]
     fn an_error_return_shows_as_work_that_stopped_in_the_service_that_returned() {
         // checkout charges the card, then ships; after the split it returns an error after
         // the charge in every other order, so shipping is asked less often, but no differently.
-        let r = ranked(grpc_traces(160, 20 * 60_000, |after, i| {
-            let mut calls = vec![
-                ("frontend", "checkoutservice", "CheckoutService/PlaceOrder", 5_000, 2_000),
-                ("checkoutservice", "paymentservice", "PaymentService/Charge", 1_000, 2_000),
-            ];
-            if !after || i % 2 == 0 {
-                calls.push(("checkoutservice", "shippingservice", "ShippingService/ShipOrder", 1_000, 2_000));
-            }
-            calls
-        }));
-        assert_eq!(r[0].service, "checkoutservice", "{r:#?}");
-        assert_eq!(r[0].top, "spans", "{r:#?}");
-        let t = &r[0].evidence[0].text;
-        assert!(t.starts_with("per hipstershop.CheckoutService/PlaceOrder request it served, checkoutservice made 0.50 hipstershop.ShippingService/ShipOrder spans after"), "{t}");
-        assert!(r.iter().find(|s| s.service == "shippingservice").is_none_or(|s| s.score < 1.0), "{r:#?}");
+        for naming in [Naming::Grpc, Naming::Http] {
+            let r = ranked(traces_of(naming, 20 * 60_000, |after, i| {
+                let mut calls = vec![
+                    ("frontend", "checkoutservice", "CheckoutService/PlaceOrder", 5_000, 2_000),
+                    ("checkoutservice", "paymentservice", "PaymentService/Charge", 1_000, 2_000),
+                ];
+                if !after || i % 2 == 0 {
+                    calls.push(("checkoutservice", "shippingservice", "ShippingService/ShipOrder", 1_000, 2_000));
+                }
+                calls
+            }));
+            assert_eq!((r[0].service.as_str(), r[0].top), ("checkoutservice", "spans"), "{naming:?}: {r:#?}");
+            let t = &r[0].evidence[0].text;
+            let expected =
+                format!("per {} request it served, checkoutservice made", naming.server("CheckoutService/PlaceOrder"));
+            assert!(t.starts_with(&expected), "{t}");
+            assert!(r.iter().find(|s| s.service == "shippingservice").is_none_or(|s| s.score < 1.0), "{r:#?}");
+        }
     }
 
     #[test]
     fn error_handling_that_stops_is_not_a_defect_but_error_handling_that_starts_is() {
         let run = |before_errors: bool| {
-            ranked(grpc_traces(160, 20 * 60_000, move |after, i| {
+            ranked(traces_of(Naming::Grpc, 20 * 60_000, move |after, i| {
                 let mut calls = vec![("frontend", "cartservice", "CartService/GetCart", 1_500, 2_000)];
                 if (after != before_errors) && i % 2 == 0 {
                     calls.push(("frontend", "adservice", "AdService/ErrorHandler.error", 1_000, 2_000));
