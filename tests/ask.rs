@@ -99,3 +99,41 @@ async fn a_question_says_why_nothing_was_done() {
     assert!(a.text(0).contains("not addressed to me"), "{}", a.text(0));
     o.close().await;
 }
+
+/// The kinds of question people type that Ask took wrongly before: a service's health, a
+/// service it does not know (said back, never replaced by another), an order to act on the
+/// system (answered with the plan, never carried out).
+#[tokio::test]
+async fn health_unknown_services_and_orders_to_act_are_answered_honestly() {
+    let o = offline().await;
+    let before = audited(&o).await;
+    let o = &o;
+    let ask = |text: &'static str| {
+        let q = question(o, text, true);
+        async move { o.asker.ask(&q).await.unwrap() }
+    };
+    let a = ask("what's wrong with checkout?").await;
+    let text = a.text(0);
+    assert_eq!(a.intent.as_str(), "health", "{text}");
+    assert!(
+        text.starts_with("checkout is where the diagnosis puts the cause: The deploy of checkout v2.14.0"),
+        "{text}"
+    );
+    assert!(text.contains("It ranks 1 of 3 by what changed when the incident started"), "{text}");
+    assert!(text.contains("• error_ratio of checkout climbed steadily from 0.4% to 14.8%"), "{text}");
+    assert!(text.contains("1 alert(s) of this incident firing on checkout"), "{text}");
+    let a = ask("is payments ok?").await;
+    let text = a.text(0);
+    assert!(text.starts_with("payments barely changed when incident #"), "{text}");
+    assert!(text.contains("No alert of this incident is firing on payments."), "{text}");
+    let a = ask("what changed in robusta-runner?").await;
+    let text = a.text(0);
+    assert!(text.starts_with("I don't know a service called robusta-runner."), "{text}");
+    assert!(text.contains("I know: ") && text.contains("checkout"), "{text}");
+    let a = ask("roll it back").await;
+    let text = a.text(0);
+    assert_eq!(a.intent.as_str(), "runbooks", "{text}");
+    assert!(text.contains("Proposed: runbook rollback-bad-deploy"), "{text}");
+    assert!(text.contains("I did not act on it: I do not act on the system from a sentence"), "{text}");
+    assert_eq!(audited(o).await, before, "answering changed nothing");
+}

@@ -250,6 +250,22 @@ impl Asker {
             (Some(_), None) => None,
         };
         let mut a = match (&self.llm, parsed.intent, parsed.note) {
+            // A service it does not know is said back, never replaced by another.
+            _ if parsed.slots.unknown_service.is_some() => {
+                let u = parsed.slots.unknown_service.as_deref().unwrap_or_default();
+                let mut a = Answer::new(
+                    &parsed,
+                    subject.as_ref().map(|s| s.incident.id),
+                    format!("I don't know a service called {u}."),
+                );
+                a.lines.push(match vocab.services.len() {
+                    0 => "I know no services yet: none is in the topology or an open incident's alerts.".into(),
+                    n if n <= 20 => format!("I know: {}.", vocab.services.join(", ")),
+                    n => format!("I know {n} services, among them: {}.", vocab.services[..20].join(", ")),
+                });
+                a.lines.push("Ask again with one of them, or without a service for the incident's own.".into());
+                a
+            }
             (Some(llm), Intent::Unknown, None) => {
                 let talk = self.converse(llm, &parsed, subject.as_ref(), q, now, &vocab, &edges);
                 let outcome = tokio::time::timeout(llm.timeout(), talk).await;
@@ -270,11 +286,14 @@ impl Asker {
             _ => self.answer(&parsed, subject.as_ref(), q, now, edges).await?,
         };
         // Answered as a question, though it named a state change: say so, and how to order it.
-        if let (Some(note), Some(hint)) = (parsed.note, order_hint(&parsed))
+        if let Some(note) = parsed.note
             && a.intent != Intent::Unknown
         {
-            a.lines.push(format!("I did not act on it: {note}."));
-            a.lines.push(hint);
+            let hint = order_hint(&parsed);
+            if hint.is_some() || note == super::parse::ACTION {
+                a.lines.push(format!("I did not act on it: {note}."));
+            }
+            a.lines.extend(hint);
         }
         a.headline = crate::redact::redact(&a.headline);
         for l in &mut a.lines {
@@ -382,6 +401,7 @@ impl Asker {
         let needs_incident = matches!(
             p.intent,
             Intent::Status
+                | Intent::Health
                 | Intent::Timeline
                 | Intent::Why
                 | Intent::WhoApproved
@@ -399,6 +419,7 @@ impl Asker {
         Ok(match p.intent {
             Intent::Help | Intent::Unknown => self.help(p),
             Intent::Status => self.status(p, subject.expect("checked"), now).await?,
+            Intent::Health => self.health(p, subject.expect("checked"), service).await?,
             Intent::Timeline => self.timeline(p, subject.expect("checked")).await?,
             Intent::Why => self.why(p, subject.expect("checked")).await?,
             Intent::WhoApproved => self.who_approved(p, subject.expect("checked")).await?,
@@ -504,6 +525,75 @@ impl Asker {
             a.lines.push(format!("Automation is paused by {by} since {}.", clock(at, self.offset)));
         }
         a.cite("medic store", format!("incident #{}", i.id), None);
+        Ok(a)
+    }
+
+    /// How a service is, from what medic already holds: where the diagnosis ranked it by what
+    /// changed when the incident started (and why), the evidence that names it, its alerts.
+    async fn health(&self, p: &Parsed, s: &Subject, service: Option<String>) -> anyhow::Result<Answer> {
+        let id = s.incident.id;
+        let Some(svc) = service else {
+            return Ok(Answer::new(p, Some(id), format!("Incident #{id} names no service; ask about one by name.")));
+        };
+        let firing: Vec<&AlertRow> = s
+            .alerts
+            .iter()
+            .filter(|a| {
+                a.alert.status == crate::alert::AlertStatus::Firing && a.alert.labels.get("service") == Some(&svc)
+            })
+            .collect();
+        let Some((_, d)) = crate::chat::latest_diagnosis(self.store.as_ref(), id).await? else {
+            let mut a = Answer::new(p, Some(id), format!("Incident #{id} is not diagnosed yet."));
+            a.lines.push(format!("{} alert(s) firing on {svc}.", firing.len()));
+            return Ok(a);
+        };
+        let blamed = d.hypotheses.iter().position(|h| h.service.as_deref() == Some(svc.as_str()));
+        let rank = d.suspects.iter().position(|x| x.service == svc);
+        let headline = match (blamed, rank) {
+            (Some(0), _) => format!("{svc} is where the diagnosis puts the cause: {}", d.top().statement),
+            (Some(n), _) => {
+                format!("{svc} is hypothesis {} of {}: {}", n + 1, d.hypotheses.len(), d.hypotheses[n].statement)
+            }
+            (None, Some(r)) if d.suspects[r].score >= 1.0 => {
+                format!(
+                    "{svc} changed clearly when incident #{id} started, but is not where the diagnosis puts the cause."
+                )
+            }
+            (None, Some(_)) => format!("{svc} barely changed when incident #{id} started."),
+            (None, None) => {
+                format!("The diagnosis of #{id} saw nothing of {svc}: it is not among the services it ranked.")
+            }
+        };
+        let mut a = Answer::new(p, Some(id), headline);
+        if let Some(r) = rank {
+            let x = &d.suspects[r];
+            a.lines.push(format!(
+                "It ranks {} of {} by what changed when the incident started: score {:.1} (1 = clearly changed; {}).",
+                r + 1,
+                d.suspects.len(),
+                x.score,
+                x.reasons.join(", ")
+            ));
+        } else if !d.suspects.is_empty() {
+            let ranked: Vec<&str> = d.suspects.iter().map(|x| x.service.as_str()).collect();
+            a.lines.push(format!("Ranked: {}.", ranked.join(", ")));
+        }
+        // The evidence the diagnosis holds about it, once each.
+        let mut seen = std::collections::HashSet::new();
+        for e in d.hypotheses.iter().flat_map(|h| &h.evidence).filter(|e| e.text.contains(svc.as_str())) {
+            if seen.insert(e.text.as_str()) && seen.len() <= 6 {
+                if e.kind == crate::diagnosis::EvidenceKind::Log {
+                    a.log_lines.push(a.lines.len());
+                }
+                let spark = e.spark.as_ref().map(|s| format!("  {s}")).unwrap_or_default();
+                a.lines.push(format!("• {}{spark}", e.text));
+            }
+        }
+        a.lines.push(match firing.len() {
+            0 => format!("No alert of this incident is firing on {svc}."),
+            n => format!("{n} alert(s) of this incident firing on {svc}, since {}.", clock(s.onset(), self.offset)),
+        });
+        a.cite("medic store", format!("diagnosis of incident #{id}"), None);
         Ok(a)
     }
 

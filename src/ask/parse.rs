@@ -30,6 +30,8 @@ pub const THRESHOLD: u32 = 3;
 /// What a question asks for. The names are a contract (JSON, docs, the LLM's tools).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Intent {
+    /// How a service is: what the diagnosis found about it, its alerts.
+    Health,
     Changes,
     Dependencies,
     Metric,
@@ -55,7 +57,7 @@ pub enum Intent {
 
 impl Intent {
     /// Every intent, in tie-break order: on equal scores the earlier (more specific) wins.
-    pub const ALL: [Intent; 19] = [
+    pub const ALL: [Intent; 20] = [
         Intent::WhoApproved,
         Intent::Revoke,
         Intent::Grant,
@@ -65,6 +67,7 @@ impl Intent {
         Intent::Silence,
         Intent::Resolve,
         Intent::Why,
+        Intent::Health,
         Intent::Changes,
         Intent::Dependencies,
         Intent::Metric,
@@ -79,6 +82,7 @@ impl Intent {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Intent::Health => "health",
             Intent::Changes => "changes",
             Intent::Dependencies => "dependencies",
             Intent::Metric => "metric",
@@ -122,6 +126,7 @@ impl Intent {
     /// A question that asks for it, for help texts and suggestions.
     pub fn example(self) -> &'static str {
         match self {
+            Intent::Health => "what's wrong with checkout?",
             Intent::Changes => "what changed in checkout in the last 2 hours?",
             Intent::Dependencies => "who depends on postgres?",
             Intent::Metric => "show checkout latency since 14:00",
@@ -207,6 +212,9 @@ pub struct Slots {
     pub incident: Option<i64>,
     /// A hypothesis by rank, from 1 (`why hypothesis 2`).
     pub hypothesis: Option<usize>,
+    /// A word where a service is named that is no service medic knows: said back, never
+    /// silently replaced by another.
+    pub unknown_service: Option<String>,
 }
 
 impl Slots {
@@ -214,6 +222,9 @@ impl Slots {
         let mut m = serde_json::Map::new();
         if let Some(s) = &self.service {
             m.insert("service".into(), json!(s));
+        }
+        if let Some(u) = &self.unknown_service {
+            m.insert("unknown_service".into(), json!(u));
         }
         if let Some((a, b)) = self.window {
             m.insert("window".into(), json!({"start": crate::time::rfc3339(a), "end": crate::time::rfc3339(b)}));
@@ -411,6 +422,26 @@ const TABLE: &[(Intent, &[(&str, u32)])] = &[
             ("diagnosis", 4),
             ("what makes you think", 7),
             ("evidence", 3),
+        ],
+    ),
+    (
+        Intent::Health,
+        &[
+            ("wrong with", 8),
+            ("issue with", 7),
+            ("issues with", 7),
+            ("problem with", 7),
+            ("problems with", 7),
+            ("matter with", 7),
+            ("healthy", 6),
+            ("unhealthy", 6),
+            ("health", 5),
+            ("broken", 4),
+            ("ok", 3),
+            ("okay", 3),
+            ("doing", 3),
+            ("look like", 3),
+            ("looks like", 3),
         ],
     ),
     (
@@ -825,6 +856,17 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
         intent = Intent::Unknown;
         note = Some("plans are approved or rejected only with the buttons on the incident's message, by a person");
     }
+    // An order to act on the system ("roll it back", "restart checkout") is not for a sentence
+    // either: it is answered with the plan and the runbooks, whose Approve button runs them.
+    if note.is_none()
+        && !intent.mutating()
+        && !asks(text, &original)
+        && !negated(&toks)
+        && first_word(&original).is_some_and(|t| ACTS.contains(&t))
+    {
+        intent = Intent::Runbooks;
+        note = Some(ACTION);
+    }
     if intent == Intent::Unknown {
         suggestions.extend(ranked.iter().map(|(i, _)| *i).filter(|i| !i.mutating()).take(3));
         if suggestions.is_empty() {
@@ -844,12 +886,36 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
     if intent == Intent::Dependencies {
         slots.direction = direction(&toks, found.as_ref().map(|(_, at)| *at));
     }
+    // Only where a service is what the question is about (not a runbook, a hypothesis, help).
+    let about_a_service = matches!(
+        intent,
+        Intent::Health
+            | Intent::Changes
+            | Intent::Dependencies
+            | Intent::Metric
+            | Intent::Logs
+            | Intent::Alerts
+            | Intent::Silence
+            | Intent::Status
+    );
+    if found.is_none() && about_a_service && !vocab.services.is_empty() {
+        slots.unknown_service = unknown_service(&toks, &used);
+    }
     slots.service = found.map(|(s, _)| s);
     if intent == Intent::Why {
         slots.hypothesis = hypothesis(&toks);
     }
     Parsed { intent, slots, suggestions, note }
 }
+
+/// Verbs of an order to act on the system itself.
+const ACTS: [&str; 13] = [
+    "rollback", "roll", "restart", "scale", "undo", "revert", "redeploy", "bounce", "kill", "delete", "drain",
+    "cordon", "failover",
+];
+
+/// Why an order to act on the system was answered with the plan.
+pub const ACTION: &str = "I do not act on the system from a sentence: a plan runs only when a person clicks Approve on the incident's message";
 
 /// Why a sentence that names a state change did not make one.
 pub const NEGATION: &str = "it reads as a negation, so nothing was done";
@@ -1321,6 +1387,139 @@ fn service(toks: &[String], used: &[bool], services: &[String]) -> Option<(Strin
         let mut close = services.iter().filter(|s| near(t, &s.to_lowercase()));
         if let (Some(s), None) = (close.next(), close.next()) {
             return Some((s.clone(), i));
+        }
+    }
+    None
+}
+
+/// Words that follow `in`, `with`, … without naming a service: places, generic nouns, times.
+const NOT_A_SERVICE: &[&str] = &[
+    "production",
+    "prod",
+    "staging",
+    "dev",
+    "cluster",
+    "namespace",
+    "system",
+    "systems",
+    "everything",
+    "anything",
+    "something",
+    "nothing",
+    "incident",
+    "incidents",
+    "thread",
+    "channel",
+    "here",
+    "there",
+    "general",
+    "service",
+    "services",
+    "app",
+    "apps",
+    "db",
+    "database",
+    "databases",
+    "network",
+    "infra",
+    "infrastructure",
+    "backend",
+    "frontend",
+    "stack",
+    "platform",
+    "kubernetes",
+    "k8s",
+    "node",
+    "nodes",
+    "pod",
+    "pods",
+    "team",
+    "us",
+    "me",
+    "you",
+    "morning",
+    "afternoon",
+    "evening",
+    "night",
+    "tonight",
+    "hour",
+    "hours",
+    "minute",
+    "minutes",
+    "day",
+    "days",
+    "week",
+    "weeks",
+    "today",
+    "yesterday",
+    "now",
+    "moment",
+    "while",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "weekend",
+    "past",
+    "last",
+    "next",
+    "first",
+    "second",
+    "third",
+    "way",
+    "meantime",
+    "fact",
+    "case",
+    "detail",
+    "details",
+    "general",
+    "particular",
+    "total",
+    "order",
+    "place",
+];
+
+/// A word where a service is named (after `in`, `of`, `with`, `for`, `on`, `about`, `to`, `from`,
+/// and an optional `the`, or right before `service`, `svc`, `pod` or `deployment`) that is no
+/// word the parser reads, no stopword and no generic noun: the name of a service medic does not
+/// know.
+fn unknown_service(toks: &[String], used: &[bool]) -> Option<String> {
+    let (words, phrases) = index();
+    let known_word = |t: &str| {
+        words.contains_key(t)
+            || phrases.iter().any(|(_, parts, _)| parts.contains(&t))
+            || is_stopword(t)
+            || NOT_A_SERVICE.contains(&t)
+    };
+    let name_like = |i: usize| {
+        let t = toks[i].as_str();
+        !used[i] && t.len() >= 2 && t.starts_with(|c: char| c.is_ascii_alphabetic()) && !known_word(t)
+    };
+    for i in 0..toks.len() {
+        let before = |w: &[&str]| i > 0 && w.contains(&toks[i - 1].as_str());
+        let after_preposition = before(&["in", "of", "with", "for", "on", "about", "to", "from"])
+            || (before(&["the"])
+                && i > 1
+                && ["in", "of", "with", "for", "on", "about", "to", "from"].contains(&toks[i - 2].as_str()));
+        let before_kind =
+            toks.get(i + 1).is_some_and(|n| matches!(n.as_str(), "service" | "svc" | "pod" | "deployment"));
+        if (after_preposition || before_kind) && name_like(i) {
+            return Some(toks[i].clone());
         }
     }
     None

@@ -32,6 +32,9 @@ fn notation(s: &Slots) -> String {
     if let Some(h) = s.hypothesis {
         out.push(format!("hypothesis={h}"));
     }
+    if let Some(u) = &s.unknown_service {
+        out.push(format!("unknown={u}"));
+    }
     out.join(" ")
 }
 
