@@ -102,7 +102,7 @@ async fn a_question_says_why_nothing_was_done() {
 
 /// The kinds of question people type that Ask took wrongly before: a service's health, a
 /// service it does not know (said back, never replaced by another), an order to act on the
-/// system (answered with the plan, never carried out).
+/// system (answered with the plan, never carried out), the incident's onset, severity and story.
 #[tokio::test]
 async fn health_unknown_services_and_orders_to_act_are_answered_honestly() {
     let o = offline().await;
@@ -135,5 +135,21 @@ async fn health_unknown_services_and_orders_to_act_are_answered_honestly() {
     assert_eq!(a.intent.as_str(), "runbooks", "{text}");
     assert!(text.contains("Proposed: runbook rollback-bad-deploy"), "{text}");
     assert!(text.contains("I did not act on it: I do not act on the system from a sentence"), "{text}");
+    // The incident itself: when it started and how bad it is, and its story between two times
+    // (the deploy, the onset and the alert, not only medic's own records).
+    let a = ask("when did it start?").await;
+    let text = a.text(0);
+    assert_eq!(a.intent.as_str(), "onset", "{text}");
+    assert!(text.starts_with("Incident #1 started around 2026-11-21 14:36 (24 min ago)."), "{text}");
+    assert!(text.contains("The first alert fired at 2026-11-21 14:45"), "{text}");
+    assert!(text.contains("Severity critical; 1 of 1 alert(s) firing on checkout."), "{text}");
+    assert!(text.contains("It is still happening"), "{text}");
+    let a = ask("what happened between 14:20 and 14:50?").await;
+    let text = a.text(0);
+    assert_eq!(a.intent.as_str(), "timeline", "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].starts_with("2026-11-21 14:23 change: deploy of checkout v2.14.0 by alice"), "{text}");
+    assert_eq!(lines[2], "2026-11-21 14:36 onset: where the diagnosis places the start", "{text}");
+    assert_eq!(lines[3], "2026-11-21 14:45 alert HighErrorRate started firing on checkout", "{text}");
     assert_eq!(audited(o).await, before, "answering changed nothing");
 }

@@ -402,6 +402,7 @@ impl Asker {
             p.intent,
             Intent::Status
                 | Intent::Health
+                | Intent::Onset
                 | Intent::Timeline
                 | Intent::Why
                 | Intent::WhoApproved
@@ -420,6 +421,7 @@ impl Asker {
             Intent::Help | Intent::Unknown => self.help(p),
             Intent::Status => self.status(p, subject.expect("checked"), now).await?,
             Intent::Health => self.health(p, subject.expect("checked"), service).await?,
+            Intent::Onset => self.onset(p, subject.expect("checked"), now).await?,
             Intent::Timeline => self.timeline(p, subject.expect("checked")).await?,
             Intent::Why => self.why(p, subject.expect("checked")).await?,
             Intent::WhoApproved => self.who_approved(p, subject.expect("checked")).await?,
@@ -597,26 +599,107 @@ impl Asker {
         Ok(a)
     }
 
-    async fn timeline(&self, p: &Parsed, s: &Subject) -> anyhow::Result<Answer> {
-        let records = self.store.audit_for_incident(s.incident.id).await?;
-        let (lo, hi) = p.slots.window.unwrap_or((Millis::MIN, Millis::MAX));
-        let shown: Vec<_> = records.iter().filter(|r| r.at >= lo && r.at <= hi).collect();
+    /// When the incident started (the onset the diagnosis found, the first alert, the opening),
+    /// how bad it is (severity, what is firing where, the series that moved most) and whether
+    /// it still is.
+    async fn onset(&self, p: &Parsed, s: &Subject, now: Millis) -> anyhow::Result<Answer> {
+        let i = &s.incident;
+        let diagnosis = crate::chat::latest_diagnosis(self.store.as_ref(), i.id).await?.map(|(_, d)| d);
+        let first_alert = s.onset();
+        let start = diagnosis.as_ref().map_or(first_alert, |d| d.onset.min(first_alert));
         let mut a = Answer::new(
             p,
-            Some(s.incident.id),
-            format!("Timeline of incident #{} ({} records)", s.incident.id, shown.len()),
+            Some(i.id),
+            format!("Incident #{} started around {} ({}).", i.id, clock(start, self.offset), ago(start, now)),
         );
-        // The newest matter most at 3 a.m.: the last ones, oldest first.
-        for r in shown.iter().skip(shown.len().saturating_sub(MAX_LINES)) {
-            a.lines.push(format!(
-                "{} {} by {}: {}",
-                clock(r.at, self.offset),
-                r.kind.replace('_', " "),
-                r.actor,
-                crate::chat::cut(&crate::audit::summarise(&r.data), 200)
+        if let Some(d) = &diagnosis {
+            a.lines.push(format!("The diagnosis places the onset at {}.", clock(d.onset, self.offset)));
+        }
+        a.lines.push(format!(
+            "The first alert fired at {}; medic opened the incident at {}.",
+            clock(first_alert, self.offset),
+            clock(i.opened_at, self.offset)
+        ));
+        let firing: Vec<&AlertRow> =
+            s.alerts.iter().filter(|r| r.alert.status == crate::alert::AlertStatus::Firing).collect();
+        let mut on: Vec<String> = firing.iter().filter_map(|r| r.alert.labels.get("service").cloned()).collect();
+        on.sort();
+        on.dedup();
+        a.lines.push(format!(
+            "Severity {}; {} of {} alert(s) firing{}.",
+            i.severity.as_deref().unwrap_or("unknown"),
+            firing.len(),
+            s.alerts.len(),
+            if on.is_empty() { String::new() } else { format!(" on {}", on.join(", ")) }
+        ));
+        // How bad: the series that moved, as the top hypothesis' evidence has them.
+        if let Some(d) = &diagnosis {
+            for e in d.top().evidence.iter().filter(|e| e.kind == crate::diagnosis::EvidenceKind::Metric).take(3) {
+                let spark = e.spark.as_ref().map(|s| format!("  {s}")).unwrap_or_default();
+                a.lines.push(format!("• {}{spark}", e.text));
+            }
+        }
+        a.lines.push(match (i.state, firing.len()) {
+            (IncidentState::Open, 0) => "No alert is firing now, though the incident is still open.".into(),
+            (IncidentState::Open, _) => "It is still happening: its alerts are firing.".into(),
+            (state, _) => format!("The incident is {}.", state.as_str()),
+        });
+        a.cite("medic store", format!("incident #{}: its alerts and diagnosis", i.id), None);
+        Ok(a)
+    }
+
+    /// The incident's story in time order: its alerts starting (and ending), the changes and the
+    /// onset the diagnosis found, and medic's own records (diagnosis, plan, approvals, steps).
+    async fn timeline(&self, p: &Parsed, s: &Subject) -> anyhow::Result<Answer> {
+        let id = s.incident.id;
+        let records = self.store.audit_for_incident(id).await?;
+        let mut events: Vec<(Millis, String)> = Vec::new();
+        for r in &s.alerts {
+            let on = r.alert.labels.get("service").map(|x| format!(" on {x}")).unwrap_or_default();
+            events.push((r.alert.starts_at, format!("alert {} started firing{on}", r.alert.name())));
+            if let Some(end) = r.alert.ends_at.filter(|_| r.alert.status == crate::alert::AlertStatus::Resolved) {
+                events.push((end, format!("alert {} resolved{on}", r.alert.name())));
+            }
+        }
+        if let Some((_, d)) = crate::chat::latest_diagnosis(self.store.as_ref(), id).await? {
+            events.push((d.onset, "onset: where the diagnosis places the start".into()));
+            let mut seen = std::collections::HashSet::new();
+            for e in d.hypotheses.iter().flat_map(|h| &h.evidence) {
+                if let (crate::diagnosis::EvidenceKind::Change, Some(at)) = (e.kind, e.at)
+                    && seen.insert(e.text.as_str())
+                {
+                    events.push((at, format!("change: {}", e.text)));
+                }
+            }
+        }
+        for r in &records {
+            events.push((
+                r.at,
+                format!(
+                    "{} by {}: {}",
+                    r.kind.replace('_', " "),
+                    r.actor,
+                    crate::chat::cut(&crate::audit::summarise(&r.data), 200)
+                ),
             ));
         }
-        a.cite("audit log", format!("incident #{}", s.incident.id), p.slots.window);
+        events.sort_by_key(|e| e.0);
+        let (lo, hi) = p.slots.window.unwrap_or((Millis::MIN, Millis::MAX));
+        let shown: Vec<&(Millis, String)> = events.iter().filter(|(at, _)| *at >= lo && *at <= hi).collect();
+        let mut a = Answer::new(
+            p,
+            Some(id),
+            format!(
+                "Timeline of incident #{id} ({} events: its alerts, the changes and onset the diagnosis found, medic's records)",
+                shown.len()
+            ),
+        );
+        // The newest matter most at 3 a.m.: the last ones, oldest first.
+        for (at, what) in shown.iter().skip(shown.len().saturating_sub(MAX_LINES)) {
+            a.lines.push(format!("{} {what}", clock(*at, self.offset)));
+        }
+        a.cite("medic store", format!("incident #{id}: its alerts and diagnosis"), None);
+        a.cite("audit log", format!("incident #{id}"), p.slots.window);
         Ok(a)
     }
 

@@ -45,8 +45,9 @@ fn max_tokens() -> u32 {
 }
 
 /// The intents the model may call, as tools.
-pub const TOOLS: [Intent; 11] = [
+pub const TOOLS: [Intent; 12] = [
     Intent::Status,
+    Intent::Onset,
     Intent::Health,
     Intent::Why,
     Intent::Changes,

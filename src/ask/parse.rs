@@ -32,6 +32,8 @@ pub const THRESHOLD: u32 = 3;
 pub enum Intent {
     /// How a service is: what the diagnosis found about it, its alerts.
     Health,
+    /// When the incident started, how bad it is, whether it still is.
+    Onset,
     Changes,
     Dependencies,
     Metric,
@@ -57,7 +59,7 @@ pub enum Intent {
 
 impl Intent {
     /// Every intent, in tie-break order: on equal scores the earlier (more specific) wins.
-    pub const ALL: [Intent; 20] = [
+    pub const ALL: [Intent; 21] = [
         Intent::WhoApproved,
         Intent::Revoke,
         Intent::Grant,
@@ -67,6 +69,7 @@ impl Intent {
         Intent::Silence,
         Intent::Resolve,
         Intent::Why,
+        Intent::Onset,
         Intent::Health,
         Intent::Changes,
         Intent::Dependencies,
@@ -83,6 +86,7 @@ impl Intent {
     pub fn as_str(self) -> &'static str {
         match self {
             Intent::Health => "health",
+            Intent::Onset => "onset",
             Intent::Changes => "changes",
             Intent::Dependencies => "dependencies",
             Intent::Metric => "metric",
@@ -127,6 +131,7 @@ impl Intent {
     pub fn example(self) -> &'static str {
         match self {
             Intent::Health => "what's wrong with checkout?",
+            Intent::Onset => "when did it start, and how bad is it?",
             Intent::Changes => "what changed in checkout in the last 2 hours?",
             Intent::Dependencies => "who depends on postgres?",
             Intent::Metric => "show checkout latency since 14:00",
@@ -422,6 +427,29 @@ const TABLE: &[(Intent, &[(&str, u32)])] = &[
             ("diagnosis", 4),
             ("what makes you think", 7),
             ("evidence", 3),
+        ],
+    ),
+    (
+        Intent::Onset,
+        &[
+            ("when did it start", 9),
+            ("when did this start", 9),
+            ("when did it begin", 9),
+            ("when did this begin", 9),
+            ("since when", 8),
+            ("how long", 6),
+            ("onset", 7),
+            ("start time", 6),
+            ("how bad", 8),
+            ("blast radius", 8),
+            ("impact", 6),
+            ("severity", 5),
+            ("severe", 5),
+            ("affected", 4),
+            ("still happening", 7),
+            ("still going", 7),
+            ("still ongoing", 7),
+            ("ongoing", 4),
         ],
     ),
     (
