@@ -11,8 +11,12 @@ use medic::incident::IncidentState;
 use std::collections::BTreeMap;
 
 async fn offline() -> Offline {
+    offline_in("examples/demo/scenario.yaml").await
+}
+
+async fn offline_in(scenario: &str) -> Offline {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let world = medic::scenario::Scenario::load(&root.join("examples/demo/scenario.yaml")).unwrap().world().unwrap();
+    let world = medic::scenario::Scenario::load(&root.join(scenario)).unwrap().world().unwrap();
     let runbooks = medic::runbook::load(&root.join("runbooks")).unwrap();
     Offline::open(&world, runbooks, None).await.unwrap()
 }
@@ -152,4 +156,21 @@ async fn health_unknown_services_and_orders_to_act_are_answered_honestly() {
     assert_eq!(lines[2], "2026-11-21 14:36 onset: where the diagnosis places the start", "{text}");
     assert_eq!(lines[3], "2026-11-21 14:45 alert HighErrorRate started firing on checkout", "{text}");
     assert_eq!(audited(o).await, before, "answering changed nothing");
+}
+
+/// The cluster, in the crash-looping scenario: the pods as the Kubernetes source has them, and
+/// the service's health from the diagnosis (its pods and restarts).
+#[tokio::test]
+async fn the_crash_looping_scenario_answers_about_its_pods_and_health() {
+    let o = offline_in("runbooks/tests/restart-crashlooping.match.yaml").await;
+    let a = o.asker.ask(&question(&o, "are any pods crash looping?", true)).await.unwrap();
+    let text = a.text(0);
+    assert_eq!(a.intent.as_str(), "cluster", "{text}");
+    assert!(text.starts_with("2 of the 2 pod(s) of payments in trouble; 11 restart(s) between them."), "{text}");
+    assert!(text.contains("• payments-6f7c9-9hh2m CrashLoopBackOff, 5 restart(s)"), "{text}");
+    let a = o.asker.ask(&question(&o, "is payments ok?", true)).await.unwrap();
+    let text = a.text(0);
+    assert!(text.starts_with("payments is where the diagnosis puts the cause"), "{text}");
+    assert!(text.contains("• pod payments-6f7c9-x2k4q is OOMKilled (6 restarts)"), "{text}");
+    o.close().await;
 }

@@ -422,6 +422,7 @@ impl Asker {
             Intent::Status => self.status(p, subject.expect("checked"), now).await?,
             Intent::Health => self.health(p, subject.expect("checked"), service).await?,
             Intent::Onset => self.onset(p, subject.expect("checked"), now).await?,
+            Intent::Cluster => self.cluster(p, subject, service).await,
             Intent::Timeline => self.timeline(p, subject.expect("checked")).await?,
             Intent::Why => self.why(p, subject.expect("checked")).await?,
             Intent::WhoApproved => self.who_approved(p, subject.expect("checked")).await?,
@@ -597,6 +598,50 @@ impl Asker {
         });
         a.cite("medic store", format!("diagnosis of incident #{id}"), None);
         Ok(a)
+    }
+
+    /// The service's pods as the cluster has them now (the Kubernetes source, asked live): their
+    /// states, restarts and how their last run ended, and how many there are.
+    async fn cluster(&self, p: &Parsed, s: Option<&Subject>, service: Option<String>) -> Answer {
+        let mut a = Answer::new(p, s.map(|s| s.incident.id), "");
+        let Some(svc) = service else {
+            a.headline = "Which service? Ask e.g. `are any payments pods crash-looping?`".into();
+            return a;
+        };
+        let Some(src) = &self.sources.pods else {
+            a.headline =
+                format!("I cannot see {svc}'s pods: no Kubernetes source is configured (`context.kubernetes`).");
+            return a;
+        };
+        a.cite(src.name(), format!("pods of {svc}"), None);
+        let pods = match bounded("pods", src.name(), self.sources.timeout, src.pods(&svc)).await {
+            Ok(pods) => pods,
+            Err(e) => {
+                a.headline = format!("I could not read {svc}'s pods.");
+                a.unavailable.push(e);
+                return a;
+            }
+        };
+        let troubled = pods.iter().filter(|x| x.reason.is_some() || x.phase != "Running").count();
+        let restarts: u32 = pods.iter().map(|x| x.restarts).sum();
+        a.headline = match (pods.len(), troubled) {
+            (0, _) => format!("{svc} has no pods."),
+            (n, 0) => format!("{svc} has {n} pod(s), all running; {restarts} restart(s) between them."),
+            (n, t) => format!("{t} of the {n} pod(s) of {svc} in trouble; {restarts} restart(s) between them."),
+        };
+        for x in pods.iter().take(MAX_LINES - 2) {
+            let mut line = format!("• {} {}", x.name, x.reason.as_deref().unwrap_or(&x.phase));
+            line.push_str(&format!(", {} restart(s)", x.restarts));
+            if let Some(t) = &x.last_termination {
+                line.push_str(&format!(", last run ended {t}"));
+            }
+            if let Some(e) = x.events.last() {
+                line.push_str(&format!("; latest event {e}"));
+            }
+            a.lines.push(line);
+        }
+        a.lines.push(format!("For its rollouts and previous versions, ask `what changed in {svc}?`."));
+        a
     }
 
     /// When the incident started (the onset the diagnosis found, the first alert, the opening),

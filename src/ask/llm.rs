@@ -45,9 +45,10 @@ fn max_tokens() -> u32 {
 }
 
 /// The intents the model may call, as tools.
-pub const TOOLS: [Intent; 12] = [
+pub const TOOLS: [Intent; 13] = [
     Intent::Status,
     Intent::Onset,
+    Intent::Cluster,
     Intent::Health,
     Intent::Why,
     Intent::Changes,

@@ -34,6 +34,8 @@ pub enum Intent {
     Health,
     /// When the incident started, how bad it is, whether it still is.
     Onset,
+    /// The service's pods as the cluster has them: states, restarts, how many.
+    Cluster,
     Changes,
     Dependencies,
     Metric,
@@ -59,7 +61,7 @@ pub enum Intent {
 
 impl Intent {
     /// Every intent, in tie-break order: on equal scores the earlier (more specific) wins.
-    pub const ALL: [Intent; 21] = [
+    pub const ALL: [Intent; 22] = [
         Intent::WhoApproved,
         Intent::Revoke,
         Intent::Grant,
@@ -70,6 +72,7 @@ impl Intent {
         Intent::Resolve,
         Intent::Why,
         Intent::Onset,
+        Intent::Cluster,
         Intent::Health,
         Intent::Changes,
         Intent::Dependencies,
@@ -87,6 +90,7 @@ impl Intent {
         match self {
             Intent::Health => "health",
             Intent::Onset => "onset",
+            Intent::Cluster => "cluster",
             Intent::Changes => "changes",
             Intent::Dependencies => "dependencies",
             Intent::Metric => "metric",
@@ -132,6 +136,7 @@ impl Intent {
         match self {
             Intent::Health => "what's wrong with checkout?",
             Intent::Onset => "when did it start, and how bad is it?",
+            Intent::Cluster => "are any payments pods crash-looping?",
             Intent::Changes => "what changed in checkout in the last 2 hours?",
             Intent::Dependencies => "who depends on postgres?",
             Intent::Metric => "show checkout latency since 14:00",
@@ -427,6 +432,28 @@ const TABLE: &[(Intent, &[(&str, u32)])] = &[
             ("diagnosis", 4),
             ("what makes you think", 7),
             ("evidence", 3),
+        ],
+    ),
+    (
+        Intent::Cluster,
+        &[
+            ("pods", 6),
+            ("pod", 6),
+            ("crashloop", 7),
+            ("crashlooping", 7),
+            ("crash-looping", 7),
+            ("crash looping", 7),
+            ("crashloopbackoff", 7),
+            ("restarts", 6),
+            ("restarting", 5),
+            ("replicas", 6),
+            ("replica", 6),
+            ("oomkilled", 7),
+            ("oom killed", 7),
+            ("evicted", 6),
+            ("containers", 5),
+            ("container", 4),
+            ("running", 3),
         ],
     ),
     (
