@@ -480,6 +480,8 @@ impl Responder {
                 "cached": cached,
                 // With `cached`, these are the calls of the earlier gathering this one reused.
                 "queries": ctx.queries,
+                // The range they were asked over.
+                "window": [ctx.start, ctx.end],
             }),
         }];
         if let Some(Ok(p)) = &plan {

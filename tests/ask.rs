@@ -155,6 +155,20 @@ async fn health_unknown_services_and_orders_to_act_are_answered_honestly() {
     assert!(lines[1].starts_with("2026-11-21 14:23 change: deploy of checkout v2.14.0 by alice"), "{text}");
     assert_eq!(lines[2], "2026-11-21 14:36 onset: where the diagnosis places the start", "{text}");
     assert_eq!(lines[3], "2026-11-21 14:45 alert HighErrorRate started firing on checkout", "{text}");
+    // Why: the evidence is the queries behind the hypothesis, metrics with their range.
+    let a = ask("why?").await;
+    let text = a.text(0);
+    let cited: Vec<&str> = text.lines().skip_while(|l| *l != "Evidence:").skip(1).collect();
+    assert_eq!(
+        cited,
+        [
+            "  · metrics error_ratio (recorded, 2026-11-21 12:45–2026-11-21 15:00)",
+            "  · metrics p99_latency (recorded, 2026-11-21 12:45–2026-11-21 15:00)",
+            "  · changes checkout (recorded)",
+            "  · logs checkout (recorded)",
+        ],
+        "{text}"
+    );
     assert_eq!(audited(o).await, before, "answering changed nothing");
 }
 

@@ -75,8 +75,12 @@ impl Answer {
         Answer { private: true, ..Answer::new(p, None, text) }
     }
 
+    /// Adds a source the answer rests on (once).
     fn cite(&mut self, source: &str, query: impl Into<String>, range: Option<(Millis, Millis)>) {
-        self.evidence.push(Cited { source: source.to_string(), query: query.into(), range });
+        let c = Cited { source: source.to_string(), query: query.into(), range };
+        if !self.evidence.contains(&c) {
+            self.evidence.push(c);
+        }
     }
 
     /// The answer as plain text: the headline, the lines, the evidence and what was unavailable.
@@ -782,11 +786,36 @@ impl Asker {
         if let Some(rb) = &h.runbook {
             a.lines.push(format!("Runbook {rb}, tier {}.", h.tier));
         }
-        for q in data["queries"].as_array().into_iter().flatten().filter(|q| q["error"].is_null()).take(8) {
+        // The queries this hypothesis rests on, over the range they were asked: a metric its
+        // evidence names ("error_ratio of checkout"), the logs, traces, changes or pods of a
+        // service its evidence of that kind names.
+        let range = match (data["window"][0].as_i64(), data["window"][1].as_i64()) {
+            (Some(a), Some(b)) => Some((a, b)),
+            _ => None,
+        };
+        let behind = |q: &&Value| {
+            use crate::diagnosis::EvidenceKind as K;
+            let what = q["what"].as_str().unwrap_or("");
+            let kind = match q["kind"].as_str().unwrap_or("") {
+                "metrics" => K::Metric,
+                "logs" => K::Log,
+                "traces" => K::Trace,
+                "changes" => K::Change,
+                "pods" => K::Pod,
+                _ => return false,
+            };
+            let named = |e: &crate::diagnosis::Evidence| {
+                e.text.contains(what) || (kind != K::Metric && h.service.as_deref() == Some(what))
+            };
+            !what.is_empty() && h.evidence.iter().any(|e| e.kind == kind && named(e))
+        };
+        for q in data["queries"].as_array().into_iter().flatten().filter(|q| q["error"].is_null()).filter(behind) {
+            // Metrics were asked over the window; logs, traces and changes from further back.
+            let metrics = q["kind"] == "metrics";
             a.cite(
                 q["source"].as_str().unwrap_or("?"),
                 format!("{} {}", q["kind"].as_str().unwrap_or(""), q["what"].as_str().unwrap_or("")),
-                None,
+                range.filter(|_| metrics),
             );
         }
         a.unavailable = d.unavailable.clone();
