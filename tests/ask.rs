@@ -155,6 +155,10 @@ async fn health_unknown_services_and_orders_to_act_are_answered_honestly() {
     assert!(lines[1].starts_with("2026-11-21 14:23 change: deploy of checkout v2.14.0 by alice"), "{text}");
     assert_eq!(lines[2], "2026-11-21 14:36 onset: where the diagnosis places the start", "{text}");
     assert_eq!(lines[3], "2026-11-21 14:45 alert HighErrorRate started firing on checkout", "{text}");
+    // Values carry their units: a ratio as a percentage.
+    let a = ask("show checkout error rate since 14:00").await;
+    let text = a.text(0);
+    assert!(text.contains("now 14.8% (was 0.4% at the start; min 0.3%, max 14.8%)"), "{text}");
     // Why: the evidence is the queries behind the hypothesis, metrics with their range.
     let a = ask("why?").await;
     let text = a.text(0);

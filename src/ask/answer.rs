@@ -1042,6 +1042,18 @@ impl Asker {
             return a;
         };
         let q = MetricQuery { start, end, step, ..q };
+        // Values in the query's unit (bytes, seconds, ratios as %), as the golden signal or the
+        // runbook names it.
+        let unit = self
+            .golden
+            .iter()
+            .find(|g| g.name == q.name)
+            .map(|g| g.unit)
+            .or_else(|| self.runbooks.iter().flat_map(|r| &r.context).find(|c| c.name == q.name).map(|c| c.unit));
+        let show = |v: f64| match unit {
+            Some(u) if u != crate::runbook::Unit::Number => crate::diagnosis::format_value(v, u),
+            _ => num(v),
+        };
         a.cite(metrics.name(), q.promql.clone(), Some((start, end)));
         let series = match bounded("metrics", metrics.name(), self.sources.timeout, metrics.query_range(&q)).await {
             Ok(series) => series,
@@ -1072,10 +1084,10 @@ impl Asker {
             a.lines.push(format!(
                 "{labels}`{}`  now {} (was {} at the start; min {}, max {})",
                 sparkline(&s.points, 30),
-                num(last),
-                num(first),
-                num(lo),
-                num(hi)
+                show(last),
+                show(first),
+                show(lo),
+                show(hi)
             ));
         }
         a.chart = Some(Chart {
