@@ -1292,6 +1292,14 @@ fn moment(toks: &[String], i: usize, v: &Vocabulary) -> Option<(Millis, usize, b
     {
         return Some((v.now - len, took + 1, false));
     }
+    // A date ("August 2", "2 Aug", "2026-08-02"), with a time of day or as a whole day.
+    if let Some((date, took)) = date(toks, i, (v.now + off).div_euclid(DAY) * DAY) {
+        let j = i + took + at_skip(i + took);
+        return Some(match time_of_day(toks, j) {
+            Some((min, t2)) => (date - off + min * MINUTE, j - i + t2, false),
+            None => (date - off, took, true),
+        });
+    }
     let (min, took) = time_of_day(toks, i)?;
     let mut at = today + min * MINUTE;
     // A trailing "yesterday" ("3pm yesterday"), else a time still to come today is yesterday's.
@@ -1302,6 +1310,61 @@ fn moment(toks: &[String], i: usize, v: &Vocabulary) -> Option<(Millis, usize, b
         at -= DAY;
     }
     Some((at, took, false))
+}
+
+/// A month by its name or its three-letter abbreviation (`sept` too).
+fn month(t: &str) -> Option<u32> {
+    const NAMES: [&str; 12] = [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ];
+    let short = t.len() == 3 || t == "sept";
+    NAMES.iter().position(|n| *n == t || (short && n.starts_with(t))).map(|m| m as u32 + 1)
+}
+
+/// A day of the month: `2`, `2nd`, `21st`.
+fn day_of_month(t: &str) -> Option<u32> {
+    let n = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &t[n.len()..];
+    if !matches!(suffix, "" | "st" | "nd" | "rd" | "th") {
+        return None;
+    }
+    n.parse::<u32>().ok().filter(|d| (1..=31).contains(d))
+}
+
+/// A date at `toks[i]` as the start of its day (in the asker's day: `today` is the start of
+/// today there), and how many tokens it took: `August 2`, `Aug 2nd`, `2 August`,
+/// `2026-08-02`. Without a year, the latest such date not after today.
+fn date(toks: &[String], i: usize, today: Millis) -> Option<(Millis, usize)> {
+    let t = toks.get(i)?.as_str();
+    let next = toks.get(i + 1).map(String::as_str).unwrap_or("");
+    let start_of = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|x| x.and_utc().timestamp_millis());
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Some((start_of(d)?, 1));
+    }
+    let (m, d) = match (month(t), day_of_month(next), day_of_month(t), month(next)) {
+        (Some(m), Some(d), _, _) => (m, d),
+        (_, _, Some(d), Some(m)) => (m, d),
+        _ => return None,
+    };
+    let now = crate::time::from_millis(today).date_naive();
+    let this_year = chrono::NaiveDate::from_ymd_opt(chrono::Datelike::year(&now), m, d)?;
+    let date = if this_year > now {
+        chrono::NaiveDate::from_ymd_opt(chrono::Datelike::year(&now) - 1, m, d)?
+    } else {
+        this_year
+    };
+    Some((start_of(date)?, 2))
 }
 
 fn mark(used: &mut [bool], from: usize, n: usize) {

@@ -1,6 +1,6 @@
 use super::*;
 
-const NOW: Millis = 1_763_737_200_000; // 2026-11-21T15:00:00Z
+const NOW: Millis = 1_763_737_200_000; // 2025-11-21T15:00:00Z
 
 fn vocab() -> Vocabulary {
     let services =
