@@ -1510,7 +1510,8 @@ fn service(toks: &[String], used: &[bool], services: &[String]) -> Option<(Strin
     None
 }
 
-/// Words that follow `in`, `with`, … without naming a service: places, generic nouns, times.
+/// Words that follow `in`, `with`, … without naming a service: places, generic nouns, times
+/// (and months, see [`month`]).
 const NOT_A_SERVICE: &[&str] = &[
     "production",
     "prod",
@@ -1573,18 +1574,6 @@ const NOT_A_SERVICE: &[&str] = &[
     "now",
     "moment",
     "while",
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
     "monday",
     "tuesday",
     "wednesday",
@@ -1623,6 +1612,7 @@ fn unknown_service(toks: &[String], used: &[bool]) -> Option<String> {
             || phrases.iter().any(|(_, parts, _)| parts.contains(&t))
             || is_stopword(t)
             || NOT_A_SERVICE.contains(&t)
+            || month(t).is_some()
     };
     let name_like = |i: usize| {
         let t = toks[i].as_str();
