@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use stack::Target;
 use std::time::{Duration, Instant};
 
-const QUESTIONS: [&str; 16] = [
+const QUESTIONS: [&str; 20] = [
     "what changed?",
     "status",
     "why?",
@@ -38,6 +38,10 @@ const QUESTIONS: [&str; 16] = [
     "help",
     "chart cpu of payments over the past 2h",
     "what's the weather like?",
+    "what's wrong with checkout?",
+    "when did it start?",
+    "are any checkout pods crash-looping?",
+    "what changed in robusta-runner?",
 ];
 
 fn pct(mut v: Vec<f64>, p: f64) -> f64 {
