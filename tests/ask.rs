@@ -130,6 +130,9 @@ async fn health_unknown_services_and_orders_to_act_are_answered_honestly() {
     let text = a.text(0);
     assert!(text.starts_with("payments barely changed when incident #"), "{text}");
     assert!(text.contains("No alert of this incident is firing on payments."), "{text}");
+    let a = ask("is the db ok?").await;
+    let text = a.text(0);
+    assert!(text.starts_with("postgres "), "the incident's one database, not checkout: {text}");
     let a = ask("what changed in robusta-runner?").await;
     let text = a.text(0);
     assert!(text.starts_with("I don't know a service called robusta-runner."), "{text}");

@@ -418,6 +418,8 @@ const TABLE: &[(Intent, &[(&str, u32)])] = &[
         Intent::Why,
         &[
             ("why", 5),
+            ("y tho", 6),
+            ("how come", 6),
             ("reason", 4),
             ("reasons", 4),
             ("reasoning", 4),
@@ -519,6 +521,8 @@ const TABLE: &[(Intent, &[(&str, u32)])] = &[
             ("commits", 3),
             ("merged", 3),
             ("new version", 5),
+            ("previous version", 6),
+            ("last version", 6),
             ("config change", 6),
         ],
     ),
@@ -1507,8 +1511,21 @@ fn service(toks: &[String], used: &[bool], services: &[String]) -> Option<(Strin
             return Some((s.clone(), i));
         }
     }
-    None
+    // "the db", "the database": the one known service that is a database, if there is one.
+    let at = toks.iter().position(|t| matches!(t.as_str(), "db" | "database"))?;
+    let mut dbs = services.iter().filter(|s| {
+        let s = s.to_lowercase();
+        DATABASES.iter().any(|d| s.contains(d))
+    });
+    match (dbs.next(), dbs.next()) {
+        (Some(s), None) => Some((s.clone(), at)),
+        _ => None,
+    }
 }
+
+/// What a database service's name holds.
+const DATABASES: [&str; 12] =
+    ["postgres", "mysql", "mariadb", "mongo", "redis", "cassandra", "sql", "db", "dynamo", "elastic", "etcd", "valkey"];
 
 /// Words that follow `in`, `with`, … without naming a service: places, generic nouns, times
 /// (and months, see [`month`]).

@@ -163,3 +163,13 @@ fn a_question_about_a_state_change_asks_for_the_state() {
     let p = parse("checkout fails to resolve postgres.shop.svc", &v);
     assert_eq!((p.intent, p.note), (Intent::Unknown, Some(STATEMENT)));
 }
+
+/// "The db" is the one known service that is a database; with two, it names none.
+#[test]
+fn the_db_is_the_one_database_service() {
+    let one = Vocabulary { services: vec!["checkout".into(), "postgres".into(), "payments".into()], ..vocab() };
+    assert_eq!(parse("is the db ok?", &one).slots.service.as_deref(), Some("postgres"));
+    assert_eq!(parse("what's wrong with the database", &one).slots.service.as_deref(), Some("postgres"));
+    let two = parse("is the db ok?", &vocab());
+    assert_eq!((two.slots.service, two.slots.unknown_service), (None, None), "postgres or redis: not guessed");
+}
