@@ -195,3 +195,19 @@ async fn the_crash_looping_scenario_answers_about_its_pods_and_health() {
     assert!(text.contains("• pod payments-6f7c9-x2k4q is OOMKilled (6 restarts)"), "{text}");
     o.close().await;
 }
+
+/// The chart a `metric` answer carries, drawn from the demo incident: a PNG with its text
+/// (written beside the test binary's target for a person to look at).
+#[tokio::test]
+async fn the_metric_chart_is_a_png_with_its_onset_and_change_marked() {
+    let o = offline().await;
+    let a = o.asker.ask(&question(&o, "chart checkout error rate since 14:00", true)).await.unwrap();
+    let chart = a.chart.as_ref().expect("a metric answer carries its chart");
+    assert_eq!(chart.unit, medic::runbook::Unit::Ratio, "{chart:?}");
+    let marks: Vec<&str> = chart.marks.iter().map(|m| m.1.as_str()).collect();
+    assert_eq!(marks, ["onset", "deploy of checkout v2.14.0"], "{chart:?}");
+    let png = medic::ask::chart::png(chart).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    std::fs::write(std::env::temp_dir().join("medic-demo-chart.png"), &png).unwrap();
+    o.close().await;
+}

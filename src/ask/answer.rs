@@ -30,6 +30,12 @@ pub struct Cited {
 pub struct Chart {
     pub title: String,
     pub series: Vec<(String, Vec<(Millis, f64)>)>,
+    /// The series' unit: the y-axis' labels, and whether it starts at zero.
+    pub unit: crate::runbook::Unit,
+    /// The asker's timezone, seconds east of UTC: the time axis' labels.
+    pub offset: i32,
+    /// Moments to mark: the onset, changes.
+    pub marks: Vec<(Millis, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -1090,9 +1096,28 @@ impl Asker {
                 show(hi)
             ));
         }
+        // The incident's onset and the changes its diagnosis found, marked on the chart.
+        let mut marks = Vec::new();
+        if let Some(s) = s
+            && let Ok(Some((_, d))) = crate::chat::latest_diagnosis(self.store.as_ref(), s.incident.id).await
+        {
+            marks.push((d.onset, "onset".to_string()));
+            for e in d.hypotheses.iter().flat_map(|h| &h.evidence) {
+                if let (crate::diagnosis::EvidenceKind::Change, Some(at)) = (e.kind, e.at)
+                    && !marks.iter().any(|m| m.0 == at)
+                {
+                    // "deploy of checkout v2.14.0 by alice at 14:23 UTC, …" → "deploy of checkout v2.14.0".
+                    let what = e.text.split(", ").next().unwrap_or_default();
+                    marks.push((at, what.split(" by ").next().unwrap_or(what).to_string()));
+                }
+            }
+        }
         a.chart = Some(Chart {
             title: format!("{} of {svc}", q.name),
             series: series.into_iter().map(|s| (format!("{:?}", s.labels), s.points)).collect(),
+            unit: unit.unwrap_or_default(),
+            offset: self.offset,
+            marks,
         });
         a
     }
