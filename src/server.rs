@@ -237,6 +237,7 @@ pub async fn run_with(
             .transpose()
             .map_err(anyhow::Error::msg)?
             .map(Arc::new),
+        recent: Default::default(),
     });
     let api_tokens = Arc::new(config.api.tokens().map_err(anyhow::Error::msg)?);
     let asking =

@@ -211,3 +211,21 @@ async fn the_metric_chart_is_a_png_with_its_onset_and_change_marked() {
     std::fs::write(std::env::temp_dir().join("medic-demo-chart.png"), &png).unwrap();
     o.close().await;
 }
+
+/// A follow-up in the same conversation asks the last question again about what it names; in
+/// another conversation it is not understood.
+#[tokio::test]
+async fn a_follow_up_keeps_the_conversation_s_question() {
+    let o = offline().await;
+    let a = o.asker.ask(&question(&o, "what changed in checkout since 14:00?", true)).await.unwrap();
+    assert_eq!(a.intent.as_str(), "changes");
+    let a = o.asker.ask(&question(&o, "and payments?", true)).await.unwrap();
+    let text = a.text(0);
+    assert_eq!(a.intent.as_str(), "changes", "{text}");
+    assert!(text.starts_with("0 change(s) to payments between 2026-11-21 14:00 and 2026-11-21 15:00"), "{text}");
+    let a = o.asker.ask(&question(&o, "what about checkout?", true)).await.unwrap();
+    assert!(a.text(0).starts_with("1 change(s) to checkout between 2026-11-21 14:00"), "{}", a.text(0));
+    let elsewhere = Question { via: "slack:C0OTHER".into(), ..question(&o, "and payments?", true) };
+    assert_eq!(o.asker.ask(&elsewhere).await.unwrap().intent.as_str(), "unknown", "another conversation");
+    o.close().await;
+}

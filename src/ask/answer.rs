@@ -209,6 +209,59 @@ pub struct Asker {
     pub notifier: Option<Arc<crate::chat::Notifier>>,
     /// For what the parser cannot place, when configured.
     pub llm: Option<Arc<super::llm::Llm>>,
+    /// What each conversation last asked, for its follow-ups.
+    pub recent: Recent,
+}
+
+/// How long a conversation's last question is remembered for a follow-up.
+const FOLLOW_UP: Millis = 30 * 60_000;
+
+/// What each conversation (where it was asked, about which incident) last asked that was
+/// answered, for follow-ups ("and payments?", "what about yesterday?"). Kept by the replica
+/// that answered, for [`FOLLOW_UP`]; never a state change.
+#[derive(Default)]
+pub struct Recent(std::sync::Mutex<std::collections::HashMap<(String, Option<i64>), (Intent, Slots, Millis)>>);
+
+impl Recent {
+    /// `parsed` read as a follow-up of the conversation's last question: a sentence the parser
+    /// did not place that starts `and …`, `what about …`, `how about …` or `same for …` and names
+    /// a service or a time asks the last question again about those.
+    fn follow_up(&self, key: &(String, Option<i64>), text: &str, parsed: &Parsed, now: Millis) -> Option<Parsed> {
+        if parsed.intent != Intent::Unknown || parsed.note.is_some() {
+            return None;
+        }
+        let toks = super::parse::tokens(text);
+        let lead = |a: &str, b: &str| toks.first().is_some_and(|t| t == a) && toks.get(1).is_some_and(|t| t == b);
+        let asks_again = toks.first().is_some_and(|t| t == "and")
+            || lead("what", "about")
+            || lead("how", "about")
+            || lead("same", "for");
+        let new = &parsed.slots;
+        if !asks_again || (new.service.is_none() && new.window.is_none()) {
+            return None;
+        }
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (intent, last, at) = map.get(key)?;
+        (now - at <= FOLLOW_UP).then(|| Parsed {
+            intent: *intent,
+            slots: Slots {
+                service: new.service.clone().or_else(|| last.service.clone()),
+                window: new.window.or(last.window),
+                ..last.clone()
+            },
+            suggestions: Vec::new(),
+            note: None,
+        })
+    }
+
+    fn remember(&self, key: (String, Option<i64>), p: &Parsed, now: Millis) {
+        if p.intent.mutating() || matches!(p.intent, Intent::Unknown | Intent::Help) || p.note.is_some() {
+            return;
+        }
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (_, _, at)| now - *at <= FOLLOW_UP);
+        map.insert(key, (p.intent, p.slots.clone(), now));
+    }
 }
 
 /// The subject of a question: an incident and its alerts.
@@ -250,6 +303,9 @@ impl Asker {
             true => super::parse(&q.text, &vocab),
             false => super::parse(&q.text, &vocab).overheard(),
         };
+        let conversation = (q.via.clone(), q.incident);
+        let parsed = self.recent.follow_up(&conversation, &q.text, &parsed, now).unwrap_or(parsed);
+        self.recent.remember(conversation, &parsed, now);
         // A question may name another incident; else the thread's; else the newest open one.
         let subject = match (parsed.slots.incident, subject) {
             (Some(id), s) if s.as_ref().is_none_or(|s| s.incident.id != id) => {

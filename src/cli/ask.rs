@@ -101,6 +101,7 @@ impl Offline {
             offset: 0,
             notifier: None,
             llm,
+            recent: Default::default(),
         };
         Ok((asker, id))
     }
