@@ -220,13 +220,16 @@ const FOLLOW_UP: Millis = 30 * 60_000;
 /// answered, for follow-ups ("and payments?", "what about yesterday?"). Kept by the replica
 /// that answered, for [`FOLLOW_UP`]; never a state change.
 #[derive(Default)]
-pub struct Recent(std::sync::Mutex<std::collections::HashMap<(String, Option<i64>), (Intent, Slots, Millis)>>);
+pub struct Recent(std::sync::Mutex<std::collections::HashMap<Conversation, (Intent, Slots, Millis)>>);
+
+/// Where a question was asked, and about which incident.
+type Conversation = (String, Option<i64>);
 
 impl Recent {
     /// `parsed` read as a follow-up of the conversation's last question: a sentence the parser
     /// did not place that starts `and …`, `what about …`, `how about …` or `same for …` and names
     /// a service or a time asks the last question again about those.
-    fn follow_up(&self, key: &(String, Option<i64>), text: &str, parsed: &Parsed, now: Millis) -> Option<Parsed> {
+    fn follow_up(&self, key: &Conversation, text: &str, parsed: &Parsed, now: Millis) -> Option<Parsed> {
         if parsed.intent != Intent::Unknown || parsed.note.is_some() {
             return None;
         }
@@ -254,7 +257,7 @@ impl Recent {
         })
     }
 
-    fn remember(&self, key: (String, Option<i64>), p: &Parsed, now: Millis) {
+    fn remember(&self, key: Conversation, p: &Parsed, now: Millis) {
         if p.intent.mutating() || matches!(p.intent, Intent::Unknown | Intent::Help) || p.note.is_some() {
             return;
         }
