@@ -30,9 +30,9 @@
 //!   (promtool series notation), the recorded backend that serves one through the same traits,
 //!   and `scenario::cluster`, a local Kubernetes API server for its workloads, for `medic test`,
 //!   `medic replay` and the demo (plans act on it through the executor's real client);
-//!   `scenario::nezha` serves data in the shape of Nezha's TrainTicket corpus (per-pod metric,
-//!   log and span CSVs) through the same traits, for a scenario's `nezha:` and
-//!   `examples/bench_rca.rs`.
+//!   `scenario::nezha` serves data in the shape of Nezha's TrainTicket and OnlineBoutique corpora
+//!   (per-pod metric, log and span CSVs, call-edge latencies, a dependency list) through the same
+//!   traits, for a scenario's `nezha:` and `examples/bench_rca.rs`.
 //! - [`responder`] — what `serve` does when an incident opens or grows: gather, read similar
 //!   past incidents from the store, diagnose, survey and propose the plan, audit the diagnosis.
 //!   Intake triggers it after the commit; it never delays an acknowledgement. Triggers
@@ -43,15 +43,16 @@
 //!   or jumped log patterns, pods, healthy or anomalous dependencies, what traces show, similar
 //!   past incidents) and the weighted reasons for its confidence (log-odds). Topology ranking puts an anomalous
 //!   service with healthy dependencies above its callers; `rca` ranks every service the context
-//!   saw by what changed at the incident's start in its logs, metrics and traces, halving a
-//!   service whose own dependency changed too (scored on Nezha's faults by
+//!   saw by what changed at the incident's start, looking for each fault class where it must show
+//!   (own work and resource series; the network into it; its code path and logs; its pods),
+//!   halving a likely symptom (scored on Nezha's faults of both systems by
 //!   `examples/bench_rca.rs`). "No runbook matches" is a valid, tier-5 outcome. One file per
 //!   method over shared `Facts`: `topology` (series anomalies and the downstream-cause
 //!   hypothesis), `rca` (root cause across services), `changes`, `patterns` (log evidence), `situation` (pods,
 //!   alerts, silences, what could not be seen), `history`, `signatures` (runbook hypotheses);
 //!   `diagnose` composes and ranks them. `diagnosis::anomaly` is the window analysis the diagnosis
-//!   uses and a level detector; `diagnosis::novelty` is context novelty, the flatline record and the
-//!   streaming detector that combines them with the level detector (scored on NAB by
+//!   runs on every series, confirmed by the streaming detector of `diagnosis::novelty` (context
+//!   novelty, the flatline record and the level detector combined, set up as NAB scores it by
 //!   `examples/bench_nab.rs`); `diagnosis::logs` is the online
 //!   log template miner (scored on Loghub by `examples/bench_loghub.rs`).
 //! - [`plan`] — a runbook plan with the incident's values rendered strictly through [`render`]
