@@ -218,7 +218,7 @@ const FOLLOW_UP: Millis = 30 * 60_000;
 
 /// What each conversation (where it was asked, about which incident) last asked that was
 /// answered, for follow-ups ("and payments?", "what about yesterday?"). Kept by the replica
-/// that answered, for [`FOLLOW_UP`]; never a state change.
+/// that answered, for `FOLLOW_UP` (30 minutes); never a state change.
 #[derive(Default)]
 pub struct Recent(std::sync::Mutex<std::collections::HashMap<Conversation, (Intent, Slots, Millis)>>);
 
