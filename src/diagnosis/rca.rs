@@ -23,8 +23,8 @@
 //!   each operation it made inside it (work that stopped after an early return, or error
 //!   handling that started; error handling that stopped is recovery, not a defect).
 //! - **crashes**: a pod crash-looping, killed, not ready or not running is a clear change by
-//!   itself; restarts count through the restart series; a crashed service's spans stop, which
-//!   its callers' code paths show.
+//!   itself; restarts count through the restart series. That a crashed service's own spans stop
+//!   is not read as such (its callers' errors and logs are).
 //!
 //! Each signal becomes a strength (1 = clearly changed); a service's score is its strongest
 //! signal plus a quarter of the others (agreement between sources). Then the topology, decided
@@ -57,7 +57,7 @@ pub struct Suspect {
     /// Halved as a likely symptom of a dependency (or a caller) that changed too.
     #[serde(skip)]
     pub halved: bool,
-    /// The source of its strongest signal (`logs`, `metrics`, `traces`, `spans`, `network`).
+    /// The source of its strongest signal (`logs`, `metrics`, `traces`, `spans`, `network`, `pods`).
     #[serde(skip)]
     pub top: &'static str,
     #[serde(skip)]
