@@ -133,6 +133,12 @@ async fn health_unknown_services_and_orders_to_act_are_answered_honestly() {
     let a = ask("is the db ok?").await;
     let text = a.text(0);
     assert!(text.starts_with("postgres "), "the incident's one database, not checkout: {text}");
+    let a = ask("what changed on monday?").await;
+    let text = a.text(0);
+    assert!(
+        text.lines().nth(1) == Some("I could not read the time \"monday\", so this answer does not use it."),
+        "{text}"
+    );
     let a = ask("what changed in robusta-runner?").await;
     let text = a.text(0);
     assert!(text.starts_with("I don't know a service called robusta-runner."), "{text}");

@@ -354,6 +354,10 @@ impl Asker {
             }
             _ => self.answer(&parsed, subject.as_ref(), q, now, edges).await?,
         };
+        // A time it could not read is said back: the answer did not use it.
+        if let Some(t) = &parsed.slots.unread_time {
+            a.lines.insert(0, format!("I could not read the time \"{t}\", so this answer does not use it."));
+        }
         // Answered as a question, though it named a state change: say so, and how to order it.
         if let Some(note) = parsed.note
             && a.intent != Intent::Unknown

@@ -225,6 +225,9 @@ pub struct Slots {
     /// A word where a service is named that is no service medic knows: said back, never
     /// silently replaced by another.
     pub unknown_service: Option<String>,
+    /// A time the question names that the parser could not read (`monday`, `13:45` without a
+    /// day it can place, `august` without a day): said back, never read as another.
+    pub unread_time: Option<String>,
 }
 
 impl Slots {
@@ -235,6 +238,9 @@ impl Slots {
         }
         if let Some(u) = &self.unknown_service {
             m.insert("unknown_service".into(), json!(u));
+        }
+        if let Some(t) = &self.unread_time {
+            m.insert("unread_time".into(), json!(t));
         }
         if let Some((a, b)) = self.window {
             m.insert("window".into(), json!({"start": crate::time::rfc3339(a), "end": crate::time::rfc3339(b)}));
@@ -961,6 +967,7 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
         slots.unknown_service = unknown_service(&toks, &used);
     }
     slots.service = found.map(|(s, _)| s);
+    slots.unread_time = unread_time(&toks, &used);
     if intent == Intent::Why {
         slots.hypothesis = hypothesis(&toks);
     }
@@ -1314,6 +1321,25 @@ fn moment(toks: &[String], i: usize, v: &Vocabulary) -> Option<(Millis, usize, b
         at -= DAY;
     }
     Some((at, took, false))
+}
+
+/// A word that names a time and that no window or duration took: a weekday, a month, a clock
+/// time, `3pm`.
+fn unread_time(toks: &[String], used: &[bool]) -> Option<String> {
+    const DAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+    let clock = |t: &str| {
+        let t = t.trim_end_matches("am").trim_end_matches("pm");
+        let (h, m) = t.split_once(':').unwrap_or((t, "00"));
+        let digits = |x: &str| !x.is_empty() && x.len() <= 2 && x.bytes().all(|b| b.is_ascii_digit());
+        digits(h) && m.len() == 2 && digits(m)
+    };
+    toks.iter().zip(used).find_map(|(t, u)| {
+        let timeish = DAYS.contains(&t.as_str())
+            || (t.len() > 3 && month(t).is_some())
+            || (t.contains(':') && clock(t))
+            || ((t.ends_with("am") || t.ends_with("pm")) && t.len() > 2 && clock(t));
+        (!u && timeish).then(|| t.clone())
+    })
 }
 
 /// A month by its name or its three-letter abbreviation (`sept` too).

@@ -35,6 +35,9 @@ fn notation(s: &Slots) -> String {
     if let Some(u) = &s.unknown_service {
         out.push(format!("unknown={u}"));
     }
+    if let Some(t) = &s.unread_time {
+        out.push(format!("unread={t}"));
+    }
     out.join(" ")
 }
 
