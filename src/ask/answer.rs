@@ -779,7 +779,7 @@ impl Asker {
                 events.push((end, format!("alert {} resolved{on}", r.alert.name())));
             }
         }
-        if let Some((_, d)) = crate::chat::latest_diagnosis(self.store.as_ref(), id).await? {
+        if let Some((_, d)) = crate::chat::diagnosis_in(&records)? {
             events.push((d.onset, "onset: where the diagnosis places the start".into()));
             let mut seen = std::collections::HashSet::new();
             for e in d.hypotheses.iter().flat_map(|h| &h.evidence) {

@@ -62,7 +62,7 @@ pub fn png(chart: &Chart) -> Result<Vec<u8>, String> {
     let (y0, y1) = y_range(points.map(|p| p.1), chart.unit);
     let off = chart.offset as Millis * 1000;
     let clock = |t: &Millis| crate::time::from_millis(t + off).format("%H:%M").to_string();
-    let value = |v: &f64| super::super::diagnosis::format_value(*v, chart.unit);
+    let value = |v: &f64| crate::diagnosis::format_value(*v, chart.unit);
     let zone = if chart.offset == 0 {
         "UTC".to_string()
     } else {

@@ -118,7 +118,11 @@ pub struct IncidentView(pub Value);
 
 /// The incident's latest `diagnosed` audit record (its data) and the diagnosis in it.
 pub async fn latest_diagnosis(store: &dyn crate::store::Store, id: i64) -> anyhow::Result<Option<(Value, Diagnosis)>> {
-    let records = store.audit_for_incident(id).await?;
+    diagnosis_in(&store.audit_for_incident(id).await?)
+}
+
+/// The latest `diagnosed` record of an incident's audit records (its data) and the diagnosis in it.
+pub fn diagnosis_in(records: &[crate::audit::AuditRecord]) -> anyhow::Result<Option<(Value, Diagnosis)>> {
     let Some(record) = records.iter().rev().find(|r| r.kind == "diagnosed") else { return Ok(None) };
     let data: Value = serde_json::from_str(&record.data)?;
     let diagnosis: Diagnosis = serde_json::from_value(data["diagnosis"].clone())?;

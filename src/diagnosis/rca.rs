@@ -508,9 +508,9 @@ impl Wire<'_> {
     }
 }
 
-fn median_of(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    (!v.is_empty()).then(|| if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 })
+/// The median, none of nothing.
+fn median_of(v: Vec<f64>) -> Option<f64> {
+    (!v.is_empty()).then(|| super::anomaly::median(&v))
 }
 
 /// The edges with enough calls on both sides of the split.
@@ -639,11 +639,11 @@ fn network_signal(
     })
 }
 
-/// Each service's spans (with the time each spent in the service itself, and whether it is a
-/// client span) and, per call edge, the network time of its calls. A client span (one child,
+/// Each service's spans (by index, with the time each spent in the service itself, and whether
+/// it is a client span) and, per call edge, the network time of its calls. A client span (one child,
 /// on another service) is the caller waiting on the wire and on the callee: its time beyond
 /// the callee's server span is the network's, not the caller's work.
-type SpanSplit<'a> = (HashMap<&'a str, Vec<(&'a Span, u64, bool)>>, HashMap<(&'a str, &'a str), Vec<(Millis, u64)>>);
+type SpanSplit<'a> = (HashMap<&'a str, Vec<(usize, u64, bool)>>, HashMap<(&'a str, &'a str), Vec<(Millis, u64)>>);
 
 fn split_spans(spans: &[Span]) -> SpanSplit<'_> {
     let own = traces::exclusive(spans);
@@ -655,7 +655,7 @@ fn split_spans(spans: &[Span]) -> SpanSplit<'_> {
         }
     }
     let (mut work, mut wire): SpanSplit = Default::default();
-    for (s, o) in spans.iter().zip(own) {
+    for (i, (s, o)) in spans.iter().zip(own).enumerate() {
         let client = match children.get(&(s.trace_id.as_str(), s.span_id.as_str())) {
             Some(&(1, c)) if spans[c].service != s.service => {
                 let callee = &spans[c];
@@ -666,7 +666,7 @@ fn split_spans(spans: &[Span]) -> SpanSplit<'_> {
             }
             _ => false,
         };
-        work.entry(s.service.as_str()).or_default().push((s, o, client));
+        work.entry(s.service.as_str()).or_default().push((i, o, client));
     }
     (work, wire)
 }
@@ -693,16 +693,13 @@ pub(super) fn rank(ctx: &Context, split: Millis, quiet: &[(Millis, Millis)], sig
     let edges = traces::edge_stats(&ctx.spans, split, Millis::MAX);
     let (by_service, by_edge) = split_spans(&ctx.spans);
     let request = requests(&ctx.spans);
-    let mut indices: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, s) in ctx.spans.iter().enumerate() {
-        indices.entry(s.service.as_str()).or_default().push(i);
-    }
     let wires = wires(&by_edge, split, quiet);
     let mut out: Vec<Suspect> = services
         .iter()
         .map(|(svc, (lines, series))| {
             let spans = by_service.get(svc).map_or(&[][..], Vec::as_slice);
-            let work: Vec<(&Span, u64)> = spans.iter().filter(|s| !s.2).map(|(s, own, _)| (*s, *own)).collect();
+            let work: Vec<(&Span, u64)> =
+                spans.iter().filter(|s| !s.2).map(|(i, own, _)| (&ctx.spans[*i], *own)).collect();
             let traced = trace_signal(svc, &work, &edges, split, quiet);
             // Latency that rose while the service's own span time did not is time spent
             // waiting on its dependencies: its latency series are not its signal. A service
@@ -710,17 +707,17 @@ pub(super) fn rank(ctx: &Context, split: Millis, quiet: &[(Millis, Millis)], sig
             let waiting = match &traced {
                 Some(t) => t.strength < 0.5,
                 None => {
-                    let all: Vec<(&Span, u64)> = spans.iter().map(|(s, own, _)| (*s, *own)).collect();
+                    let all: Vec<(&Span, u64)> = spans.iter().map(|(i, own, _)| (&ctx.spans[*i], *own)).collect();
                     trace_signal(svc, &all, &edges, split, quiet).is_some_and(|t| t.strength < 0.5)
                 }
             };
-            let mine = indices.get(svc).map_or(&[][..], Vec::as_slice);
+            let mine: Vec<usize> = spans.iter().map(|s| s.0).collect();
             let network = network_signal(svc, &wires, series, signals, split, quiet);
             let mut signals: Vec<Signal> = [
                 log_signal(lines, split, quiet),
                 metric_signal(series, split, signals, waiting),
                 traced,
-                path_signal(svc, mine, &ctx.spans, &request, split, quiet),
+                path_signal(svc, &mine, &ctx.spans, &request, split, quiet),
                 pod_signal(pods.get(svc).map_or(&[][..], Vec::as_slice)),
                 network,
             ]
