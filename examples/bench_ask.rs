@@ -1,7 +1,10 @@
 //! Ask benchmark: question → answer latency of `POST /v1/ask` for 1,000 mixed questions about
 //! an incident, with a real Prometheus on loopback behind the metric questions (no Loki: log
 //! questions answer that no log source is configured) and no LLM; and
-//! the parser alone. Aims (issue 15): p99 < 100 ms end to end, the parser < 50 µs.
+//! the parser alone. Aims (issue 15): p99 < 100 ms end to end, the parser < 50 µs. Then, offline
+//! against the demo scenario (no services, the path `medic ask` takes), every question of
+//! `tests/ask/phrasings.tsv` and `tests/ask/public.tsv` one by one, overheard so that nothing
+//! changes: the parser's p99 and the answer's p99 (aims, issue 33: < 5 ms and < 100 ms).
 //!
 //! ```text
 //! cargo run --release --example bench_ask -- [--questions 1000]
@@ -44,6 +47,59 @@ const QUESTIONS: [&str; 20] = [
     "what changed in robusta-runner?",
 ];
 
+/// Every question of the phrasing tables.
+fn table_questions() -> Vec<&'static str> {
+    [include_str!("../tests/ask/phrasings.tsv"), include_str!("../tests/ask/public.tsv")]
+        .into_iter()
+        .flat_map(str::lines)
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split('\t').next())
+        .collect()
+}
+
+/// Parser and answer percentiles, question by question, against the demo scenario offline.
+async fn offline(vocab: &medic::ask::Vocabulary) -> anyhow::Result<()> {
+    let questions = table_questions();
+    let mut parse_us = Vec::new();
+    for _ in 0..20 {
+        for q in &questions {
+            let t = Instant::now();
+            std::hint::black_box(medic::ask::parse(q, vocab));
+            parse_us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let world = medic::scenario::Scenario::load(&root.join("examples/demo/scenario.yaml"))
+        .and_then(|s| s.world())
+        .map_err(anyhow::Error::msg)?;
+    let o = medic::cli::ask::Offline::open(&world, medic::runbook::load(&root.join("runbooks"))?, None).await?;
+    let me = medic::approval::Identity("bench:U0".into());
+    let mut answer_ms = Vec::new();
+    for q in &questions {
+        let question = medic::ask::answer::Question {
+            text: q.to_string(),
+            incident: Some(o.incident),
+            who: me.clone(),
+            via: "bench".into(),
+            groups: Default::default(),
+            addressed: false,
+        };
+        let t = Instant::now();
+        o.asker.ask(&question).await?;
+        answer_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "offline, demo scenario, {} table questions: parser p50 {:.1} µs · p99 {:.1} µs (aim < 5 ms); answer p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms (aim p99 < 100 ms)",
+        questions.len(),
+        pct(parse_us.clone(), 0.5),
+        pct(parse_us, 0.99),
+        pct(answer_ms.clone(), 0.5),
+        pct(answer_ms.clone(), 0.99),
+        pct(answer_ms, 1.0)
+    );
+    Ok(())
+}
+
 fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -60,9 +116,6 @@ async fn main() -> anyhow::Result<()> {
         .position(|a| a == "--questions")
         .and_then(|i| args.get(i + 1))
         .map_or(1000, |v| v.parse().expect("a number"));
-    if let Some(why) = stack::missing(&["prometheus", "promtool"]) {
-        anyhow::bail!("{why}");
-    }
     // The parser alone, over the mixed questions.
     let vocab = medic::ask::Vocabulary {
         services: ["checkout", "payments", "postgres", "cart", "frontend"].map(String::from).to_vec(),
@@ -76,6 +129,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let per = t0.elapsed().as_secs_f64() * 1e6 / rounds as f64;
     println!("parser alone: {per:.1} µs per question (mean of {rounds}; aim < 50 µs)");
+    offline(&vocab).await?;
+    if let Some(why) = stack::missing(&["prometheus", "promtool"]) {
+        anyhow::bail!("{why}");
+    }
 
     // Prometheus with two hours of golden signals for checkout and payments.
     let dir = tempfile::tempdir()?;

@@ -446,7 +446,9 @@ const TABLE: &[(Intent, &[(&str, u32)])] = &[
         Intent::Cluster,
         &[
             ("pods", 6),
-            ("pod", 6),
+            // One pod, one container: usually where the question looks ("the logs of the
+            // checkout pod"), not what it asks about.
+            ("pod", 3),
             ("crashloop", 7),
             ("crashlooping", 7),
             ("crash-looping", 7),
@@ -460,7 +462,7 @@ const TABLE: &[(Intent, &[(&str, u32)])] = &[
             ("oom killed", 7),
             ("evicted", 6),
             ("containers", 5),
-            ("container", 4),
+            ("container", 3),
             ("running", 3),
         ],
     ),
@@ -505,6 +507,14 @@ const TABLE: &[(Intent, &[(&str, u32)])] = &[
             ("doing", 3),
             ("look like", 3),
             ("looks like", 3),
+            ("problem", 4),
+            ("problems", 4),
+            ("issue", 4),
+            ("issues", 4),
+            ("troubleshoot", 6),
+            ("investigate", 5),
+            ("debug", 5),
+            ("diagnose", 5),
         ],
     ),
     (
@@ -516,7 +526,8 @@ const TABLE: &[(Intent, &[(&str, u32)])] = &[
             ("deploy", 5),
             ("deployed", 5),
             ("deploys", 5),
-            ("deployment", 4),
+            // A Deployment is also the workload ("the memory of the cart deployment").
+            ("deployment", 2),
             ("deployments", 4),
             ("release", 4),
             ("released", 4),
@@ -590,6 +601,10 @@ const TABLE: &[(Intent, &[(&str, u32)])] = &[
             ("p50", 4),
             ("cpu", 4),
             ("memory", 4),
+            ("usage", 3),
+            ("utilization", 4),
+            ("utilisation", 4),
+            ("consumption", 4),
             ("traffic", 4),
             ("throughput", 4),
             ("rps", 4),
@@ -879,7 +894,16 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
     }
     let original = toks.clone();
     let (toks, fuzzy) = correct(toks, &vocab.services);
-    let score = scores(&original, &toks, &fuzzy);
+    let mut score = scores(&original, &toks, &fuzzy);
+    // "The payment-api pod had issues at 13:45. What happened?": the sentences before the
+    // question set the scene (service, time); the question says what is asked, so it counts twice.
+    if let Some(question) = question_sentence(text) {
+        let original = tokens(question);
+        let (toks, fuzzy) = correct(original.clone(), &vocab.services);
+        for (i, s) in scores(&original, &toks, &fuzzy) {
+            *score.entry(i).or_default() += s;
+        }
+    }
     let ranked: Vec<(Intent, u32)> = {
         let mut r: Vec<(Intent, u32)> = Intent::ALL.iter().filter_map(|i| score.get(i).map(|s| (*i, *s))).collect();
         // Stable: equal scores keep the tie-break order of `Intent::ALL`.
@@ -972,6 +996,21 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
         slots.hypothesis = hypothesis(&toks);
     }
     Parsed { intent, slots, suggestions, note }
+}
+
+/// The last sentence of `text` when it is a question that other sentences precede.
+fn question_sentence(text: &str) -> Option<&str> {
+    let text = text.trim_end();
+    if !text.ends_with('?') {
+        return None;
+    }
+    let body = &text[..text.len() - 1];
+    let at = body
+        .char_indices()
+        .filter(|(i, c)| matches!(c, '.' | '?' | '!') && body[i + 1..].starts_with(char::is_whitespace))
+        .map(|(i, _)| i + 1)
+        .next_back()?;
+    Some(&text[at..])
 }
 
 /// Verbs of an order to act on the system itself.

@@ -176,3 +176,44 @@ fn the_db_is_the_one_database_service() {
     let two = parse("is the db ok?", &vocab());
     assert_eq!((two.slots.service, two.slots.unknown_service), (None, None), "postgres or redis: not guessed");
 }
+
+/// The share of `tests/ask/public.tsv`'s rows of `half` whose intent is one a reader accepts,
+/// and the rows that missed.
+fn public_accuracy(half: &str) -> (usize, usize, Vec<String>) {
+    let table = include_str!("../../../tests/ask/public.tsv");
+    let v = vocab();
+    let (mut n, mut right, mut missed) = (0, 0, Vec::new());
+    for line in table.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert_eq!(cols.len(), 4, "public.tsv: {line:?} has {} columns, not 4", cols.len());
+        if cols[2] != half {
+            continue;
+        }
+        n += 1;
+        let p = parse(cols[0], &v);
+        if cols[1].split('|').any(|i| i == p.intent.as_str()) {
+            right += 1;
+        } else {
+            missed.push(format!("{:?}: want {}, got {}", cols[0], cols[1], p.intent.as_str()));
+        }
+        assert!(
+            !p.intent.mutating() || cols[1].split('|').all(|i| Intent::from_name(i).is_some_and(|i| i.mutating())),
+            "{:?} would act",
+            cols[0]
+        );
+    }
+    (n, right, missed)
+}
+
+#[test]
+fn questions_written_by_others_are_understood() {
+    let halves = ["a", "b"].map(|h| (h, public_accuracy(h)));
+    for (half, (n, right, missed)) in &halves {
+        println!("public.tsv half {half}: {right} of {n} ({:.0} %)", 100.0 * *right as f64 / *n as f64);
+        println!("{}", missed.join("\n"));
+    }
+    for (half, (n, right, missed)) in halves {
+        assert!(n >= 20, "half {half} holds {n} questions");
+        assert!(right * 10 >= n * 9, "half {half}: {right} of {n} understood, aim 90 %:\n{}", missed.join("\n"));
+    }
+}
