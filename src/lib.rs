@@ -84,7 +84,8 @@
 //!   file per aggregate (incidents, audit log, plans, executions, autonomy, outbox, changes). Intake reads
 //!   only the alerts of a batch (by key) and their incidents, whose counts live on the row; an
 //!   incident's alerts are read in bounded slices (first and latest, or a page by key). Named
-//!   leases give one replica the Slack Socket Mode connection; retention removes old rows and
+//!   leases give one replica the Slack Socket Mode connection and the Discord Gateway
+//!   (`chat::lease`); retention removes old rows and
 //!   the audit prefix behind a checkpoint that `verify_audit` starts from.
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
 //!   `verify` finds the first altered, removed or reordered record; `export` writes an
@@ -100,7 +101,9 @@
 //!   only by `{env: NAME}` / `{file: PATH}`, never printed. [`strict`] reports every unknown
 //!   key of a YAML file (the config, a runbook) in one run.
 //! - [`chat`] — one shared view of an incident (`view_for`) rendered per platform from
-//!   `templates/<platform>/`; Slack, Discord and the console behind the `Platform` trait, fed by
+//!   `templates/<platform>/`; Slack, Discord (`chat::discord`, a folder: REST and the
+//!   interactions endpoint, and its own Gateway client in `chat::discord::gateway`) and the
+//!   console behind the `Platform` trait, fed by
 //!   a durable outbox (retries, `Retry-After`, merged updates) and answering clicks through
 //!   `chat::clicks`, the one place a click becomes a decision and an execution (the console's
 //!   clicks are typed at the terminal).

@@ -252,6 +252,14 @@ pub async fn run_with(
     }
     if let Some(d) = &discord {
         chat_tasks.push(tokio::spawn(register_discord_commands(d.clone(), chat_stopped.clone())));
+        if d.mode == crate::chat::discord::Mode::Gateway {
+            chat_tasks.push(tokio::spawn(crate::chat::discord::gateway::run(
+                d.clone(),
+                clicks.clone(),
+                asking.clone(),
+                chat_stopped.clone(),
+            )));
+        }
     }
     let chat = ChatApp { slack, discord, clicks, responders, asking, max_body: config.intake.max_body_bytes };
     tracing::info!(runbooks = runbooks.len(), golden_signals = golden.len(), "responder ready");
@@ -455,10 +463,21 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         Ok(()) => {
             // A chat outage does not make the replica unready (intake must go on), but it shows.
             let chat = app.store.outbox_health(app.clock.now() - CHAT_FAILED_WINDOW).await.unwrap_or_default();
-            let degraded: Vec<&str> =
+            let mut degraded: Vec<&str> =
                 chat.iter().filter(|h| h.failing > 0 || h.failed > 0).map(|h| h.platform.as_str()).collect();
-            Json(json!({"ready": true, "store": app.store.backend(), "chat": chat, "degraded": degraded}))
-                .into_response()
+            let mut ready = json!({"ready": true, "store": app.store.backend(), "chat": chat});
+            if let Some(d) = &app.chat.discord {
+                let gateway = d.health.to_json();
+                // A gateway that stopped for good (a bad token, disallowed intents) shows here.
+                if gateway["state"] == "stopped" && !degraded.contains(&"discord") {
+                    degraded.push("discord");
+                }
+                if !gateway.is_null() {
+                    ready["discord_gateway"] = gateway;
+                }
+            }
+            ready["degraded"] = json!(degraded);
+            Json(ready).into_response()
         }
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "not ready");

@@ -4,6 +4,14 @@
 //! a member without the role gets an ephemeral refusal; a bad signature or a stale timestamp
 //! gets 401; PING gets PONG; Reject opens a modal and its reason is recorded; a 429 is retried
 //! after its `retry_after`; progress goes to a thread started on the message.
+//!
+//! The Gateway (`discord.mode: gateway`) against a fake gateway speaking the documented
+//! opcodes (HELLO, IDENTIFY, READY, heartbeats and their ACKs, RESUME, RESUMED, close codes) on
+//! a loopback WebSocket, found through the fake REST API's `GET /gateway/bot`: a mention in an
+//! incident's thread is answered once, a DM is answered, chatter is not; a click arriving as
+//! `INTERACTION_CREATE` approves exactly once; a dropped connection resumes and answers nothing
+//! twice; of two replicas one holds the connection and the other takes over when it stops;
+//! close code 4004 is reported in `/readyz`, not retried.
 
 mod common;
 
@@ -26,6 +34,10 @@ struct Fake {
     throttle: AtomicUsize,
     threads: Mutex<Vec<String>>,
     next: AtomicUsize,
+    /// What `GET /gateway/bot` hands out.
+    gateway: Mutex<String>,
+    /// The ids of the messages created in the incidents' channel, in order.
+    created: Mutex<Vec<String>>,
 }
 
 impl Fake {
@@ -85,7 +97,11 @@ async fn fake_discord(fake: Arc<Fake>) -> String {
                         if !known_channel && !is_thread_of_message {
                             return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Unknown Channel", "code": 10003}))).into_response();
                         }
-                        axum::Json(json!({"id": id(), "channel_id": c})).into_response()
+                        let id = id();
+                        if *c == "1193522112795029544" {
+                            f.created.lock().unwrap().push(id.clone());
+                        }
+                        axum::Json(json!({"id": id, "channel_id": c})).into_response()
                     }
                     ("POST", ["channels", _, "messages", m, "threads"]) => {
                         f.threads.lock().unwrap().push(m.to_string());
@@ -95,6 +111,12 @@ async fn fake_discord(fake: Arc<Fake>) -> String {
                     ("POST", ["webhooks", _, _]) => axum::Json(json!({"id": id()})).into_response(),
                     ("PATCH", ["webhooks", _, _, "messages", "@original"]) => axum::Json(json!({"id": id()})).into_response(),
                     ("PUT", ["applications", _, "commands"]) => axum::Json(v_body(&f)).into_response(),
+                    ("GET", ["gateway", "bot"]) => axum::Json(json!({
+                        "url": f.gateway.lock().unwrap().clone(), "shards": 1,
+                        "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1}
+                    })).into_response(),
+                    // Discord answers an interaction callback with 204 No Content.
+                    ("POST", ["interactions", _, _, "callback"]) => StatusCode::NO_CONTENT.into_response(),
                     _ => (StatusCode::NOT_FOUND, axum::Json(json!({"message": "404: Not Found", "code": 0}))).into_response(),
                 }
             }),
@@ -396,3 +418,346 @@ async fn commands_are_registered_and_answered(db: Db) {
 }
 
 both_stores!(role_approves_once_others_refused, reject_asks_why, commands_are_registered_and_answered);
+
+// ---- The Gateway -------------------------------------------------------------------------
+
+/// The bot user's id (READY's `user.id`; mentions name it).
+const BOT: &str = "1219634837219086418";
+const GUILD: &str = "1193522112312623194";
+const DM_CHANNEL: &str = "1200000000000000077";
+
+/// A fake Discord Gateway: one session, `session-1`, the documented handshake and replay.
+#[derive(Default)]
+struct FakeGateway {
+    identifies: AtomicUsize,
+    resumes: AtomicUsize,
+    heartbeats: AtomicUsize,
+    /// A close code to answer IDENTIFY with (4004, 4014…).
+    refuse: Mutex<Option<u16>>,
+    intents: Mutex<Vec<u64>>,
+    /// Every dispatch sent, with its sequence number, for a RESUME's replay.
+    events: Mutex<Vec<Value>>,
+    seq: AtomicUsize,
+    /// The live connections: `Some(frame)` to send, `None` to drop the TCP connection.
+    live: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Option<Value>>>>,
+    resume_url: Mutex<String>,
+}
+
+impl FakeGateway {
+    async fn serve(self: Arc<Self>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        *self.resume_url.lock().unwrap() = format!("{url}/resume");
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(me.clone().connection(tcp));
+            }
+        });
+        url
+    }
+
+    async fn connection(self: Arc<Self>, tcp: tokio::net::TcpStream) {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+        // tungstenite's callback type is its own (a large error variant).
+        #[allow(clippy::result_large_err)]
+        let check = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+            let q = req.uri().query().unwrap_or("");
+            assert!(q.contains("v=10") && q.contains("encoding=json"), "connect with ?v=10&encoding=json: {q}");
+            Ok(resp)
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, check).await else { return };
+        let text = |v: Value| Message::Text(v.to_string().into());
+        ws.send(text(json!({"op": 10, "d": {"heartbeat_interval": 500}, "s": null, "t": null}))).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<Value>>();
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(Some(v)) => { if ws.send(text(v)).await.is_err() { return } }
+                    _ => return, // dropped without a close frame
+                },
+                msg = ws.next() => {
+                    let Some(Ok(Message::Text(t))) = msg else { return };
+                    let v: Value = serde_json::from_str(t.as_str()).expect("the client sends JSON");
+                    match v["op"].as_u64() {
+                        Some(2) => {
+                            self.identifies.fetch_add(1, Ordering::SeqCst);
+                            self.intents.lock().unwrap().push(v["d"]["intents"].as_u64().unwrap());
+                            let refuse = *self.refuse.lock().unwrap();
+                            let code = if v["d"]["token"] != "discord-bot-token" { Some(4004) } else { refuse };
+                            if let Some(code) = code {
+                                let frame = CloseFrame { code: CloseCode::from(code), reason: "Authentication failed.".into() };
+                                let _ = ws.close(Some(frame)).await;
+                                return;
+                            }
+                            let s = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+                            let ready = json!({"op": 0, "s": s, "t": "READY", "d": {
+                                "v": 10, "user": {"id": BOT, "username": "medic", "bot": true, "discriminator": "0"},
+                                "guilds": [{"id": GUILD, "unavailable": true}], "session_id": "session-1",
+                                "resume_gateway_url": self.resume_url.lock().unwrap().clone(), "application": {"id": BOT, "flags": 0}}});
+                            ws.send(text(ready)).await.unwrap();
+                            self.live.lock().unwrap().push(tx.clone());
+                        }
+                        Some(6) => {
+                            self.resumes.fetch_add(1, Ordering::SeqCst);
+                            assert_eq!(v["d"]["session_id"], "session-1", "{v}");
+                            assert_eq!(v["d"]["token"], "discord-bot-token");
+                            let after = v["d"]["seq"].as_u64().unwrap_or(0);
+                            let missed: Vec<Value> = self.events.lock().unwrap().iter()
+                                .filter(|e| e["s"].as_u64().unwrap() > after).cloned().collect();
+                            for e in missed {
+                                ws.send(text(e)).await.unwrap();
+                            }
+                            let s = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+                            ws.send(text(json!({"op": 0, "s": s, "t": "RESUMED", "d": {}}))).await.unwrap();
+                            self.live.lock().unwrap().push(tx.clone());
+                        }
+                        Some(1) => {
+                            self.heartbeats.fetch_add(1, Ordering::SeqCst);
+                            ws.send(text(json!({"op": 11}))).await.unwrap();
+                        }
+                        other => panic!("an opcode the client should not send: {other:?} in {v}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a dispatch to every live connection (none live: it waits for a RESUME's replay).
+    fn dispatch(&self, t: &str, d: Value) {
+        let s = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let e = json!({"op": 0, "s": s, "t": t, "d": d});
+        self.events.lock().unwrap().push(e.clone());
+        self.live.lock().unwrap().retain(|tx| tx.send(Some(e.clone())).is_ok());
+    }
+
+    fn drop_connections(&self) {
+        for tx in self.live.lock().unwrap().drain(..) {
+            let _ = tx.send(None);
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.live.lock().unwrap().retain(|tx| !tx.is_closed());
+        self.live.lock().unwrap().len()
+    }
+}
+
+/// A replica in gateway mode (no public key: no HTTP endpoint) named `owner`, on `db`.
+struct Replica {
+    app: TestApp,
+    _dir: tempfile::TempDir,
+}
+
+async fn gateway_replica(
+    db: Option<&TestApp>,
+    kind: Db,
+    api: &str,
+    owner: &str,
+    restarts: &Arc<AtomicUsize>,
+) -> Option<Replica> {
+    let deploy = common::chat::deploy_api(restarts.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let runbooks = common::chat::runbooks(dir.path(), &deploy);
+    std::fs::write(dir.path().join("token"), "discord-bot-token").unwrap();
+    let yaml = format!(
+        "runbooks: {runbooks}\nincidents: {{resolve_grace: 1s}}\n\
+         responders:\n  groups:\n    sre: ['discord:role:{ROLE_SRE}']\n\
+         executor:\n  owner: {owner}\n  http_allowed_hosts: ['{deploy}']\n\
+         discord:\n  bot_token: {{file: {token}}}\n  application_id: '1219634837219086418'\n\
+         \x20 mode: gateway\n  api_url: {api}\n  default_channel: '1193522112795029544'\n",
+        runbooks = runbooks.display(),
+        token = dir.path().join("token").display(),
+    );
+    let config = Config::parse(&yaml, "discord.yaml").unwrap();
+    let app = match db {
+        Some(first) => first.replica(config).await,
+        None => TestApp::spawn(kind, config).await?,
+    };
+    Some(Replica { app, _dir: dir })
+}
+
+/// A message in `channel` by `user`, as `MESSAGE_CREATE` carries it; `guild: false` for a DM.
+fn message(id: &str, channel: &str, user: &str, content: &str, mentions_bot: bool, guild: bool) -> Value {
+    let author = json!({"id": user, "username": "alice", "discriminator": "0", "global_name": "Alice", "avatar": null});
+    let mut m = json!({
+        "id": id, "channel_id": channel, "author": author, "content": content,
+        "timestamp": "2026-12-07T18:00:00.000000+00:00", "edited_timestamp": null, "tts": false,
+        "mention_everyone": false, "mention_roles": [], "attachments": [], "embeds": [], "pinned": false, "type": 0,
+        "mentions": if mentions_bot { json!([{"id": BOT, "username": "medic", "bot": true, "discriminator": "0"}]) } else { json!([]) },
+    });
+    if guild {
+        m["guild_id"] = json!(GUILD);
+        m["member"] = json!({"roles": [ROLE_SRE], "joined_at": "2024-01-08T12:37:51.553000+00:00", "deaf": false, "mute": false, "flags": 0});
+    }
+    m
+}
+
+/// Answers to message `id`: medic's replies that reference it.
+fn replies_to(fake: &Fake, id: &str) -> Vec<(String, Value)> {
+    fake.calls("POST", "/messages")
+        .into_iter()
+        .filter(|(_, b)| {
+            b["message_reference"]["message_id"] == id || b["payload_json"]["message_reference"]["message_id"] == id
+        })
+        .collect()
+}
+
+async fn gateway_answers_mentions_dms_and_clicks_once(db: Db) {
+    let fake = Arc::new(Fake::default());
+    let gateway = Arc::new(FakeGateway::default());
+    *fake.gateway.lock().unwrap() = gateway.clone().serve().await;
+    fake.threads.lock().unwrap().push(DM_CHANNEL.into());
+    let api = fake_discord(fake.clone()).await;
+    let restarts = Arc::new(AtomicUsize::new(0));
+    let Some(r) = gateway_replica(None, db, &api, "replica-a", &restarts).await else { return };
+    poll_until(10, || async { (gateway.live() == 1).then_some(()) }).await.expect("connected");
+    assert_eq!(*gateway.intents.lock().unwrap(), [1 + (1 << 9) + (1 << 12) + (1 << 15)], "the intents asked for");
+    let (_, ready) = r.app.get("/readyz").await;
+    assert_eq!(ready["discord_gateway"]["state"], "connected", "{ready:#}");
+    // The HTTP endpoint is off without a public key.
+    assert_eq!(r.app.post("/discord/interactions", "{}", &[]).await.0.as_u16(), 401);
+
+    assert_eq!(r.app.post("/v1/alerts/generic", common::chat::alert("firing"), &[]).await.0, 200);
+    // A thread started on a message has the message's id.
+    let thread = poll_until(20, || async { fake.created.lock().unwrap().first().cloned() })
+        .await
+        .expect("the incident's message");
+    poll_until(10, || async { r.app.store.incident_for_message("discord", None, &thread).await.unwrap() })
+        .await
+        .expect("its delivery recorded");
+    fake.threads.lock().unwrap().push(thread.clone());
+
+    // A mention in the incident's thread: answered once, in reply, mentioning no one.
+    gateway.dispatch(
+        "MESSAGE_CREATE",
+        message("1400000000000000001", &thread, MEMBER, &format!("<@{BOT}> what changed in checkout?"), true, true),
+    );
+    let (path, answer) = poll_until(15, || async { replies_to(&fake, "1400000000000000001").into_iter().next() })
+        .await
+        .expect("the mention answered");
+    assert_eq!(path, format!("channels/{thread}/messages"));
+    assert!(answer.to_string().replace("\\\\", "").contains("change(s) to checkout"), "{answer:#}");
+    assert!(mentions_none(&answer) && answer["allowed_mentions"]["replied_user"] == false, "{answer:#}");
+    // Overheard in the thread: a question medic understands is answered; chatter is not.
+    gateway.dispatch("MESSAGE_CREATE", message("1400000000000000002", &thread, MEMBER, "what changed?", false, true));
+    gateway.dispatch("MESSAGE_CREATE", message("1400000000000000003", &thread, MEMBER, "lunch anyone?", false, true));
+    // medic's own message and another bot's are never answered.
+    let mut own = message("1400000000000000004", &thread, BOT, &format!("<@{BOT}> status"), true, true);
+    own["author"]["bot"] = json!(true);
+    gateway.dispatch("MESSAGE_CREATE", own);
+    // A DM.
+    gateway.dispatch("MESSAGE_CREATE", message("1400000000000000005", DM_CHANNEL, MEMBER, "status", false, false));
+    poll_until(15, || async { (!replies_to(&fake, "1400000000000000002").is_empty()).then_some(()) })
+        .await
+        .expect("the overheard question answered");
+    let (dm_path, _) = poll_until(15, || async { replies_to(&fake, "1400000000000000005").into_iter().next() })
+        .await
+        .expect("the DM answered");
+    assert_eq!(dm_path, format!("channels/{DM_CHANNEL}/messages"));
+
+    // The connection drops; a message sent meanwhile arrives with the RESUME's replay; nothing
+    // is answered twice.
+    gateway.drop_connections();
+    gateway.dispatch(
+        "MESSAGE_CREATE",
+        message("1400000000000000006", &thread, MEMBER, &format!("<@{BOT}> why?"), true, true),
+    );
+    poll_until(15, || async { (!replies_to(&fake, "1400000000000000006").is_empty()).then_some(()) })
+        .await
+        .expect("the message sent during the drop, answered after the resume");
+    assert_eq!(
+        (gateway.identifies.load(Ordering::SeqCst), gateway.resumes.load(Ordering::SeqCst)),
+        (1, 1),
+        "resumed, not identified again"
+    );
+
+    // A click as INTERACTION_CREATE, delivered twice: the plan runs once, one callback.
+    let roots = fake.calls("POST", "channels/1193522112795029544/messages");
+    let approve = custom_id(&roots.iter().find(|(_, b)| b["embeds"].is_array()).unwrap().1, "approve:");
+    let click: Value = serde_json::from_str(&fixture("component.json", MEMBER, ROLE_SRE, &approve, "")).unwrap();
+    gateway.dispatch("INTERACTION_CREATE", click.clone());
+    gateway.dispatch("INTERACTION_CREATE", click.clone());
+    poll_until(15, || async { (restarts.load(Ordering::SeqCst) == 1).then_some(()) })
+        .await
+        .expect("the click ran the plan");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(restarts.load(Ordering::SeqCst), 1, "executed exactly once");
+    let callbacks = fake.calls("POST", "interactions/");
+    assert_eq!(callbacks.len(), 1, "{callbacks:?}");
+    assert_eq!(
+        callbacks[0].0,
+        format!("interactions/{}/{}/callback", click["id"].as_str().unwrap(), click["token"].as_str().unwrap())
+    );
+    for id in ["1400000000000000001", "1400000000000000002", "1400000000000000005", "1400000000000000006"] {
+        assert_eq!(replies_to(&fake, id).len(), 1, "{id} answered once");
+    }
+    for id in ["1400000000000000003", "1400000000000000004"] {
+        assert!(replies_to(&fake, id).is_empty(), "{id} not answered");
+    }
+    assert!(gateway.heartbeats.load(Ordering::SeqCst) >= 1, "heartbeats");
+    r.app.stop().await.unwrap();
+}
+
+/// Two replicas: one holds the gateway; when it stops, the other connects.
+async fn one_replica_holds_the_gateway_and_another_takes_over(db: Db) {
+    let fake = Arc::new(Fake::default());
+    let gateway = Arc::new(FakeGateway::default());
+    *fake.gateway.lock().unwrap() = gateway.clone().serve().await;
+    let api = fake_discord(fake.clone()).await;
+    let restarts = Arc::new(AtomicUsize::new(0));
+    let Some(a) = gateway_replica(None, db, &api, "replica-a", &restarts).await else { return };
+    poll_until(10, || async { (gateway.live() == 1).then_some(()) }).await.expect("A connected");
+    let b = gateway_replica(Some(&a.app), db, &api, "replica-b", &restarts).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gateway.identifies.load(Ordering::SeqCst), 1, "B stands by");
+    let (_, ready) = b.app.get("/readyz").await;
+    assert_eq!(ready["discord_gateway"]["state"], "standing_by", "{ready:#}");
+    a.app.stop().await.unwrap();
+    poll_until(20, || async { (gateway.identifies.load(Ordering::SeqCst) == 2 && gateway.live() == 1).then_some(()) })
+        .await
+        .expect("B took the connection over");
+    gateway.dispatch("MESSAGE_CREATE", message("1400000000000000010", DM_CHANNEL, MEMBER, "help", false, false));
+    fake.threads.lock().unwrap().push(DM_CHANNEL.into());
+    poll_until(15, || async { (!replies_to(&fake, "1400000000000000010").is_empty()).then_some(()) })
+        .await
+        .expect("B answers");
+    b.app.stop().await.unwrap();
+}
+
+/// Close code 4004 (authentication failed): reported in `/readyz` and the log, not retried;
+/// the rest of medic goes on.
+async fn authentication_failed_is_reported_not_retried(db: Db) {
+    let fake = Arc::new(Fake::default());
+    let gateway = Arc::new(FakeGateway::default());
+    *gateway.refuse.lock().unwrap() = Some(4004);
+    *fake.gateway.lock().unwrap() = gateway.clone().serve().await;
+    let api = fake_discord(fake.clone()).await;
+    let restarts = Arc::new(AtomicUsize::new(0));
+    let Some(r) = gateway_replica(None, db, &api, "replica-a", &restarts).await else { return };
+    let ready = poll_until(10, || async {
+        let (_, ready) = r.app.get("/readyz").await;
+        (ready["discord_gateway"]["state"] == "stopped").then_some(ready)
+    })
+    .await
+    .expect("the gateway stopped");
+    assert!(ready["discord_gateway"]["reason"].as_str().unwrap().contains("4004"), "{ready:#}");
+    assert_eq!(ready["ready"], true);
+    assert!(ready["degraded"].as_array().unwrap().contains(&json!("discord")), "{ready:#}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gateway.identifies.load(Ordering::SeqCst), 1, "not retried");
+    // The rest of medic goes on: an alert still reaches Discord over REST.
+    assert_eq!(r.app.post("/v1/alerts/generic", common::chat::alert("firing"), &[]).await.0, 200);
+    poll_until(20, || async { fake.calls("POST", "channels/1193522112795029544/messages").into_iter().next() })
+        .await
+        .expect("posted over REST");
+    r.app.stop().await.unwrap();
+}
+
+both_stores!(
+    gateway_answers_mentions_dms_and_clicks_once,
+    one_replica_holds_the_gateway_and_another_takes_over,
+    authentication_failed_is_reported_not_retried
+);

@@ -862,7 +862,7 @@ async fn socket_mode_receives_a_click_and_acks() {
     // This replica holds the Socket Mode lease while connected, and gives it up as it stops,
     // so a standing-by replica connects at once.
     let now = medic::time::Clock::now(&medic::time::SystemClock);
-    let ttl = medic::chat::slack::SOCKET_LEASE_TTL.as_millis() as i64;
+    let ttl = medic::chat::lease::TTL.as_millis() as i64;
     let lease = medic::chat::slack::SOCKET_LEASE;
     assert!(!s.app.store.lease(lease, "another-replica", now, ttl).await.unwrap(), "held");
     let db = s.app.stop().await.unwrap();

@@ -6,6 +6,7 @@ pub mod asking;
 pub mod clicks;
 pub mod console;
 pub mod discord;
+pub mod lease;
 pub mod outbox;
 pub mod slack;
 

@@ -374,7 +374,7 @@ impl Slack {
             return Ok(());
         }
         let incident = match &q.root {
-            Some(root) => asking.store.incident_for_message("slack", &q.channel, root).await?,
+            Some(root) => asking.store.incident_for_message("slack", Some(&q.channel), root).await?,
             None => None,
         };
         if !q.addressed && incident.is_none() {
@@ -625,15 +625,12 @@ fn root_metadata(incident: i64) -> Value {
 
 /// The lease that says which replica holds the Socket Mode connection.
 pub const SOCKET_LEASE: &str = "slack-socket-mode";
-/// How long the Socket Mode lease holds without renewal: another replica takes the connection
-/// over within this time after its holder dies.
-pub const SOCKET_LEASE_TTL: Duration = Duration::from_secs(15);
 
 /// Socket Mode: connects with the app token, acknowledges each envelope (a click once it is
 /// stored, or after [`super::ACK_BUDGET`]; the rest at once), and handles interactive
 /// payloads like HTTP ones. Reconnects (with backoff) when Slack asks or the
 /// connection drops, until `stop`. Only the replica holding [`SOCKET_LEASE`] connects; the
-/// others stand by and take over once it lapses.
+/// others stand by and take over once it lapses ([`super::lease`]).
 pub async fn socket_mode(
     slack: Arc<Slack>,
     clicks: Arc<Clicks>,
@@ -643,44 +640,17 @@ pub async fn socket_mode(
     let responders = asking.responders.clone();
     use futures_util::{SinkExt, StreamExt};
     let Some(app_token) = slack.app_token.clone() else { return };
-    let (store, me, clock) = (clicks.store.clone(), clicks.executor.owner.clone(), clicks.clock.clone());
-    let ttl = SOCKET_LEASE_TTL.as_millis() as crate::time::Millis;
+    let lease = super::lease::Lease {
+        name: SOCKET_LEASE,
+        me: clicks.executor.owner.clone(),
+        store: clicks.store.clone(),
+        clock: clicks.clock.clone(),
+    };
     let mut failures = 0i64;
-    let mut waiting_logged = false;
     loop {
-        // One replica holds the connection: Slack would spread events over every open one.
-        match store.lease(SOCKET_LEASE, &me, clock.now(), ttl).await {
-            Ok(true) => waiting_logged = false,
-            other => {
-                if let Err(e) = &other {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot read the Socket Mode lease");
-                } else if !waiting_logged {
-                    tracing::info!("another replica holds the Slack Socket Mode connection; standing by");
-                    waiting_logged = true;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(SOCKET_LEASE_TTL / 3) => continue,
-                    _ = stop.changed() => return,
-                }
-            }
+        if !lease.acquire("Slack Socket Mode connection", &mut stop).await {
+            return;
         }
-        // Renewed every third of its time; lost when another replica took it, or when it
-        // could not be renewed for a whole lease time (this replica may be cut off).
-        let held = async {
-            let mut renewed = clock.now();
-            loop {
-                tokio::time::sleep(SOCKET_LEASE_TTL / 3).await;
-                match store.lease(SOCKET_LEASE, &me, clock.now(), ttl).await {
-                    Ok(true) => renewed = clock.now(),
-                    Ok(false) => return "another replica took the Socket Mode lease",
-                    Err(e) if clock.now() - renewed >= ttl => {
-                        tracing::warn!(error = %format!("{e:#}"), "cannot renew the Socket Mode lease");
-                        return "the Socket Mode lease could not be renewed in time";
-                    }
-                    Err(_) => {}
-                }
-            }
-        };
         let url = async {
             let resp = slack
                 .http
@@ -772,13 +742,8 @@ pub async fn socket_mode(
                     tracing::warn!(error = %e, "Slack Socket Mode connection failed");
                 }
             },
-            why = held => tracing::warn!(reason = why, "Slack Socket Mode connection closed"),
-            _ = stop.changed() => {
-                if let Err(e) = store.release(SOCKET_LEASE, &me).await {
-                    tracing::warn!(error = %format!("{e:#}"), "could not release the Socket Mode lease");
-                }
-                return;
-            }
+            why = lease.keep() => tracing::warn!(reason = why, "Slack Socket Mode connection closed"),
+            _ = stop.changed() => return lease.release().await,
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(if failures == 0 { 1000 } else { super::outbox::backoff(failures) as u64 })) => {}

@@ -275,8 +275,9 @@ pub trait Store: Send + Sync + 'static {
     /// Whether `who` may do one more thing of `kind` now: fewer than `per_minute` in the last
     /// minute, counted across replicas; if so, it is counted.
     async fn within_rate(&self, kind: &str, who: &str, per_minute: u32, now: Millis) -> Result<bool>;
-    /// The incident whose root message on `platform` is `message` in `channel`, if any.
-    async fn incident_for_message(&self, platform: &str, channel: &str, message: &str) -> Result<Option<i64>>;
+    /// The incident whose root message on `platform` is `message` in `channel` (in any channel
+    /// when `None`: a Discord thread's id is its root message's), if any.
+    async fn incident_for_message(&self, platform: &str, channel: Option<&str>, message: &str) -> Result<Option<i64>>;
     /// The incident's latest plan with its approvers and its execution, if it has a plan.
     async fn plan_status(&self, incident_id: i64) -> Result<Option<PlanStatus>>;
     /// Appends audit entries that go with no other state change (a diagnosis).
@@ -753,7 +754,7 @@ impl Store for SqlStore {
         SqlStore::first_delivery(self, platform, event, now).await
     }
 
-    async fn incident_for_message(&self, platform: &str, channel: &str, message: &str) -> Result<Option<i64>> {
+    async fn incident_for_message(&self, platform: &str, channel: Option<&str>, message: &str) -> Result<Option<i64>> {
         SqlStore::incident_for_message(self, platform, channel, message).await
     }
 

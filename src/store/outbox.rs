@@ -236,18 +236,24 @@ impl SqlStore {
     pub(super) async fn incident_for_message(
         &self,
         platform: &str,
-        channel: &str,
+        channel: Option<&str>,
         message: &str,
     ) -> Result<Option<i64>> {
-        let r = sqlx::query(
-            "SELECT incident_id FROM chat_outbox WHERE platform = $1 AND result = $2 AND channel = $3 \
-             AND op = 'post' AND state = 'sent' LIMIT 1",
-        )
-        .bind(platform.to_string())
-        .bind(message.to_string())
-        .bind(channel.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = match channel {
+            Some(_) => {
+                "SELECT incident_id FROM chat_outbox WHERE platform = $1 AND result = $2 AND channel = $3 \
+                 AND op = 'post' AND state = 'sent' LIMIT 1"
+            }
+            None => {
+                "SELECT incident_id FROM chat_outbox WHERE platform = $1 AND result = $2 \
+                 AND op = 'post' AND state = 'sent' LIMIT 1"
+            }
+        };
+        let mut q = sqlx::query(sql).bind(platform.to_string()).bind(message.to_string());
+        if let Some(c) = channel {
+            q = q.bind(c.to_string());
+        }
+        let r = q.fetch_optional(&self.pool).await?;
         r.map(|r| r.try_get("incident_id")).transpose().map_err(Into::into)
     }
 

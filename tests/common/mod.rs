@@ -158,6 +158,11 @@ impl TestApp {
     /// medic on 127.0.0.1:0 with `config` and a fresh database; `None` if the backend is skipped.
     pub async fn spawn(kind: Db, config: Config) -> Option<TestApp> {
         let db = fresh_db(kind).await?;
+        Some(TestApp::start(db, config).await)
+    }
+
+    /// medic on 127.0.0.1:0 with `config`, on `db`.
+    async fn start(db: TestDb, config: Config) -> TestApp {
         let store = store::open(&db.url, 8).await.expect("open store");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -169,14 +174,20 @@ impl TestApp {
             })
             .await
         });
-        Some(TestApp {
+        TestApp {
             base,
             http: medic::telemetry::http_client_builder().build().unwrap(),
             store,
             db,
             stop: Some(stop),
             server: Some(server),
-        })
+        }
+    }
+
+    /// Another replica of this medic: `config`, on the same database (which the first
+    /// replica's handle drops).
+    pub async fn replica(&self, config: Config) -> TestApp {
+        TestApp::start(TestDb { url: self.db.url.clone(), _dir: None, pg: None }, config).await
     }
 
     pub async fn post(

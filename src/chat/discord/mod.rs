@@ -1,5 +1,7 @@
-//! Discord: the same incident experience as Slack, over Discord's REST API and its HTTP
-//! interactions endpoint (so several replicas work behind a load balancer, with no gateway).
+//! Discord: the same incident experience as Slack, over Discord's REST API, with interactions
+//! and messages arriving over the Gateway ([`gateway`]: `discord.mode: gateway`, no public URL
+//! needed, @mentions and thread questions answered) or the HTTP interactions endpoint
+//! (`discord.mode: http`, several replicas behind a load balancer, commands and buttons only).
 //!
 //! - **Out**: `templates/discord/incident.hbs` renders the shared [`IncidentView`] as an embed
 //!   (colour by severity and state) and its buttons; the embed is parsed into serenity's
@@ -39,14 +41,24 @@ use serenity::model::application::{ButtonStyle, InputTextStyle};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod gateway;
+
 /// The `discord` section of the config: the bot, the application whose interactions medic verifies, where incidents go.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub bot_token: crate::secret::SecretRef,
     pub application_id: String,
-    /// The application's public key (hex), for the Ed25519 signatures. Not a secret.
-    pub public_key: String,
+    /// How Discord reaches medic: `http` (the interactions endpoint, default) or `gateway`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// The application's public key (hex), for the Ed25519 signatures of the HTTP
+    /// interactions endpoint: required in `http` mode; in `gateway` mode it turns the endpoint
+    /// on beside the gateway. Not a secret.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    #[serde(default)]
+    pub gateway: gateway::Config,
     #[serde(default = "discord_api")]
     pub api_url: String,
     /// Where incidents go when no route matches (a channel id).
@@ -55,12 +67,23 @@ pub struct Config {
     pub routes: Vec<crate::chat::Route>,
 }
 
+/// How Discord reaches medic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Discord POSTs interactions to `/discord/interactions` (a public HTTPS URL).
+    #[default]
+    Http,
+    /// medic holds a Gateway WebSocket (one replica, by lease): no inbound HTTP needed.
+    Gateway,
+}
+
 fn discord_api() -> String {
     DEFAULT_API_URL.into()
 }
 
-pub const INCIDENT_TEMPLATE: &str = include_str!("../../templates/discord/incident.hbs");
-pub const ANSWER_TEMPLATE: &str = include_str!("../../templates/discord/answer.hbs");
+pub const INCIDENT_TEMPLATE: &str = include_str!("../../../templates/discord/incident.hbs");
+pub const ANSWER_TEMPLATE: &str = include_str!("../../../templates/discord/answer.hbs");
 
 /// The `/medic` command, as `PUT /applications/{id}/commands` takes it.
 pub fn commands() -> Value {
@@ -87,7 +110,11 @@ pub struct Discord {
     api: reqwest::Url,
     token: Secret,
     application_id: String,
-    verifier: serenity::interactions_endpoint::Verifier,
+    verifier: Option<serenity::interactions_endpoint::Verifier>,
+    pub mode: Mode,
+    gateway: gateway::Config,
+    /// The Gateway connection as `/readyz` shows it.
+    pub health: gateway::Health,
     default_channel: String,
     routes: Vec<super::Route>,
     http: reqwest::Client,
@@ -235,19 +262,32 @@ impl Discord {
     pub fn new(cfg: &Config, timeout: Duration) -> Result<Discord, String> {
         let mut api = reqwest::Url::parse(&cfg.api_url).map_err(|e| format!("discord.api_url: {e}"))?;
         api.set_path("/api/v10/");
-        let key = &cfg.public_key;
-        // serenity's verifier panics on a key that is not a valid Ed25519 point: check first.
-        let bytes: Option<[u8; 32]> = hex::decode(key).ok().and_then(|b| b.try_into().ok());
-        if bytes.is_none_or(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).is_err()) {
-            return Err("discord.public_key: expected the application's public key (64 hex characters)".into());
-        }
+        let verifier = match (&cfg.public_key, cfg.mode) {
+            (Some(key), _) => {
+                // serenity's verifier panics on a key that is not a valid Ed25519 point: check first.
+                let bytes: Option<[u8; 32]> = hex::decode(key).ok().and_then(|b| b.try_into().ok());
+                if bytes.is_none_or(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).is_err()) {
+                    return Err("discord.public_key: expected the application's public key (64 hex characters)".into());
+                }
+                Some(serenity::interactions_endpoint::Verifier::new(key))
+            }
+            (None, Mode::Http) => {
+                return Err("discord.public_key: required with `mode: http` (the interactions endpoint verifies \
+                            Discord's signatures with it); or set `mode: gateway`"
+                    .into());
+            }
+            (None, Mode::Gateway) => None,
+        };
         let token = cfg.bot_token.resolve().map_err(|e| format!("discord.bot_token: {e}"))?;
         let http = crate::telemetry::http_client_builder().timeout(timeout).build().map_err(|e| e.to_string())?;
         Ok(Discord {
             api,
             token,
             application_id: cfg.application_id.clone(),
-            verifier: serenity::interactions_endpoint::Verifier::new(key),
+            verifier,
+            mode: cfg.mode,
+            gateway: cfg.gateway.clone(),
+            health: gateway::Health::default(),
             default_channel: cfg.default_channel.clone(),
             routes: cfg.routes.clone(),
             http,
@@ -261,7 +301,11 @@ impl Discord {
         let sig = header("x-signature-ed25519").ok_or("missing X-Signature-Ed25519")?;
         let ts = header("x-signature-timestamp").ok_or("missing X-Signature-Timestamp")?;
         super::fresh(ts, "X-Signature-Timestamp")?;
-        self.verifier.verify(sig, ts, body).map_err(|()| "signature does not match".to_string())
+        let verifier = self
+            .verifier
+            .as_ref()
+            .ok_or("no discord.public_key is configured: this medic takes Discord's interactions over the gateway")?;
+        verifier.verify(sig, ts, body).map_err(|()| "signature does not match".to_string())
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: &Value) -> Result<Value, Delivery> {
@@ -275,8 +319,13 @@ impl Discord {
         body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<Value, Delivery> {
         let url = self.api.join(path).map_err(|e| Delivery::Failed { error: e.to_string() })?;
-        // An interaction token in a follow-up's path is a credential: errors do not show it.
-        let path = if path.starts_with("webhooks/") { "webhooks/(interaction)" } else { path };
+        // An interaction token in a follow-up's or a callback's path is a credential: errors
+        // do not show it.
+        let path = match path {
+            p if p.starts_with("webhooks/") => "webhooks/(interaction)",
+            p if p.starts_with("interactions/") => "interactions/(interaction)/callback",
+            p => p,
+        };
         let resp = body(self.http.request(method, url).header("authorization", format!("Bot {}", self.token.expose())))
             .send()
             .await
@@ -345,45 +394,40 @@ impl Discord {
             return;
         }
         let answer = asking.ask(&q).await;
-        let body = self
-            .templates
-            .render("answer", &escaped(&answer.view))
-            .map_err(anyhow::Error::from)
-            .and_then(|r| build(&r))
-            .map(|(embed, _)| {
-                let mut v = json!({"embeds": [embed], "allowed_mentions": {"parse": []}});
-                v["content"] = json!("");
-                v
-            });
-        let body = match body {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "the Discord answer template failed");
-                return;
-            }
-        };
         let path = format!("webhooks/{}/{token}/messages/@original", self.application_id);
+        if let Err(e) = self.send_answer(reqwest::Method::PATCH, &path, &answer, json!({})).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not send an answer on Discord");
+        }
+    }
+
+    /// Sends `answer`, rendered from the `answer` template, with `extra` fields merged in
+    /// (a `message_reference`) and its chart as an attachment shown in the embed.
+    async fn send_answer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        answer: &super::asking::Reply,
+        extra: Value,
+    ) -> anyhow::Result<()> {
+        let (embed, _) = build(&self.templates.render("answer", &escaped(&answer.view))?)?;
+        let mut body = json!({"embeds": [embed], "allowed_mentions": {"parse": []}, "content": ""});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            body[k] = v.clone();
+        }
         let sent = match answer.chart.clone().map(|(_, png)| png) {
             // The chart as an attachment, shown in the embed (`attachment://chart.png`).
             Some(png) => {
-                let mut body = body;
                 body["embeds"][0]["image"] = json!({"url": "attachment://chart.png"});
                 body["attachments"] =
                     json!([{"id": 0, "filename": "chart.png", "description": "the series of the answer"}]);
-                let form = || -> Result<reqwest::multipart::Form, reqwest::Error> {
-                    let part = reqwest::multipart::Part::bytes(png).file_name("chart.png").mime_str("image/png")?;
-                    Ok(reqwest::multipart::Form::new().text("payload_json", body.to_string()).part("files[0]", part))
-                };
-                match form() {
-                    Ok(form) => self.call_with(reqwest::Method::PATCH, &path, |r| r.multipart(form)).await,
-                    Err(e) => Err(Delivery::Failed { error: e.to_string() }),
-                }
+                let part = reqwest::multipart::Part::bytes(png).file_name("chart.png").mime_str("image/png")?;
+                let form =
+                    reqwest::multipart::Form::new().text("payload_json", body.to_string()).part("files[0]", part);
+                self.call_with(method, path, |r| r.multipart(form)).await
             }
-            None => self.call(reqwest::Method::PATCH, &path, &body).await,
+            None => self.call(method, path, &body).await,
         };
-        if let Err(e) = sent {
-            tracing::warn!(?e, "could not send an answer on Discord");
-        }
+        sent.map(drop).map_err(|e| anyhow::anyhow!("{e:?}"))
     }
 
     /// A question from `user` (with `roles`) in `channel`, answered in the deferred response.
@@ -394,6 +438,7 @@ impl Discord {
         user: &str,
         roles: &[String],
         channel: &str,
+        addressed: bool,
     ) -> super::asking::Question {
         super::asking::Question {
             text,
@@ -401,8 +446,7 @@ impl Discord {
             who: Identity(format!("discord:{user}")),
             via: format!("discord:{channel}"),
             groups: Discord::groups(&asking.responders, user, roles),
-            // Discord reaches medic only through `/medic` and its modal: always addressed.
-            addressed: true,
+            addressed,
         }
     }
 
@@ -499,6 +543,7 @@ impl Discord {
                     &c.user.id.to_string(),
                     &roles_of(c.member.as_deref()),
                     &c.channel_id.to_string(),
+                    true,
                 );
                 tokio::spawn(self.clone().answer(asking.clone(), c.id.to_string(), c.token.clone(), q));
                 Ok((defer(private), None))
@@ -521,6 +566,7 @@ impl Discord {
                     &m.user.id.to_string(),
                     &roles_of(m.member.as_ref()),
                     &m.channel_id.to_string(),
+                    true,
                 );
                 tokio::spawn(self.clone().answer(asking.clone(), m.id.to_string(), m.token.clone(), q));
                 Ok((defer(false), None))
@@ -728,14 +774,17 @@ mod tests {
 
     #[test]
     fn an_invalid_public_key_is_an_error_not_a_panic() {
-        let cfg = |key: &str| Config {
+        let with = |key: Option<&str>, mode: Mode| Config {
             bot_token: crate::secret::SecretRef::Env("MEDIC_TEST_DISCORD_TOKEN_SET".into()),
             application_id: "1".into(),
-            public_key: key.into(),
+            mode,
+            public_key: key.map(String::from),
+            gateway: Default::default(),
             api_url: DEFAULT_API_URL.into(),
             default_channel: "2".into(),
             routes: vec![],
         };
+        let cfg = |key: &str| with(Some(key), Mode::Http);
         // SAFETY: tests in this module do not read the environment concurrently.
         unsafe { std::env::set_var("MEDIC_TEST_DISCORD_TOKEN_SET", "t") };
         let bad = "7d6c1a3bb0b1a8cb8d2e40d5c6e5f4b3a291807f6e5d4c3b2a1908f7e6d5c4b3";
@@ -743,6 +792,10 @@ mod tests {
         assert!(Discord::new(&cfg("zz"), Duration::from_secs(1)).is_err());
         let good = hex::encode(ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key().to_bytes());
         assert!(Discord::new(&cfg(&good), Duration::from_secs(1)).is_ok());
+        // The key is needed for the HTTP endpoint only.
+        let none = Discord::new(&with(None, Mode::Http), Duration::from_secs(1)).err().unwrap();
+        assert!(none.contains("required with `mode: http`"), "{none}");
+        assert!(Discord::new(&with(None, Mode::Gateway), Duration::from_secs(1)).is_ok());
     }
 
     #[test]
