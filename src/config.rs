@@ -58,6 +58,12 @@ pub struct Config {
     pub slack: Option<crate::chat::slack::Config>,
     #[serde(default)]
     pub discord: Option<crate::chat::discord::Config>,
+    /// Where medic pages a person when it cannot help (`page`).
+    #[serde(default)]
+    pub paging: crate::page::Config,
+    /// Where medic opens tickets (`ticket`).
+    #[serde(default)]
+    pub tickets: crate::ticket::Config,
 }
 
 fn default_listen() -> SocketAddr {
@@ -84,6 +90,8 @@ impl Default for Config {
             ask: Default::default(),
             slack: None,
             discord: None,
+            paging: Default::default(),
+            tickets: Default::default(),
         }
     }
 }

@@ -107,6 +107,12 @@
 //!   a durable outbox (retries, `Retry-After`, merged updates) and answering clicks through
 //!   `chat::clicks`, the one place a click becomes a decision and an execution (the console's
 //!   clicks are typed at the terminal).
+//! - [`page`] — when medic cannot help, a person hears it: pages (PagerDuty Events API v2, a
+//!   signed webhook) for escalations, lost autonomy, incidents no runbook matches, plans left
+//!   waiting and spent budgets, resolved with the incident; [`ticket`] opens GitHub and Jira
+//!   issues carrying the incident's timeline. Each destination sits behind a small trait
+//!   (`page::Pager`, `ticket::Tracker`) and is delivered by the chat outbox
+//!   (`chat::outbox::Destination`); `page::watch` reads the audit log for all of them.
 //! - [`ask`] — questions in plain language: a pure intent parser (`ask::parse`: intents and
 //!   slots, no IO), the answers from the store and the context sources with their evidence
 //!   (`ask::answer::Asker`), PNG charts (`ask::chart`), and the optional OpenAI-compatible
@@ -175,6 +181,7 @@ pub mod guardrails;
 pub mod incident;
 pub mod intake;
 pub mod metrics;
+pub mod page;
 pub mod pipeline;
 pub mod plan;
 pub mod redact;
@@ -188,4 +195,5 @@ pub mod server;
 pub mod store;
 pub mod strict;
 pub mod telemetry;
+pub mod ticket;
 pub mod time;

@@ -162,6 +162,29 @@ pub async fn run_with(
             chat_stopped.clone(),
         )));
     }
+    // Pages and tickets: the same outbox, their own destinations; every replica reads the
+    // audit log for them (`page::watch`, started below once the notifier is known).
+    let pagers = config.paging.pagers(timeout).map_err(anyhow::Error::msg)?;
+    let trackers = config.tickets.trackers(timeout).map_err(anyhow::Error::msg)?;
+    let destinations = pagers.iter().map(|p| p.clone() as Arc<dyn crate::chat::outbox::Destination>);
+    for d in destinations.chain(trackers.iter().map(|t| t.clone() as _)) {
+        chat_tasks.push(tokio::spawn(crate::chat::outbox::run(store.clone(), d, clock.clone(), chat_stopped.clone())));
+    }
+    chat_tasks.push(tokio::spawn(crate::page::watch(
+        crate::page::Watcher {
+            store: store.clone(),
+            pagers,
+            trackers,
+            when: config.paging.when.clone(),
+            tickets: config.tickets.when.clone(),
+            external_url: config.paging.external_url.clone(),
+            runbooks: runbooks.clone(),
+            guardrails: config.guardrails.clone(),
+            notifier: (!platforms.is_empty()).then(|| notifier.clone()),
+            clock: clock.clone(),
+        },
+        chat_stopped.clone(),
+    )));
     let mut limits = crate::executor::Limits {
         allowed_hosts: config.executor.http_allowed_hosts.clone(),
         scripts_dir: config.executor.scripts_dir.clone(),

@@ -715,7 +715,8 @@ async fn one_replica_holds_the_gateway_and_another_takes_over(db: Db) {
     assert_eq!(gateway.identifies.load(Ordering::SeqCst), 1, "B stands by");
     let (_, ready) = b.app.get("/readyz").await;
     assert_eq!(ready["discord_gateway"]["state"], "standing_by", "{ready:#}");
-    a.app.stop().await.unwrap();
+    // A's handle owns the database: kept until B is done with it.
+    let _db = a.app.stop().await.unwrap();
     poll_until(20, || async { (gateway.identifies.load(Ordering::SeqCst) == 2 && gateway.live() == 1).then_some(()) })
         .await
         .expect("B took the connection over");

@@ -107,10 +107,6 @@ const TERMINAL: &str = "terminal";
 
 #[async_trait]
 impl Platform for Console {
-    fn name(&self) -> &'static str {
-        "console"
-    }
-
     fn channel_for(&self, _labels: &crate::alert::Labels) -> String {
         TERMINAL.into()
     }
@@ -121,6 +117,13 @@ impl Platform for Console {
 
     fn reply(&self, _channel: &str, text: &str) -> String {
         text.to_string()
+    }
+}
+
+#[async_trait]
+impl super::outbox::Destination for Console {
+    fn name(&self) -> &'static str {
+        "console"
     }
 
     async fn deliver(&self, row: &OutboxRow) -> Delivery {

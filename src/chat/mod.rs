@@ -285,17 +285,13 @@ pub fn more_evidence(d: &Diagnosis) -> String {
 /// A chat platform that shows incidents through the outbox (Slack; Discord next). It turns the
 /// shared view into its wire format and delivers what the outbox hands it.
 #[async_trait]
-pub trait Platform: Send + Sync {
-    /// `slack`, `discord`: the outbox's platform key and the identities' prefix.
-    fn name(&self) -> &'static str;
+pub trait Platform: outbox::Destination {
     /// Where an incident with these alert labels is posted.
     fn channel_for(&self, labels: &crate::alert::Labels) -> String;
     /// The root message's request body for `view` (also the body of its updates).
     fn root(&self, view: &IncidentView, channel: &str) -> anyhow::Result<String>;
     /// A reply's request body.
     fn reply(&self, channel: &str, text: &str) -> String;
-    /// Sends one claimed delivery.
-    async fn deliver(&self, row: &crate::store::OutboxRow) -> crate::store::Delivery;
 }
 
 /// Queues what chat should show when an incident changes, on every configured platform.

@@ -5,8 +5,7 @@
 //! `/metrics` show what is waiting and the newest error ([`crate::store::Store::outbox_health`]). Claims
 //! are leased, so several replicas deliver each message once.
 
-use super::Platform;
-use crate::store::{Delivery, Store};
+use crate::store::{Delivery, OutboxRow, Store};
 use crate::time::{Clock, Millis};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,10 +30,19 @@ pub fn with_backoff(failed: Delivery, attempts: i64) -> Delivery {
     }
 }
 
+/// Where the outbox delivers: a chat platform (`chat::Platform`) or a pager (`page::Pager`).
+#[async_trait::async_trait]
+pub trait Destination: Send + Sync {
+    /// `slack`, `discord`, `pagerduty`…: the outbox's key and, for chat, the identities' prefix.
+    fn name(&self) -> &'static str;
+    /// Sends one claimed delivery.
+    async fn deliver(&self, row: &OutboxRow) -> Delivery;
+}
+
 /// Delivers `platform`'s messages until `stop` resolves.
 pub async fn run(
     store: Arc<dyn Store>,
-    platform: Arc<dyn Platform>,
+    platform: Arc<dyn Destination>,
     clock: Arc<dyn Clock>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {

@@ -568,10 +568,6 @@ fn parse_value(v: &str) -> Option<(i64, String)> {
 
 #[async_trait]
 impl Platform for Slack {
-    fn name(&self) -> &'static str {
-        "slack"
-    }
-
     fn channel_for(&self, labels: &Labels) -> String {
         super::route(&self.routes, &self.default_channel, labels)
     }
@@ -582,6 +578,13 @@ impl Platform for Slack {
 
     fn reply(&self, channel: &str, text: &str) -> String {
         json!({"channel": channel, "text": cut(&escape(text), 3000)}).to_string()
+    }
+}
+
+#[async_trait]
+impl super::outbox::Destination for Slack {
+    fn name(&self) -> &'static str {
+        "slack"
     }
 
     async fn deliver(&self, row: &OutboxRow) -> Delivery {

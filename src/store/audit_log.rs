@@ -12,6 +12,13 @@ impl SqlStore {
         rows.iter().map(audit_from).collect()
     }
 
+    pub(super) async fn audit_head(&self) -> Result<i64> {
+        let r = sqlx::query("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS head FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(r.try_get("head")?)
+    }
+
     pub(super) async fn audit_for_incident(&self, id: i64) -> Result<Vec<AuditRecord>> {
         let rows = sqlx::query(&format!("SELECT {AUDIT_COLS} FROM audit_log WHERE incident_id = $1 ORDER BY seq"))
             .bind(id)

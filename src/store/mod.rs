@@ -162,6 +162,13 @@ pub trait Store: Send + Sync + 'static {
     /// Audit records with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>>;
     async fn audit_for_incident(&self, id: i64) -> Result<Vec<AuditRecord>>;
+    /// The newest audit record's sequence number (0 for none).
+    async fn audit_head(&self) -> Result<i64>;
+    /// Whether the outbox ever held an `op` of `platform` for the incident (a page raised).
+    async fn outbox_has(&self, platform: &str, incident: i64, op: &str) -> Result<bool>;
+    /// The newest `limit` deliveries of `op` on `platform` that were sent with a result:
+    /// (row id, incident, result) — a created ticket's address.
+    async fn outbox_sent(&self, platform: &str, op: &str, limit: i64) -> Result<Vec<(i64, i64, String)>>;
     /// Makes `plan` its incident's current plan, superseding any other proposed one. Proposing
     /// a plan already stored (same hash) changes nothing.
     async fn propose(&self, plan: &ProposedPlan, requested_by: &Identity, now: Millis) -> Result<()>;
@@ -720,6 +727,18 @@ impl Store for SqlStore {
 
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>> {
         SqlStore::audit_page(self, after, limit).await
+    }
+
+    async fn audit_head(&self) -> Result<i64> {
+        SqlStore::audit_head(self).await
+    }
+
+    async fn outbox_has(&self, platform: &str, incident: i64, op: &str) -> Result<bool> {
+        SqlStore::outbox_has(self, platform, incident, op).await
+    }
+
+    async fn outbox_sent(&self, platform: &str, op: &str, limit: i64) -> Result<Vec<(i64, i64, String)>> {
+        SqlStore::outbox_sent(self, platform, op, limit).await
     }
 
     async fn audit_for_incident(&self, id: i64) -> Result<Vec<AuditRecord>> {

@@ -257,6 +257,29 @@ impl SqlStore {
         r.map(|r| r.try_get("incident_id")).transpose().map_err(Into::into)
     }
 
+    pub(super) async fn outbox_has(&self, platform: &str, incident: i64, op: &str) -> Result<bool> {
+        let r = sqlx::query("SELECT id FROM chat_outbox WHERE platform = $1 AND incident_id = $2 AND op = $3 LIMIT 1")
+            .bind(platform.to_string())
+            .bind(incident)
+            .bind(op.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(r.is_some())
+    }
+
+    pub(super) async fn outbox_sent(&self, platform: &str, op: &str, limit: i64) -> Result<Vec<(i64, i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, incident_id, result FROM chat_outbox WHERE platform = $1 AND op = $2 AND state = 'sent' \
+             AND result IS NOT NULL ORDER BY id DESC LIMIT $3",
+        )
+        .bind(platform.to_string())
+        .bind(op.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("incident_id")?, r.try_get("result")?))).collect()
+    }
+
     pub(super) async fn outbox_health(&self, since: Millis) -> Result<Vec<OutboxHealth>> {
         let rows = sqlx::query(
             "SELECT platform, state, CAST(CASE WHEN last_error IS NULL THEN 0 ELSE 1 END AS BIGINT) AS erred, \

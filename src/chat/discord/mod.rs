@@ -664,10 +664,6 @@ impl Discord {
 
 #[async_trait]
 impl Platform for Discord {
-    fn name(&self) -> &'static str {
-        "discord"
-    }
-
     fn channel_for(&self, labels: &Labels) -> String {
         super::route(&self.routes, &self.default_channel, labels)
     }
@@ -678,6 +674,13 @@ impl Platform for Discord {
 
     fn reply(&self, _channel: &str, text: &str) -> String {
         Discord::reply_body(text)
+    }
+}
+
+#[async_trait]
+impl super::outbox::Destination for Discord {
+    fn name(&self) -> &'static str {
+        "discord"
     }
 
     async fn deliver(&self, row: &OutboxRow) -> Delivery {

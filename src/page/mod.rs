@@ -1,0 +1,466 @@
+//! Pages: when medic cannot help, a person hears it (spec §3: past the attempt budget medic
+//! "pages a human"). Each destination is a module behind the small [`Pager`] trait, delivered
+//! through the same durable outbox as chat (retries, `Retry-After`, 429, several replicas
+//! delivering each page once): `pagerduty` (Events API v2) and `webhook` (a documented JSON
+//! body with an optional HMAC signature, for Grafana IRM, incident.io, Squadcast and in-house
+//! tools).
+//!
+//! [`watch`] reads the audit log as it grows (every replica; each page is queued once, by a key
+//! in the store's delivery record) and pages (`paging.when`) for:
+//! - an **escalation**: a plan failed and was rolled back, a plan was interrupted by a crash,
+//!   a plan that ran by itself failed or was stopped (the executor records each as `escalated`);
+//! - **autonomy lost**: a runbook that ran by itself failed and lost `auto`;
+//! - **no runbook** matched an incident at severity critical (medic proposes nothing);
+//! - a plan **waiting** for approval longer than `approval_waiting` (15 min), or whose
+//!   **attempt budget** is spent (no approval can run it);
+//!
+//! and resolves the page when the incident it was raised for resolves. It also queues the
+//! tickets `tickets.when` asks for ([`crate::ticket`]) and links each created ticket in its
+//! incident's thread. A page's one line says
+//! why; its details carry the incident's top hypothesis and what medic tried; its link is the
+//! incident in medic's API.
+
+pub mod pagerduty;
+pub mod webhook;
+
+use crate::audit::AuditRecord;
+use crate::chat::outbox::Destination;
+use crate::store::{OutboxItem, Store};
+use crate::time::Clock;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The `paging` section of the config.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub pagerduty: Option<pagerduty::Config>,
+    #[serde(default)]
+    pub webhook: Option<webhook::Config>,
+    /// medic's address as people reach it (`https://medic.example.com`), for the page's link
+    /// to the incident; none by default.
+    #[serde(default)]
+    pub external_url: Option<String>,
+    #[serde(default)]
+    pub when: When,
+}
+
+impl Config {
+    /// The configured destinations.
+    pub fn pagers(&self, timeout: Duration) -> Result<Vec<Arc<dyn Pager>>, String> {
+        let mut out: Vec<Arc<dyn Pager>> = Vec::new();
+        if let Some(c) = &self.pagerduty {
+            out.push(Arc::new(pagerduty::PagerDuty::new(c, timeout)?));
+        }
+        if let Some(c) = &self.webhook {
+            out.push(Arc::new(webhook::Webhook::new(c, timeout)?));
+        }
+        Ok(out)
+    }
+}
+
+/// One page, as every destination words it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub incident: i64,
+    /// Why, in one line.
+    pub summary: String,
+    /// `critical`, `error`, `warning` or `info` (PagerDuty's words).
+    pub severity: String,
+    pub service: String,
+    /// The top hypothesis and what medic tried.
+    pub details: Value,
+    pub link: Option<String>,
+}
+
+/// A destination pages go to: it words a trigger and a resolve; the outbox delivers them
+/// (ops `trigger` and `resolve`, one dedup key per incident, so a second page updates the first).
+pub trait Pager: Destination {
+    fn trigger(&self, page: &Page) -> Value;
+    fn resolve(&self, incident: i64) -> Value;
+}
+
+/// The dedup key of an incident's page on every destination.
+pub fn dedup_key(incident: i64) -> String {
+    format!("medic-incident-{incident}")
+}
+
+/// PagerDuty's severity for an alert's: `critical`/`page` → critical, `error`, `warning`,
+/// anything else → info... but a page is never below `error`: medic pages because a person
+/// must act.
+fn severity(label: Option<&str>) -> &'static str {
+    match label.unwrap_or("").to_ascii_lowercase().as_str() {
+        "critical" | "page" | "emergency" | "p1" => "critical",
+        _ => "error",
+    }
+}
+
+/// What to page for, from an `escalated` or `autonomy_lost` record.
+fn reason(r: &AuditRecord) -> Option<String> {
+    let data: Value = serde_json::from_str(&r.data).unwrap_or(Value::Null);
+    let said = |k: &str| data[k].as_str().map(str::to_string);
+    let plan = data["plan"].as_str().map(|h| &h[..h.len().min(12)]).unwrap_or("?").to_string();
+    match r.kind.as_str() {
+        "escalated" => Some(match (said("stopped_by"), said("failed_step")) {
+            (Some(by), _) => format!("plan {plan} was stopped by {by}; a person must take over"),
+            (None, Some(step)) => format!(
+                "plan {plan} failed at step {step} ({}); a person must take over",
+                said("reason").unwrap_or_else(|| "no reason given".into())
+            ),
+            (None, None) => {
+                format!("plan {plan}: {}", said("message").unwrap_or_else(|| "escalated to a person".into()))
+            }
+        }),
+        "autonomy_lost" => Some(format!(
+            "runbook {} ran by itself, failed and lost its autonomy; a person must look",
+            said("runbook").unwrap_or_else(|| "?".into())
+        )),
+        _ => None,
+    }
+}
+
+/// The page for `why` on incident `id`: its service and severity from its alerts, its top
+/// hypothesis from its latest diagnosis.
+async fn page_for(store: &dyn Store, id: i64, why: &str, external: Option<&str>) -> anyhow::Result<Page> {
+    let (incident, alerts) = store.incident(id).await?.ok_or_else(|| anyhow::anyhow!("no incident #{id}"))?;
+    let labels = alerts.first().map(|a| a.alert.labels.clone()).unwrap_or_default();
+    let service = labels.get("service").cloned().unwrap_or_else(|| incident.group_key.clone());
+    let top = crate::chat::latest_diagnosis(store, id).await?.and_then(|(_, d)| {
+        d.hypotheses.first().map(|h| json!({"hypothesis": h.statement, "confidence": h.confidence}))
+    });
+    let tried = store.plan_status(id).await?.map(|s| {
+        json!({"plan": s.plan.plan.hash, "runbook": s.plan.plan.runbook, "state": s.plan.state.as_str(),
+               "execution": s.execution.as_ref().map(|(state, _)| state.clone())})
+    });
+    Ok(Page {
+        incident: id,
+        summary: crate::redact::redact(&format!("medic incident #{id} on {service}: {why}")),
+        severity: severity(labels.get("severity").map(String::as_str)).into(),
+        service,
+        details: json!({"incident": id, "why": why, "top_hypothesis": top, "what_medic_tried": tried,
+                        "alerts": alerts.iter().filter_map(|a| a.alert.labels.get("alertname").cloned()).collect::<Vec<_>>()}),
+        link: external.map(|u| format!("{}/v1/incidents/{id}", u.trim_end_matches('/'))),
+    })
+}
+
+/// Queues `body` for `op` on `to`, redacted.
+async fn queue(
+    store: &dyn Store,
+    to: &dyn Destination,
+    id: i64,
+    op: &str,
+    body: &Value,
+    now: i64,
+) -> anyhow::Result<()> {
+    let item = OutboxItem {
+        platform: to.name().into(),
+        incident_id: id,
+        op: op.into(),
+        channel: String::new(),
+        target: None,
+        body: crate::redact::redact(&body.to_string()),
+    };
+    store.outbox_push(&item, now).await
+}
+
+/// How often the audit log is read for what to page.
+const EVERY: Duration = Duration::from_secs(2);
+/// How long after a diagnosis medic looks whether it proposed a plan (the plan follows the
+/// diagnosis record within the same response).
+const SETTLE: crate::time::Millis = 10_000;
+
+/// When to page (`paging.when`), with the defaults an on-call engineer would choose.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// A plan failed, was rolled back, stopped or interrupted; a plan that ran by itself failed.
+    #[serde(default = "yes")]
+    pub plan_failed: bool,
+    /// A runbook that ran by itself failed and lost its autonomy.
+    #[serde(default = "yes")]
+    pub autonomy_lost: bool,
+    /// An incident at this severity (the alert's `severity` label: `critical` also takes
+    /// `page`) for which no runbook matched, so medic proposes nothing; `never` turns it off.
+    #[serde(default = "critical")]
+    pub no_runbook: String,
+    /// A plan waiting for a person's approval this long; none: never.
+    #[serde(default = "fifteen_minutes", with = "humantime_serde")]
+    pub approval_waiting: Option<Duration>,
+    /// The attempt budget is spent: medic proposes, but no approval can run it.
+    #[serde(default = "yes")]
+    pub budget_spent: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn critical() -> String {
+    "critical".into()
+}
+
+fn fifteen_minutes() -> Option<Duration> {
+    Some(Duration::from_secs(15 * 60))
+}
+
+impl Default for When {
+    fn default() -> Self {
+        When {
+            plan_failed: true,
+            autonomy_lost: true,
+            no_runbook: critical(),
+            approval_waiting: fifteen_minutes(),
+            budget_spent: true,
+        }
+    }
+}
+
+/// What the watcher needs: the store, the destinations, the rules, and (to link tickets in the
+/// incident's thread) chat.
+pub struct Watcher {
+    pub store: Arc<dyn Store>,
+    pub pagers: Vec<Arc<dyn Pager>>,
+    pub trackers: Vec<Arc<dyn crate::ticket::Tracker>>,
+    pub when: When,
+    pub tickets: crate::ticket::When,
+    pub external_url: Option<String>,
+    pub runbooks: Vec<crate::runbook::Runbook>,
+    pub guardrails: crate::guardrails::GuardrailConfig,
+    pub notifier: Option<Arc<crate::chat::Notifier>>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Pages and tickets for what the audit log records from now on, resolves pages whose
+/// incidents resolve, pages for plans left waiting, and links created tickets in their
+/// incidents' threads, until `stop`. Every replica runs it; the store's delivery record queues
+/// each page and ticket once.
+pub async fn watch(w: Watcher, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if w.pagers.is_empty() && w.trackers.is_empty() {
+        return;
+    }
+    // What was recorded before this replica started was handled by the one that ran then.
+    let mut after = loop {
+        match w.store.audit_head().await {
+            Ok(seq) => break seq,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "paging: cannot read the audit log"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        let records = match w.store.audit_page(after, 500).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "paging: cannot read the audit log");
+                continue;
+            }
+        };
+        for r in &records {
+            match w.handle(r).await {
+                Ok(true) => after = r.seq,
+                // A diagnosis not yet settled: read again on the next tick.
+                Ok(false) => break,
+                Err(e) => {
+                    // Left for the next tick: nothing is lost, and the delivery record keeps it once.
+                    tracing::warn!(seq = r.seq, error = %format!("{e:#}"), "paging: could not queue a page");
+                    break;
+                }
+            }
+        }
+        if let Err(e) = w.waiting().await {
+            tracing::warn!(error = %format!("{e:#}"), "paging: could not look at waiting plans");
+        }
+        if let Err(e) = w.link_tickets().await {
+            tracing::warn!(error = %format!("{e:#}"), "tickets: could not link a ticket in its thread");
+        }
+    }
+}
+
+impl Watcher {
+    /// Pages `why` for incident `id` once per `key`, on every pager.
+    async fn page(&self, id: i64, key: &str, why: &str) -> anyhow::Result<()> {
+        if self.pagers.is_empty() || !self.store.first_delivery("page", key, self.clock.now()).await? {
+            return Ok(());
+        }
+        let page = page_for(self.store.as_ref(), id, why, self.external_url.as_deref()).await?;
+        tracing::warn!(incident = id, why = %page.summary, "paging a person");
+        for p in &self.pagers {
+            queue(
+                self.store.as_ref(),
+                p.as_ref() as &dyn Destination,
+                id,
+                "trigger",
+                &p.trigger(&page),
+                self.clock.now(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// One ticket per incident and tracker, with the incident's story so far.
+    async fn ticket(&self, id: i64, why: &str) -> anyhow::Result<()> {
+        for t in &self.trackers {
+            if !self.store.first_delivery("ticket", &format!("{}:{id}", t.name()), self.clock.now()).await? {
+                continue;
+            }
+            let Some((incident, alerts)) = self.store.incident(id).await? else { continue };
+            let records = self.store.audit_for_incident(id).await?;
+            let summary = crate::api::incident_json(&incident);
+            let service = alerts
+                .first()
+                .and_then(|a| a.alert.labels.get("service").cloned())
+                .unwrap_or_else(|| incident.group_key.clone());
+            let body = format!(
+                "medic opened this ticket: {why}.\n\n{}\n",
+                crate::audit::timeline_markdown(&summary, &records)
+            );
+            let ticket = crate::ticket::Ticket {
+                incident: id,
+                title: format!("medic incident #{id} on {service}: {}", incident.title),
+                body: crate::redact::redact(&body),
+                service,
+            };
+            queue(
+                self.store.as_ref(),
+                t.as_ref() as &dyn Destination,
+                id,
+                "ticket",
+                &t.create(&ticket),
+                self.clock.now(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Handles one record; false when it must be read again later (a diagnosis too new to say
+    /// whether a plan follows).
+    async fn handle(&self, r: &AuditRecord) -> anyhow::Result<bool> {
+        let Some(id) = r.incident_id else { return Ok(true) };
+        let now = self.clock.now();
+        match r.kind.as_str() {
+            "escalated" | "autonomy_lost" => {
+                let wanted = if r.kind == "escalated" { self.when.plan_failed } else { self.when.autonomy_lost };
+                if let Some(why) = reason(r).filter(|_| wanted) {
+                    self.page(id, &format!("trigger:{}", r.seq), &why).await?;
+                }
+                if r.kind == "escalated" && self.tickets.failed_plan {
+                    self.ticket(id, "a plan failed and a person must take over").await?;
+                }
+            }
+            "diagnosed" if !self.pagers.is_empty() && self.when.no_runbook != "never" => {
+                if now - r.at < SETTLE {
+                    return Ok(false);
+                }
+                let Some((incident, alerts)) = self.store.incident(id).await? else { return Ok(true) };
+                let level = alerts.first().and_then(|a| a.alert.labels.get("severity").cloned());
+                let severe = severity(level.as_deref()) == "critical" || self.when.no_runbook != "critical";
+                if severe
+                    && incident.state != crate::incident::IncidentState::Resolved
+                    && self.store.plan_status(id).await?.is_none()
+                {
+                    let why = "no runbook matches, so medic proposes nothing; a person must look";
+                    self.page(id, &format!("no-runbook:{id}"), why).await?;
+                }
+            }
+            "incident_resolved" => {
+                for p in &self.pagers {
+                    if self.store.outbox_has(p.name(), id, "trigger").await?
+                        && self.store.first_delivery("page", &format!("resolve:{}:{}", p.name(), r.seq), now).await?
+                    {
+                        queue(self.store.as_ref(), p.as_ref() as &dyn Destination, id, "resolve", &p.resolve(id), now)
+                            .await?;
+                    }
+                }
+                if self.tickets.resolved_by_itself && !self.trackers.is_empty() {
+                    let records = self.store.audit_for_incident(id).await?;
+                    let by_itself = records
+                        .iter()
+                        .any(|x| x.kind == "plan_approved" && x.actor == crate::approval::AUTO)
+                        && records.iter().any(|x| x.kind == "execution_finished" && x.data.contains("\"succeeded\""));
+                    if by_itself {
+                        self.ticket(id, "medic resolved this incident by itself").await?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    /// Open incidents whose plan waits for a person: paged once the wait passes
+    /// `approval_waiting`, or at once when the attempt budget is spent (no approval can run it).
+    async fn waiting(&self) -> anyhow::Result<()> {
+        if self.pagers.is_empty() || (self.when.approval_waiting.is_none() && !self.when.budget_spent) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let filter = crate::store::IncidentFilter {
+            state: Some(crate::incident::IncidentState::Open),
+            limit: 200,
+            ..Default::default()
+        };
+        for incident in self.store.incidents(&filter).await? {
+            let Some(status) = self.store.plan_status(incident.id).await? else { continue };
+            if status.plan.state != crate::approval::PlanState::Proposed || status.auto_at.is_some() {
+                continue;
+            }
+            let hash = &status.plan.plan.hash;
+            let short = &hash[..hash.len().min(12)];
+            if let Some(wait) = self.when.approval_waiting {
+                let waited = now - status.plan.proposed_at;
+                if waited >= wait.as_millis() as crate::time::Millis {
+                    let why = format!(
+                        "plan {short} has waited {} for a person's approval",
+                        humantime::format_duration(Duration::from_secs((waited / 60_000 * 60) as u64))
+                    );
+                    self.page(incident.id, &format!("waiting:{hash}"), &why).await?;
+                }
+            }
+            if self.when.budget_spent {
+                let service = self
+                    .store
+                    .incident(incident.id)
+                    .await?
+                    .and_then(|(_, a)| a.first().and_then(|a| a.alert.labels.get("service").cloned()));
+                let a = crate::store::guardrails_for(
+                    self.store.as_ref(),
+                    &self.guardrails,
+                    &self.runbooks,
+                    incident.id,
+                    &status.plan.plan.runbook,
+                    service.as_deref(),
+                    now,
+                )
+                .await?;
+                if let Some(block) = a.blocks.iter().find(|b| b.contains("attempt budget")) {
+                    self.page(incident.id, &format!("budget:{hash}"), block).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tickets the trackers created: a line with the address in the incident's thread, once.
+    async fn link_tickets(&self) -> anyhow::Result<()> {
+        let Some(notifier) = &self.notifier else { return Ok(()) };
+        for t in &self.trackers {
+            for (row, incident, address) in self.store.outbox_sent(t.name(), "ticket", 50).await? {
+                if self.store.first_delivery("ticket-link", &row.to_string(), self.clock.now()).await? {
+                    notifier.thread(incident, &format!("{} ticket opened: {address}", t.name())).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
