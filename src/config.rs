@@ -64,6 +64,9 @@ pub struct Config {
     /// Where medic opens tickets (`ticket`).
     #[serde(default)]
     pub tickets: crate::ticket::Config,
+    /// The morning summary in every incident channel (`chat::summary`); none by default.
+    #[serde(default)]
+    pub summary: Option<crate::chat::summary::Config>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -92,6 +95,7 @@ impl Default for Config {
             discord: None,
             paging: Default::default(),
             tickets: Default::default(),
+            summary: None,
         }
     }
 }

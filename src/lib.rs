@@ -113,6 +113,7 @@
 //!   issues carrying the incident's timeline. Each destination sits behind a small trait
 //!   (`page::Pager`, `ticket::Tracker`) and is delivered by the chat outbox
 //!   (`chat::outbox::Destination`); `page::watch` reads the audit log for all of them.
+//!   `chat::summary` posts the morning summary to every incident channel.
 //! - [`ask`] — questions in plain language: a pure intent parser (`ask::parse`: intents and
 //!   slots, no IO), the answers from the store and the context sources with their evidence
 //!   (`ask::answer::Asker`), PNG charts (`ask::chart`), and the optional OpenAI-compatible

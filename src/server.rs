@@ -185,6 +185,16 @@ pub async fn run_with(
         },
         chat_stopped.clone(),
     )));
+    if let Some(cfg) = &config.summary {
+        cfg.parse().map_err(anyhow::Error::msg)?;
+        chat_tasks.push(tokio::spawn(crate::chat::summary::run(
+            cfg.clone(),
+            store.clone(),
+            platforms.clone(),
+            clock.clone(),
+            chat_stopped.clone(),
+        )));
+    }
     let mut limits = crate::executor::Limits {
         allowed_hosts: config.executor.http_allowed_hosts.clone(),
         scripts_dir: config.executor.scripts_dir.clone(),

@@ -344,7 +344,63 @@ async fn waiting_plans_and_incidents_without_a_runbook_page(db: Db) {
     a.stop().await.unwrap();
 }
 
+/// The morning summary, due now: one message per channel, across two replicas, listing the
+/// night's incidents with what waits for a person.
+async fn the_morning_summary_lists_the_night_once(db: Db) {
+    let fakes = Arc::new(Fakes::default());
+    let base = serve(fakes.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now();
+    let at = now.format("%H:%M").to_string();
+    let config = |owner: &str, summary: bool| {
+        let mut c = ticket_config(&base, dir.path(), owner);
+        c.tickets = Default::default();
+        c.summary = summary.then(|| medic::chat::summary::Config { at: at.clone(), timezone: "UTC".into() });
+        c
+    };
+    // The summary is due from the moment a replica with it starts: the night's incident first.
+    let Some(a) = TestApp::spawn(db, config("replica-a", false)).await else { return };
+    assert_eq!(a.post("/v1/alerts/generic", alert("firing"), &[]).await.0, 200);
+    poll_until(10, || async { a.store.incident(1).await.unwrap() }).await.expect("the incident");
+    // Two replicas with the summary: one of them queues it.
+    let b = a.replica(config("replica-b", true)).await;
+    let c = a.replica(config("replica-c", true)).await;
+    let summary = poll_until(40, || async {
+        fakes
+            .slack
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("medic&#39;s summary") || t.starts_with("medic's summary"))
+            })
+            .cloned()
+    })
+    .await;
+    let summary = summary.unwrap_or_else(|| panic!("a summary: {:#?}", fakes.slack.lock().unwrap()));
+    let text = summary["text"].as_str().unwrap();
+    assert_eq!(summary["channel"], "C0INCIDENT");
+    assert!(summary["thread_ts"].is_null(), "a message of its own: {summary:#}");
+    assert!(text.contains("#1 CheckoutDown on checkout"), "{text}");
+    assert!(text.contains("no runbook matched"), "{text}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = fakes
+        .slack
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c["text"].as_str().is_some_and(|t| t.contains("summary,")))
+        .count();
+    assert_eq!(n, 1, "one summary");
+    c.stop().await.unwrap();
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
 both_stores!(
+    the_morning_summary_lists_the_night_once,
     an_escalation_pages_once_and_resolves_with_the_incident,
     a_refused_page_shows_in_readyz,
     a_failed_plan_opens_one_ticket_linked_in_its_thread,

@@ -1,11 +1,11 @@
--- Pages and tickets go through the outbox too: ops `trigger` and `resolve` (PagerDuty, the page
--- webhook) and `ticket` (GitHub, Jira).
+-- Pages, tickets and the morning summary go through the outbox too: ops `trigger` and `resolve`
+-- (PagerDuty, the page webhook), `ticket` (GitHub, Jira) and `message` (a chat message of its own).
 -- SQLite cannot change a CHECK constraint in place: the table is rebuilt, rows and ids kept.
 CREATE TABLE chat_outbox_new (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     platform    TEXT    NOT NULL,
     incident_id INTEGER NOT NULL,
-    op          TEXT    NOT NULL CHECK (op IN ('post', 'update', 'thread', 'ephemeral', 'modal', 'trigger', 'resolve', 'ticket')),
+    op          TEXT    NOT NULL CHECK (op IN ('post', 'update', 'thread', 'ephemeral', 'modal', 'message', 'trigger', 'resolve', 'ticket')),
     channel     TEXT    NOT NULL,
     target      TEXT,
     body        TEXT    NOT NULL,

@@ -118,6 +118,10 @@ impl Platform for Console {
     fn reply(&self, _channel: &str, text: &str) -> String {
         text.to_string()
     }
+
+    fn channels(&self) -> Vec<String> {
+        vec![TERMINAL.into()]
+    }
 }
 
 #[async_trait]
@@ -138,6 +142,7 @@ impl super::outbox::Destination for Console {
                 if new.is_empty() { String::new() } else { format!("  #{id} updated:\n{}\n", new.join("\n")) }
             }
             "thread" => body.lines().map(|l| format!("  #{id} ↳ {l}\n")).collect(),
+            "message" => format!("{body}\n"),
             other => return Delivery::Failed { error: format!("unknown op {other}") },
         };
         if matches!(row.item.op.as_str(), "post" | "update") {

@@ -9,6 +9,7 @@ pub mod discord;
 pub mod lease;
 pub mod outbox;
 pub mod slack;
+pub mod summary;
 
 use crate::diagnosis::Diagnosis;
 use crate::incident::Incident;
@@ -290,8 +291,26 @@ pub trait Platform: outbox::Destination {
     fn channel_for(&self, labels: &crate::alert::Labels) -> String;
     /// The root message's request body for `view` (also the body of its updates).
     fn root(&self, view: &IncidentView, channel: &str) -> anyhow::Result<String>;
-    /// A reply's request body.
+    /// A reply's request body (also a message of its own: op `message`).
     fn reply(&self, channel: &str, text: &str) -> String;
+    /// Every channel incidents may be posted to: the default and each route's.
+    fn channels(&self) -> Vec<String>;
+    /// A link to the incident's thread (its root message `root` in `channel`), where the
+    /// platform gives one.
+    async fn link(&self, _channel: &str, _root: &str) -> Option<String> {
+        None
+    }
+}
+
+/// The default channel and each route's, once each.
+pub fn route_channels(routes: &[Route], default: &str) -> Vec<String> {
+    let mut out = vec![default.to_string()];
+    for r in routes {
+        if !out.contains(&r.channel) {
+            out.push(r.channel.clone());
+        }
+    }
+    out
 }
 
 /// Queues what chat should show when an incident changes, on every configured platform.

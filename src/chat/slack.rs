@@ -579,6 +579,16 @@ impl Platform for Slack {
     fn reply(&self, channel: &str, text: &str) -> String {
         json!({"channel": channel, "text": cut(&escape(text), 3000)}).to_string()
     }
+
+    fn channels(&self) -> Vec<String> {
+        super::route_channels(&self.routes, &self.default_channel)
+    }
+
+    /// `chat.getPermalink`: the workspace's own link to the message.
+    async fn link(&self, channel: &str, root: &str) -> Option<String> {
+        let v = self.call_form("chat.getPermalink", &[("channel", channel), ("message_ts", root)]).await.ok()?;
+        v["permalink"].as_str().map(str::to_string)
+    }
 }
 
 #[async_trait]
@@ -611,6 +621,8 @@ impl super::outbox::Destination for Slack {
                 body["thread_ts"] = json!(row.root);
                 "chat.postMessage"
             }
+            // A message of its own (the morning summary), in the channel.
+            "message" => "chat.postMessage",
             other => return Delivery::Failed { error: format!("unknown op {other}") },
         };
         match self.call(method, &body).await {

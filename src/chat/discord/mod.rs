@@ -675,6 +675,17 @@ impl Platform for Discord {
     fn reply(&self, _channel: &str, text: &str) -> String {
         Discord::reply_body(text)
     }
+
+    fn channels(&self) -> Vec<String> {
+        super::route_channels(&self.routes, &self.default_channel)
+    }
+
+    /// `https://discord.com/channels/{guild}/{channel}/{message}`, the guild from `GET /channels/{id}`.
+    async fn link(&self, channel: &str, root: &str) -> Option<String> {
+        let v = self.call_with(reqwest::Method::GET, &format!("channels/{channel}"), |r| r).await.ok()?;
+        let guild = v["guild_id"].as_str()?;
+        Some(format!("https://discord.com/channels/{guild}/{channel}/{root}"))
+    }
 }
 
 #[async_trait]
@@ -707,6 +718,8 @@ impl super::outbox::Destination for Discord {
                 patch["allowed_mentions"] = json!({"parse": []});
                 self.call(reqwest::Method::PATCH, &format!("channels/{channel}/messages/{root}"), &patch).await
             }
+            // A message of its own (the morning summary), in the channel.
+            "message" => self.call(reqwest::Method::POST, &format!("channels/{channel}/messages"), &body).await,
             "thread" => {
                 // A thread started on a message has the message's id.
                 let posted = self.call(reqwest::Method::POST, &format!("channels/{root}/messages"), &body).await;
