@@ -50,12 +50,14 @@ pub enum Kind {
     AutonomyLost,
     StopRequested,
     AutoRunDeclined,
+    /// A person ordered a ticket for the incident (`open a ticket`).
+    TicketRequested,
     AuditPruned,
 }
 
 impl Kind {
     /// Every kind of record.
-    pub const ALL: [Kind; 31] = [
+    pub const ALL: [Kind; 32] = [
         Kind::AlertReceived,
         Kind::AlertFiring,
         Kind::AlertResolved,
@@ -86,6 +88,7 @@ impl Kind {
         Kind::AutonomyLost,
         Kind::StopRequested,
         Kind::AutoRunDeclined,
+        Kind::TicketRequested,
         Kind::AuditPruned,
     ];
 
@@ -121,6 +124,7 @@ impl Kind {
             Kind::AutonomyLost => "autonomy_lost",
             Kind::StopRequested => "stop_requested",
             Kind::AutoRunDeclined => "auto_run_declined",
+            Kind::TicketRequested => "ticket_requested",
             Kind::AuditPruned => "audit_pruned",
         }
     }

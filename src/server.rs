@@ -174,7 +174,7 @@ pub async fn run_with(
         crate::page::Watcher {
             store: store.clone(),
             pagers,
-            trackers,
+            trackers: trackers.clone(),
             when: config.paging.when.clone(),
             tickets: config.tickets.when.clone(),
             external_url: config.paging.external_url.clone(),
@@ -182,6 +182,7 @@ pub async fn run_with(
             guardrails: config.guardrails.clone(),
             notifier: (!platforms.is_empty()).then(|| notifier.clone()),
             clock: clock.clone(),
+            degraded_paged: Default::default(),
         },
         chat_stopped.clone(),
     )));
@@ -271,6 +272,7 @@ pub async fn run_with(
             .map_err(anyhow::Error::msg)?
             .map(Arc::new),
         recent: Default::default(),
+        trackers,
     });
     let api_tokens = Arc::new(config.api.tokens().map_err(anyhow::Error::msg)?);
     let asking =

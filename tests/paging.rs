@@ -31,6 +31,8 @@ struct Fakes {
     github: Mutex<Vec<Value>>,
     jira: Mutex<Vec<Value>>,
     slack: Mutex<Vec<Value>>,
+    /// Slack answers every call with an error (an outage of medic's chat).
+    slack_down: std::sync::atomic::AtomicBool,
 }
 
 async fn serve(f: Arc<Fakes>) -> String {
@@ -99,8 +101,11 @@ async fn serve(f: Arc<Fakes>) -> String {
         .route(
             "/slack/{method}",
             axum::routing::post(|State(f): State<Arc<Fakes>>, body: axum::body::Bytes| async move {
+                if f.slack_down.load(Ordering::SeqCst) {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "upstream connect error").into_response();
+                }
                 f.slack.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                axum::Json(json!({"ok": true, "channel": "C0INCIDENT", "ts": "1700000000.000100"}))
+                axum::Json(json!({"ok": true, "channel": "C0INCIDENT", "ts": "1700000000.000100"})).into_response()
             }),
         )
         .with_state(f);
@@ -399,7 +404,48 @@ async fn the_morning_summary_lists_the_night_once(db: Db) {
     a.stop().await.unwrap();
 }
 
+/// Chat deliveries failing page once ("medic is degraded"), resolved when they flow again.
+async fn failing_chat_deliveries_page_and_resolve(db: Db) {
+    let fakes = Arc::new(Fakes::default());
+    fakes.slack_down.store(true, Ordering::SeqCst);
+    let base = serve(fakes.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ticket_config(&base, dir.path(), "replica-a");
+    config.tickets = Default::default();
+    std::fs::write(dir.path().join("routing"), "R0UT1NGKEY0000000000000000000000").unwrap();
+    let paging = format!(
+        "when: {{no_runbook: never}}\npagerduty: {{routing_key: {{file: {}}}, api_url: '{base}'}}\n",
+        dir.path().join("routing").display()
+    );
+    config.paging = serde_norway::from_str(&paging).unwrap();
+    let Some(a) = TestApp::spawn(db, config).await else { return };
+    for name in ["CheckoutDown", "CartDown", "SearchDown"] {
+        let body = json!({"alerts": [{"name": name, "status": "firing", "labels": {"service": name.to_lowercase(), "severity": "critical"}}]});
+        assert_eq!(a.post("/v1/alerts/generic", body.to_string(), &[]).await.0, 200);
+    }
+    let page = poll_until(40, || async {
+        fakes.pagerduty.lock().unwrap().iter().find(|e| e["event_action"] == "trigger").cloned()
+    })
+    .await
+    .expect("medic pages that its chat deliveries fail");
+    assert_eq!(page["dedup_key"], "medic-degraded");
+    let summary = page["payload"]["summary"].as_str().unwrap();
+    assert!(summary.starts_with("medic cannot deliver to slack") && summary.contains("HTTP 503"), "{summary}");
+    fakes.slack_down.store(false, Ordering::SeqCst);
+    poll_until(60, || async {
+        fakes.pagerduty.lock().unwrap().iter().find(|e| e["event_action"] == "resolve").cloned()
+    })
+    .await
+    .expect("resolved once the messages are delivered");
+    let (_, ready) = a.get("/readyz").await;
+    assert_eq!(ready["degraded"], json!([]), "{ready:#}");
+    let triggers = fakes.pagerduty.lock().unwrap().iter().filter(|e| e["event_action"] == "trigger").count();
+    assert_eq!(triggers, 1, "paged once");
+    a.stop().await.unwrap();
+}
+
 both_stores!(
+    failing_chat_deliveries_page_and_resolve,
     the_morning_summary_lists_the_night_once,
     an_escalation_pages_once_and_resolves_with_the_incident,
     a_refused_page_shows_in_readyz,

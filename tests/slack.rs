@@ -806,7 +806,88 @@ async fn step_results_reach_the_thread_as_each_step_ends(db: Db) {
     s.app.stop().await.unwrap();
 }
 
+/// "open a ticket": only an order addressed to medic by the control group opens one (on a fake
+/// of GitHub's create-issue answer), once per incident; audited; linked in the thread.
+async fn a_ticket_is_opened_on_order_once(db: Db) {
+    let issues = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let recorded = issues.clone();
+    let github = axum::Router::new().route(
+        "/repos/acme/shop/issues",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let recorded = recorded.clone();
+            async move {
+                let n = {
+                    let mut i = recorded.lock().unwrap();
+                    i.push(serde_json::from_slice::<Value>(&body).unwrap());
+                    i.len()
+                };
+                (
+                    axum::http::StatusCode::CREATED,
+                    axum::Json(json!({"number": n, "html_url": format!("https://github.com/acme/shop/issues/{n}")})),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gh = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, github).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gh"), "gh-token").unwrap();
+    let extra = format!(
+        "ask: {{control_groups: [sre]}}\ntickets:\n  github: {{repository: acme/shop, token: {{file: {}}}, api_url: '{gh}'}}\n  when: {{failed_plan: false, resolved_by_itself: false}}\n",
+        dir.path().join("gh").display()
+    );
+    let Some(s) = setup(db, &extra, 0, None).await else { return };
+    s.alert().await;
+    let root = s.root().await;
+    let ts = root["__ts"].as_str().unwrap().to_string();
+    // A question, and an order overheard: nothing opened.
+    assert_eq!(
+        s.event(&event("301", "app_mention", "U0ALLOWED", "<@UMEDIC> should we open a ticket?", &ts), None).await,
+        200
+    );
+    assert_eq!(s.event(&event("302", "message", "U0ALLOWED", "open a ticket for this", &ts), None).await, 200);
+    // An order from someone outside the control group: refused privately.
+    assert_eq!(
+        s.event(&event("303", "app_mention", "U0STRANGER", "<@UMEDIC> open a ticket for this", &ts), None).await,
+        200
+    );
+    poll_until(10, || async {
+        s.fake.calls("chat.postEphemeral").into_iter().find(|c| c.to_string().contains("may open tickets"))
+    })
+    .await
+    .expect("a private refusal");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(issues.lock().unwrap().is_empty(), "nothing opened yet");
+    // The order, addressed, by the control group: one issue, linked in the thread; again: none.
+    assert_eq!(
+        s.event(&event("304", "app_mention", "U0ALLOWED", "<@UMEDIC> open a ticket for this", &ts), None).await,
+        200
+    );
+    let link = poll_until(20, || async {
+        s.replies(&ts).into_iter().find(|c| c.to_string().contains("github.com/acme/shop/issues/1"))
+    })
+    .await;
+    assert!(link.is_some(), "the issue linked in the thread: {:#?}", s.replies(&ts));
+    let issue = issues.lock().unwrap()[0].clone();
+    assert!(issue["title"].as_str().unwrap().starts_with("medic incident #1 on checkout"), "{issue:#}");
+    assert!(issue["body"].as_str().unwrap().contains("asked for by slack:U0ALLOWED"), "{issue:#}");
+    assert_eq!(
+        s.event(&event("305", "app_mention", "U0ALLOWED", "<@UMEDIC> open a ticket for this", &ts), None).await,
+        200
+    );
+    poll_until(10, || async { s.replies(&ts).into_iter().find(|c| c.to_string().contains("already has a ticket")) })
+        .await
+        .expect("said once opened");
+    assert_eq!(issues.lock().unwrap().len(), 1, "one ticket per incident");
+    let audit = s.app.store.audit_page(0, 1000).await.unwrap();
+    let rec = audit.iter().find(|r| r.kind == "ticket_requested").expect("audited");
+    assert_eq!(rec.actor, "slack:U0ALLOWED");
+    s.app.stop().await.unwrap();
+}
+
 both_stores!(
+    a_ticket_is_opened_on_order_once,
     an_orphaned_plan_is_shown_interrupted,
     step_results_reach_the_thread_as_each_step_ends,
     approve_once_refuse_strangers,

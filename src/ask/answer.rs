@@ -211,6 +211,8 @@ pub struct Asker {
     pub llm: Option<Arc<super::llm::Llm>>,
     /// What each conversation last asked, for its follow-ups.
     pub recent: Recent,
+    /// Where `open a ticket` opens one (`tickets.github`, `tickets.jira`).
+    pub trackers: Vec<Arc<dyn crate::ticket::Tracker>>,
 }
 
 /// How long a conversation's last question is remembered for a follow-up.
@@ -483,6 +485,7 @@ impl Asker {
                 | Intent::Silence
                 | Intent::Resolve
                 | Intent::Reopen
+                | Intent::Ticket
         );
         if needs_incident && subject.is_none() {
             let mut a = Answer::new(p, None, "There is no open incident to answer about.");
@@ -509,6 +512,7 @@ impl Asker {
             Intent::Pause | Intent::Resume => self.pause(p, q, now).await?,
             Intent::Grant | Intent::Revoke => self.autonomy(p, subject, q, now).await?,
             Intent::Resolve | Intent::Reopen => self.resolve(p, subject.expect("checked"), q, now).await?,
+            Intent::Ticket => self.ticket(p, subject.expect("checked"), q, now).await?,
         })
     }
 
@@ -1357,6 +1361,42 @@ impl Asker {
             ),
             Err(why) => Answer::refused(p, format!("Nothing changed: {why}.")),
         })
+    }
+
+    /// Opens a ticket for the incident on every configured tracker that has none for it yet;
+    /// audited with who and where. The thread links each once the tracker created it.
+    async fn ticket(&self, p: &Parsed, s: &Subject, q: &Question, now: Millis) -> anyhow::Result<Answer> {
+        if let Some(refusal) = self.control(p, q, "open tickets") {
+            return Ok(refusal);
+        }
+        let id = s.incident.id;
+        if self.trackers.is_empty() {
+            return Ok(Answer::refused(
+                p,
+                "No ticket tracker is configured (tickets.github, tickets.jira); nothing was done.".into(),
+            ));
+        }
+        let why = format!("asked for by {} in {}", q.who.0, q.via);
+        let opened = crate::ticket::open(self.store.as_ref(), &self.trackers, id, &why, now).await?;
+        if opened.is_empty() {
+            return Ok(Answer::new(
+                p,
+                Some(id),
+                format!("Incident #{id} already has a ticket on each tracker; nothing new was opened."),
+            ));
+        }
+        let entry = crate::audit::AuditEntry {
+            at: now,
+            kind: crate::audit::Kind::TicketRequested,
+            incident_id: Some(id),
+            actor: q.who.0.clone(),
+            data: json!({"via": q.via, "trackers": opened}),
+        };
+        self.store.record(vec![entry]).await?;
+        let mut a =
+            Answer::new(p, Some(id), format!("Opening a ticket for incident #{id} on {}.", opened.join(" and ")));
+        a.lines.push("Its address will be posted in this incident's thread once the tracker has created it.".into());
+        Ok(a)
     }
 
     async fn pause(&self, p: &Parsed, q: &Question, now: Millis) -> anyhow::Result<Answer> {

@@ -55,14 +55,17 @@ pub enum Intent {
     Revoke,
     Resolve,
     Reopen,
+    /// Open a ticket for the incident on the configured trackers (GitHub, Jira).
+    Ticket,
     Help,
     Unknown,
 }
 
 impl Intent {
     /// Every intent, in tie-break order: on equal scores the earlier (more specific) wins.
-    pub const ALL: [Intent; 22] = [
+    pub const ALL: [Intent; 23] = [
         Intent::WhoApproved,
+        Intent::Ticket,
         Intent::Revoke,
         Intent::Grant,
         Intent::Reopen,
@@ -108,6 +111,7 @@ impl Intent {
             Intent::Revoke => "revoke",
             Intent::Resolve => "resolve",
             Intent::Reopen => "reopen",
+            Intent::Ticket => "ticket",
             Intent::Help => "help",
             Intent::Unknown => "unknown",
         }
@@ -128,6 +132,7 @@ impl Intent {
                 | Intent::Revoke
                 | Intent::Resolve
                 | Intent::Reopen
+                | Intent::Ticket
         )
     }
 
@@ -154,6 +159,7 @@ impl Intent {
             Intent::Revoke => "revoke autonomy of this runbook",
             Intent::Resolve => "resolve this incident",
             Intent::Reopen => "reopen this incident",
+            Intent::Ticket => "open a ticket for this incident",
             Intent::Help => "help",
             Intent::Unknown => "",
         }
@@ -346,6 +352,21 @@ const TABLE: &[(Intent, &[(&str, u32)])] = &[
         ],
     ),
     (Intent::Reopen, &[("reopen", 8), ("re-open", 8), ("open it again", 8), ("open again", 7)]),
+    (
+        Intent::Ticket,
+        &[
+            ("ticket", 6),
+            ("tickets", 5),
+            ("open a ticket", 9),
+            ("file a ticket", 9),
+            ("create a ticket", 9),
+            ("raise a ticket", 9),
+            ("open an issue", 8),
+            ("file an issue", 8),
+            ("create an issue", 8),
+            ("jira", 4),
+        ],
+    ),
     (Intent::Silence, &[("silence", 6), ("mute", 6), ("snooze", 6), ("shut up", 6), ("quiet", 4)]),
     (
         Intent::WhoApproved,
@@ -1182,6 +1203,9 @@ fn ordered(toks: &[String]) -> bool {
                 | "close"
                 | "mark"
                 | "reopen"
+                | "file"
+                | "create"
+                | "raise"
                 | "re-open"
                 | "open"
                 | "silence"

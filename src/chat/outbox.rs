@@ -39,6 +39,26 @@ pub trait Destination: Send + Sync {
     async fn deliver(&self, row: &OutboxRow) -> Delivery;
 }
 
+/// Queues `body` (redacted) for `op` of incident `id` on `to`.
+pub async fn push(
+    store: &dyn Store,
+    to: &dyn Destination,
+    id: i64,
+    op: &str,
+    body: &serde_json::Value,
+    now: Millis,
+) -> anyhow::Result<()> {
+    let item = crate::store::OutboxItem {
+        platform: to.name().into(),
+        incident_id: id,
+        op: op.into(),
+        channel: String::new(),
+        target: None,
+        body: crate::redact::redact(&body.to_string()),
+    };
+    store.outbox_push(&item, now).await
+}
+
 /// Delivers `platform`'s messages until `stop` resolves.
 pub async fn run(
     store: Arc<dyn Store>,

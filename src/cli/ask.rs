@@ -102,6 +102,7 @@ impl Offline {
             notifier: None,
             llm,
             recent: Default::default(),
+            trackers: Vec::new(),
         };
         Ok((asker, id))
     }

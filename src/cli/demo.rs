@@ -195,6 +195,24 @@ async fn scenario(dir: &std::path::Path, auto_approve: bool) -> Result<()> {
     finish(store, stop, server, id).await
 }
 
+/// What medic would have sent a person had the plan failed (`paging`, `tickets`: none
+/// configured in the demo): the PagerDuty event and the ticket, as `page::watch` builds them.
+async fn would_page(store: &dyn crate::store::Store, id: i64) -> Result<()> {
+    let why = "plan failed at a step and was rolled back; a person must take over";
+    let page = crate::page::page_for(store, id, why, Some("https://medic.example.com")).await?;
+    println!(
+        "\nWhen medic cannot help (a plan fails, no runbook matches, an approval waits), it pages a person. \
+         For a failed plan on this incident, with paging.pagerduty configured (POST /v2/enqueue):\n"
+    );
+    println!("{}", serde_json::to_string_pretty(&crate::page::pagerduty::event(&page))?);
+    if let Some(t) = crate::ticket::for_incident(store, id, "a plan failed and a person must take over").await? {
+        println!("\n… and open a ticket (tickets.github, tickets.jira): {}", t.title);
+        let lines: Vec<&str> = t.body.lines().take(8).collect();
+        println!("{}\n  …", lines.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"));
+    }
+    Ok(())
+}
+
 /// At a terminal (and without `--yes`): questions about the incident, answered by the server's
 /// `POST /v1/ask` — what Slack and Discord users ask in the thread — until an empty line.
 async fn questions(base: &str, id: i64) -> Result<()> {
@@ -258,6 +276,7 @@ async fn finish(
 ) -> Result<()> {
     let _ = stop.send(());
     server.await.context("server task")??;
+    would_page(store.as_ref(), id).await?;
     let out = std::env::temp_dir().join(format!("medic-demo-{}-export", std::process::id()));
     let files = super::export(store.as_ref(), id, &out).await?;
     println!("\nAudit trail of incident #{id} (medic audit export --incident {id}):\n");

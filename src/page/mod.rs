@@ -25,7 +25,7 @@ pub mod webhook;
 
 use crate::audit::AuditRecord;
 use crate::chat::outbox::Destination;
-use crate::store::{OutboxItem, Store};
+use crate::store::Store;
 use crate::time::Clock;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -83,9 +83,10 @@ pub trait Pager: Destination {
     fn resolve(&self, incident: i64) -> Value;
 }
 
-/// The dedup key of an incident's page on every destination.
+/// The dedup key of an incident's page on every destination; incident 0 is medic itself
+/// (its chat deliveries failing).
 pub fn dedup_key(incident: i64) -> String {
-    format!("medic-incident-{incident}")
+    if incident == 0 { "medic-degraded".into() } else { format!("medic-incident-{incident}") }
 }
 
 /// PagerDuty's severity for an alert's: `critical`/`page` → critical, `error`, `warning`,
@@ -124,7 +125,7 @@ fn reason(r: &AuditRecord) -> Option<String> {
 
 /// The page for `why` on incident `id`: its service and severity from its alerts, its top
 /// hypothesis from its latest diagnosis.
-async fn page_for(store: &dyn Store, id: i64, why: &str, external: Option<&str>) -> anyhow::Result<Page> {
+pub async fn page_for(store: &dyn Store, id: i64, why: &str, external: Option<&str>) -> anyhow::Result<Page> {
     let (incident, alerts) = store.incident(id).await?.ok_or_else(|| anyhow::anyhow!("no incident #{id}"))?;
     let labels = alerts.first().map(|a| a.alert.labels.clone()).unwrap_or_default();
     let service = labels.get("service").cloned().unwrap_or_else(|| incident.group_key.clone());
@@ -144,26 +145,6 @@ async fn page_for(store: &dyn Store, id: i64, why: &str, external: Option<&str>)
                         "alerts": alerts.iter().filter_map(|a| a.alert.labels.get("alertname").cloned()).collect::<Vec<_>>()}),
         link: external.map(|u| format!("{}/v1/incidents/{id}", u.trim_end_matches('/'))),
     })
-}
-
-/// Queues `body` for `op` on `to`, redacted.
-async fn queue(
-    store: &dyn Store,
-    to: &dyn Destination,
-    id: i64,
-    op: &str,
-    body: &Value,
-    now: i64,
-) -> anyhow::Result<()> {
-    let item = OutboxItem {
-        platform: to.name().into(),
-        incident_id: id,
-        op: op.into(),
-        channel: String::new(),
-        target: None,
-        body: crate::redact::redact(&body.to_string()),
-    };
-    store.outbox_push(&item, now).await
 }
 
 /// How often the audit log is read for what to page.
@@ -192,6 +173,10 @@ pub struct When {
     /// The attempt budget is spent: medic proposes, but no approval can run it.
     #[serde(default = "yes")]
     pub budget_spent: bool,
+    /// medic's own chat deliveries fail (refused for good in the last hour, or 3 still
+    /// retrying): incidents may not reach people. At most once a day; resolved when they flow.
+    #[serde(default = "yes")]
+    pub chat_failing: bool,
 }
 
 fn yes() -> bool {
@@ -214,6 +199,7 @@ impl Default for When {
             no_runbook: critical(),
             approval_waiting: fifteen_minutes(),
             budget_spent: true,
+            chat_failing: true,
         }
     }
 }
@@ -231,6 +217,8 @@ pub struct Watcher {
     pub guardrails: crate::guardrails::GuardrailConfig,
     pub notifier: Option<Arc<crate::chat::Notifier>>,
     pub clock: Arc<dyn Clock>,
+    /// This replica paged that chat deliveries fail, and has not resolved it yet.
+    pub degraded_paged: std::sync::atomic::AtomicBool,
 }
 
 /// Pages and tickets for what the audit log records from now on, resolves pages whose
@@ -279,6 +267,9 @@ pub async fn watch(w: Watcher, mut stop: tokio::sync::watch::Receiver<bool>) {
         if let Err(e) = w.waiting().await {
             tracing::warn!(error = %format!("{e:#}"), "paging: could not look at waiting plans");
         }
+        if let Err(e) = w.degraded().await {
+            tracing::warn!(error = %format!("{e:#}"), "paging: could not look at chat deliveries");
+        }
         if let Err(e) = w.link_tickets().await {
             tracing::warn!(error = %format!("{e:#}"), "tickets: could not link a ticket in its thread");
         }
@@ -294,7 +285,7 @@ impl Watcher {
         let page = page_for(self.store.as_ref(), id, why, self.external_url.as_deref()).await?;
         tracing::warn!(incident = id, why = %page.summary, "paging a person");
         for p in &self.pagers {
-            queue(
+            crate::chat::outbox::push(
                 self.store.as_ref(),
                 p.as_ref() as &dyn Destination,
                 id,
@@ -309,38 +300,7 @@ impl Watcher {
 
     /// One ticket per incident and tracker, with the incident's story so far.
     async fn ticket(&self, id: i64, why: &str) -> anyhow::Result<()> {
-        for t in &self.trackers {
-            if !self.store.first_delivery("ticket", &format!("{}:{id}", t.name()), self.clock.now()).await? {
-                continue;
-            }
-            let Some((incident, alerts)) = self.store.incident(id).await? else { continue };
-            let records = self.store.audit_for_incident(id).await?;
-            let summary = crate::api::incident_json(&incident);
-            let service = alerts
-                .first()
-                .and_then(|a| a.alert.labels.get("service").cloned())
-                .unwrap_or_else(|| incident.group_key.clone());
-            let body = format!(
-                "medic opened this ticket: {why}.\n\n{}\n",
-                crate::audit::timeline_markdown(&summary, &records)
-            );
-            let ticket = crate::ticket::Ticket {
-                incident: id,
-                title: format!("medic incident #{id} on {service}: {}", incident.title),
-                body: crate::redact::redact(&body),
-                service,
-            };
-            queue(
-                self.store.as_ref(),
-                t.as_ref() as &dyn Destination,
-                id,
-                "ticket",
-                &t.create(&ticket),
-                self.clock.now(),
-            )
-            .await?;
-        }
-        Ok(())
+        crate::ticket::open(self.store.as_ref(), &self.trackers, id, why, self.clock.now()).await.map(drop)
     }
 
     /// Handles one record; false when it must be read again later (a diagnosis too new to say
@@ -378,8 +338,15 @@ impl Watcher {
                     if self.store.outbox_has(p.name(), id, "trigger").await?
                         && self.store.first_delivery("page", &format!("resolve:{}:{}", p.name(), r.seq), now).await?
                     {
-                        queue(self.store.as_ref(), p.as_ref() as &dyn Destination, id, "resolve", &p.resolve(id), now)
-                            .await?;
+                        crate::chat::outbox::push(
+                            self.store.as_ref(),
+                            p.as_ref() as &dyn Destination,
+                            id,
+                            "resolve",
+                            &p.resolve(id),
+                            now,
+                        )
+                        .await?;
                     }
                 }
                 if self.tickets.resolved_by_itself && !self.trackers.is_empty() {
@@ -447,6 +414,71 @@ impl Watcher {
                     self.page(incident.id, &format!("budget:{hash}"), block).await?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Pages once a day (across replicas) when medic's own chat deliveries fail; the replica
+    /// that paged resolves it when they flow again.
+    async fn degraded(&self) -> anyhow::Result<()> {
+        if self.pagers.is_empty() || !self.when.chat_failing {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let day = now / (24 * 3_600_000);
+        let ours =
+            |name: &str| self.pagers.iter().any(|p| p.name() == name) || self.trackers.iter().any(|t| t.name() == name);
+        let health = self.store.outbox_health(now - 3_600_000).await?;
+        let failing = health.iter().find(|h| !ours(&h.platform) && (h.failed > 0 || h.failing >= 3));
+        match failing {
+            Some(h) => {
+                if !self.store.first_delivery("page", &format!("degraded:{day}"), now).await? {
+                    return Ok(());
+                }
+                let why = format!(
+                    "medic cannot deliver to {}: {} still retrying, {} refused in the last hour ({}); incidents may not reach people there",
+                    h.platform,
+                    h.failing,
+                    h.failed,
+                    h.last_error.as_deref().unwrap_or("no error recorded")
+                );
+                let page = Page {
+                    incident: 0,
+                    summary: crate::redact::redact(&why),
+                    severity: "critical".into(),
+                    service: "medic".into(),
+                    details: serde_json::to_value(&health)?,
+                    link: None,
+                };
+                tracing::error!(why = %page.summary, "paging a person: medic is degraded");
+                // The replica that paged resolves it when deliveries flow again.
+                self.degraded_paged.store(true, std::sync::atomic::Ordering::SeqCst);
+                for p in &self.pagers {
+                    crate::chat::outbox::push(
+                        self.store.as_ref(),
+                        p.as_ref() as &dyn Destination,
+                        0,
+                        "trigger",
+                        &p.trigger(&page),
+                        now,
+                    )
+                    .await?;
+                }
+            }
+            None if self.degraded_paged.swap(false, std::sync::atomic::Ordering::SeqCst) => {
+                for p in &self.pagers {
+                    crate::chat::outbox::push(
+                        self.store.as_ref(),
+                        p.as_ref() as &dyn Destination,
+                        0,
+                        "resolve",
+                        &p.resolve(0),
+                        now,
+                    )
+                    .await?;
+                }
+            }
+            None => {}
         }
         Ok(())
     }

@@ -43,24 +43,29 @@ impl PagerDuty {
     }
 }
 
+/// The Events API v2 trigger for `page`, without the routing key (added as it is sent).
+pub fn event(page: &Page) -> Value {
+    let mut v = json!({
+        "event_action": "trigger",
+        "dedup_key": dedup_key(page.incident),
+        "payload": {
+            "summary": crate::chat::cut(&page.summary, 1024),
+            "source": "medic",
+            "severity": page.severity,
+            "component": page.service,
+            "custom_details": page.details,
+        },
+        "client": "medic",
+    });
+    if let Some(link) = &page.link {
+        v["links"] = json!([{"href": link, "text": format!("medic incident #{}", page.incident)}]);
+    }
+    v
+}
+
 impl Pager for PagerDuty {
     fn trigger(&self, page: &Page) -> Value {
-        let mut v = json!({
-            "event_action": "trigger",
-            "dedup_key": dedup_key(page.incident),
-            "payload": {
-                "summary": crate::chat::cut(&page.summary, 1024),
-                "source": "medic",
-                "severity": page.severity,
-                "component": page.service,
-                "custom_details": page.details,
-            },
-            "client": "medic",
-        });
-        if let Some(link) = &page.link {
-            v["links"] = json!([{"href": link, "text": format!("medic incident #{}", page.incident)}]);
-        }
-        v
+        event(page)
     }
 
     fn resolve(&self, incident: i64) -> Value {

@@ -12,6 +12,7 @@ pub mod github;
 pub mod jira;
 
 use crate::chat::outbox::Destination;
+use crate::store::Store;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -72,6 +73,46 @@ pub struct Ticket {
     /// Markdown: why, then the incident's timeline with its evidence.
     pub body: String,
     pub service: String,
+}
+
+/// The ticket for incident `id`, opened because `why`: its title, and its story and evidence
+/// (the audit export's Markdown), redacted.
+pub async fn for_incident(store: &dyn Store, id: i64, why: &str) -> anyhow::Result<Option<Ticket>> {
+    let Some((incident, alerts)) = store.incident(id).await? else { return Ok(None) };
+    let records = store.audit_for_incident(id).await?;
+    let summary = crate::api::incident_json(&incident);
+    let service = alerts
+        .first()
+        .and_then(|a| a.alert.labels.get("service").cloned())
+        .unwrap_or_else(|| incident.group_key.clone());
+    let body = format!("medic opened this ticket: {why}.\n\n{}\n", crate::audit::timeline_markdown(&summary, &records));
+    Ok(Some(Ticket {
+        incident: id,
+        title: format!("medic incident #{id} on {service}: {}", incident.title),
+        body: crate::redact::redact(&body),
+        service,
+    }))
+}
+
+/// Queues a ticket for incident `id` on every tracker that has none for it yet (once per
+/// incident and tracker, across replicas); the trackers that got one.
+pub async fn open(
+    store: &dyn Store,
+    trackers: &[Arc<dyn Tracker>],
+    id: i64,
+    why: &str,
+    now: crate::time::Millis,
+) -> anyhow::Result<Vec<&'static str>> {
+    let mut opened = Vec::new();
+    for t in trackers {
+        if !store.first_delivery("ticket", &format!("{}:{id}", t.name()), now).await? {
+            continue;
+        }
+        let Some(ticket) = for_incident(store, id, why).await? else { continue };
+        crate::chat::outbox::push(store, t.as_ref() as &dyn Destination, id, "ticket", &t.create(&ticket), now).await?;
+        opened.push(t.name());
+    }
+    Ok(opened)
 }
 
 /// Where tickets go: the request body for a new ticket; the outbox delivers it and records the
