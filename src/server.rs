@@ -176,6 +176,7 @@ pub async fn run_with(
             pagers,
             trackers: trackers.clone(),
             when: config.paging.when.clone(),
+            routes: config.paging.routes.clone(),
             tickets: config.tickets.when.clone(),
             external_url: config.paging.external_url.clone(),
             runbooks: runbooks.clone(),

@@ -305,7 +305,7 @@ async fn a_failed_plan_opens_one_ticket_linked_in_its_thread(db: Db) {
 }
 
 /// A plan waiting for approval past `approval_waiting` pages; so does an incident at severity
-/// critical that no runbook matches.
+/// critical that no runbook matches, unless a route's rules say otherwise.
 async fn waiting_plans_and_incidents_without_a_runbook_page(db: Db) {
     let fakes = Arc::new(Fakes::default());
     let base = serve(fakes.clone()).await;
@@ -317,7 +317,8 @@ async fn waiting_plans_and_incidents_without_a_runbook_page(db: Db) {
     let yaml = format!(
         "runbooks: {runbooks}\nresponders:\n  groups:\n    sre: [slack:U0ALLOWED]\n\
          executor:\n  http_allowed_hosts: ['{deploy}']\n\
-         paging:\n  when: {{approval_waiting: 2s}}\n  pagerduty: {{routing_key: {{file: {r}}}, api_url: '{base}'}}\n",
+         paging:\n  when: {{approval_waiting: 2s}}\n  routes: [{{labels: {{service: cache}}, when: {{no_runbook: never}}}}]\n\
+         \x20 pagerduty: {{routing_key: {{file: {r}}}, api_url: '{base}'}}\n",
         runbooks = runbooks.display(),
         r = dir.path().join("routing").display(),
     );
@@ -326,6 +327,9 @@ async fn waiting_plans_and_incidents_without_a_runbook_page(db: Db) {
     assert_eq!(a.post("/v1/alerts/generic", common::chat::alert("firing"), &[]).await.0, 200);
     let disk = json!({"alerts": [{"name": "DiskFull", "status": "firing", "labels": {"service": "db", "severity": "critical"}}]});
     assert_eq!(a.post("/v1/alerts/generic", disk.to_string(), &[]).await.0, 200);
+    // A route turns the no-runbook page off for the cache.
+    let cache = json!({"alerts": [{"name": "CacheDown", "status": "firing", "labels": {"service": "cache", "severity": "critical"}}]});
+    assert_eq!(a.post("/v1/alerts/generic", cache.to_string(), &[]).await.0, 200);
     let summary = |what: &'static str| {
         let fakes = fakes.clone();
         async move {

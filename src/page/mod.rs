@@ -13,12 +13,13 @@
 //! - **no runbook** matched an incident at severity critical (medic proposes nothing);
 //! - a plan **waiting** for approval longer than `approval_waiting` (15 min), or whose
 //!   **attempt budget** is spent (no approval can run it);
+//! - medic's own **chat deliveries failing** (once a day);
 //!
-//! and resolves the page when the incident it was raised for resolves. It also queues the
-//! tickets `tickets.when` asks for ([`crate::ticket`]) and links each created ticket in its
-//! incident's thread. A page's one line says
-//! why; its details carry the incident's top hypothesis and what medic tried; its link is the
-//! incident in medic's API.
+//! (`paging.routes` gives some incidents other rules, by their first alert's labels) and
+//! resolves the page when the incident it was raised for resolves. It also queues the tickets
+//! `tickets.when` asks for ([`crate::ticket`]) and links each created ticket in its incident's
+//! thread. A page's one line says why; its details carry the incident's top hypothesis and what
+//! medic tried; its link is the incident in medic's API.
 
 pub mod pagerduty;
 pub mod webhook;
@@ -44,6 +45,20 @@ pub struct Config {
     /// to the incident; none by default.
     #[serde(default)]
     pub external_url: Option<String>,
+    #[serde(default)]
+    pub when: When,
+    /// Other rules for some incidents: the first route whose labels the incident's first
+    /// alert all carries (`{labels: {env: staging}, when: {…}}`) gives its `when` (fields it
+    /// leaves out take the built-in defaults); else `when`.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// A paging policy for the incidents whose first alert carries all of `labels`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub labels: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub when: When,
 }
@@ -89,8 +104,8 @@ pub fn dedup_key(incident: i64) -> String {
     if incident == 0 { "medic-degraded".into() } else { format!("medic-incident-{incident}") }
 }
 
-/// PagerDuty's severity for an alert's: `critical`/`page` → critical, `error`, `warning`,
-/// anything else → info... but a page is never below `error`: medic pages because a person
+/// A page's severity from the alert's `severity` label: `critical` (also `page`, `emergency`,
+/// `p1`) stays critical; anything else is `error`, never lower: medic pages because a person
 /// must act.
 fn severity(label: Option<&str>) -> &'static str {
     match label.unwrap_or("").to_ascii_lowercase().as_str() {
@@ -211,6 +226,7 @@ pub struct Watcher {
     pub pagers: Vec<Arc<dyn Pager>>,
     pub trackers: Vec<Arc<dyn crate::ticket::Tracker>>,
     pub when: When,
+    pub routes: Vec<Route>,
     pub tickets: crate::ticket::When,
     pub external_url: Option<String>,
     pub runbooks: Vec<crate::runbook::Runbook>,
@@ -298,6 +314,20 @@ impl Watcher {
         Ok(())
     }
 
+    /// The paging policy for incident `id`: its first alert's labels pick a route, else `when`.
+    async fn when_for(&self, id: i64) -> anyhow::Result<&When> {
+        if self.routes.is_empty() {
+            return Ok(&self.when);
+        }
+        let labels = self.store.incident(id).await?.and_then(|(_, a)| a.into_iter().next()).map(|a| a.alert.labels);
+        let labels = labels.unwrap_or_default();
+        Ok(self
+            .routes
+            .iter()
+            .find(|r| r.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            .map_or(&self.when, |r| &r.when))
+    }
+
     /// One ticket per incident and tracker, with the incident's story so far.
     async fn ticket(&self, id: i64, why: &str) -> anyhow::Result<()> {
         crate::ticket::open(self.store.as_ref(), &self.trackers, id, why, self.clock.now()).await.map(drop)
@@ -310,7 +340,8 @@ impl Watcher {
         let now = self.clock.now();
         match r.kind.as_str() {
             "escalated" | "autonomy_lost" => {
-                let wanted = if r.kind == "escalated" { self.when.plan_failed } else { self.when.autonomy_lost };
+                let when = self.when_for(id).await?;
+                let wanted = if r.kind == "escalated" { when.plan_failed } else { when.autonomy_lost };
                 if let Some(why) = reason(r).filter(|_| wanted) {
                     self.page(id, &format!("trigger:{}", r.seq), &why).await?;
                 }
@@ -318,13 +349,17 @@ impl Watcher {
                     self.ticket(id, "a plan failed and a person must take over").await?;
                 }
             }
-            "diagnosed" if !self.pagers.is_empty() && self.when.no_runbook != "never" => {
+            "diagnosed" if !self.pagers.is_empty() => {
+                let no_runbook = &self.when_for(id).await?.no_runbook;
+                if no_runbook == "never" {
+                    return Ok(true);
+                }
                 if now - r.at < SETTLE {
                     return Ok(false);
                 }
                 let Some((incident, alerts)) = self.store.incident(id).await? else { return Ok(true) };
                 let level = alerts.first().and_then(|a| a.alert.labels.get("severity").cloned());
-                let severe = severity(level.as_deref()) == "critical" || self.when.no_runbook != "critical";
+                let severe = severity(level.as_deref()) == "critical" || no_runbook != "critical";
                 if severe
                     && incident.state != crate::incident::IncidentState::Resolved
                     && self.store.plan_status(id).await?.is_none()
@@ -368,7 +403,7 @@ impl Watcher {
     /// Open incidents whose plan waits for a person: paged once the wait passes
     /// `approval_waiting`, or at once when the attempt budget is spent (no approval can run it).
     async fn waiting(&self) -> anyhow::Result<()> {
-        if self.pagers.is_empty() || (self.when.approval_waiting.is_none() && !self.when.budget_spent) {
+        if self.pagers.is_empty() {
             return Ok(());
         }
         let now = self.clock.now();
@@ -384,7 +419,8 @@ impl Watcher {
             }
             let hash = &status.plan.plan.hash;
             let short = &hash[..hash.len().min(12)];
-            if let Some(wait) = self.when.approval_waiting {
+            let when = self.when_for(incident.id).await?;
+            if let Some(wait) = when.approval_waiting {
                 let waited = now - status.plan.proposed_at;
                 if waited >= wait.as_millis() as crate::time::Millis {
                     let why = format!(
@@ -394,7 +430,7 @@ impl Watcher {
                     self.page(incident.id, &format!("waiting:{hash}"), &why).await?;
                 }
             }
-            if self.when.budget_spent {
+            if when.budget_spent {
                 let service = self
                     .store
                     .incident(incident.id)
