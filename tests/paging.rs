@@ -333,7 +333,8 @@ async fn waiting_plans_and_incidents_without_a_runbook_page(db: Db) {
     let summary = |what: &'static str| {
         let fakes = fakes.clone();
         async move {
-            poll_until(30, || async {
+            // Waiting plans are looked at every 30 s.
+            poll_until(70, || async {
                 fakes
                     .pagerduty
                     .lock()

@@ -164,6 +164,9 @@ pub async fn page_for(store: &dyn Store, id: i64, why: &str, external: Option<&s
 
 /// How often the audit log is read for what to page.
 const EVERY: Duration = Duration::from_secs(2);
+/// Open incidents are looked at for plans left waiting every this many reads (30 s): each look
+/// reads every open incident's plan and guardrails.
+const WAITING_EVERY: u64 = 15;
 /// How long after a diagnosis medic looks whether it proposed a plan (the plan follows the
 /// diagnosis record within the same response).
 const SETTLE: crate::time::Millis = 10_000;
@@ -256,11 +259,13 @@ pub async fn watch(w: Watcher, mut stop: tokio::sync::watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
     };
+    let mut reads = 0u64;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
             _ = stop.changed() => return,
         }
+        reads += 1;
         let records = match w.store.audit_page(after, 500).await {
             Ok(r) => r,
             Err(e) => {
@@ -280,7 +285,9 @@ pub async fn watch(w: Watcher, mut stop: tokio::sync::watch::Receiver<bool>) {
                 }
             }
         }
-        if let Err(e) = w.waiting().await {
+        if reads % WAITING_EVERY == 1
+            && let Err(e) = w.waiting().await
+        {
             tracing::warn!(error = %format!("{e:#}"), "paging: could not look at waiting plans");
         }
         if let Err(e) = w.degraded().await {
