@@ -152,8 +152,13 @@ pub async fn run_with(
         .chain(discord.iter().map(|d| d.clone() as _))
         .chain(parts.platforms)
         .collect();
-    let notifier =
-        Arc::new(crate::chat::Notifier { store: store.clone(), platforms: platforms.clone(), clock: clock.clone() });
+    let trackers = config.tickets.trackers(timeout).map_err(anyhow::Error::msg)?;
+    let notifier = Arc::new(crate::chat::Notifier {
+        store: store.clone(),
+        platforms: platforms.clone(),
+        clock: clock.clone(),
+        tickets: !trackers.is_empty(),
+    });
     for p in &platforms {
         chat_tasks.push(tokio::spawn(crate::chat::outbox::run(
             store.clone(),
@@ -165,7 +170,6 @@ pub async fn run_with(
     // Pages and tickets: the same outbox, their own destinations; every replica reads the
     // audit log for them (`page::watch`, started below once the notifier is known).
     let pagers = config.paging.pagers(timeout).map_err(anyhow::Error::msg)?;
-    let trackers = config.tickets.trackers(timeout).map_err(anyhow::Error::msg)?;
     let destinations = pagers.iter().map(|p| p.clone() as Arc<dyn crate::chat::outbox::Destination>);
     for d in destinations.chain(trackers.iter().map(|t| t.clone() as _)) {
         chat_tasks.push(tokio::spawn(crate::chat::outbox::run(store.clone(), d, clock.clone(), chat_stopped.clone())));
@@ -609,9 +613,9 @@ async fn slack_interactions(State(app): State<Arc<App>>, headers: HeaderMap, req
         Ok(v) => v,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid", format!("payload is not JSON: {e}")),
     };
-    let (clicks, responders) = (app.chat.clicks.clone(), app.chat.responders.clone());
+    let (clicks, asking) = (app.chat.clicks.clone(), app.chat.asking.clone());
     let handling = tokio::spawn(async move {
-        if let Err(e) = slack.interaction(&payload, &clicks, &responders).await {
+        if let Err(e) = slack.interaction(&payload, &clicks, &asking).await {
             tracing::warn!(error = %format!("{e:#}"), "Slack interaction failed");
         }
     });

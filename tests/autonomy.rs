@@ -125,8 +125,12 @@ async fn setup(db: Db) -> Option<Setup> {
     let recorded = Arc::new(Recorded::new(w));
     let limits = medic::executor::Limits { allowed_hosts: vec![api], ..Default::default() };
     let gauge = Arc::new(Gauge(AtomicU64::new(0.004f64.to_bits())));
-    let notifier =
-        Arc::new(medic::chat::Notifier { store: store.clone(), platforms: Vec::new(), clock: clock.clone() });
+    let notifier = Arc::new(medic::chat::Notifier {
+        store: store.clone(),
+        platforms: Vec::new(),
+        clock: clock.clone(),
+        tickets: false,
+    });
     let executor = medic::executor::Executor::new(store.clone(), gauge.clone(), clock.clone(), limits.clone(), "t");
     let clicks = Arc::new(Clicks {
         store: store.clone(),

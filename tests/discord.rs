@@ -417,7 +417,41 @@ async fn commands_are_registered_and_answered(db: Db) {
     s.app.stop().await.unwrap();
 }
 
-both_stores!(role_approves_once_others_refused, reject_asks_why, commands_are_registered_and_answered);
+/// The Ticket button (shown when a tracker is configured) is the order `open a ticket for this`:
+/// for the control group only, once per incident, answered privately.
+async fn the_ticket_button_opens_one_ticket(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let (issues, extra) = common::chat::github_tickets(dir.path()).await;
+    let Some(s) = setup_with(db, 0, &extra).await else { return };
+    assert_eq!(s.app.post("/v1/alerts/generic", common::chat::alert("firing"), &[]).await.0, 200);
+    let root = s.root().await;
+    let ticket = custom_id(&root, "ticket:");
+    assert_eq!(ticket, "ticket:1");
+    let answers = || s.fake.calls("PATCH", "webhooks/1219634837219086418/");
+    let said = |what: &'static str| async move {
+        poll_until(10, || async { answers().into_iter().find(|(_, b)| b.to_string().contains(what)) }).await
+    };
+    // Outside the control group: refused privately, nothing opened.
+    let (_, v) = s.send(&fixture("component.json", "80351110224670000", ROLE_OTHER, &ticket, ""), &s.key, None).await;
+    assert_eq!((v["type"].as_u64(), v["data"]["flags"].as_u64()), (Some(5), Some(64)), "deferred, private: {v}");
+    said("may open tickets").await.expect("a refusal");
+    // The control group: one ticket; clicked again: none more.
+    s.send(&fixture("component.json", MEMBER, ROLE_SRE, &ticket, ""), &s.key, None).await;
+    said("Opening a ticket for incident #1 on github").await.expect("opened");
+    s.send(&fixture("component.json", MEMBER, ROLE_SRE, &ticket, ""), &s.key, None).await;
+    said("already has a ticket").await.expect("once");
+    poll_until(10, || async { (issues.lock().unwrap().len() == 1).then_some(()) }).await.expect("the issue");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(issues.lock().unwrap().len(), 1, "one ticket per incident");
+    s.app.stop().await.unwrap();
+}
+
+both_stores!(
+    role_approves_once_others_refused,
+    reject_asks_why,
+    commands_are_registered_and_answered,
+    the_ticket_button_opens_one_ticket
+);
 
 // ---- The Gateway -------------------------------------------------------------------------
 

@@ -809,34 +809,8 @@ async fn step_results_reach_the_thread_as_each_step_ends(db: Db) {
 /// "open a ticket": only an order addressed to medic by the control group opens one (on a fake
 /// of GitHub's create-issue answer), once per incident; audited; linked in the thread.
 async fn a_ticket_is_opened_on_order_once(db: Db) {
-    let issues = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
-    let recorded = issues.clone();
-    let github = axum::Router::new().route(
-        "/repos/acme/shop/issues",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let recorded = recorded.clone();
-            async move {
-                let n = {
-                    let mut i = recorded.lock().unwrap();
-                    i.push(serde_json::from_slice::<Value>(&body).unwrap());
-                    i.len()
-                };
-                (
-                    axum::http::StatusCode::CREATED,
-                    axum::Json(json!({"number": n, "html_url": format!("https://github.com/acme/shop/issues/{n}")})),
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gh = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, github).await.unwrap() });
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("gh"), "gh-token").unwrap();
-    let extra = format!(
-        "ask: {{control_groups: [sre]}}\ntickets:\n  github: {{repository: acme/shop, token: {{file: {}}}, api_url: '{gh}'}}\n  when: {{failed_plan: false, resolved_by_itself: false}}\n",
-        dir.path().join("gh").display()
-    );
+    let (issues, extra) = common::chat::github_tickets(dir.path()).await;
     let Some(s) = setup(db, &extra, 0, None).await else { return };
     s.alert().await;
     let root = s.root().await;
@@ -847,16 +821,27 @@ async fn a_ticket_is_opened_on_order_once(db: Db) {
         200
     );
     assert_eq!(s.event(&event("302", "message", "U0ALLOWED", "open a ticket for this", &ts), None).await, 200);
-    // An order from someone outside the control group: refused privately.
+    // An order from someone outside the control group, and their click on the Ticket button
+    // (the same order): refused privately.
     assert_eq!(
         s.event(&event("303", "app_mention", "U0STRANGER", "<@UMEDIC> open a ticket for this", &ts), None).await,
         200
     );
+    let value = button(&root, "ticket");
+    assert_eq!(value, "1");
+    let click = payload("block_actions.json", "U0STRANGER", &[("ACTION_ID", "ticket"), ("BUTTON_VALUE", &value)]);
+    assert_eq!(s.click(&click, SECRET, None).await, 200);
     poll_until(10, || async {
-        s.fake.calls("chat.postEphemeral").into_iter().find(|c| c.to_string().contains("may open tickets"))
+        let refusals = s
+            .fake
+            .calls("chat.postEphemeral")
+            .into_iter()
+            .filter(|c| c.to_string().contains("may open tickets"))
+            .count();
+        (refusals >= 2).then_some(())
     })
     .await
-    .expect("a private refusal");
+    .expect("a private refusal for the order and for the click");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(issues.lock().unwrap().is_empty(), "nothing opened yet");
     // The order, addressed, by the control group: one issue, linked in the thread; again: none.

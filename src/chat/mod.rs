@@ -212,6 +212,8 @@ impl IncidentView {
             // itself, the plan's decision and progress. Every key a template reads is present
             // in every view (templates are strict): null or false when it does not apply.
             "can_approve": false, "stop": false, "auto": null, "decision": null, "buttons": false,
+            // Set by the notifier: a Ticket button, when a tracker is configured.
+            "ticket": false,
             "resolved": incident.state == crate::incident::IncidentState::Resolved, "services": "",
         });
         // Everything shown passes redaction, the plan's text included (its step URLs, its
@@ -318,6 +320,9 @@ pub struct Notifier {
     pub store: std::sync::Arc<dyn crate::store::Store>,
     pub platforms: Vec<std::sync::Arc<dyn Platform>>,
     pub clock: std::sync::Arc<dyn crate::time::Clock>,
+    /// A ticket tracker is configured: messages carry a Ticket button (the order `open a
+    /// ticket for this`, through the asking path).
+    pub tickets: bool,
 }
 
 impl Notifier {
@@ -367,7 +372,8 @@ impl Notifier {
     /// The incident's root message, posted the first time and updated after; false when there
     /// is nothing to show yet (no diagnosis).
     pub async fn incident_changed(&self, id: i64) -> anyhow::Result<bool> {
-        let Some(view) = view_for(self.store.as_ref(), id).await? else { return Ok(false) };
+        let Some(mut view) = view_for(self.store.as_ref(), id).await? else { return Ok(false) };
+        view.0["ticket"] = json!(self.tickets);
         self.queue(id, "post", |p, channel| p.root(&view, channel)).await?;
         Ok(true)
     }
@@ -602,9 +608,11 @@ plan:
         let console =
             console::Console::with_input(false, Box::new(std::io::sink()), Box::new(std::io::empty())).unwrap();
         let mut failures = Vec::new();
-        for (name, state, plan, status, is_paused) in &shapes {
+        // Every shape with and without the Ticket button.
+        for ((name, state, plan, status, is_paused), ticket) in shapes.iter().flat_map(|s| [(s, false), (s, true)]) {
             let mut view = IncidentView::new(&incident(*state), &diagnosis, *plan, None, is_paused.then_some(&paused));
             view.show(status.as_ref());
+            view.0["ticket"] = json!(ticket);
             let rendered = [
                 ("slack", slack::root_body(&slack, &view, "C1")),
                 ("discord", discord::root_body(&discord, &view)),

@@ -443,9 +443,10 @@ impl Slack {
         &self,
         payload: &Value,
         clicks: &Arc<Clicks>,
-        responders: &crate::approval::Responders,
+        asking: &super::asking::Asking,
     ) -> anyhow::Result<()> {
         use slack_morphism::prelude::SlackInteractionEvent;
+        let responders = asking.responders.as_ref();
         let event: SlackInteractionEvent = serde_json::from_value(payload.clone())
             .map_err(|e| anyhow::anyhow!("not a Slack interaction payload: {e}"))?;
         match event {
@@ -454,6 +455,16 @@ impl Slack {
                 let channel =
                     ev.channel.as_ref().map(|c| c.id.to_string()).unwrap_or_else(|| self.default_channel.clone());
                 for action in ev.actions.unwrap_or_default() {
+                    // Ticket: the order `open a ticket for this`, through the asking path.
+                    if action.action_id.to_string() == "ticket" {
+                        let Some(incident) = action.value.as_deref().and_then(|v| v.parse::<i64>().ok()) else {
+                            continue;
+                        };
+                        let q = self.question(asking, &channel, &user, TICKET_ORDER, Some(incident), true).await;
+                        let reply = asking.ask(&q).await;
+                        self.ephemeral(&channel, &user, &display(&reply.view["headline"])).await;
+                        continue;
+                    }
                     let Some((incident, hash)) = action.value.as_deref().and_then(parse_value) else { continue };
                     let who = Identity(format!("slack:{user}"));
                     let via = format!("slack:{channel}");
@@ -638,6 +649,9 @@ fn root_metadata(incident: i64) -> Value {
     json!({"event_type": "medic_incident", "event_payload": {"incident_id": incident}})
 }
 
+/// What the Ticket button asks (the same order a person may type).
+pub const TICKET_ORDER: &str = "open a ticket for this incident";
+
 /// The lease that says which replica holds the Socket Mode connection.
 pub const SOCKET_LEASE: &str = "slack-socket-mode";
 
@@ -652,7 +666,6 @@ pub async fn socket_mode(
     asking: Arc<super::asking::Asking>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let responders = asking.responders.clone();
     use futures_util::{SinkExt, StreamExt};
     let Some(app_token) = slack.app_token.clone() else { return };
     let lease = super::lease::Lease {
@@ -709,10 +722,10 @@ pub async fn socket_mode(
                 }
                 match env["type"].as_str() {
                     Some("interactive") => {
-                        let (slack, clicks, responders, payload) =
-                            (slack.clone(), clicks.clone(), responders.clone(), env["payload"].clone());
+                        let (slack, clicks, asking, payload) =
+                            (slack.clone(), clicks.clone(), asking.clone(), env["payload"].clone());
                         let handling = tokio::spawn(async move {
-                            if let Err(e) = slack.interaction(&payload, &clicks, &responders).await {
+                            if let Err(e) = slack.interaction(&payload, &clicks, &asking).await {
                                 tracing::warn!(error = %format!("{e:#}"), "Slack interaction failed");
                             }
                         });

@@ -89,3 +89,37 @@ pub fn alert(status: &str) -> String {
     json!({"alerts": [{"name": "ChatTest", "status": status, "labels": {"service": "checkout", "severity": "critical"}}]})
         .to_string()
 }
+
+/// A stand-in for GitHub's create-issue endpoint (`POST /repos/acme/shop/issues`: 201 with the
+/// issue's `number` and `html_url`), recording each body, and the config that opens tickets
+/// there on order only (`ask.control_groups: [sre]`, the token in `dir`). Returns the issues
+/// and the config lines.
+pub async fn github_tickets(dir: &Path) -> (Arc<std::sync::Mutex<Vec<serde_json::Value>>>, String) {
+    let issues = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = issues.clone();
+    let github = axum::Router::new().route(
+        "/repos/acme/shop/issues",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let recorded = recorded.clone();
+            async move {
+                let n = {
+                    let mut i = recorded.lock().unwrap();
+                    i.push(serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default());
+                    i.len()
+                };
+                let issue = json!({"number": n, "html_url": format!("https://github.com/acme/shop/issues/{n}")});
+                (axum::http::StatusCode::CREATED, axum::Json(issue))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gh = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, github).await.unwrap() });
+    std::fs::write(dir.join("gh"), "gh-token").unwrap();
+    let config = format!(
+        "ask: {{control_groups: [sre]}}\ntickets:\n  github: {{repository: acme/shop, token: {{file: {}}}, api_url: '{gh}'}}\n\
+         \x20 when: {{failed_plan: false, resolved_by_itself: false}}\n",
+        dir.join("gh").display()
+    );
+    (issues, config)
+}

@@ -548,6 +548,22 @@ impl Discord {
                 tokio::spawn(self.clone().answer(asking.clone(), c.id.to_string(), c.token.clone(), q));
                 Ok((defer(private), None))
             }
+            // Ticket: the order `open a ticket for this`, through the asking path (its control
+            // groups), answered privately.
+            Interaction::Component(c) if c.data.custom_id.starts_with("ticket:") => {
+                let incident = c.data.custom_id["ticket:".len()..].parse::<i64>().ok();
+                let q = Discord::question(
+                    asking,
+                    super::slack::TICKET_ORDER.into(),
+                    incident,
+                    &c.user.id.to_string(),
+                    &roles_of(c.member.as_ref()),
+                    &c.channel_id.to_string(),
+                    true,
+                );
+                tokio::spawn(self.clone().answer(asking.clone(), c.id.to_string(), c.token.clone(), q));
+                Ok((defer(true), None))
+            }
             Interaction::Component(c) if c.data.custom_id.starts_with("ask:") => {
                 let input = CreateInputText::new(InputTextStyle::Short, "Your question", "question")
                     .placeholder("what changed before the errors started?")
