@@ -259,9 +259,15 @@ impl Client {
     /// `GET /gateway/bot`: the URL to connect to, after waiting out a spent session start limit.
     async fn gateway_url(&self) -> Result<String, End> {
         let v = self.discord.call_with(reqwest::Method::GET, "gateway/bot", |r| r).await.map_err(|e| match e {
-            crate::store::Delivery::Failed { error } if error.contains("HTTP 401") => End::Fatal(format!(
-                "GET /gateway/bot was refused ({error}): discord.bot_token is wrong or was reset; not retried"
-            )),
+            // The REST client retries refused credentials (an outage of ours); here a 401 is
+            // the same answer as close code 4004.
+            crate::store::Delivery::Retry { error, .. } | crate::store::Delivery::Failed { error }
+                if error.contains("HTTP 401") =>
+            {
+                End::Fatal(format!(
+                    "GET /gateway/bot was refused ({error}): discord.bot_token is wrong or was reset; not retried"
+                ))
+            }
             e => End::Identify(format!("GET /gateway/bot: {e:?}")),
         })?;
         let url = v["url"].as_str().ok_or_else(|| End::Identify("GET /gateway/bot: no url".into()))?;
@@ -305,6 +311,11 @@ impl Client {
             Ok((ws, _)) => ws,
             Err(e) => {
                 self.failures += 1;
+                // A resume that cannot reconnect starts over from the gateway URL, as documented.
+                if resuming.is_some() {
+                    self.session = None;
+                    return End::Identify(format!("cannot reconnect to resume: {e}"));
+                }
                 return End::Resume(format!("cannot connect to the gateway: {e}"));
             }
         };
