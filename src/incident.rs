@@ -224,6 +224,26 @@ pub struct Incident {
     pub resolved_at: Option<Millis>,
 }
 
+impl Incident {
+    /// The incident as the API, the audit export and tickets show it.
+    pub fn to_json(&self) -> serde_json::Value {
+        use crate::time::rfc3339;
+        json!({
+            "id": self.id,
+            "title": self.title,
+            "state": self.state.as_str(),
+            "severity": self.severity,
+            "group_key": self.group_key,
+            "opened_at": rfc3339(self.opened_at),
+            "last_fired_at": rfc3339(self.last_fired_at),
+            "resolves_at": self.resolve_at.map(rfc3339),
+            "resolved_at": self.resolved_at.map(rfc3339),
+            "alert_count": self.n_alerts,
+            "firing_count": self.n_firing,
+        })
+    }
+}
+
 /// An alert as stored: its latest content plus what correlation keeps about it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlertRow {

@@ -54,22 +54,6 @@ pub async fn ask(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Respon
     }
 }
 
-pub fn incident_json(i: &Incident) -> Value {
-    json!({
-        "id": i.id,
-        "title": i.title,
-        "state": i.state.as_str(),
-        "severity": i.severity,
-        "group_key": i.group_key,
-        "opened_at": rfc3339(i.opened_at),
-        "last_fired_at": rfc3339(i.last_fired_at),
-        "resolves_at": i.resolve_at.map(rfc3339),
-        "resolved_at": i.resolved_at.map(rfc3339),
-        "alert_count": i.n_alerts,
-        "firing_count": i.n_firing,
-    })
-}
-
 pub fn alert_json(r: &AlertRow) -> Value {
     let a = &r.alert;
     json!({
@@ -132,7 +116,7 @@ pub async fn list(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, S
         }
     }
     match app.store.incidents(&f).await {
-        Ok(list) => Json(json!({"incidents": list.iter().map(incident_json).collect::<Vec<_>>()})).into_response(),
+        Ok(list) => Json(json!({"incidents": list.iter().map(Incident::to_json).collect::<Vec<_>>()})).into_response(),
         Err(e) => internal(e),
     }
 }
@@ -247,7 +231,7 @@ pub async fn detail(
     };
     match app.store.audit_for_incident(id).await {
         Ok(records) => {
-            let mut v = incident_json(&inc);
+            let mut v = inc.to_json();
             let more = shown.len() > alerts_page.limit;
             shown.truncate(alerts_page.limit);
             v["alerts"] = json!(shown.iter().map(alert_json).collect::<Vec<_>>());

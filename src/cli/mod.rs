@@ -684,7 +684,7 @@ pub async fn verify(store: &dyn Store, expect_head: Option<&str>) -> Result<Exit
 pub async fn export(store: &dyn Store, id: i64, dir: &Path) -> Result<Vec<PathBuf>> {
     let Some((inc, alerts)) = store.incident(id).await? else { bail!("no incident {id}") };
     let records = store.audit_for_incident(id).await?;
-    let summary = crate::api::incident_json(&inc);
+    let summary = inc.to_json();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let json_path = dir.join(format!("incident-{id}.json"));
     let md_path = dir.join(format!("incident-{id}.md"));

@@ -80,7 +80,7 @@ pub struct Ticket {
 pub async fn for_incident(store: &dyn Store, id: i64, why: &str) -> anyhow::Result<Option<Ticket>> {
     let Some((incident, alerts)) = store.incident(id).await? else { return Ok(None) };
     let records = store.audit_for_incident(id).await?;
-    let summary = crate::api::incident_json(&incident);
+    let summary = incident.to_json();
     let service = alerts
         .first()
         .and_then(|a| a.alert.labels.get("service").cloned())
