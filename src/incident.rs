@@ -225,6 +225,12 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// The service a page, a ticket or the summary names: the first alert's `service` label
+    /// (`labels`), else the incident's group.
+    pub fn service(&self, labels: &crate::alert::Labels) -> String {
+        labels.get("service").cloned().unwrap_or_else(|| self.group_key.clone())
+    }
+
     /// The incident as the API, the audit export and tickets show it.
     pub fn to_json(&self) -> serde_json::Value {
         use crate::time::rfc3339;

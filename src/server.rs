@@ -188,6 +188,8 @@ pub async fn run_with(
             notifier: (!platforms.is_empty()).then(|| notifier.clone()),
             clock: clock.clone(),
             degraded_paged: Default::default(),
+            degraded_day: Default::default(),
+            linked: Default::default(),
         },
         chat_stopped.clone(),
     )));

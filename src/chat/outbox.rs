@@ -30,6 +30,12 @@ pub fn with_backoff(failed: Delivery, attempts: i64) -> Delivery {
     }
 }
 
+/// A response's `Retry-After` (seconds) in milliseconds, within 1 ms – 1 h.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Millis> {
+    let secs = headers.get("retry-after")?.to_str().ok()?.parse::<i64>().ok()?;
+    Some((secs.saturating_mul(1000)).clamp(1, 3_600_000))
+}
+
 /// Where the outbox delivers: a chat platform (`chat::Platform`) or a pager (`page::Pager`).
 #[async_trait::async_trait]
 pub trait Destination: Send + Sync {

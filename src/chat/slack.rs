@@ -231,14 +231,9 @@ impl Slack {
             .map_err(|e| Delivery::Retry { after_ms: 0, error: format!("Slack unreachable: {}", e.without_url()) })?;
         let status = resp.status();
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            let after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(1);
+            let after = super::outbox::retry_after(resp.headers()).unwrap_or(1000);
             return Err(Delivery::Retry {
-                after_ms: after.clamp(1, 3600) * 1000,
+                after_ms: after.clamp(1000, 3_600_000),
                 error: format!("{method}: rate limited"),
             });
         }

@@ -97,11 +97,7 @@ pub fn night_of(incident: Incident, service: String, records: &[AuditRecord], wa
 
 /// The summary's text for the window `[since, now]`, times in `offset`.
 pub fn text(nights: &[Night], since: Millis, now: Millis, offset: i32) -> String {
-    let at = |t: Millis| {
-        chrono::DateTime::from_timestamp_millis(t + offset as Millis * 1000)
-            .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
-            .unwrap_or_default()
-    };
+    let at = |t: Millis| crate::time::from_millis(t + offset as Millis * 1000).format("%Y-%m-%d %H:%M").to_string();
     let zone = if offset == 0 {
         "UTC".to_string()
     } else {
@@ -151,9 +147,16 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // The summary time this replica has handled: the store is asked once per day, not every 30 s.
+    let mut handled = None;
     loop {
-        if let Err(e) = post_due(&cfg, store.as_ref(), &platforms, clock.now()).await {
-            tracing::warn!(error = %format!("{e:#}"), "the morning summary could not be queued");
+        let now = clock.now();
+        let due = cfg.last_due(now).ok();
+        if due != handled {
+            match post_due(&cfg, store.as_ref(), &platforms, now).await {
+                Ok(()) => handled = due,
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "the morning summary could not be queued"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
@@ -208,7 +211,7 @@ pub async fn post_due(
                 .plan_status(incident.id)
                 .await?
                 .filter(|s| s.plan.state == crate::approval::PlanState::Proposed && s.auto_at.is_none());
-            let service = labels.get("service").cloned().unwrap_or_else(|| incident.group_key.clone());
+            let service = incident.service(labels);
             let mut n =
                 night_of(incident.clone(), service, &records, waiting.as_ref().map(|s| s.plan.plan.hash.as_str()));
             if let Some((_, _, root)) = roots.iter().find(|(_, id, _)| *id == incident.id) {

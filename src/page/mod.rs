@@ -143,7 +143,7 @@ fn reason(r: &AuditRecord) -> Option<String> {
 pub async fn page_for(store: &dyn Store, id: i64, why: &str, external: Option<&str>) -> anyhow::Result<Page> {
     let (incident, alerts) = store.incident(id).await?.ok_or_else(|| anyhow::anyhow!("no incident #{id}"))?;
     let labels = alerts.first().map(|a| a.alert.labels.clone()).unwrap_or_default();
-    let service = labels.get("service").cloned().unwrap_or_else(|| incident.group_key.clone());
+    let service = incident.service(&labels);
     let top = crate::chat::latest_diagnosis(store, id).await?.and_then(|(_, d)| {
         d.hypotheses.first().map(|h| json!({"hypothesis": h.statement, "confidence": h.confidence}))
     });
@@ -238,6 +238,13 @@ pub struct Watcher {
     pub clock: Arc<dyn Clock>,
     /// This replica paged that chat deliveries fail, and has not resolved it yet.
     pub degraded_paged: std::sync::atomic::AtomicBool,
+    /// The day whose chat-failing page this replica has already asked the store about.
+    pub degraded_day: std::sync::atomic::AtomicI64,
+    /// Ticket deliveries this replica has linked or seen linked (`None` until the first look,
+    /// which takes those already sent as linked by whoever ran then, as `watch` does with the
+    /// audit log): the store's delivery record is asked once per ticket, not every 2 s, and a
+    /// record that aged out of it never links a ticket twice.
+    pub linked: std::sync::Mutex<Option<std::collections::HashSet<i64>>>,
 }
 
 /// Pages and tickets for what the audit log records from now on, resolves pages whose
@@ -475,7 +482,10 @@ impl Watcher {
         let failing = health.iter().find(|h| !ours(&h.platform) && (h.failed > 0 || h.failing >= 3));
         match failing {
             Some(h) => {
-                if !self.store.first_delivery("page", &format!("degraded:{day}"), now).await? {
+                // Asked once a day per replica: the store's record decides which replica pages.
+                if self.degraded_day.swap(day, std::sync::atomic::Ordering::SeqCst) == day
+                    || !self.store.first_delivery("page", &format!("degraded:{day}"), now).await?
+                {
                     return Ok(());
                 }
                 let why = format!(
@@ -530,7 +540,18 @@ impl Watcher {
     async fn link_tickets(&self) -> anyhow::Result<()> {
         let Some(notifier) = &self.notifier else { return Ok(()) };
         for t in &self.trackers {
-            for (row, incident, address) in self.store.outbox_sent(t.name(), "ticket", 50).await? {
+            let sent = self.store.outbox_sent(t.name(), "ticket", 50).await?;
+            let new: Vec<_> = {
+                let mut linked = self.linked.lock().unwrap_or_else(|e| e.into_inner());
+                match linked.as_mut() {
+                    None => {
+                        *linked = Some(sent.iter().map(|(row, _, _)| *row).collect());
+                        Vec::new()
+                    }
+                    Some(seen) => sent.into_iter().filter(|(row, _, _)| seen.insert(*row)).collect(),
+                }
+            };
+            for (row, incident, address) in new {
                 if self.store.first_delivery("ticket-link", &row.to_string(), self.clock.now()).await? {
                     notifier.thread(incident, &format!("{} ticket opened: {address}", t.name())).await?;
                 }

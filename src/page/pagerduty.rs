@@ -94,12 +94,7 @@ impl Destination for PagerDuty {
             }
         };
         let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i64>().ok())
-            .map(|s| (s * 1000).clamp(1, 3_600_000));
+        let retry_after = crate::chat::outbox::retry_after(resp.headers());
         let text = resp.text().await.unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         match status.as_u16() {

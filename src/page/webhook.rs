@@ -84,13 +84,10 @@ impl Destination for Webhook {
             Err(e) => retry(format!("the page webhook is unreachable: {}", e.without_url())),
             Ok(r) if r.status().is_success() => Delivery::Sent { result: None },
             Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
-                let after =
-                    r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
-                match after {
-                    Some(s) => Delivery::Retry {
-                        after_ms: (s * 1000).clamp(1, 3_600_000),
-                        error: format!("page webhook: HTTP {}", r.status().as_u16()),
-                    },
+                match crate::chat::outbox::retry_after(r.headers()) {
+                    Some(after_ms) => {
+                        Delivery::Retry { after_ms, error: format!("page webhook: HTTP {}", r.status().as_u16()) }
+                    }
                     None => retry(format!("page webhook: HTTP {}", r.status().as_u16())),
                 }
             }

@@ -70,7 +70,6 @@ impl Destination for GitHub {
             .header("x-github-api-version", "2022-11-28")
             .header("content-type", "application/json")
             .body(row.item.body.clone());
-        super::jira::outcome(req.send().await, "GitHub", |v| v["html_url"].as_str().map(str::to_string), row.attempts)
-            .await
+        super::outcome(req.send().await, "GitHub", |v| v["html_url"].as_str().map(str::to_string), row.attempts).await
     }
 }

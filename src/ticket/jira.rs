@@ -92,50 +92,12 @@ impl Destination for Jira {
             None => req.bearer_auth(self.token.expose()),
         };
         let base = self.base.clone();
-        outcome(
+        super::outcome(
             req.body(row.item.body.clone()).send().await,
             "Jira",
             |v| v["key"].as_str().and_then(|k| base.join(&format!("browse/{k}")).ok()).map(|u| u.to_string()),
             row.attempts,
         )
         .await
-    }
-}
-
-/// A tracker's answer to a create: 2xx is the ticket (its address from `address`); 429 and
-/// 5xx are retried (after `Retry-After` when given); 401/403 are an outage of ours, retried
-/// with backoff until a person fixes the credentials; any other status is refused for good.
-pub(super) async fn outcome(
-    sent: reqwest::Result<reqwest::Response>,
-    who: &str,
-    address: impl Fn(&Value) -> Option<String>,
-    attempts: i64,
-) -> Delivery {
-    let retry = |after_ms, error| crate::chat::outbox::with_backoff(Delivery::Retry { after_ms, error }, attempts);
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => return retry(0, format!("{who} unreachable: {}", e.without_url())),
-    };
-    let status = resp.status().as_u16();
-    let after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i64>().ok())
-        .map_or(0, |s| (s * 1000).clamp(1, 3_600_000));
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
-    match status {
-        200..=299 => Delivery::Sent { result: address(&v) },
-        429 | 500..=599 => retry(after, format!("{who}: HTTP {status}")),
-        401 | 403 => retry(0, format!("{who}: HTTP {status} (credentials or permissions refused)")),
-        _ => Delivery::Failed {
-            error: format!(
-                "{who} refused the ticket: HTTP {status}: {}",
-                crate::chat::cut(
-                    &v["message"].as_str().map(str::to_string).unwrap_or_else(|| v["errors"].to_string()),
-                    300
-                )
-            ),
-        },
     }
 }

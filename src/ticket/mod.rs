@@ -12,7 +12,7 @@ pub mod github;
 pub mod jira;
 
 use crate::chat::outbox::Destination;
-use crate::store::Store;
+use crate::store::{Delivery, Store};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -81,10 +81,7 @@ pub async fn for_incident(store: &dyn Store, id: i64, why: &str) -> anyhow::Resu
     let Some((incident, alerts)) = store.incident(id).await? else { return Ok(None) };
     let records = store.audit_for_incident(id).await?;
     let summary = incident.to_json();
-    let service = alerts
-        .first()
-        .and_then(|a| a.alert.labels.get("service").cloned())
-        .unwrap_or_else(|| incident.group_key.clone());
+    let service = incident.service(&alerts.first().map(|a| a.alert.labels.clone()).unwrap_or_default());
     let body = format!("medic opened this ticket: {why}.\n\n{}\n", crate::audit::timeline_markdown(&summary, &records));
     Ok(Some(Ticket {
         incident: id,
@@ -105,7 +102,10 @@ pub async fn open(
 ) -> anyhow::Result<Vec<&'static str>> {
     let mut opened = Vec::new();
     for t in trackers {
-        if !store.first_delivery("ticket", &format!("{}:{id}", t.name()), now).await? {
+        // The outbox keeps every ticket queued; the delivery record (a day) settles a race.
+        if store.outbox_has(t.name(), id, "ticket").await?
+            || !store.first_delivery("ticket", &format!("{}:{id}", t.name()), now).await?
+        {
             continue;
         }
         let Some(ticket) = for_incident(store, id, why).await? else { continue };
@@ -119,4 +119,37 @@ pub async fn open(
 /// ticket's address (`Delivery::Sent { result }`), which the thread then links.
 pub trait Tracker: Destination {
     fn create(&self, t: &Ticket) -> Value;
+}
+
+/// A tracker's answer to a create: 2xx is the ticket (its address from `address`); 429 and
+/// 5xx are retried (after `Retry-After` when given); 401/403 are an outage of ours, retried
+/// with backoff until a person fixes the credentials; any other status is refused for good.
+async fn outcome(
+    sent: reqwest::Result<reqwest::Response>,
+    who: &str,
+    address: impl Fn(&Value) -> Option<String>,
+    attempts: i64,
+) -> Delivery {
+    let retry = |after_ms, error| crate::chat::outbox::with_backoff(Delivery::Retry { after_ms, error }, attempts);
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => return retry(0, format!("{who} unreachable: {}", e.without_url())),
+    };
+    let status = resp.status().as_u16();
+    let after = crate::chat::outbox::retry_after(resp.headers()).unwrap_or(0);
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    match status {
+        200..=299 => Delivery::Sent { result: address(&v) },
+        429 | 500..=599 => retry(after, format!("{who}: HTTP {status}")),
+        401 | 403 => retry(0, format!("{who}: HTTP {status} (credentials or permissions refused)")),
+        _ => Delivery::Failed {
+            error: format!(
+                "{who} refused the ticket: HTTP {status}: {}",
+                crate::chat::cut(
+                    &v["message"].as_str().map(str::to_string).unwrap_or_else(|| v["errors"].to_string()),
+                    300
+                )
+            ),
+        },
+    }
 }
