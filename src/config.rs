@@ -58,6 +58,8 @@ pub struct Config {
     pub slack: Option<crate::chat::slack::Config>,
     #[serde(default)]
     pub discord: Option<crate::chat::discord::Config>,
+    #[serde(default)]
+    pub mattermost: Option<crate::chat::mattermost::Config>,
     /// Where medic pages a person when it cannot help (`page`).
     #[serde(default)]
     pub paging: crate::page::Config,
@@ -93,6 +95,7 @@ impl Default for Config {
             ask: Default::default(),
             slack: None,
             discord: None,
+            mattermost: None,
             paging: Default::default(),
             tickets: Default::default(),
             summary: None,
@@ -255,6 +258,14 @@ impl Config {
             }
             out.extend(http_url("discord.api_url", &d.api_url));
         }
+        if let Some(m) = &self.mattermost {
+            if let Err(e) = crate::chat::mattermost::Mattermost::new(m, std::time::Duration::from_secs(5)) {
+                out.push(e);
+            }
+            if m.default_channel.trim().is_empty() {
+                out.push("mattermost: default_channel is required (a channel id)".into());
+            }
+        }
         if let Some(s) = &self.slack {
             if s.signing_secret.is_empty() || s.signing_secret.len() > 2 {
                 out.push("slack.signing_secret: expected one or two secrets".into());
@@ -294,6 +305,11 @@ impl Config {
             .map(|(rb, g)| format!("{}: approval.groups names {g:?}, which is not in responders.groups", rb.id))
             .chain(self.autonomy.problems(Some(runbooks)))
             .collect()
+    }
+
+    /// Whether any chat platform is configured (Slack, Discord, Mattermost).
+    pub fn has_chat(&self) -> bool {
+        self.slack.is_some() || self.discord.is_some() || self.mattermost.is_some()
     }
 
     /// Unauthenticated intake is allowed only while bound to loopback.

@@ -47,6 +47,10 @@ pub struct ChatApp {
     /// Questions asked in chat.
     pub asking: Arc<crate::chat::asking::Asking>,
     pub max_body: usize,
+    /// Every platform, for the connections `/readyz` shows.
+    pub platforms: Vec<Arc<dyn crate::chat::Platform>>,
+    /// Routes a platform serves itself (Mattermost's).
+    pub routes: Option<Router<Arc<App>>>,
 }
 
 /// Fails every post-check that needs metrics when no metrics backend is configured.
@@ -132,9 +136,9 @@ pub async fn run_with(
              proposes no plan"
         );
     }
-    if config.slack.is_none() && config.discord.is_none() {
+    if !config.has_chat() {
         tracing::warn!(
-            "no chat platform is configured (slack, discord): incidents and plans are shown nowhere but the API, \
+            "no chat platform is configured (slack, discord, mattermost): incidents and plans are shown nowhere but the API, \
              and nobody can approve a plan"
         );
     }
@@ -146,10 +150,14 @@ pub async fn run_with(
     let slack = slack.transpose().map_err(anyhow::Error::msg)?;
     let discord = config.discord.as_ref().map(|c| crate::chat::discord::Discord::new(c, timeout).map(Arc::new));
     let discord = discord.transpose().map_err(anyhow::Error::msg)?;
+    let mattermost =
+        config.mattermost.as_ref().map(|c| crate::chat::mattermost::Mattermost::new(c, timeout).map(Arc::new));
+    let mattermost = mattermost.transpose().map_err(anyhow::Error::msg)?;
     let platforms: Vec<Arc<dyn crate::chat::Platform>> = slack
         .iter()
         .map(|s| s.clone() as _)
         .chain(discord.iter().map(|d| d.clone() as _))
+        .chain(mattermost.iter().map(|m| m.clone() as _))
         .chain(parts.platforms)
         .collect();
     let trackers = config.tickets.trackers(timeout).map_err(anyhow::Error::msg)?;
@@ -303,7 +311,33 @@ pub async fn run_with(
             )));
         }
     }
-    let chat = ChatApp { slack, discord, clicks, responders, asking, max_body: config.intake.max_body_bytes };
+    // Mattermost's routes are its own (`chat::mattermost::inbound`), merged into the router.
+    let mattermost_routes = mattermost.as_ref().map(|m| {
+        crate::chat::mattermost::inbound::routes(
+            m.clone(),
+            clicks.clone(),
+            asking.clone(),
+            config.intake.max_body_bytes,
+        )
+    });
+    if let Some(m) = mattermost.as_ref().filter(|m| m.websocket) {
+        chat_tasks.push(tokio::spawn(crate::chat::mattermost::websocket::run(
+            m.clone(),
+            asking.clone(),
+            clicks.executor.owner.clone(),
+            chat_stopped.clone(),
+        )));
+    }
+    let chat = ChatApp {
+        slack,
+        discord,
+        clicks,
+        responders,
+        asking,
+        max_body: config.intake.max_body_bytes,
+        platforms: platforms.clone(),
+        routes: mattermost_routes,
+    };
     tracing::info!(runbooks = runbooks.len(), golden_signals = golden.len(), "responder ready");
     let responder = crate::responder::Responder {
         store: store.clone(),
@@ -475,6 +509,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/slack/events", post(slack_events))
         .route("/slack/commands", post(slack_commands))
         .route("/discord/interactions", post(discord_interactions));
+    if let Some(routes) = app.chat.routes.clone() {
+        r = r.merge(routes);
+    }
     for route in Route::ALL {
         r = r.route(
             route.path(),
@@ -508,15 +545,13 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
             let mut degraded: Vec<&str> =
                 chat.iter().filter(|h| h.failing > 0 || h.failed > 0).map(|h| h.platform.as_str()).collect();
             let mut ready = json!({"ready": true, "store": app.store.backend(), "chat": chat});
-            if let Some(d) = &app.chat.discord {
-                let gateway = d.health.to_json();
-                // A gateway that stopped for good (a bad token, disallowed intents) shows here.
-                if gateway["state"] == "stopped" && !degraded.contains(&"discord") {
-                    degraded.push("discord");
+            for p in &app.chat.platforms {
+                let Some((key, state)) = p.connection() else { continue };
+                // A connection that stopped for good (a bad token, disallowed intents) shows here.
+                if state["state"] == "stopped" && !degraded.contains(&p.name()) {
+                    degraded.push(p.name());
                 }
-                if !gateway.is_null() {
-                    ready["discord_gateway"] = gateway;
-                }
+                ready[key] = state;
             }
             ready["degraded"] = json!(degraded);
             Json(ready).into_response()

@@ -1,4 +1,4 @@
-//! Chat: where incidents are shown and decided. Each platform (Slack, Discord, the console) is
+//! Chat: where incidents are shown and decided. Each platform (Slack, Discord, Mattermost, the console) is
 //! one adapter behind [`Platform`], fed by the outbox; only adapters know platform formats. Messages are rendered from `templates/<platform>/`
 //! (handlebars), from one [`IncidentView`] that every adapter shares.
 
@@ -7,6 +7,7 @@ pub mod clicks;
 pub mod console;
 pub mod discord;
 pub mod lease;
+pub mod mattermost;
 pub mod outbox;
 pub mod slack;
 pub mod summary;
@@ -74,6 +75,24 @@ pub fn cut(s: &str, max: usize) -> String {
     format!("{} {MORE}", s.chars().take(keep).collect::<String>().trim_end())
 }
 
+/// An incident message's colour (`0xRRGGBB`) by its state and severity, as every platform with
+/// coloured messages shows it: green once resolved or verified, purple where a person must look
+/// (rolled back, interrupted), else red, amber or blue by severity.
+pub fn colour(state: &Value, severity: &Value, decision: &Value) -> u32 {
+    let outcome = decision["outcome"].as_str().unwrap_or("");
+    if state == "resolved" || outcome.starts_with("verified") {
+        0x2e_b8_86
+    } else if outcome.starts_with("rolled back") || outcome.starts_with("interrupted") {
+        0x8e_44_ad
+    } else {
+        match severity.as_str().unwrap_or("") {
+            "critical" | "page" | "error" => 0xe0_1e_5a,
+            "warning" => 0xec_b2_2e,
+            _ => 0x36_c5_f0,
+        }
+    }
+}
+
 /// A template value as text (null is empty).
 pub fn display(v: &Value) -> String {
     match v {
@@ -101,6 +120,92 @@ handlebars::handlebars_helper!(hb_step_lines: |steps: Json| Value::String(steps.
     if !s["rollback"].is_null() { line.push_str(&format!("    rollback: {}\n", display(&s["rollback"]))); }
     line
 }).collect()).unwrap_or_default()));
+
+handlebars::handlebars_helper!(hb_json_text: |v: Json, max: u64| {
+    Value::String(serde_json::to_string(&cut(&display(v), max as usize)).expect("a string serialises"))
+});
+
+/// `s` with a backslash before each of `anywhere`, and before each of `line_start` that
+/// starts a line (after any indentation): Markdown's escapes, for a platform's set of markup.
+pub fn backslash_escape(s: &str, anywhere: &[char], line_start: &[char]) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut at_start = true;
+    for c in s.chars() {
+        if anywhere.contains(&c) || (at_start && line_start.contains(&c)) {
+            out.push('\\');
+        }
+        out.push(c);
+        at_start = c == '\n' || (at_start && c.is_whitespace());
+    }
+    out
+}
+
+/// Registers `text` for a platform whose template data is escaped beforehand ([`escaped_with`]):
+/// the value as a JSON string, cut at `max` characters with "… see thread".
+pub fn register_json_text(hb: &mut handlebars::Handlebars<'static>) {
+    hb.register_helper("text", Box::new(hb_json_text));
+}
+
+/// `v` with every string in it passed through `escape` (a platform's Markdown escaping): the data
+/// a template renders, so that only the template's own markup is markup.
+pub fn escaped_with(v: &Value, escape: fn(&str) -> String) -> Value {
+    match v {
+        Value::String(s) => Value::String(escape(s)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| escaped_with(x, escape)).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), escaped_with(x, escape))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The members of a platform's user groups, cached for a while: what `slack:group:S…` and
+/// `mattermost:group:…` entries in responders stand for.
+pub struct GroupCache {
+    ttl: std::time::Duration,
+    groups: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Vec<String>)>>,
+}
+
+impl GroupCache {
+    pub fn new(ttl: std::time::Duration) -> GroupCache {
+        GroupCache { ttl, groups: Default::default() }
+    }
+
+    /// `responders`' groups, each `{platform}:group:ID` entry adding `{platform}:USER` for every
+    /// member `fetch(ID)` lists (cached for the TTL; a failed fetch, `None`, is not cached and
+    /// adds no one: its members cannot approve until the platform answers).
+    pub async fn expand<F, Fut>(
+        &self,
+        responders: &crate::approval::Responders,
+        platform: &str,
+        fetch: F,
+    ) -> crate::approval::Groups
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Option<Vec<String>>>,
+    {
+        let prefix = format!("{platform}:group:");
+        let mut g = responders.groups();
+        for members in g.members.values_mut() {
+            let mut extra = Vec::new();
+            for id in members.iter().filter_map(|m| m.0.strip_prefix(&prefix)) {
+                let cached = self.groups.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
+                let users = match cached {
+                    Some((at, users)) if at.elapsed() < self.ttl => users,
+                    _ => match fetch(id.to_string()).await {
+                        Some(users) => {
+                            let mut cache = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+                            cache.insert(id.to_string(), (std::time::Instant::now(), users.clone()));
+                            users
+                        }
+                        None => Vec::new(),
+                    },
+                };
+                extra.extend(users.into_iter().map(|u| crate::approval::Identity(format!("{platform}:{u}"))));
+            }
+            members.extend(extra);
+        }
+        g
+    }
+}
 
 /// A strict registry with the helpers every platform's templates share: `join` (concatenate),
 /// `when` (a value by a condition), `evidence_lines`, `step_lines`. Each platform adds its own
@@ -285,7 +390,7 @@ pub fn more_evidence(d: &Diagnosis) -> String {
     text
 }
 
-/// A chat platform that shows incidents through the outbox (Slack; Discord next). It turns the
+/// A chat platform that shows incidents through the outbox (Slack, Discord, Mattermost, the console). It turns the
 /// shared view into its wire format and delivers what the outbox hands it.
 #[async_trait]
 pub trait Platform: outbox::Destination {
@@ -300,6 +405,11 @@ pub trait Platform: outbox::Destination {
     /// A link to the incident's thread (its root message `root` in `channel`), where the
     /// platform gives one.
     async fn link(&self, _channel: &str, _root: &str) -> Option<String> {
+        None
+    }
+    /// A long-lived connection's state for `/readyz` (Discord's Gateway, Mattermost's
+    /// WebSocket), under its key: none when this platform holds no connection.
+    fn connection(&self) -> Option<(&'static str, Value)> {
         None
     }
 }
@@ -605,6 +715,7 @@ plan:
         ];
         let slack = slack::templates().unwrap();
         let discord = discord::templates().unwrap();
+        let mattermost = mattermost::templates().unwrap();
         let console =
             console::Console::with_input(false, Box::new(std::io::sink()), Box::new(std::io::empty())).unwrap();
         let mut failures = Vec::new();
@@ -616,6 +727,7 @@ plan:
             let rendered = [
                 ("slack", slack::root_body(&slack, &view, "C1")),
                 ("discord", discord::root_body(&discord, &view)),
+                ("mattermost", mattermost::root_body(&mattermost, &view, "c", "http://medic/a", |_, _, _| json!({}))),
                 ("console", console.render(&view)),
             ];
             for (platform, r) in rendered {

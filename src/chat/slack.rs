@@ -27,8 +27,8 @@ use handlebars::handlebars_helper;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub const INCIDENT_TEMPLATE: &str = include_str!("../../templates/slack/incident.hbs");
 pub const ANSWER_TEMPLATE: &str = include_str!("../../templates/slack/answer.hbs");
@@ -44,8 +44,7 @@ pub struct Slack {
     routes: Vec<super::Route>,
     http: reqwest::Client,
     templates: handlebars::Handlebars<'static>,
-    group_ttl: Duration,
-    usergroups: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+    usergroups: super::GroupCache,
 }
 
 use super::{MORE, cut, display};
@@ -139,8 +138,7 @@ impl Slack {
             routes: cfg.routes.clone(),
             http,
             templates: templates().map_err(|e| format!("Slack templates: {e}"))?,
-            group_ttl: cfg.usergroup_ttl,
-            usergroups: Mutex::new(HashMap::new()),
+            usergroups: super::GroupCache::new(cfg.usergroup_ttl),
         })
     }
 
@@ -273,41 +271,28 @@ impl Slack {
     /// Members (`slack:U…`) of each group, with `slack:group:S…` entries expanded through
     /// `usergroups.users.list` (cached for `slack.usergroup_ttl`).
     pub async fn groups(&self, responders: &crate::approval::Responders) -> Groups {
-        let mut g = responders.groups();
-        for members in g.members.values_mut() {
-            let mut extra = Vec::new();
-            for m in members.iter() {
-                if let Some(id) = m.0.strip_prefix("slack:group:") {
-                    extra.extend(self.usergroup(id).await.into_iter().map(|u| Identity(format!("slack:{u}"))));
+        self.usergroups
+            .expand(responders, "slack", |id| async move {
+                match self.call("usergroups.users.list", &json!({"usergroup": id})).await {
+                    Ok(v) => Some(
+                        v["users"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|u| u.as_str().map(str::to_string))
+                            .collect(),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(
+                            usergroup = id,
+                            ?e,
+                            "cannot list a Slack user group; its members cannot approve now"
+                        );
+                        None
+                    }
                 }
-            }
-            members.extend(extra);
-        }
-        g
-    }
-
-    async fn usergroup(&self, id: &str) -> Vec<String> {
-        if let Some((at, users)) = self.usergroups.lock().unwrap().get(id)
-            && at.elapsed() < self.group_ttl
-        {
-            return users.clone();
-        }
-        match self.call("usergroups.users.list", &json!({"usergroup": id})).await {
-            Ok(v) => {
-                let users: Vec<String> = v["users"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|u| u.as_str().map(str::to_string))
-                    .collect();
-                self.usergroups.lock().unwrap().insert(id.to_string(), (Instant::now(), users.clone()));
-                users
-            }
-            Err(e) => {
-                tracing::warn!(usergroup = id, ?e, "cannot list a Slack user group; its members cannot approve now");
-                Vec::new()
-            }
-        }
+            })
+            .await
     }
 
     /// Opens the reject modal, asking for the reason.

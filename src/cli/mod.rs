@@ -306,9 +306,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let url = cfg.store(database_url.as_deref()).map_err(anyhow::Error::msg);
                 match url.and_then(|(u, from)| store::Backend::of_url(&u).map(|_| (u, from))) {
                     Ok((url, from)) => {
-                        if cfg.slack.is_none() && cfg.discord.is_none() {
+                        if !cfg.has_chat() {
                             eprintln!(
-                                "warning: no chat platform is configured (slack, discord): incidents are shown only \
+                                "warning: no chat platform is configured (slack, discord, mattermost): incidents are shown only \
                                  through the API, and nobody can approve a plan"
                             );
                         }

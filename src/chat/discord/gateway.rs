@@ -35,7 +35,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -86,40 +86,8 @@ impl Config {
     }
 }
 
-/// Where this replica's gateway stands, for `/readyz`.
-#[derive(Default)]
-pub struct Health(Mutex<Option<State>>);
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum State {
-    StandingBy,
-    Connecting,
-    Connected,
-    /// Stopped for good (a close code retrying cannot mend), and why.
-    Stopped(String),
-}
-
-impl Health {
-    fn set(&self, s: State) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
-    }
-
-    /// `None` when this medic has no gateway.
-    pub fn get(&self) -> Option<State> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// For `/readyz`: the state, and the reason when stopped.
-    pub fn to_json(&self) -> Value {
-        match self.get() {
-            None => Value::Null,
-            Some(State::StandingBy) => json!({"state": "standing_by"}),
-            Some(State::Connecting) => json!({"state": "connecting"}),
-            Some(State::Connected) => json!({"state": "connected"}),
-            Some(State::Stopped(why)) => json!({"state": "stopped", "reason": why}),
-        }
-    }
-}
+use crate::chat::lease::Ended;
+pub use crate::chat::lease::{Health, State};
 
 /// How a connection ended, and what to do next.
 #[derive(Debug, PartialEq)]
@@ -206,42 +174,24 @@ pub async fn run(
         store: clicks.store.clone(),
         clock: clicks.clock.clone(),
     };
+    let health = discord.clone();
     let mut client = Client { discord, clicks, asking, session: None, last_identify: None, failures: 0 };
-    loop {
-        client.discord.health.set(State::StandingBy);
-        if !lease.acquire("Discord gateway connection", &mut stop).await {
-            return;
-        }
-        client.discord.health.set(State::Connecting);
-        let end = tokio::select! {
-            end = client.connect() => end,
-            why = lease.keep() => End::Resume(why.to_string()),
-            _ = stop.changed() => return lease.release().await,
-        };
-        match end {
-            End::Fatal(why) => {
-                tracing::error!(reason = %why, "Discord gateway stopped");
-                client.discord.health.set(State::Stopped(why));
-                // Another replica would fail alike; the rest of medic goes on.
-                lease.release().await;
-                return;
-            }
-            End::Resume(why) => {
-                tracing::warn!(reason = %why, resumable = client.session.is_some(), "Discord gateway disconnected")
-            }
+    lease.hold("Discord gateway connection", &health.health, &mut client, &mut stop).await;
+}
+
+#[async_trait::async_trait]
+impl crate::chat::lease::Connection for Client {
+    async fn connect(&mut self) -> Ended {
+        let why = match self.connect_once().await {
+            End::Fatal(why) => return Ended::Fatal(why),
+            End::Resume(why) if self.session.is_some() => format!("{why}; resuming"),
+            End::Resume(why) => why,
             End::Identify(why) => {
-                tracing::warn!(reason = %why, "Discord gateway session ended");
-                client.session = None;
+                self.session = None;
+                format!("{why}; the session ended")
             }
-        }
-        let wait = match client.failures {
-            0 => Duration::from_millis(500),
-            n => Duration::from_millis(crate::chat::outbox::backoff(n) as u64),
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return lease.release().await,
-        }
+        Ended::Again { why, wait: crate::chat::lease::reconnect_wait(self.failures) }
     }
 }
 
@@ -281,7 +231,7 @@ impl Client {
     }
 
     /// One connection, from the WebSocket's opening to its end.
-    async fn connect(&mut self) -> End {
+    async fn connect_once(&mut self) -> End {
         let resuming = self.session.clone();
         let base = match &resuming {
             Some(s) => s.resume_url.clone(),

@@ -121,29 +121,14 @@ pub struct Discord {
     templates: handlebars::Handlebars<'static>,
 }
 
-handlebars_helper!(hb_text: |v: Json, max: u64| {
-    Value::String(serde_json::to_string(&cut(&display(v), max as usize)).expect("a string serialises"))
-});
 handlebars_helper!(hb_colour: |state: Json, severity: Json, decision: Json| {
-    let outcome = decision["outcome"].as_str().unwrap_or("");
-    let colour: u32 = if state == "resolved" || outcome.starts_with("verified") {
-        0x2e_b8_86 // green
-    } else if outcome.starts_with("rolled back") || outcome.starts_with("interrupted") {
-        0x8e_44_ad // purple: a person must look
-    } else {
-        match severity.as_str().unwrap_or("") {
-            "critical" | "page" | "error" => 0xe0_1e_5a,
-            "warning" => 0xec_b2_2e,
-            _ => 0x36_c5_f0,
-        }
-    };
-    Value::from(colour)
+    Value::from(super::colour(state, severity, decision))
 });
 
 /// The registry for Discord templates: the shared helpers, `text` and `colour`.
 pub fn templates() -> anyhow::Result<handlebars::Handlebars<'static>> {
     let mut hb = super::templates_with_helpers();
-    hb.register_helper("text", Box::new(hb_text));
+    super::register_json_text(&mut hb);
     hb.register_helper("colour", Box::new(hb_colour));
     hb.register_template_string("incident", INCIDENT_TEMPLATE)?;
     hb.register_template_string("answer", ANSWER_TEMPLATE)?;
@@ -155,29 +140,14 @@ pub fn templates() -> anyhow::Result<handlebars::Handlebars<'static>> {
 /// headings, quotes and lists at the start of a line) is backslash-escaped, so text from alerts and logs shows as written and
 /// never as a disguised link. Discord drops the backslash before any punctuation it escapes.
 pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut line_start = true;
-    for c in s.chars() {
-        let anywhere = matches!(c, '\\' | '*' | '_' | '~' | '`' | '|' | '[' | ']' | '(' | ')' | '<');
-        // Headings, subtext (`-#`), quotes and lists start a line.
-        if anywhere || (line_start && matches!(c, '#' | '>' | '-')) {
-            out.push('\\');
-        }
-        out.push(c);
-        line_start = c == '\n' || (line_start && c.is_whitespace());
-    }
-    out
+    let anywhere = ['\\', '*', '_', '~', '`', '|', '[', ']', '(', ')', '<'];
+    // Headings, subtext (`-#`), quotes and lists start a line.
+    super::backslash_escape(s, &anywhere, &['#', '>', '-'])
 }
 
-/// `v` with every string in it escaped ([`escape`]): the data a template renders, so that only
-/// the template's own markup is markup.
+/// `v` with every string in it escaped ([`escape`]): the data a template renders.
 fn escaped(v: &Value) -> Value {
-    match v {
-        Value::String(s) => Value::String(escape(s)),
-        Value::Array(a) => Value::Array(a.iter().map(escaped).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), escaped(v))).collect()),
-        other => other.clone(),
-    }
+    super::escaped_with(v, escape)
 }
 
 /// The root message's body for `view`, from the `incident` template. The same body serves the
@@ -701,6 +671,11 @@ impl Platform for Discord {
         let v = self.call_with(reqwest::Method::GET, &format!("channels/{channel}"), |r| r).await.ok()?;
         let guild = v["guild_id"].as_str()?;
         Some(format!("https://discord.com/channels/{guild}/{channel}/{root}"))
+    }
+
+    fn connection(&self) -> Option<(&'static str, Value)> {
+        let state = self.health.to_json();
+        (!state.is_null()).then_some(("discord_gateway", state))
     }
 }
 
