@@ -84,8 +84,8 @@
 //!   file per aggregate (incidents, audit log, plans, executions, autonomy, outbox, changes). Intake reads
 //!   only the alerts of a batch (by key) and their incidents, whose counts live on the row; an
 //!   incident's alerts are read in bounded slices (first and latest, or a page by key). Named
-//!   leases give one replica the Slack Socket Mode connection and the Discord Gateway
-//!   (`chat::lease`); retention removes old rows and
+//!   leases give one replica the Slack Socket Mode connection, the Discord Gateway and the
+//!   Mattermost WebSocket (`chat::lease`, whose `Lease::hold` runs each); retention removes old rows and
 //!   the audit prefix behind a checkpoint that `verify_audit` starts from.
 //! - [`audit`] — the hash chain: each record carries the hash of the previous one;
 //!   `verify` finds the first altered, removed or reordered record; `export` writes an
@@ -96,14 +96,15 @@
 //!   (and the JSON views `audit export` shares); [`metrics`] is medic's own exposition.
 //! - [`config`] — composes and validates the strict YAML config; each section's type lives
 //!   beside the code it configures (`context::Config`, `intake::Config`, `executor::Config`,
-//!   `chat::slack::Config`, `chat::discord::Config`, `serve::Config`, `telemetry::Config`,
+//!   `chat::slack::Config`, `chat::discord::Config`, `chat::mattermost::Config`, `serve::Config`, `telemetry::Config`,
 //!   `approval::Responders`). [`secret`] is the ground floor every module takes secrets from:
 //!   only by `{env: NAME}` / `{file: PATH}`, never printed. [`strict`] reports every unknown
 //!   key of a YAML file (the config, a runbook) in one run.
 //! - [`chat`] — one shared view of an incident (`view_for`) rendered per platform from
 //!   `templates/<platform>/`; Slack, Discord (`chat::discord`, a folder: REST and the
-//!   interactions endpoint, and its own Gateway client in `chat::discord::gateway`) and the
-//!   console behind the `Platform` trait, fed by
+//!   interactions endpoint, and its own Gateway client in `chat::discord::gateway`),
+//!   Mattermost (`chat::mattermost`, a folder: REST, the routes Mattermost calls in
+//!   `inbound`, its WebSocket in `websocket`) and the console behind the `Platform` trait, fed by
 //!   a durable outbox (retries, `Retry-After`, merged updates) and answering clicks through
 //!   `chat::clicks`, the one place a click becomes a decision and an execution (the console's
 //!   clicks are typed at the terminal).
@@ -118,7 +119,7 @@
 //!   slots, no IO), the answers from the store and the context sources with their evidence
 //!   (`ask::answer::Asker`), PNG charts (`ask::chart`), and the optional OpenAI-compatible
 //!   model whose tools are the read-only intents (`ask::llm`). It sits above [`chat`], which
-//!   reaches it only through `chat::asking::Answers`; Slack, Discord, `POST /v1/ask`,
+//!   reaches it only through `chat::asking::Answers`; Slack, Discord, Mattermost, `POST /v1/ask`,
 //!   `medic ask` and the demo's prompt all feed it.
 //! - [`cli`] — the `medic` command line; `main.rs` only calls [`cli::main`]. [`cli::demo`]
 //!   runs `serve`'s pipeline ([`server::run_with`]) with the recorded context backend and

@@ -43,6 +43,8 @@ struct Fake {
     /// Sends to every live WebSocket.
     live: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Message>>>,
     connects: Mutex<Vec<String>>,
+    /// `GET /users/me` answers 401 (a revoked bot token).
+    refuse_token: std::sync::atomic::AtomicBool,
     /// Every post created: its id and body.
     created: Mutex<Vec<(String, Value)>>,
 }
@@ -137,6 +139,11 @@ async fn rest(
             .into_response()
     };
     match (method.as_str(), parts.as_slice()) {
+        ("GET", ["users", "me"]) if f.refuse_token.load(Ordering::SeqCst) => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"id": "api.context.session_expired.app_error", "message": "Invalid or expired session, please login again.", "status_code": 401})),
+        )
+            .into_response(),
         ("GET", ["users", "me"]) => axum::Json(json!({"id": BOT, "username": "medic", "is_bot": true})).into_response(),
         ("POST", ["posts"]) => {
             if f.throttle.load(Ordering::SeqCst) > 0 {
@@ -356,6 +363,7 @@ async fn posts_once_is_patched_and_approved_once(db: Db) {
     assert_eq!(s.app.post("/v1/alerts/generic", common::chat::alert("firing"), &[]).await.0, 200);
     let (root, root_id) = s.root().await;
     assert_eq!(root["channel_id"], CHANNEL);
+    assert!(root["pending_post_id"].as_str().unwrap().starts_with("medic-1-"), "deduplicated by Mattermost: {root:#}");
     assert!(root["message"].as_str().unwrap().contains("Incident #1: ChatTest on checkout"), "{root:#}");
     let attachment = &root["props"]["attachments"][0];
     assert_eq!(attachment["color"], "#e01e5a", "critical is red");
@@ -600,7 +608,30 @@ async fn two_replicas_post_once_and_hold_one_websocket(db: Db) {
     b.stop().await.unwrap();
 }
 
+/// A bot token Mattermost refuses: the WebSocket stops, `/readyz` says why, nothing retries it.
+async fn a_refused_token_stops_the_websocket(db: Db) {
+    let fake = Arc::new(Fake::default());
+    fake.refuse_token.store(true, Ordering::SeqCst);
+    let api = fake_mattermost(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(app) = TestApp::spawn(db, config(dir.path(), &api, "127.0.0.1:9", "replica-a", "")).await else { return };
+    let ready = poll_until(10, || async {
+        let (_, ready) = app.get("/readyz").await;
+        (ready["mattermost_websocket"]["state"] == "stopped").then_some(ready)
+    })
+    .await
+    .expect("the WebSocket stopped");
+    assert!(ready["mattermost_websocket"]["reason"].as_str().unwrap().contains("bot_token"), "{ready:#}");
+    assert!(ready["degraded"].as_array().unwrap().contains(&json!("mattermost")), "{ready:#}");
+    assert_eq!(ready["ready"], true, "the rest of medic goes on");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.calls("GET", "users/me").len(), 1, "not retried");
+    assert!(fake.connects.lock().unwrap().is_empty());
+    app.stop().await.unwrap();
+}
+
 both_stores!(
+    a_refused_token_stops_the_websocket,
     posts_once_is_patched_and_approved_once,
     forged_replayed_and_foreign_actions_change_nothing,
     questions_are_answered_in_the_thread_once,

@@ -488,8 +488,14 @@ impl super::outbox::Destination for Mattermost {
         };
         let root = row.root.clone().unwrap_or_default();
         let result = match row.item.op.as_str() {
-            // The incident's post; a message of its own (the morning summary).
-            "post" | "message" => self.call(reqwest::Method::POST, "posts", Some(&body)).await,
+            // The incident's post: a retry within 30 s of an attempt whose answer was lost gets
+            // the post Mattermost already made (its `pending_post_id` deduplication).
+            "post" => {
+                body["pending_post_id"] = json!(format!("medic-{}-{}", row.item.incident_id, row.id));
+                self.call(reqwest::Method::POST, "posts", Some(&body)).await
+            }
+            // A message of its own (the morning summary).
+            "message" => self.call(reqwest::Method::POST, "posts", Some(&body)).await,
             "update" => {
                 let patch = json!({"message": body["message"], "props": body["props"]});
                 self.call(reqwest::Method::PUT, &format!("posts/{root}/patch"), Some(&patch)).await
