@@ -154,7 +154,12 @@
 //!   records pass [`redact`], before any cut.
 //! - **A value is data.** Label values and other incident values reach PromQL/LogQL, URLs and
 //!   script arguments only through [`render`], escaped for their position or refused; text
-//!   sent to Slack is escaped and Discord messages mention no one.
+//!   sent to Slack is escaped, Discord messages mention no one, and Mattermost text is escaped
+//!   with no `@` that can mention.
+//! - **A chat request is verified before it is read.** Slack's and Discord's by their
+//!   signatures; Mattermost's, which are not signed, by a context medic sealed (or the
+//!   command's token), the server's addresses, the incident's own post and the channel's
+//!   members (`chat::mattermost::inbound`).
 //! - **Words never act by themselves.** Only an order addressed to medic (a mention, a DM, a
 //!   slash command, the API, the CLI; its verb first) can pause or resume automation, grant or
 //!   revoke a runbook's autonomy, or resolve or reopen an incident, only for

@@ -22,7 +22,7 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-const SECRETS: [(&str, &str); 14] = [
+const SECRETS: [(&str, &str); 16] = [
     ("MEDIC_DATABASE_URL_FROM_CONFIG", "sqlite://medic.db"),
     ("MEDIC_API_TOKEN", "l"),
     ("MEDIC_ALERTMANAGER_TOKEN", "a"),
@@ -36,6 +36,8 @@ const SECRETS: [(&str, &str); 14] = [
     ("MEDIC_SLACK_BOT_TOKEN", "xoxb-i"),
     ("MEDIC_SLACK_SIGNING_SECRET", "j"),
     ("MEDIC_DISCORD_BOT_TOKEN", "k"),
+    ("MEDIC_MATTERMOST_BOT_TOKEN", "n"),
+    ("MEDIC_MATTERMOST_COMMAND_TOKEN", "o"),
     ("MEDIC_AWX_AUTHORIZATION", "Bearer m"),
 ];
 

@@ -365,7 +365,7 @@ fn the_charts_config_passes_medic_check() {
     let dir = tempfile::tempdir().unwrap();
     let chart = root().join("deploy/helm/medic");
     let secret = regex::Regex::new(r"env: (MEDIC_[A-Z_]+)").unwrap();
-    for values in [None, Some("values-slack.yaml"), Some("values-discord.yaml")] {
+    for values in [None, Some("values-slack.yaml"), Some("values-discord.yaml"), Some("values-mattermost.yaml")] {
         let overrides = match values {
             Some(f) => serde_norway::from_str(&std::fs::read_to_string(chart.join(f)).unwrap()).unwrap(),
             None => serde_json::json!({}),
