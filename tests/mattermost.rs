@@ -441,6 +441,16 @@ async fn forged_replayed_and_foreign_actions_change_nothing(db: Db) {
         assert_eq!(status, 401, "{k}: {v}");
     }
     assert_eq!(s.send_action(&root_id, ALICE, json!({"action": "approve"})).await.0, 401);
+    // Mattermost's documented example request: read, and refused (its context is not medic's).
+    let (status, v) =
+        s.app.post("/mattermost/actions", common::fixture("mattermost/docs-action-request.json"), &[]).await;
+    assert_eq!(status.as_u16(), 401, "{v}");
+    // Its documented slash command request, with its token as this medic's command token.
+    let form = String::from_utf8(common::fixture("mattermost/docs-slash-command.form")).unwrap();
+    let form = form.replace("qzgakf1nx3yt9dr4n8585ihbxy", "mm-command-token");
+    let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", "Token mm-command-token")];
+    let (status, v) = s.app.post("/mattermost/command", form, &headers).await;
+    assert_eq!((status.as_u16(), v["response_type"].as_str()), (200, Some("in_channel")), "{v}");
     // A request from an address that is not the Mattermost server's: another replica that
     // allows only 10.0.0.0/8.
     let other = tempfile::tempdir().unwrap();

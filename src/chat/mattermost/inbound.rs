@@ -532,6 +532,28 @@ mod tests {
         assert!(Signed::open(&json!({"action": "approve"}), &key, day, now).is_err());
     }
 
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/mattermost/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    /// Mattermost's documented requests read as medic reads them: the action request's ids pass
+    /// the id check, and its context, not one medic sealed, is refused; the slash command's form
+    /// gives the fields `/medic` needs.
+    #[test]
+    fn the_documented_requests_read_as_medic_reads_them() {
+        let r: ActionRequest = serde_json::from_str(&fixture("docs-action-request.json")).unwrap();
+        assert!(is_id(&r.user_id) && is_id(&r.post_id) && is_id(&r.channel_id), "{r:?}");
+        assert_eq!(r.trigger_id, "", "absent in the example: optional");
+        let e = Signed::open(&r.context, &Secret::new("k"), Duration::from_secs(60), 0).unwrap_err();
+        assert!(e.contains("not one medic made"), "{e}");
+        let form: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(fixture("docs-slash-command.form").as_bytes()).into_owned().collect();
+        assert!(is_id(&form["user_id"]) && is_id(&form["channel_id"]));
+        assert_eq!((form["text"].as_str(), form["token"].as_str()), ("toronto week", "qzgakf1nx3yt9dr4n8585ihbxy"));
+        assert!(form["trigger_id"].len() > 20);
+    }
+
     #[tokio::test]
     async fn sources_are_the_servers_addresses_or_the_configured_blocks() {
         let url = reqwest::Url::parse("http://127.0.0.1:8065").unwrap();
