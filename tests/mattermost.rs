@@ -84,6 +84,11 @@ impl Fake {
 
     /// Sends a `posted` event on the WebSocket (logged for a resume when none is live).
     fn posted(&self, post: Value, channel_type: &str, mentions: &[&str]) {
+        self.posted_or_lost(post, channel_type, mentions, true)
+    }
+
+    /// A `posted` event numbered and logged, but (`send: false`) lost on the way.
+    fn posted_or_lost(&self, post: Value, channel_type: &str, mentions: &[&str], send: bool) {
         let data = json!({"channel_display_name": "incidents", "channel_name": "incidents", "channel_type": channel_type,
                           "post": post.to_string(), "sender_name": "@alice", "team_id": TEAM,
                           "mentions": serde_json::to_string(mentions).unwrap()});
@@ -93,7 +98,9 @@ impl Fake {
             json!({"event": "posted", "data": data, "broadcast": {"channel_id": post["channel_id"]}, "seq": ws.seq});
         let seq = ws.seq;
         ws.log.push((seq, event.clone()));
-        self.live.lock().unwrap().retain(|tx| tx.send(Message::text(event.to_string())).is_ok());
+        if send {
+            self.live.lock().unwrap().retain(|tx| tx.send(Message::text(event.to_string())).is_ok());
+        }
     }
 
     fn drop_connections(&self) {
@@ -241,22 +248,28 @@ async fn websocket(fake: Arc<Fake>, tcp: tokio::net::TcpStream) {
     let pairs: std::collections::HashMap<String, String> =
         url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     {
+        // As Mattermost's server does (`WebConn::writePump`): a resume whose sequence number is
+        // still in the buffer replays from it, then says hello; otherwise a new connection id,
+        // numbered from 0. Every event, hello included, takes the next number.
         let mut st = fake.ws.lock().unwrap();
-        let resumed = pairs.get("connection_id").is_some_and(|c| *c == st.connection_id && !c.is_empty());
-        if !resumed {
+        let from: Option<i64> = pairs.get("sequence_number").and_then(|s| s.parse().ok());
+        let known = pairs.get("connection_id").is_some_and(|c| *c == st.connection_id && !c.is_empty());
+        let resumed = known && from.is_some_and(|n| st.log.iter().any(|(s, _)| *s == n) || n == st.seq + 1);
+        if resumed {
+            for (_, e) in st.log.iter().filter(|(s, _)| *s >= from.unwrap_or(0)) {
+                tx.send(Message::text(e.to_string())).unwrap();
+            }
+            st.seq += 1;
+        } else {
             st.connection_id = format!("conn{}", fake.connects.lock().unwrap().len());
             st.seq = 0;
             st.log.clear();
         }
         let hello = json!({"event": "hello", "data": {"connection_id": st.connection_id, "server_version": "9.11.0"},
-                           "broadcast": {"user_id": BOT}, "seq": 0});
+                           "broadcast": {"user_id": BOT}, "seq": st.seq});
+        let seq = st.seq;
+        st.log.push((seq, hello.clone()));
         tx.send(Message::text(hello.to_string())).unwrap();
-        if resumed {
-            let from: i64 = pairs.get("sequence_number").and_then(|s| s.parse().ok()).unwrap_or(0);
-            for (_, e) in st.log.iter().filter(|(s, _)| *s >= from) {
-                tx.send(Message::text(e.to_string())).unwrap();
-            }
-        }
         // The connection's only sender: dropping it (`drop_connections`) closes the connection.
         fake.live.lock().unwrap().push(tx);
     }
@@ -518,6 +531,19 @@ async fn questions_are_answered_in_the_thread_once(db: Db) {
     let connects = s.fake.connects.lock().unwrap().clone();
     assert_eq!(connects.len(), 2, "{connects:?}");
     assert_eq!(connects[1], "connection_id=conn1&sequence_number=7", "resumed where it stopped");
+    // An event lost on the way (its number skipped): medic resumes from it, as Mattermost's
+    // clients do, and both questions are answered once.
+    s.fake.posted_or_lost(
+        post(&id(108), ALICE, CHANNEL, &root_id, "@medic is it still happening?"),
+        "O",
+        &[BOT],
+        false,
+    );
+    s.fake.posted(post(&id(109), ALICE, CHANNEL, &root_id, "@medic how bad is it?"), "O", &[BOT]);
+    poll_until(20, || async { (answers_in(&s.fake, &root_id).len() == 5).then_some(()) })
+        .await
+        .unwrap_or_else(|| panic!("the lost event replayed: {:#?}", s.fake.connects.lock().unwrap()));
+    assert_eq!(s.fake.connects.lock().unwrap()[2], "connection_id=conn1&sequence_number=9", "resumed from the gap");
 
     // `/medic status`: the command's form and `Token` header, as documented.
     let form = |token: &str, trigger: &str| {
@@ -557,7 +583,7 @@ async fn questions_are_answered_in_the_thread_once(db: Db) {
     let body = submit("ask", &opened["dialog"]["state"], ALICE, json!({"question": "how bad is it?"}));
     let (status, v) = s.app.post("/mattermost/dialogs", body, &[]).await;
     assert_eq!((status.as_u16(), v), (200, json!({})));
-    poll_until(15, || async { (answers_in(&s.fake, &root_id).len() == 4).then_some(()) })
+    poll_until(15, || async { (answers_in(&s.fake, &root_id).len() == 6).then_some(()) })
         .await
         .expect("the dialog's question answered in the thread");
 
@@ -589,7 +615,7 @@ async fn questions_are_answered_in_the_thread_once(db: Db) {
     .await
     .expect("the rejection and its reason in the thread");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(answers_in(&s.fake, &root_id).len(), 4, "each question answered once, chatter and bots never");
+    assert_eq!(answers_in(&s.fake, &root_id).len(), 6, "each question answered once, chatter and bots never");
     assert_eq!(answers_in(&s.fake, &id(106)).len(), 1, "the DM once");
     assert_eq!(s.restarts.load(Ordering::SeqCst), 0, "nothing acted on from a question");
     s.app.stop().await.unwrap();

@@ -4,9 +4,11 @@
 //!
 //! The protocol as Mattermost's server and web app speak it: `GET {url}/api/v4/websocket` with
 //! the bot token as `Authorization: Bearer`; the server's `hello` event names the connection
-//! (`connection_id`); every event carries a `seq` one above the last. A dropped connection
-//! reconnects with `connection_id` and `sequence_number` (the next `seq` expected), so the server
-//! replays from its buffer what was missed. medic pings every 30 s and reconnects when nothing
+//! (`connection_id`); every event carries a `seq` one above the last. A dropped connection, or
+//! a gap in the numbers, reconnects with `connection_id` and `sequence_number` (the next `seq`
+//! expected), so the server replays from its buffer what was missed, then says `hello` again;
+//! a `hello` with another connection id means it could not, and says so in the log. (As
+//! Mattermost's server, `WebConn::writePump`, and its web client do.) medic pings every 30 s and reconnects when nothing
 //! arrived for 75 s. A bot token Mattermost refuses (`GET /users/me` → 401) stops the
 //! connection for good: the log and `/readyz` say why, and the rest of medic goes on.
 //!
@@ -152,34 +154,37 @@ impl Client {
                 None => return End::Again("the WebSocket ended".into()),
             };
             let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-            if event["event"] != "hello"
-                && let Some(seq) = event["seq"].as_i64()
-                && let Some((_, next)) = &mut self.resume
-            {
+            let seq = event["seq"].as_i64();
+            if event["event"] == "hello" {
+                let id = event["data"]["connection_id"].as_str().unwrap_or_default().to_string();
+                if self.resume.as_ref().is_some_and(|(known, _)| *known != id) {
+                    // The server could not resume (restarted, or medic was away too long): what
+                    // was posted meanwhile is not replayed.
+                    tracing::warn!(
+                        "Mattermost started a new WebSocket session: posts made while medic was disconnected are not replayed"
+                    );
+                }
+                self.resume = Some((id, seq.unwrap_or(0) + 1));
+                self.failures = 0;
+                self.mm.health.set(State::Connected);
+                tracing::info!("Mattermost WebSocket connected");
+                continue;
+            }
+            // Every event is numbered; a gap means some were not delivered: reconnect, and the
+            // server replays from the first one missed (as Mattermost's own clients do).
+            if let (Some(seq), Some((_, next))) = (seq, &mut self.resume) {
+                if seq > *next {
+                    return End::Again(format!("WebSocket events {next} to {} were missed; resuming", seq - 1));
+                }
                 *next = seq + 1;
             }
-            match event["event"].as_str() {
-                Some("hello") => {
-                    let id = event["data"]["connection_id"].as_str().unwrap_or_default().to_string();
-                    let next = event["seq"].as_i64().unwrap_or(0) + 1;
-                    // The same connection id: the server replays what was missed after it.
-                    match &mut self.resume {
-                        Some((known, n)) if *known == id => *n = (*n).max(next),
-                        _ => self.resume = Some((id, next)),
+            if event["event"] == "posted" {
+                let (mm, asking, me) = (self.mm.clone(), self.asking.clone(), me.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = posted(&mm, &asking, &me, &event["data"]).await {
+                        tracing::warn!(error = %format!("{e:#}"), "a Mattermost post could not be answered");
                     }
-                    self.failures = 0;
-                    self.mm.health.set(State::Connected);
-                    tracing::info!("Mattermost WebSocket connected");
-                }
-                Some("posted") => {
-                    let (mm, asking, me) = (self.mm.clone(), self.asking.clone(), me.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = posted(&mm, &asking, &me, &event["data"]).await {
-                            tracing::warn!(error = %format!("{e:#}"), "a Mattermost post could not be answered");
-                        }
-                    });
-                }
-                _ => {}
+                });
             }
         }
     }
