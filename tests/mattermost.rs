@@ -191,12 +191,44 @@ async fn rest(
             axum::Json(json!({"members": [{"id": ALICE, "username": "alice"}], "total_member_count": 1}))
                 .into_response()
         }
-        ("POST", ["actions", "dialogs", "open"]) => axum::Json(json!({})).into_response(),
+        ("POST", ["actions", "dialogs", "open"]) => match dialog_problem(&v) {
+            // Mattermost's server-side limits on a dialog (those its web app mirrors).
+            Some(why) => (StatusCode::BAD_REQUEST, axum::Json(json!({"id": "interactive_dialog.invalid", "message": why, "status_code": 400})))
+                .into_response(),
+            None => axum::Json(json!({})).into_response(),
+        },
         ("POST", ["files"]) => {
             axum::Json(json!({"file_infos": [{"id": id(f.next.fetch_add(1, Ordering::SeqCst))}]})).into_response()
         }
         _ => not_found("api.context.404.app_error", "Sorry, we could not find the page."),
     }
+}
+
+/// What Mattermost would refuse in a dialog: a title or an element's display name over 24
+/// characters, a name over 300, a `text` element longer than 150, a `textarea` longer than 3000,
+/// no trigger id or URL.
+fn dialog_problem(v: &Value) -> Option<String> {
+    let d = &v["dialog"];
+    if v["trigger_id"].as_str().unwrap_or("").is_empty() || v["url"].as_str().unwrap_or("").is_empty() {
+        return Some("trigger_id and url are required".into());
+    }
+    if d["title"].as_str().unwrap_or("").chars().count() > 24 {
+        return Some("the title is longer than 24 characters".into());
+    }
+    for e in d["elements"].as_array().into_iter().flatten() {
+        let max = match e["type"].as_str() {
+            Some("text") => 150,
+            Some("textarea") => 3000,
+            other => return Some(format!("element type {other:?}")),
+        };
+        if e["display_name"].as_str().unwrap_or("").chars().count() > 24
+            || e["name"].as_str().unwrap_or("").chars().count() > 300
+            || e["max_length"].as_u64().unwrap_or(0) > max
+        {
+            return Some(format!("element {} is out of Mattermost's limits", e["name"]));
+        }
+    }
+    None
 }
 
 /// The fake: REST under `/api/v4/`, and `GET /api/v4/websocket` upgraded on the same port
@@ -573,6 +605,7 @@ async fn questions_are_answered_in_the_thread_once(db: Db) {
     let (status, v) = s.click(&root, &root_id, "ask", ALICE).await;
     assert_eq!((status, v), (200, json!({})));
     let (_, opened) = s.fake.calls("POST", "actions/dialogs/open").pop().expect("a dialog opened");
+    assert_eq!(dialog_problem(&opened), None, "a dialog Mattermost accepts: {opened:#}");
     assert_eq!(opened["url"], "http://medic.example:8080/mattermost/dialogs");
     assert_eq!(opened["dialog"]["callback_id"], "ask");
     let submit = |callback: &str, state: &Value, user: &str, submission: Value| {
@@ -590,6 +623,7 @@ async fn questions_are_answered_in_the_thread_once(db: Db) {
     // Reject asks why: Bob's reason is refused in the dialog, Alice's recorded.
     assert_eq!(s.click(&root, &root_id, "reject", ALICE).await, (200, json!({})));
     let (_, opened) = s.fake.calls("POST", "actions/dialogs/open").pop().unwrap();
+    assert_eq!(dialog_problem(&opened), None, "a dialog Mattermost accepts: {opened:#}");
     assert_eq!(opened["dialog"]["callback_id"], "reject");
     let state = &opened["dialog"]["state"];
     let (status, v) =

@@ -367,7 +367,8 @@ async fn action(State(s): State<Arc<Inbound>>, req: Request) -> Response {
             let state = Signed::new("ask", signed.incident, "", now).sealed(key);
             s.open_dialog(&r.trigger_id, json!({
                 "callback_id": "ask", "title": "Ask medic", "submit_label": "Ask", "state": state.to_string(),
-                "elements": [{"display_name": "Your question", "name": "question", "type": "text", "max_length": 500,
+                // A `text` element holds at most 150 characters on Mattermost; a question may be longer.
+                "elements": [{"display_name": "Your question", "name": "question", "type": "textarea", "max_length": 500,
                               "placeholder": "what changed before the errors started?"}],
             }))
             .await;
