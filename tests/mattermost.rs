@@ -174,8 +174,15 @@ async fn rest(
         ("PUT", ["posts", p, "patch"]) => {
             axum::Json(json!({"id": p, "message": v["message"], "props": v["props"]})).into_response()
         }
-        ("POST", ["posts", "ephemeral"]) => {
-            axum::Json(json!({"id": id(f.next.fetch_add(1, Ordering::SeqCst))})).into_response()
+        // The bot is no system admin: Mattermost gives `create_post_ephemeral` to them only.
+        ("POST", ["posts", "ephemeral"]) => (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"id": "api.context.permissions.app_error", "message": "You do not have the appropriate permissions.", "status_code": 403})),
+        )
+            .into_response(),
+        ("POST", ["channels", "direct"]) => {
+            let other = v.as_array().and_then(|a| a.iter().filter_map(Value::as_str).find(|u| *u != BOT)).unwrap_or("");
+            axum::Json(json!({"id": format!("dm{}", &other[2..]), "type": "D"})).into_response()
         }
         ("GET", ["channels", c, "members", u]) => {
             if *c == CHANNEL && [ALICE, BOB].contains(u) || *c == DM && *u == ALICE {
@@ -576,6 +583,19 @@ async fn questions_are_answered_in_the_thread_once(db: Db) {
         .await
         .unwrap_or_else(|| panic!("the lost event replayed: {:#?}", s.fake.connects.lock().unwrap()));
     assert_eq!(s.fake.connects.lock().unwrap()[2], "connection_id=conn1&sequence_number=9", "resumed from the gap");
+
+    // An order from someone outside the control groups: refused privately — a direct message,
+    // since the bot may not post ephemeral messages — never in the thread.
+    s.fake.posted(post(&id(110), BOB, CHANNEL, &root_id, "@medic pause automation"), "O", &[BOT]);
+    let to_bob = format!("dm{}", &BOB[2..]);
+    let refusal = poll_until(15, || async {
+        s.fake.created.lock().unwrap().iter().find(|(_, b)| b["channel_id"] == to_bob.as_str()).map(|(_, b)| b.clone())
+    })
+    .await
+    .expect("the refusal sent to Bob");
+    assert!(refusal["message"].as_str().unwrap().contains("Nothing changed"), "{refusal:#}");
+    assert_eq!(answers_in(&s.fake, &root_id).len(), 5, "not in the thread");
+    assert!(s.app.store.paused().await.unwrap().is_none(), "nothing paused");
 
     // `/medic status`: the command's form and `Token` header, as documented.
     let form = |token: &str, trigger: &str| {

@@ -403,12 +403,26 @@ impl Mattermost {
         }
     }
 
+    /// An ephemeral post for `user`; where the bot may not make one (Mattermost gives
+    /// `create_post_ephemeral` only to system admins unless granted), a direct message instead.
     async fn ephemeral_post(&self, user: &str, post: Value) -> anyhow::Result<()> {
         let body = json!({"user_id": user, "post": post});
-        self.call(reqwest::Method::POST, "posts/ephemeral", Some(&body))
-            .await
-            .map(drop)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
+        match self.call(reqwest::Method::POST, "posts/ephemeral", Some(&body)).await {
+            Ok(_) => Ok(()),
+            Err(Delivery::Retry { error, .. }) if error.contains("HTTP 403") => {
+                let me = self.me().await.map_err(anyhow::Error::msg)?.0.clone();
+                let dm = self
+                    .call(reqwest::Method::POST, "channels/direct", Some(&json!([me, user])))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let message = json!({"channel_id": dm["id"], "message": post["message"]});
+                self.call(reqwest::Method::POST, "posts", Some(&message))
+                    .await
+                    .map(drop)
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))
+            }
+            Err(e) => Err(anyhow::anyhow!("{e:?}")),
+        }
     }
 
     /// Uploads a PNG to `channel` (`POST /files`); its file id.
