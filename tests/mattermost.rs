@@ -5,8 +5,11 @@
 //! Approve by a member of the approving group (a Mattermost group) executes once, by another
 //! user is refused privately; a forged, replayed, misplaced or foreign action changes nothing;
 //! Reject asks why in a dialog; a question by @mention, in a thread, in a DM, by the Ask dialog
-//! and by `/medic` is answered in the thread once, also across a dropped connection; two
-//! replicas post once and hold one WebSocket; hostile label text is escaped.
+//! and by `/medic` is answered in the thread once, also across a dropped connection and a lost
+//! event (resumed as Mattermost's server replays); a refused order reaches its asker alone (by
+//! DM: the fake, like Mattermost, lets no plain bot post ephemeral messages); dialogs stay within
+//! Mattermost's limits; two replicas post once and hold one WebSocket; hostile label text is
+//! escaped; a revoked token stops the WebSocket and shows in `/readyz`.
 
 mod common;
 
