@@ -112,6 +112,8 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         // The peer's address as axum's `ConnectInfo`, for routes that check where a request
         // comes from (Mattermost's, which are not signed).
+        // hyper calls a service by `&self`: the router is cloned per request (an `Arc`), as
+        // `TowerToHyperService` did before.
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(axum::extract::ConnectInfo(peer));

@@ -36,6 +36,34 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Millis> {
     Some((secs.saturating_mul(1000)).clamp(1, 3_600_000))
 }
 
+/// A chat API's answer to the call `path` as the outbox reads it: `Ok` for 2xx; a 429 retried
+/// after `wait` (1 s when the API gave none); a 5xx retried with backoff; refused credentials
+/// (401/403) too — an outage of ours until a person fixes them, never a reason to drop a
+/// message; any other status refused for good, with the API's `message` (else the start of its
+/// body, `text`).
+pub fn answered(
+    status: reqwest::StatusCode,
+    wait: Option<Millis>,
+    path: &str,
+    v: &serde_json::Value,
+    text: &str,
+) -> Result<(), Delivery> {
+    let code = status.as_u16();
+    match code {
+        _ if status.is_success() => Ok(()),
+        429 => Err(Delivery::Retry { after_ms: wait.unwrap_or(1000), error: format!("{path}: rate limited") }),
+        500..=599 => Err(Delivery::Retry { after_ms: 0, error: format!("{path}: HTTP {code}") }),
+        401 | 403 => Err(Delivery::Retry {
+            after_ms: 0,
+            error: format!("{path}: HTTP {code} (credentials or permissions refused)"),
+        }),
+        _ => {
+            let msg = v["message"].as_str().map(str::to_string).unwrap_or_else(|| text.chars().take(200).collect());
+            Err(Delivery::Failed { error: format!("{path}: HTTP {code}: {msg}") })
+        }
+    }
+}
+
 /// Where the outbox delivers: a chat platform (`chat::Platform`) or a pager (`page::Pager`).
 #[async_trait::async_trait]
 pub trait Destination: Send + Sync {

@@ -303,28 +303,9 @@ impl Discord {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            let secs = v["retry_after"].as_f64().unwrap_or(1.0);
-            return Err(Delivery::Retry {
-                after_ms: ((secs * 1000.0).ceil() as i64).clamp(1, 3_600_000),
-                error: format!("{path}: rate limited"),
-            });
-        }
-        if status.is_server_error() {
-            return Err(Delivery::Retry { after_ms: 0, error: format!("{path}: HTTP {}", status.as_u16()) });
-        }
-        if matches!(status.as_u16(), 401 | 403) {
-            // The bot token or its permissions are refused: an outage of ours until a person
-            // fixes it, never a reason to drop the message.
-            return Err(Delivery::Retry {
-                after_ms: 0,
-                error: format!("{path}: HTTP {} (credentials or permissions refused)", status.as_u16()),
-            });
-        }
-        if !status.is_success() {
-            let msg = v["message"].as_str().map(str::to_string).unwrap_or_else(|| text.chars().take(200).collect());
-            return Err(Delivery::Failed { error: format!("{path}: HTTP {}: {msg}", status.as_u16()) });
-        }
+        // A 429 says how long to wait in its body (seconds, fractional).
+        let wait = v["retry_after"].as_f64().map(|secs| ((secs * 1000.0).ceil() as i64).clamp(1, 3_600_000));
+        super::outbox::answered(status, wait, path, &v, &text)?;
         Ok(v)
     }
 

@@ -495,14 +495,10 @@ async fn command(State(s): State<Arc<Inbound>>, req: Request) -> Response {
     let text = text.strip_prefix("ask ").unwrap_or(text);
     let q = s.mm.question(&s.asking, text, None, user, channel, true).await;
     let reply = s.asking.ask(&q).await;
-    let message = match s.mm.templates.render("answer", &super::escaped(&reply.view)) {
-        Ok(r) => serde_json::from_str::<Value>(&r).ok().and_then(|v| v["message"].as_str().map(str::to_string)),
-        Err(e) => {
-            tracing::warn!(error = %e, "the Mattermost answer template failed");
-            None
-        }
-    };
-    let message = message.unwrap_or_else(|| super::escape(&crate::chat::display(&reply.view["headline"])));
+    let message = s.mm.answer_message(&reply).unwrap_or_else(|e| {
+        tracing::warn!(error = %format!("{e:#}"), "the Mattermost answer template failed");
+        super::escape(&crate::chat::display(&reply.view["headline"]))
+    });
     let kind = if reply.private { "ephemeral" } else { "in_channel" };
     Json(json!({"response_type": kind, "text": message, "skip_slack_parsing": true})).into_response()
 }

@@ -272,22 +272,7 @@ impl Mattermost {
         let text = resp.text().await.unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let path = path.split('?').next().unwrap_or(path);
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(Delivery::Retry { after_ms: wait.unwrap_or(1000), error: format!("{path}: rate limited") });
-        }
-        if status.is_server_error() {
-            return Err(Delivery::Retry { after_ms: 0, error: format!("{path}: HTTP {}", status.as_u16()) });
-        }
-        if matches!(status.as_u16(), 401 | 403) {
-            return Err(Delivery::Retry {
-                after_ms: 0,
-                error: format!("{path}: HTTP {} (the bot token or its permissions are refused)", status.as_u16()),
-            });
-        }
-        if !status.is_success() {
-            let msg = v["message"].as_str().map(str::to_string).unwrap_or_else(|| text.chars().take(200).collect());
-            return Err(Delivery::Failed { error: format!("{path}: HTTP {}: {msg}", status.as_u16()) });
-        }
+        super::outbox::answered(status, wait, path, &v, &text)?;
         Ok(v)
     }
 
@@ -369,10 +354,7 @@ impl Mattermost {
     /// ephemeral post) when it is private. A chart is uploaded and attached.
     pub async fn answer(&self, channel: &str, root: Option<&str>, user: &str, answer: &super::asking::Reply) {
         let sent = async {
-            let rendered = self.templates.render("answer", &escaped(&answer.view))?;
-            let v: Value = serde_json::from_str(&rendered)?;
-            let mut post =
-                json!({"channel_id": channel, "message": cut(v["message"].as_str().unwrap_or_default(), MAX_MESSAGE)});
+            let mut post = json!({"channel_id": channel, "message": self.answer_message(answer)?});
             if let Some(root) = root {
                 post["root_id"] = json!(root);
             }
@@ -390,6 +372,12 @@ impl Mattermost {
         if let Err(e) = sent.await {
             tracing::warn!(error = %format!("{e:#}"), "could not post an answer on Mattermost");
         }
+    }
+
+    /// The Markdown of `answer`, from the `answer` template.
+    pub fn answer_message(&self, answer: &super::asking::Reply) -> anyhow::Result<String> {
+        let v: Value = serde_json::from_str(&self.templates.render("answer", &escaped(&answer.view))?)?;
+        Ok(cut(v["message"].as_str().unwrap_or_default(), MAX_MESSAGE))
     }
 
     /// `text` shown only to `user` in `channel` (in `root`'s thread when given).
